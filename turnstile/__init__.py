@@ -1,0 +1,8 @@
+"""Turnstile: Redis lock and timer stores for replicated Rasa servers.
+
+``turnstile.stores`` is the store library bot pods install (redis-py only);
+``turnstile.rasa`` holds the drop-in classes Rasa loads from ``endpoints.yml``;
+``turnstile.operator`` is the Kubernetes operator (extra ``[operator]``).
+"""
+
+__version__ = "0.1.0"

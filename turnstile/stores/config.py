@@ -1,0 +1,283 @@
+"""Store settings, read from the keys Rasa passes in ``endpoints.yml``.
+
+Rasa hands a custom store its ``endpoints.yml`` section as ``endpoint_config.kwargs``: a plain
+mapping whose values may be strings even where a number is meant (``port: ${REDIS_PORT}`` is
+expanded to ``"6379"``). :class:`SettingsReader` is the one typed helper that turns such a
+mapping into checked values; :class:`RedisSettings` is the result for the Redis connection that
+the lock store, the timer store, the operator's probe and ``turnstile check`` all share.
+
+Every bad value raises :class:`~turnstile.stores.errors.ConfigurationError` naming the key, the
+value and what is accepted, at construction time, before anything connects. Passwords are kept
+out of ``repr()`` and out of every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, cast
+
+from turnstile.stores.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+DeploymentMode = Literal["standard", "cluster", "sentinel"]
+DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "sentinel")
+
+_TRUE: Final = frozenset({"true", "yes", "on", "1"})
+_FALSE: Final = frozenset({"false", "no", "off", "0", ""})
+_ALNUM: Final = re.compile(r"^[A-Za-z0-9]+$")
+_HOSTNAME: Final = re.compile(r"^[A-Za-z0-9_.\-]+$|^\[[0-9A-Fa-f:.]+\]$|^[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*$")
+
+#: The keys every Redis-backed store understands (Rasa's names).
+REDIS_KEYS: Final = frozenset(
+    {
+        "url",
+        "host",
+        "port",
+        "db",
+        "username",
+        "password",
+        "use_ssl",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_ca_certs",
+        "key_prefix",
+        "socket_timeout",
+        "deployment_mode",
+        "endpoints",
+        "sentinel_service",
+        "failover_timeout",
+    }
+)
+#: Keys Rasa itself may leave in ``kwargs``; never an error.
+_RASA_KEYS: Final = frozenset({"type", "store_type"})
+
+
+class SettingsReader:
+    """Reads typed values from one ``endpoints.yml`` section, naming ``section.key`` in errors."""
+
+    def __init__(self, values: Mapping[str, Any] | None, *, section: str) -> None:
+        self._values: dict[str, Any] = dict(values or {})
+        self._section = section
+        self._read: set[str] = set()
+
+    def name(self, key: str) -> str:
+        """``section.key``, as error messages spell it."""
+        return f"{self._section}.{key}" if self._section else key
+
+    def _get(self, key: str) -> Any:
+        self._read.add(key)
+        return self._values.get(key)
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self._get(key)
+        if value is None or value == "":
+            return default
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigurationError(self.name(key), value, "a string")
+
+    def secret(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigurationError(self.name(key), value, "a string", secret=True)
+
+    def integer(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        value = self._get(key)
+        if value is None or value == "":
+            return default
+        accepted = _range_text("an integer", minimum, maximum)
+        try:
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(self.name(key), value, accepted) from None
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise ConfigurationError(self.name(key), value, accepted)
+        return number
+
+    def number(
+        self, key: str, default: float, *, minimum: float | None = None, exclusive_min: bool = False
+    ) -> float:
+        value = self._get(key)
+        if value is None or value == "":
+            return default
+        accepted = "a number" if minimum is None else (
+            f"a number {'>' if exclusive_min else '>='} {minimum:g}"
+        )
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(self.name(key), value, accepted) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigurationError(self.name(key), value, accepted)
+        if minimum is not None and (number < minimum or (exclusive_min and number == minimum)):
+            raise ConfigurationError(self.name(key), value, accepted)
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigurationError(self.name(key), value, "true or false")
+
+    def choice(self, key: str, default: str, choices: Iterable[str]) -> str:
+        options = tuple(choices)
+        value = self._get(key)
+        if value is None or value == "":
+            return default
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text not in options:
+            raise ConfigurationError(self.name(key), value, "one of " + ", ".join(options))
+        return cast(str, text)
+
+    def addresses(self, key: str) -> tuple[tuple[str, int], ...]:
+        """A list of ``host:port`` strings, or one comma-separated string (from ``${VAR}``)."""
+        value = self._get(key)
+        if value is None or value == "":
+            return ()
+        items: list[Any]
+        if isinstance(value, str):
+            items = [part for part in (p.strip() for p in value.split(",")) if part]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigurationError(self.name(key), value, 'a list of "host:port" strings')
+        return tuple(parse_address(item, key=self.name(key)) for item in items)
+
+    def unknown(self, known: Iterable[str]) -> list[str]:
+        """Keys in the section that no reader asked for and that are not in ``known``."""
+        allowed = set(known) | _RASA_KEYS | self._read
+        return sorted(k for k in self._values if k not in allowed)
+
+
+def parse_address(item: Any, *, key: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` to ``(host, port)``, or a ConfigurationError."""
+    expected = 'a "host:port" string with a port from 1 to 65535'
+    if not isinstance(item, str):
+        raise ConfigurationError(key, item, expected)
+    text = item.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigurationError(key, item, expected)
+    port = int(port_text)
+    if not 1 <= port <= 65535 or not _HOSTNAME.match(host):
+        raise ConfigurationError(key, item, expected)
+    return host.strip("[]"), port
+
+
+def _range_text(kind: str, minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{kind} from {minimum} to {maximum}"
+    if minimum is not None:
+        return f"{kind} >= {minimum}"
+    if maximum is not None:
+        return f"{kind} <= {maximum}"
+    return kind
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis in one of the three deployment modes."""
+
+    deployment_mode: DeploymentMode = "standard"
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 1
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    use_ssl: bool = False
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_ca_certs: str | None = None
+    key_prefix: str | None = None
+    socket_timeout: float = 10.0
+    endpoints: tuple[tuple[str, int], ...] = ()
+    sentinel_service: str = "mymaster"
+    #: How long an operation keeps retrying through a failover before it gives up.
+    failover_timeout: float = 30.0
+
+    @classmethod
+    def read(
+        cls,
+        reader: SettingsReader,
+        *,
+        default_db: int = 1,
+        url: str | None = None,
+    ) -> RedisSettings:
+        """Read the Redis keys of one section; ``url`` is Rasa's ``endpoint_config.url``."""
+        mode = cast(
+            DeploymentMode, reader.choice("deployment_mode", "standard", DEPLOYMENT_MODES)
+        )
+        host = reader.string("host") or reader.string("url") or url or "localhost"
+        if "://" in host:
+            raise ConfigurationError(
+                reader.name("host"), host, "a host name or IP address without a scheme"
+            )
+        prefix = reader.string("key_prefix")
+        if prefix is not None and not _ALNUM.match(prefix):
+            raise ConfigurationError(
+                reader.name("key_prefix"), prefix, "letters and digits only (alphanumeric)"
+            )
+        endpoints = reader.addresses("endpoints")
+        if mode == "sentinel" and not endpoints:
+            raise ConfigurationError(
+                reader.name("endpoints"),
+                [],
+                'sentinel mode needs at least one sentinel "host:port"',
+            )
+        settings = cls(
+            deployment_mode=mode,
+            host=host,
+            port=reader.integer("port", 6379, minimum=1, maximum=65535),
+            db=reader.integer("db", default_db, minimum=0),
+            username=reader.string("username"),
+            password=reader.secret("password"),
+            use_ssl=reader.boolean("use_ssl", False),
+            ssl_certfile=reader.string("ssl_certfile"),
+            ssl_keyfile=reader.string("ssl_keyfile"),
+            ssl_ca_certs=reader.string("ssl_ca_certs"),
+            key_prefix=prefix,
+            socket_timeout=reader.number("socket_timeout", 10.0, minimum=0, exclusive_min=True),
+            endpoints=endpoints,
+            sentinel_service=reader.string("sentinel_service", "mymaster") or "mymaster",
+            failover_timeout=reader.number("failover_timeout", 30.0, minimum=0),
+        )
+        if settings.deployment_mode == "cluster" and not settings.endpoints:
+            settings = replace(settings, endpoints=((settings.host, settings.port),))
+        return settings
+
+    @property
+    def where(self) -> str:
+        """Where the store points, for messages and logs (never a credential)."""
+        if self.deployment_mode == "standard":
+            return f"{self.host}:{self.port}/{self.db}"
+        nodes = ",".join(f"{h}:{p}" for h, p in self.endpoints)
+        if self.deployment_mode == "sentinel":
+            return f"sentinel {self.sentinel_service}@{nodes}"
+        return f"cluster {nodes}"
+
+
+def warn_unknown(reader: SettingsReader, known: Iterable[str], *, what: str) -> None:
+    """Log keys that no setting reads: most often a typo that would otherwise pass unseen."""
+    extra = reader.unknown(known)
+    if extra:
+        logger.warning("%s: ignoring unknown key(s): %s", what, ", ".join(extra))

@@ -1,0 +1,263 @@
+"""One logical Redis connection in any deployment mode, that rides out failovers.
+
+Every store, the operator's probe and ``turnstile check`` reach Redis through
+:class:`RedisConnection`. It owns three decisions that would otherwise be copied into each store:
+
+* **Which client.** ``standard`` is a plain ``redis.asyncio.Redis``; ``cluster`` is
+  ``redis.asyncio.cluster.RedisCluster`` seeded with the configured endpoints; ``sentinel`` asks
+  the sentinels for the master address and talks to the master with a plain client.
+* **Failover.** :meth:`RedisConnection.run` retries an operation on errors a failover produces
+  (refused connections, ``READONLY`` from a demoted master, ``CLUSTERDOWN``, ``TRYAGAIN``,
+  ``LOADING``, ``UNBLOCKED``) with capped backoff until ``failover_timeout`` has passed. In
+  Sentinel mode every retry asks the sentinels again: redis-py's own Sentinel retries reconnect
+  to the address they already had (redis/redis-py#3874), so Turnstile does not lean on them.
+  In Cluster mode a client that keeps failing is rebuilt from the configured endpoints, because
+  redis-py drops unreachable startup nodes and may otherwise run out of nodes to ask.
+* **Errors.** Whatever Redis raises leaves this module as a
+  :class:`~turnstile.stores.errors.TurnstileError`, chained to the original.
+
+Operations given to :meth:`RedisConnection.run` must be safe to repeat: a reply lost to a
+failover means the caller cannot know whether the command ran. The stores' Lua scripts are
+written for that (they take caller-made ids and are idempotent per id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from turnstile.stores.config import RedisSettings
+from turnstile.stores.errors import StoreUnavailableError, TurnstileError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+AnyRedis = Union[aioredis.Redis, RedisCluster]
+
+#: Errors a failover or a restarting node produces; worth another try.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ReadOnlyError,
+    rex.BusyLoadingError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.MasterDownError,
+    rex.SlotNotCoveredError,
+    rex.RedisClusterException,
+    rex.MovedError,
+    rex.AskError,
+    OSError,
+    asyncio.TimeoutError,
+)
+#: Wrong credentials do not heal by retrying.
+FATAL: tuple[type[BaseException], ...] = (
+    rex.AuthenticationError,
+    rex.AuthorizationError,
+    rex.NoPermissionError,
+)
+_RETRYABLE_REPLIES = ("UNBLOCKED", "LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
+_BACKOFF_FIRST = 0.02
+_BACKOFF_CAP = 0.5
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a failover, restart or resharding looks like from a client."""
+    if isinstance(exc, FATAL):
+        return False
+    if isinstance(exc, RETRYABLE):
+        return True
+    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
+
+
+async def close_client(client: Any) -> None:
+    """Close a redis-py client or pubsub; ``aclose`` arrived in redis-py 5, ``close`` before."""
+    closer = getattr(client, "aclose", None) or client.close
+    try:
+        await closer()
+    except (rex.RedisError, OSError):  # closing a dead connection is not news
+        logger.debug("ignoring an error while closing a Redis client", exc_info=True)
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A Lua script run with ``EVALSHA``, falling back to ``EVAL`` when Redis lacks it.
+
+    A new master after a failover has an empty script cache, so the fallback is not rare.
+    """
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    async def __call__(self, client: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except rex.NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+class RedisConnection:
+    """The client for one store's settings, with failover-aware retries (see the module doc)."""
+
+    def __init__(self, settings: RedisSettings, *, client_name: str = "turnstile") -> None:
+        self.settings = settings
+        self._client_name = client_name
+        self._client: AnyRedis | None = None
+        self._master: tuple[str, int] | None = None
+        self._generation = 0
+        self._refresh_lock = asyncio.Lock()
+        self._sentinel: Sentinel | None = None
+        self._closed = False
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.settings.deployment_mode == "cluster"
+
+    @property
+    def master_address(self) -> tuple[str, int] | None:
+        """The master in use (Sentinel mode), or the configured server (standard mode)."""
+        if self.settings.deployment_mode == "standard":
+            return (self.settings.host, self.settings.port)
+        return self._master
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "username": s.username,
+            "password": s.password,
+            "socket_timeout": s.socket_timeout,
+            "socket_connect_timeout": min(s.socket_timeout, 5.0),
+            "decode_responses": True,
+            "client_name": self._client_name,
+        }
+        if s.use_ssl:
+            kwargs.update(
+                ssl=True,
+                ssl_certfile=s.ssl_certfile,
+                ssl_keyfile=s.ssl_keyfile,
+                ssl_ca_certs=s.ssl_ca_certs,
+                ssl_cert_reqs="required" if s.ssl_ca_certs else "none",
+                ssl_check_hostname=bool(s.ssl_ca_certs),
+            )
+        return kwargs
+
+    async def _build(self) -> AnyRedis:
+        s = self.settings
+        if s.deployment_mode == "cluster":
+            nodes = [ClusterNode(host, port) for host, port in s.endpoints]
+            return RedisCluster(startup_nodes=nodes, **self._common_kwargs())
+        if s.deployment_mode == "sentinel":
+            if self._sentinel is None:
+                self._sentinel = Sentinel(
+                    list(s.endpoints),
+                    sentinel_kwargs={
+                        "socket_timeout": min(s.socket_timeout, 2.0),
+                        "socket_connect_timeout": min(s.socket_timeout, 2.0),
+                    },
+                )
+            host, port = await self._sentinel.discover_master(s.sentinel_service)
+            if self._master is not None and self._master != (host, port):
+                logger.warning(
+                    "Redis master of %r moved from %s:%d to %s:%d",
+                    s.sentinel_service, *self._master, host, port,
+                )
+            self._master = (host, port)
+            return aioredis.Redis(host=host, port=port, db=s.db, **self._common_kwargs())
+        return aioredis.Redis(host=s.host, port=s.port, db=s.db, **self._common_kwargs())
+
+    async def client(self) -> AnyRedis:
+        """The current client, built on first use."""
+        if self._closed:
+            raise TurnstileError("the Redis connection is closed")
+        if self._client is None:
+            async with self._refresh_lock:
+                if self._client is None:
+                    self._client = await self._build()
+        return self._client
+
+    async def _refresh(self, seen_generation: int) -> None:
+        """Replace the client after a failure, once for all tasks that saw the same failure."""
+        if self.settings.deployment_mode == "standard":
+            return  # the pool reconnects to the one address there is
+        async with self._refresh_lock:
+            if self._generation != seen_generation:
+                return
+            old, self._client = self._client, None
+            self._generation += 1
+            try:
+                self._client = await self._build()
+            finally:
+                if old is not None and old is not self._client:
+                    await close_client(old)
+
+    async def run(self, op: Callable[[AnyRedis], Awaitable[T]], *, what: str = "command") -> T:
+        """Run ``op(client)``, retrying through failovers for up to ``failover_timeout``."""
+        deadline = time.monotonic() + self.settings.failover_timeout
+        delay = _BACKOFF_FIRST
+        attempt = 0
+        while True:
+            generation = self._generation
+            try:
+                client = await self.client()
+                return await op(client)
+            except TurnstileError:
+                raise
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise
+                if not is_retryable(exc):
+                    raise self._translate(exc, what) from exc
+                attempt += 1
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailableError(
+                        f"Redis ({self.settings.where}) did not complete {what} within "
+                        f"{self.settings.failover_timeout:g}s: {type(exc).__name__}"
+                    ) from exc
+                if attempt == 1:
+                    logger.info("Redis %s failed (%s); retrying", what, type(exc).__name__)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+            delay = min(delay * 2, _BACKOFF_CAP)
+            try:
+                await self._refresh(generation)
+            except Exception as exc:  # the sentinels or nodes may still be electing
+                if not is_retryable(exc):
+                    raise self._translate(exc, what) from exc
+
+    def _translate(self, exc: BaseException, what: str) -> TurnstileError:
+        if isinstance(exc, FATAL):
+            return StoreUnavailableError(
+                f"Redis ({self.settings.where}) refused the credentials for {what}: "
+                f"{type(exc).__name__}"
+            )
+        return TurnstileError(
+            f"Redis ({self.settings.where}) failed {what}: {type(exc).__name__}: {exc}"
+        )
+
+    async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a Lua script with retries; the script must be idempotent (see the module doc)."""
+        return await self.run(lambda client: script(client, keys, args), what=script.name)
+
+    async def close(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await close_client(client)
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await close_client(sentinel)
+            self._sentinel = None

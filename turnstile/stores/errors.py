@@ -1,0 +1,50 @@
+"""The exceptions of the store library.
+
+Callers of ``turnstile.stores`` never need to catch ``redis.exceptions.*``: Redis errors are
+translated at the connection boundary and chained with ``raise ... from exc``, so the cause is
+still in the traceback. No message ever carries a password.
+
+The tree::
+
+    TurnstileError
+     ├── ConfigurationError          a store's settings are wrong (names the key, the bad value
+     │                               and what is accepted); raised at construction
+     ├── StoreUnavailableError       Redis did not answer within the retry budget
+     └── LockError
+          ├── LockTimeoutError       the lock was not acquired within ``wait_time``
+          └── LockNotOwnedError      a ticket was released or extended after it expired
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TurnstileError(Exception):
+    """The root of every error the store library raises."""
+
+
+class ConfigurationError(TurnstileError, ValueError):
+    """A setting is invalid: ``key: what is accepted (got value)``."""
+
+    def __init__(self, key: str, value: Any, expected: str, *, secret: bool = False) -> None:
+        self.key = key
+        self.value = "<redacted>" if secret else value
+        self.expected = expected
+        super().__init__(f"{key}: {expected} (got {self.value!r})")
+
+
+class StoreUnavailableError(TurnstileError, ConnectionError):
+    """Redis could not be reached, or kept failing, for longer than the retry budget."""
+
+
+class LockError(TurnstileError):
+    """A ticket lock could not be acquired or kept."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """The lock was not acquired within the wait time."""
+
+
+class LockNotOwnedError(LockError):
+    """The ticket expired (or was never issued) before the caller released or extended it."""
