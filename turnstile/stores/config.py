@@ -14,6 +14,7 @@ out of ``repr()`` and out of every message.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,10 @@ DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "s
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0", ""})
 _ALNUM: Final = re.compile(r"^[A-Za-z0-9]+$")
-_HOSTNAME: Final = re.compile(r"^[A-Za-z0-9_.\-]+$|^\[[0-9A-Fa-f:.]+\]$|^[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*$")
+_HOSTNAME: Final = re.compile(
+    r"^[A-Za-z0-9_.\-]+$"  # a name or an IPv4 address
+    r"|^\[[0-9A-Fa-f:.]+\]$"  # a bracketed IPv6 address
+)
 
 #: The keys every Redis-backed store understands (Rasa's names).
 REDIS_KEYS: Final = frozenset(
@@ -96,7 +100,7 @@ class SettingsReader:
             return default
         accepted = _range_text("an integer", minimum, maximum)
         try:
-            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             number = int(str(value).strip()) if isinstance(value, str) else int(value)
         except (TypeError, ValueError):
@@ -120,7 +124,7 @@ class SettingsReader:
             number = float(str(value).strip()) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
             raise ConfigurationError(self.name(key), value, accepted) from None
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             raise ConfigurationError(self.name(key), value, accepted)
         if minimum is not None and (number < minimum or (exclusive_min and number == minimum)):
             raise ConfigurationError(self.name(key), value, accepted)

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
@@ -43,7 +43,7 @@ from turnstile.stores.errors import StoreUnavailableError, TurnstileError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-AnyRedis = Union[aioredis.Redis, RedisCluster]
+AnyRedis: TypeAlias = aioredis.Redis | RedisCluster
 
 #: Errors a failover or a restarting node produces; worth another try.
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -106,9 +106,9 @@ class LuaScript:
 
     async def __call__(self, client: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
         except rex.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 class RedisConnection:
@@ -163,7 +163,7 @@ class RedisConnection:
             return RedisCluster(startup_nodes=nodes, **self._common_kwargs())
         if s.deployment_mode == "sentinel":
             if self._sentinel is None:
-                self._sentinel = Sentinel(
+                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
                     list(s.endpoints),
                     sentinel_kwargs={
                         "socket_timeout": min(s.socket_timeout, 2.0),
@@ -230,7 +230,7 @@ class RedisConnection:
                     ) from exc
                 if attempt == 1:
                     logger.info("Redis %s failed (%s); retrying", what, type(exc).__name__)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
             try:
                 await self._refresh(generation)
