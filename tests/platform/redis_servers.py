@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, TypeVar
 
 __all__ = [
     "ClusterNodeInfo",
@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+_P = TypeVar("_P", bound="RedisProcess")
 POLL_INTERVAL = 0.02  # seconds; short so cluster/sentinel come up in a few seconds
 CLUSTER_SLOTS = 16384
 
@@ -330,7 +331,7 @@ class RedisProcess:
         return f"[{self.name} {self.endpoint} log tail]\n" + "\n".join(text[-lines:])
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Self:
+    def start(self: _P) -> _P:
         """Launch the process and wait (bounded) until it answers PING."""
         if self.is_running:
             return self
@@ -359,14 +360,17 @@ class RedisProcess:
         # restart() must keep it.
         if not conf.exists():
             conf.write_text("\n".join(self.config_lines() + self.extra_config) + "\n")
-        self.proc = subprocess.Popen(
-            [_binary(self.binary_name), str(conf)],
-            cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / f"{self.name}.stderr", "ab"),  # noqa: SIM115
-            start_new_session=True,  # own process group -> killpg never hits the test runner
-        )
+        # The child keeps its own copy of the stderr fd; closing ours avoids a ResourceWarning
+        # (which the test suite turns into an error).
+        with open(self.dir / f"{self.name}.stderr", "ab") as err:
+            self.proc = subprocess.Popen(
+                [_binary(self.binary_name), str(conf)],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # own process group -> killpg never hits the test runner
+            )
         with _LIVE_LOCK:
             _LIVE.add(self)
 
@@ -427,7 +431,7 @@ class RedisProcess:
         if not self._reap(timeout):
             self.kill()
 
-    def restart(self, *, hard: bool = False) -> Self:
+    def restart(self: _P, *, hard: bool = False) -> _P:
         """Stop (SIGTERM, or SIGKILL when ``hard``) and start again on the same port and dir."""
         if hard:
             self.kill()
@@ -461,7 +465,7 @@ class RedisProcess:
             )
         return res.stdout.strip()
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _P) -> _P:
         return self.start()
 
     def __exit__(
@@ -580,6 +584,9 @@ class RedisServer(RedisProcess):
                 lines.append("tls-cluster yes")
             if self.replicaof:
                 lines.append("tls-replication yes")
+        # Default diskless-sync delay is 5 s per full sync: it dominated cluster/sentinel
+        # startup and rejoin times.
+        lines.append("repl-diskless-sync-delay 0")
         if self.persistence:
             lines += ["appendonly yes", "appendfsync everysec"]
         else:
@@ -844,7 +851,7 @@ class RedisCluster:
         self.startup_seconds: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Self:
+    def start(self) -> RedisCluster:
         t0 = time.monotonic()
         try:
             _start_all(self.nodes)
@@ -867,7 +874,7 @@ class RedisCluster:
     def stop(self) -> None:
         _stop_all(self.nodes)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1152,7 +1159,7 @@ class SentinelGroup:
         return [s.address for s in self.sentinels]
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Self:
+    def start(self) -> SentinelGroup:
         t0 = time.monotonic()
         try:
             _start_all(self.data_nodes)
@@ -1169,7 +1176,7 @@ class SentinelGroup:
         _terminate_all(self.sentinels)
         _stop_all([*self.sentinels, *self.data_nodes])
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SentinelGroup:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1230,12 +1237,15 @@ class SentinelGroup:
                 return False
             if int(m["num-other-sentinels"]) < len(self.sentinels) - 1:
                 return False
-            reps = [
-                r
+            # Sentinel-side master-link-status is refreshed only every 10 s, so it may be stale;
+            # the link itself is checked on the replicas below.  Here we only require every
+            # live replica to be known and not flagged down/disconnected.
+            known = {
+                int(r["port"])
                 for r in s.replicas_info()
-                if r.get("master-link-status") == "ok" and "s_down" not in str(r.get("flags"))
-            ]
-            if len(reps) < len(live_data) - 1:
+                if not {"s_down", "o_down", "disconnected"} & set(str(r.get("flags")).split(","))
+            }
+            if not {n.port for n in live_data if n.port != addr[1]} <= known:
                 return False
         assert master is not None
         master_node = self.data_node_by_port(master[1])
@@ -1294,10 +1304,25 @@ class SentinelGroup:
             diagnose=self._diagnose,
         )
 
-    def restart(self, node: RedisProcess, timeout: float = 30.0, wait: bool = True) -> RedisProcess:
-        """Restart a data node or sentinel (same port/dir).  A restarted former master is turned
-        into a replica by the sentinels; with ``wait`` we block until the group is healthy."""
+    def restart(
+        self,
+        node: RedisProcess,
+        timeout: float = 30.0,
+        wait: bool = True,
+        reconfigure: bool = True,
+    ) -> RedisProcess:
+        """Restart a data node or sentinel (same port/dir); with ``wait`` block until healthy.
+
+        A restarted former master comes back believing it is a master.  Sentinels would demote
+        it themselves, but only after ~8-20 s (their INFO/hello periods); with ``reconfigure``
+        (default) we send it the same ``REPLICAOF <current master>`` right away.  Pass
+        ``reconfigure=False`` to test the sentinels' own convergence.
+        """
         node.restart()
+        if reconfigure and isinstance(node, RedisServer) and node in self.data_nodes:
+            master = self.current_master()
+            if master[1] != node.port:
+                node.execute("REPLICAOF", master[0], master[1])
         if wait:
             self.wait_healthy(timeout)
         return node

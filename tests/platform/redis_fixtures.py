@@ -1,0 +1,155 @@
+"""Pytest plugin: real Redis topologies as fixtures (register via ``pytest_plugins``).
+
+Session-scoped fixtures are shared and must be left usable (no killing nodes); tests that kill,
+restart or otherwise damage a topology use the function-scoped ``fresh_*`` variants, which cost
+~2 s each for cluster/sentinel and ~30 ms for a standalone server.
+
+If a binary is missing the fixture skips loudly, except in CI (``CI`` set) or with
+``TURNSTILE_REQUIRE_ALL_TIERS=1``, where it fails: a green CI run must mean the tier ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.platform.redis_servers import (
+    RedisCluster,
+    RedisServer,
+    SentinelGroup,
+    missing_binaries,
+)
+
+__all__ = [
+    "REDIS_ACL_PASSWORD",
+    "REDIS_ACL_USER",
+    "REDIS_PASSWORD",
+    "flushed_redis",
+    "fresh_redis_cluster",
+    "fresh_redis_sentinel",
+    "fresh_redis_server",
+    "redis_cluster",
+    "redis_password_server",
+    "redis_sentinel",
+    "redis_server",
+    "redis_tls_server",
+    "require_redis",
+]
+
+#: Password of the ``default`` user on ``redis_password_server``.
+REDIS_PASSWORD = "turnstile-default-pw"
+#: Extra ACL user (full rights) on ``redis_password_server``.
+REDIS_ACL_USER = "turnstile"
+REDIS_ACL_PASSWORD = "turnstile-acl-pw"
+
+
+def _must_run_all_tiers() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("TURNSTILE_REQUIRE_ALL_TIERS") == "1"
+
+
+def require_redis(*binaries: str) -> None:
+    """Skip (locally) or fail (CI / TURNSTILE_REQUIRE_ALL_TIERS=1) if binaries are missing."""
+    missing = missing_binaries(*(binaries or ("redis-server", "redis-sentinel", "redis-cli")))
+    if not missing:
+        return
+    reason = (
+        f"REDIS TIER NOT RUN: missing {', '.join(missing)} on PATH "
+        "(apt-get install -y redis-server redis-sentinel redis-tools)"
+    )
+    if _must_run_all_tiers():
+        pytest.fail(reason + " -- required because CI/TURNSTILE_REQUIRE_ALL_TIERS is set")
+    pytest.skip(reason)
+
+
+# ---- standalone -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Shared plain standalone server; use ``flushed_redis`` if you need it empty."""
+    require_redis("redis-server", "redis-cli")
+    with RedisServer(name="redis-session") as server:
+        yield server
+
+
+@pytest.fixture
+def flushed_redis(redis_server: RedisServer) -> RedisServer:
+    """The shared standalone server, FLUSHALLed before the test."""
+    redis_server.flushall()
+    return redis_server
+
+
+@pytest.fixture
+def fresh_redis_server() -> Iterator[RedisServer]:
+    """A private standalone server for tests that kill/restart/reconfigure it."""
+    require_redis("redis-server", "redis-cli")
+    with RedisServer(name="redis-fresh") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_password_server() -> Iterator[RedisServer]:
+    """``requirepass REDIS_PASSWORD`` plus ACL user ``REDIS_ACL_USER``/``REDIS_ACL_PASSWORD``."""
+    require_redis("redis-server", "redis-cli")
+    with RedisServer(
+        password=REDIS_PASSWORD,
+        username=REDIS_ACL_USER,
+        user_password=REDIS_ACL_PASSWORD,
+        name="redis-password",
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server() -> Iterator[RedisServer]:
+    """TLS-only server (``port 0``); trust ``.ca_cert``, client cert optional
+    (``.client_cert``/``.client_key``)."""
+    require_redis("redis-server", "redis-cli")
+    if shutil.which("openssl") is None:
+        reason = "REDIS TLS NOT RUN: openssl CLI missing (apt-get install -y openssl)"
+        if _must_run_all_tiers():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with RedisServer(tls=True, name="redis-tls") as server:
+        yield server
+
+
+# ---- cluster ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Shared 3 masters + 3 replicas cluster. Do not kill nodes: use ``fresh_redis_cluster``."""
+    require_redis("redis-server", "redis-cli")
+    with RedisCluster(masters=3, replicas_per_master=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def fresh_redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3+3 cluster for failover/kill tests (~2 s to start)."""
+    require_redis("redis-server", "redis-cli")
+    with RedisCluster(masters=3, replicas_per_master=1) as cluster:
+        yield cluster
+
+
+# ---- sentinel ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """Shared master + 1 replica + 3 sentinels (quorum 2), service ``mymaster``."""
+    require_redis("redis-server", "redis-sentinel", "redis-cli")
+    with SentinelGroup(replicas=1, sentinels=3, quorum=2) as group:
+        yield group
+
+
+@pytest.fixture
+def fresh_redis_sentinel() -> Iterator[SentinelGroup]:
+    """A private sentinel group for failover/kill tests (~2 s to start)."""
+    require_redis("redis-server", "redis-sentinel", "redis-cli")
+    with SentinelGroup(replicas=1, sentinels=3, quorum=2) as group:
+        yield group
