@@ -43,7 +43,8 @@ die() { log "ERROR: $*"; exit 1; }
 # module_version DIR MODULE: the version DIR/go.mod requires for MODULE.
 module_version() {
   local v
-  v="$(grep -oE "(^|[[:space:]])$2 v[^[:space:]]+" "$1/go.mod" | head -n1 | awk '{print $2}')"
+  v="$(grep -v '^[[:space:]]*//' "$1/go.mod" | grep -oE "(^|[[:space:]])$2 v[0-9][^[:space:]]*" |
+    head -n1 | awk '{print $2}')"
   [[ -n "$v" ]] || die "$1/go.mod does not require $2"
   printf '%s\n' "$v"
 }
@@ -76,7 +77,8 @@ expected_stamp() {
   local dir
   dir="$(wrapper_of "$1")"
   printf '%s %s %s\n' "$1" "$(version_of "$1")" \
-    "$(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go 2>/dev/null | sha256sum | cut -c1-16)"
+    "$(find "$dir" -maxdepth 1 \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 |
+      sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
 }
 
 is_fresh() {
