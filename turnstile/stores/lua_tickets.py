@@ -1,0 +1,225 @@
+"""The Lua scripts of the Redis ticket lock store: each operation is one atomic round trip.
+
+Data of one conversation (``Q`` is ``KEYS[1]``, e.g. ``turnstile:lock:{conversation}``)::
+
+    Q              HASH   <ticket id> -> "<number> <expires ms since epoch>"
+                          "~seq"      -> last issued number
+    Q..":w:"..id   LIST   wake-up token for ticket ``id`` (BLPOP'ed by its waiter)
+
+The wake-up keys are derived from ``KEYS[1]`` inside the scripts, so they carry its hash tag
+and live in its Cluster slot. Expired tickets are purged by every script (Redis 7.0 has no
+per-field TTL); ``Q`` itself gets a PEXPIRE at its last expiry so an abandoned conversation
+leaves nothing behind.
+
+Numbers: while ``Q`` exists they count up by one; a new ``Q`` starts at the server clock in
+microseconds, above every number issued before (a conversation cannot draw tickets faster than
+one per microsecond). So the number doubles as a fencing token that never goes back.
+
+Every script is idempotent per caller-made ticket id: ``RedisConnection.run`` repeats a script
+whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one.
+
+A script that changes who is at the head (release, purge of an expired head, save, delete)
+pushes a token to the new head's wake key; its waiter is blocked on it in BLPOP.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from turnstile.stores.connection import LuaScript
+
+# Shared helpers. ``load`` purges expired tickets and returns the live ones sorted by number,
+# plus the head before the purge; ``settle`` wakes a new head and sets the key's expiry.
+_PRELUDE: Final = r"""
+local Q = KEYS[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local function load()
+  local flat = redis.call('HGETALL', Q)
+  local live, dead, seq, first = {}, {}, nil, nil
+  for i = 1, #flat, 2 do
+    local id, value = flat[i], flat[i + 1]
+    if id == '~seq' then
+      seq = value
+    else
+      local sp = string.find(value, ' ', 1, true)
+      local t = {id = id, n = tonumber(string.sub(value, 1, sp - 1)),
+                 e = tonumber(string.sub(value, sp + 1))}
+      if first == nil or t.n < first.n then first = t end
+      if t.e <= now then dead[#dead + 1] = id else live[#live + 1] = t end
+    end
+  end
+  if #dead > 0 then
+    redis.call('HDEL', Q, unpack(dead))
+  end
+  table.sort(live, function(a, b) return a.n < b.n end)
+  return live, seq, first
+end
+
+local function wake(id, ttl)
+  local w = Q .. ':w:' .. id
+  redis.call('RPUSH', w, '1')
+  redis.call('PEXPIRE', w, math.max(ttl, 1))
+end
+
+local function settle(live, before)
+  if #live == 0 then
+    redis.call('DEL', Q)
+    return
+  end
+  local head, last = live[1], 0
+  if before == nil or head.id ~= before.id then
+    wake(head.id, head.e - now)
+  end
+  for _, t in ipairs(live) do
+    if t.e > last then last = t.e end
+  end
+  redis.call('PEXPIRE', Q, math.max(last - now, 1))
+end
+
+local function encode(n, e)
+  return string.format('%.0f %.0f', n, e)
+end
+"""
+
+#: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms.
+#: Returns {number, position (0 = head), head ttl ms, expires ms since epoch}. Repeating it with
+#: the same id returns the same ticket.
+ISSUE: Final = LuaScript(
+    "ticket issue",
+    _PRELUDE
+    + r"""
+local id, lifetime = ARGV[1], tonumber(ARGV[2])
+local live, seq, before = load()
+local mine = nil
+for _, t in ipairs(live) do
+  if t.id == id then mine = t end
+end
+if mine == nil then
+  local n
+  if seq then
+    n = redis.call('HINCRBY', Q, '~seq', 1)
+  else
+    local start = clock[1] .. string.format('%06d', tonumber(clock[2]))
+    redis.call('HSET', Q, '~seq', start)
+    n = tonumber(start)
+  end
+  mine = {id = id, n = n, e = now + lifetime}
+  redis.call('HSET', Q, id, encode(mine.n, mine.e))
+  live[#live + 1] = mine
+  if #live == 1 then before = mine end
+end
+settle(live, before)
+local position = 0
+for i, t in ipairs(live) do
+  if t.id == id then position = i - 1 end
+end
+return {mine.n, position, live[1].e - now, mine.e}
+""",
+)
+
+#: CHECK. KEYS[1] = Q. ARGV[1] = ticket id.
+#: Returns {position (0 = head, -1 = gone: expired or deleted), head ttl ms}.
+CHECK: Final = LuaScript(
+    "ticket check",
+    _PRELUDE
+    + r"""
+local id = ARGV[1]
+local live, _, before = load()
+settle(live, before)
+for i, t in ipairs(live) do
+  if t.id == id then return {i - 1, live[1].e - now} end
+end
+return {-1, 0}
+""",
+)
+
+#: RELEASE. KEYS[1] = Q. ARGV[1] = ticket id or "", ARGV[2] = ticket number or "".
+#: Removes the ticket (by id, else by number), wakes the next head. Returns 1 if the ticket was
+#: live, 0 if it had expired or was already released (so a repeat returns 0, harmlessly).
+RELEASE: Final = LuaScript(
+    "ticket release",
+    _PRELUDE
+    + r"""
+local id, number = ARGV[1], tonumber(ARGV[2])
+local live, _, before = load()
+local found = 0
+for i, t in ipairs(live) do
+  if t.id == id or (number ~= nil and t.n == number) then
+    redis.call('HDEL', Q, t.id)
+    redis.call('DEL', Q .. ':w:' .. t.id)
+    table.remove(live, i)
+    found = 1
+    break
+  end
+end
+settle(live, before)
+return found
+""",
+)
+
+#: STATE. KEYS[1] = Q. No ARGV. Returns the live tickets as {number, expires ms, ...} sorted.
+STATE: Final = LuaScript(
+    "ticket state",
+    _PRELUDE
+    + r"""
+local live, _, before = load()
+settle(live, before)
+local out = {}
+for _, t in ipairs(live) do
+  out[#out + 1] = t.n
+  out[#out + 1] = t.e
+end
+return out
+""",
+)
+
+#: SAVE. KEYS[1] = Q. ARGV = number, expires ms, number, expires ms, ...
+#: Replaces the tickets with the given ones (a ticket already present keeps its id, and so its
+#: waiter), drops expired ones, keeps numbering above the highest. Returns the live count.
+SAVE: Final = LuaScript(
+    "ticket save",
+    _PRELUDE
+    + r"""
+local live, seq, before = load()
+local by_number = {}
+for _, t in ipairs(live) do
+  by_number[t.n] = t
+  redis.call('HDEL', Q, t.id)
+end
+local top = tonumber(seq) or 0
+local saved = {}
+for i = 1, #ARGV, 2 do
+  local n, e = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if n > top then top = n end
+  if e > now then
+    local old = by_number[n]
+    local t = {id = old and old.id or ('n' .. string.format('%.0f', n)), n = n, e = e}
+    redis.call('HSET', Q, t.id, encode(n, e))
+    saved[#saved + 1] = t
+  end
+end
+table.sort(saved, function(a, b) return a.n < b.n end)
+if #saved > 0 then
+  redis.call('HSET', Q, '~seq', string.format('%.0f', top))
+end
+settle(saved, before)
+return #saved
+""",
+)
+
+#: DELETE. KEYS[1] = Q. No ARGV. Drops every ticket and wakes all waiters (they find their
+#: ticket gone and fail). Returns the number of live tickets dropped.
+DELETE: Final = LuaScript(
+    "ticket delete",
+    _PRELUDE
+    + r"""
+local live = load()
+for _, t in ipairs(live) do
+  wake(t.id, t.e - now)
+end
+redis.call('DEL', Q)
+return #live
+""",
+)

@@ -1,0 +1,212 @@
+"""The Redis ticket lock store, for Rasa servers run with several replicas.
+
+One conversation's tickets live in one hash, ``<prefix>turnstile:lock:{<conversation>}``; the
+braces are a Cluster hash tag, so the hash and the wake-up lists derived from its name share a
+slot and every script runs unchanged on standalone, Sentinel and Cluster (scripts and data
+layout: ``lua_tickets``). Issuing, checking and releasing are one script each, so a lock cycle
+with nobody waiting is two round trips: ISSUE (answers "you are at the head") and RELEASE.
+
+**Wake-up by blocking pop.** A waiter blocks in ``BLPOP`` on its own wake-up list; the script
+that makes it the head pushes one token there. The token outlives a waiter that has not yet
+started to block (no lost wake-up), only the next in line is woken (no herd), it needs nothing
+but a key in the conversation's slot (redis-py's async Cluster client has no pub/sub before
+5.x), and a failover cannot split the token from the release that made it: both are effects
+of one script. The wait is bounded by the head's expiry, the safety net for a dead holder, and
+by ``socket_timeout`` (a blocked read must not hit it); after any interruption the waiter asks
+again with CHECK before blocking, so a token lost with a dead master costs one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Final
+
+from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
+from turnstile.stores.connection import AnyRedis, RedisConnection, is_retryable
+from turnstile.stores.errors import LockError, LockTimeoutError
+from turnstile.stores.lua_tickets import CHECK, DELETE, ISSUE, RELEASE, SAVE, STATE
+from turnstile.stores.tickets import (
+    Issued,
+    Ticket,
+    TicketLock,
+    TicketLockStore,
+    check_lifetime,
+    default_lock_lifetime,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Keys of the ``lock_store`` section besides the Redis connection keys.
+LOCK_KEYS: Final = frozenset({"lock_lifetime"})
+_SECTION: Final = "lock_store"
+#: A blocked read must end before ``socket_timeout`` would cut it.
+_BLOCK_MARGIN: Final = 0.5
+_MIN_BLOCK: Final = 0.01
+#: After an interrupted wait, before asking again (the retrying CHECK does the real backoff).
+_INTERRUPTED_PAUSE: Final = 0.01
+
+
+def conversation_tag(conversation_id: str) -> str:
+    """The conversation id as a safe, non-empty hash tag (braces and ``%`` escaped)."""
+    escaped = (
+        conversation_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    )
+    return escaped or "%"
+
+
+def queue_key(conversation_id: str, key_prefix: str | None = None) -> str:
+    """The hash holding one conversation's tickets; its wake-up lists hang off this name."""
+    prefix = f"{key_prefix}:" if key_prefix else ""
+    return f"{prefix}turnstile:lock:{{{conversation_tag(conversation_id)}}}"
+
+
+def wake_key(queue: str, ticket_id: str) -> str:
+    return f"{queue}:w:{ticket_id}"
+
+
+class RedisTicketLockStore(TicketLockStore):
+    """Ticket locks in Redis (standard, Cluster or Sentinel); see the module doc."""
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        *,
+        lock_lifetime: float | None = None,
+        client_name: str = "turnstile-locks",
+    ) -> None:
+        super().__init__(lock_lifetime=lock_lifetime)
+        self.settings = settings
+        self._client_name = client_name
+        # redis-py clients belong to the loop that made them; Rasa runs some jobs under
+        # ``asyncio.run`` in another thread, so each loop gets its own connection.
+        self._connections: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, RedisConnection
+        ] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_kwargs(
+        cls, kwargs: Mapping[str, Any] | None, *, url: str | None = None
+    ) -> RedisTicketLockStore:
+        """Build from Rasa's ``endpoint_config.kwargs`` (and ``endpoint_config.url``)."""
+        reader = SettingsReader(kwargs, section=_SECTION)
+        settings = RedisSettings.read(reader, default_db=1, url=url)
+        lifetime = reader.number("lock_lifetime", default_lock_lifetime(), minimum=0,
+                                 exclusive_min=True)
+        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=_SECTION)
+        return cls(settings, lock_lifetime=lifetime)
+
+    @property
+    def connection(self) -> RedisConnection:
+        """The connection of the running event loop."""
+        loop = asyncio.get_running_loop()
+        conn = self._connections.get(loop)
+        if conn is None:
+            conn = self._connections[loop] = RedisConnection(
+                self.settings, client_name=self._client_name
+            )
+        return conn
+
+    def _key(self, conversation_id: str) -> str:
+        return queue_key(conversation_id, self.settings.key_prefix)
+
+    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
+        lifetime_ms = max(int(check_lifetime(lifetime) * 1000), 1)
+        number, position, head_ttl, expires = await self.connection.eval(
+            ISSUE, [self._key(conversation_id)], [ticket_id, lifetime_ms]
+        )
+        ticket = Ticket(int(number), int(expires) / 1000)
+        return Issued(ticket, ticket_id, int(position) == 0, int(head_ttl) / 1000)
+
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        conn = self.connection
+        key = self._key(conversation_id)
+        wake = wake_key(key, issued.ticket_id)
+        head_ttl = issued.head_ttl
+        cap = max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"conversation {conversation_id!r} was not free within the wait time"
+                )
+            # Sleep until woken, or until the head would expire (the safety net).
+            block = max(min(remaining, head_ttl + 0.005, cap), _MIN_BLOCK)
+            woken = await conn.run(partial(_blocking_pop, key=wake, timeout=block),
+                                   what="ticket wait")
+            if woken is True:
+                return  # only the script that made us the head pushes a token
+            if woken is None:
+                await asyncio.sleep(_INTERRUPTED_PAUSE)
+            position, ttl_ms = await conn.eval(CHECK, [key], [issued.ticket_id])
+            if int(position) == 0:
+                return
+            if int(position) < 0:
+                raise LockError(
+                    f"the ticket for conversation {conversation_id!r} expired or was deleted "
+                    "before its turn"
+                )
+            head_ttl = int(ttl_ms) / 1000
+
+    async def _release(
+        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
+    ) -> bool:
+        found = await self.connection.eval(
+            RELEASE,
+            [self._key(conversation_id)],
+            [ticket_id or "", "" if number is None else str(number)],
+        )
+        return bool(int(found))
+
+    async def get_lock(self, conversation_id: str) -> TicketLock | None:
+        flat = await self.connection.eval(STATE, [self._key(conversation_id)], [])
+        if not flat:
+            return None
+        tickets = [Ticket(int(flat[i]), int(flat[i + 1]) / 1000) for i in range(0, len(flat), 2)]
+        return TicketLock(conversation_id, deque(tickets))
+
+    async def save_lock(self, lock: TicketLock) -> None:
+        args: list[str] = []
+        for ticket in lock.tickets:
+            args += [str(int(ticket.number)), str(int(ticket.expires * 1000))]
+        await self.connection.eval(SAVE, [self._key(lock.conversation_id)], args)
+
+    async def delete_lock(self, conversation_id: str) -> None:
+        await self.connection.eval(DELETE, [self._key(conversation_id)], [])
+
+    async def close(self) -> None:
+        """Close the connection of the running loop and forget those of other loops."""
+        conns = dict(self._connections)
+        self._connections.clear()
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - close() is a coroutine
+            current = None
+        for loop, conn in conns.items():
+            if loop is current:
+                await conn.close()
+            elif loop.is_running():
+                fut = asyncio.run_coroutine_threadsafe(conn.close(), loop)
+                await asyncio.wrap_future(fut)
+
+
+async def _blocking_pop(client: AnyRedis, key: str, timeout: float) -> bool | None:
+    """BLPOP one wake-up token: True if woken, False on timeout, None if interrupted.
+
+    A failover-like error is not retried here: a token popped just before a master died would
+    be lost with its reply, so the caller asks with CHECK first (through the retrying
+    connection, which also rediscovers the master) and only then blocks again.
+    """
+    try:
+        reply = await client.blpop([key], timeout=round(timeout, 3))
+    except Exception as exc:
+        if not is_retryable(exc):
+            raise
+        logger.debug("wake-up wait interrupted (%s); checking again", type(exc).__name__)
+        return None
+    return reply is not None

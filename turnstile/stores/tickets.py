@@ -1,0 +1,449 @@
+"""Ticket locks: one conversation is handled by one holder at a time, in arrival order.
+
+Rasa serialises the messages of a conversation with a *ticket lock*: every message draws a
+numbered ticket, waits until its ticket is the lowest live one (the head of the queue), is
+handled, and returns its ticket. A ticket carries an expiry so that a holder that dies cannot
+block its conversation for longer than ``lock_lifetime``. This module holds what every
+implementation shares:
+
+* the values: :class:`Ticket` and :class:`TicketLock` (shaped like Rasa's), and
+  :class:`HeldTicket`, what :meth:`TicketLockStore.lock` yields to the holder; its
+  ``fencing_token`` (the ticket number) grows with every ticket of a conversation;
+* :class:`TicketLockStore`, the async API, whose :meth:`~TicketLockStore.lock` is written once
+  over three primitives (issue, wait for the turn, release) that each store implements;
+* :class:`InMemoryTicketLockStore`, the default for a single process.
+
+The one idea: **nobody polls**. A waiter sleeps until the release that makes it the head wakes
+it (an asyncio future here, a blocking pop in Redis, see ``redis_tickets``), with the expiry of
+the current head as the safety net for a holder that dies without releasing.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
+
+logger = logging.getLogger(__name__)
+
+#: Rasa's ``DEFAULT_LOCK_LIFETIME``: seconds after which a ticket that was not returned expires.
+DEFAULT_LOCK_LIFETIME: Final = 60.0
+#: Rasa reads the default lifetime from this variable; so do we.
+LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
+
+
+def default_lock_lifetime(environ: dict[str, str] | None = None) -> float:
+    """``TICKET_LOCK_LIFETIME`` (seconds, as Rasa reads it) or 60."""
+    raw = (os.environ if environ is None else environ).get(LOCK_LIFETIME_ENV, "")
+    if not raw.strip():
+        return DEFAULT_LOCK_LIFETIME
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(LOCK_LIFETIME_ENV, raw, "a number of seconds >= 0")
+    return value or DEFAULT_LOCK_LIFETIME
+
+
+def check_lifetime(value: float, *, key: str = "lock_lifetime") -> float:
+    """A lifetime must be a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(key, value, "a number of seconds > 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(key, value, "a number of seconds > 0")
+    return float(value)
+
+
+def new_ticket_id() -> str:
+    """A caller-made ticket id; scripts are idempotent per id, so a retried issue is harmless."""
+    return uuid.uuid4().hex
+
+
+# ---- values ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Ticket:
+    """One place in a conversation's queue: Rasa's ``rasa.core.lock.Ticket``."""
+
+    number: int
+    expires: float  # seconds since the epoch
+
+    def has_expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) > self.expires
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "expires": self.expires}
+
+    def dumps(self) -> str:
+        return json.dumps(self.as_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ticket:
+        return cls(number=int(data["number"]), expires=float(data["expires"]))
+
+
+@dataclass
+class TicketLock:
+    """A conversation's queue of live tickets, lowest number first: Rasa's ``TicketLock``."""
+
+    conversation_id: str
+    tickets: deque[Ticket] = field(default_factory=deque)
+
+    @property
+    def now_serving(self) -> int:
+        """The number of the head ticket, 0 when the queue is empty (as in Rasa)."""
+        return self.tickets[0].number if self.tickets else 0
+
+    @property
+    def last_issued(self) -> int:
+        """The highest number in the queue, -1 when empty (Rasa's ``NO_TICKET_ISSUED``)."""
+        return self.tickets[-1].number if self.tickets else -1
+
+    def is_locked(self, ticket_number: int) -> bool:
+        return self.now_serving != ticket_number
+
+    def is_someone_waiting(self) -> bool:
+        return len(self.tickets) > 0
+
+    def dumps(self) -> str:
+        tickets = [t.dumps() for t in self.tickets]
+        return json.dumps({"conversation_id": self.conversation_id, "tickets": tickets})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TicketLock:
+        tickets = [Ticket.from_dict(json.loads(t)) for t in data.get("tickets", [])]
+        return cls(str(data.get("conversation_id")), deque(tickets))
+
+
+@dataclass(frozen=True)
+class HeldTicket:
+    """What the holder of a conversation's lock gets: its ticket and a fencing token."""
+
+    conversation_id: str
+    ticket: Ticket
+    ticket_id: str
+
+    @property
+    def fencing_token(self) -> int:
+        """Grows with every ticket of the conversation; pass it to storage that can reject
+        writes from a holder whose ticket expired and was overtaken."""
+        return self.ticket.number
+
+    def as_ticket_lock(self) -> TicketLock:
+        """A ``TicketLock`` with this ticket at the head, for callers that expect Rasa's value."""
+        return TicketLock(self.conversation_id, deque([self.ticket]))
+
+
+@dataclass(frozen=True)
+class Issued:
+    """The reply to issuing a ticket: the ticket, and whether it is already at the head."""
+
+    ticket: Ticket
+    ticket_id: str
+    at_head: bool
+    #: Seconds until the current head expires: how long a waiter sleeps at most (safety net).
+    head_ttl: float
+
+
+# ---- the API --------------------------------------------------------------------------------
+
+
+class TicketLockStore(abc.ABC):
+    """An async ticket lock store (see the module doc). Subclasses provide the primitives."""
+
+    def __init__(self, *, lock_lifetime: float | None = None) -> None:
+        self.lock_lifetime = check_lifetime(
+            default_lock_lifetime() if lock_lifetime is None else lock_lifetime
+        )
+
+    # -- primitives -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
+        """Append a ticket (idempotent per ``ticket_id``)."""
+
+    @abc.abstractmethod
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
+        """Return once ``issued`` is at the head; raise LockError if it expired meanwhile,
+        LockTimeoutError at ``deadline`` (``loop.time()``)."""
+
+    @abc.abstractmethod
+    async def _release(
+        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
+    ) -> bool:
+        """Remove a ticket and wake the next head; False if it was no longer there."""
+
+    @abc.abstractmethod
+    async def get_lock(self, conversation_id: str) -> TicketLock | None:
+        """The conversation's live tickets, or None when there are none."""
+
+    @abc.abstractmethod
+    async def save_lock(self, lock: TicketLock) -> None:
+        """Replace the conversation's tickets with ``lock.tickets`` (expired ones are dropped)."""
+
+    @abc.abstractmethod
+    async def delete_lock(self, conversation_id: str) -> None:
+        """Drop every ticket of the conversation; waiters fail with LockError."""
+
+    async def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release connections; the store is not used afterwards."""
+
+    # -- composed ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        conversation_id: str,
+        lock_lifetime: float | None = None,
+        wait_time: float | None = None,
+    ) -> AsyncIterator[HeldTicket]:
+        """Hold the conversation's lock for the body of the ``async with``.
+
+        Waits in FIFO order, woken by the release of the holder before. ``wait_time`` bounds the
+        wait (LockTimeoutError); without it a waiter waits while its own ticket lives, as Rasa's
+        does, and gets LockError if the ticket expires first.
+        """
+        lifetime = self.lock_lifetime if lock_lifetime is None else check_lifetime(lock_lifetime)
+        loop = asyncio.get_running_loop()
+        budget = lifetime if wait_time is None else min(max(wait_time, 0.0), lifetime)
+        deadline = loop.time() + budget
+        issued = await self._issue(conversation_id, new_ticket_id(), lifetime)
+        try:
+            if not issued.at_head:
+                await self._wait_turn(issued, conversation_id, deadline)
+            yield HeldTicket(conversation_id, issued.ticket, issued.ticket_id)
+        finally:
+            await _finally_release(self, conversation_id, issued.ticket_id)
+
+    async def issue_ticket(self, conversation_id: str, lock_lifetime: float | None = None) -> int:
+        """Append a ticket to the conversation's queue and return its number (Rasa's method)."""
+        lifetime = self.lock_lifetime if lock_lifetime is None else check_lifetime(lock_lifetime)
+        issued = await self._issue(conversation_id, new_ticket_id(), lifetime)
+        return issued.ticket.number
+
+    async def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
+        """Return ticket ``ticket_number``, waking the next in line (Rasa's method)."""
+        await self._release(conversation_id, number=int(ticket_number))
+
+    async def is_someone_waiting(self, conversation_id: str) -> bool:
+        """Whether the conversation has any live ticket, the holder's included (as in Rasa)."""
+        lock = await self.get_lock(conversation_id)
+        return lock is not None and lock.is_someone_waiting()
+
+
+async def _finally_release(store: TicketLockStore, conversation_id: str, ticket_id: str) -> None:
+    """Release even if the holder is being cancelled: the next waiter must not wait for expiry."""
+    task = asyncio.ensure_future(store._release(conversation_id, ticket_id=ticket_id))
+    try:
+        released = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # The release goes on in the background; the cancellation is the caller's to see.
+        task.add_done_callback(_log_release_failure)
+        raise
+    if not released:
+        logger.warning(
+            "ticket lock of conversation %r expired before it was released; another holder "
+            "may have run concurrently (consider a longer lock_lifetime)",
+            conversation_id,
+        )
+
+
+def _log_release_failure(task: asyncio.Future[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("releasing a ticket failed", exc_info=task.exception())
+
+
+# ---- in memory ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    ticket: Ticket
+    ticket_id: str
+    waker: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+
+@dataclass
+class _Queue:
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    last_number: int = 0
+
+    def head(self) -> _Entry | None:
+        return min(self.entries.values(), key=lambda e: e.ticket.number, default=None)
+
+
+class InMemoryTicketLockStore(TicketLockStore):
+    """Ticket locks inside one process: same semantics as the Redis store, no polling.
+
+    Safe across event loops and threads (Rasa runs some jobs under ``asyncio.run`` in a
+    thread): state sits behind a thread lock and waiters are woken on their own loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        lock_lifetime: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(lock_lifetime=lock_lifetime)
+        self._clock = clock
+        self._queues: dict[str, _Queue] = {}
+        self._mutex = threading.Lock()
+
+    def _purge(self, conversation_id: str, now: float) -> _Queue | None:
+        """Drop expired tickets, wake a new head, forget an empty queue. Holds ``_mutex``."""
+        queue = self._queues.get(conversation_id)
+        if queue is None:
+            return None
+        before = queue.head()
+        for ticket_id in [i for i, e in queue.entries.items() if e.ticket.has_expired(now)]:
+            del queue.entries[ticket_id]
+        self._wake_new_head(queue, before)
+        return queue
+
+    @staticmethod
+    def _wake_new_head(queue: _Queue, before: _Entry | None) -> None:
+        head = queue.head()
+        if head is not None and head is not before and head.waker is not None:
+            loop, future = head.waker
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def _forget_if_empty(self, conversation_id: str, queue: _Queue) -> None:
+        # The numbering restarts above the last number only while the queue exists; a fresh
+        # queue starts from the clock in microseconds, which is above any earlier number.
+        if not queue.entries:
+            del self._queues[conversation_id]
+
+    def _next_number(self, queue: _Queue) -> int:
+        floor = int(self._clock() * 1_000_000)
+        queue.last_number = queue.last_number + 1 if queue.last_number else floor
+        return queue.last_number
+
+    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
+        with self._mutex:
+            now = self._clock()
+            queue = self._purge(conversation_id, now) or self._queues.setdefault(
+                conversation_id, _Queue()
+            )
+            entry = queue.entries.get(ticket_id)
+            if entry is None:
+                ticket = Ticket(self._next_number(queue), now + lifetime)
+                entry = queue.entries[ticket_id] = _Entry(ticket, ticket_id)
+            head = queue.head()
+            assert head is not None
+            return Issued(
+                entry.ticket, ticket_id, head is entry, max(head.ticket.expires - now, 0.0)
+            )
+
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._mutex:
+                now = self._clock()
+                queue = self._purge(conversation_id, now)
+                entry = queue.entries.get(issued.ticket_id) if queue else None
+                if queue is None or entry is None:
+                    raise LockError(
+                        f"the ticket for conversation {conversation_id!r} expired or was "
+                        "deleted before its turn"
+                    )
+                head = queue.head()
+                if head is entry:
+                    return
+                assert head is not None
+                future: asyncio.Future[None] = loop.create_future()
+                entry.waker = (loop, future)
+                head_ttl = max(head.ticket.expires - now, 0.0)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"conversation {conversation_id!r} was not free within the wait time"
+                )
+            try:
+                # The head's expiry is the safety net for a holder that never releases.
+                await asyncio.wait_for(future, timeout=min(remaining, head_ttl + 0.001))
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                with self._mutex:
+                    if entry.waker is not None and entry.waker[1] is future:
+                        entry.waker = None
+
+    async def _release(
+        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
+    ) -> bool:
+        with self._mutex:
+            queue = self._purge(conversation_id, self._clock())
+            if queue is None:
+                return False
+            found = _find(queue.entries.values(), ticket_id, number)
+            if found is not None:
+                before = queue.head()
+                del queue.entries[found.ticket_id]
+                self._wake_new_head(queue, before)
+            self._forget_if_empty(conversation_id, queue)
+            return found is not None
+
+    async def get_lock(self, conversation_id: str) -> TicketLock | None:
+        with self._mutex:
+            queue = self._purge(conversation_id, self._clock())
+            if queue is None or not queue.entries:
+                return None
+            tickets = sorted((e.ticket for e in queue.entries.values()), key=lambda t: t.number)
+            return TicketLock(conversation_id, deque(Ticket(t.number, t.expires) for t in tickets))
+
+    async def save_lock(self, lock: TicketLock) -> None:
+        with self._mutex:
+            now = self._clock()
+            queue = self._purge(lock.conversation_id, now) or _Queue()
+            before = queue.head()
+            by_number = {e.ticket.number: e for e in queue.entries.values()}
+            entries: dict[str, _Entry] = {}
+            for ticket in lock.tickets:
+                if ticket.has_expired(now):
+                    continue
+                old = by_number.get(ticket.number)
+                entry = _Entry(Ticket(ticket.number, ticket.expires), f"n{ticket.number}")
+                if old is not None:
+                    entry = _Entry(entry.ticket, old.ticket_id, old.waker)
+                entries[entry.ticket_id] = entry
+            queue.entries = entries
+            queue.last_number = max([queue.last_number, *(t.number for t in lock.tickets)])
+            self._queues[lock.conversation_id] = queue
+            self._wake_new_head(queue, before)
+            self._forget_if_empty(lock.conversation_id, queue)
+
+    async def delete_lock(self, conversation_id: str) -> None:
+        with self._mutex:
+            queue = self._queues.pop(conversation_id, None)
+            for entry in queue.entries.values() if queue else ():
+                if entry.waker is not None:
+                    loop, future = entry.waker
+                    loop.call_soon_threadsafe(_resolve, future)
+
+
+def _find(entries: Iterable[_Entry], ticket_id: str | None, number: int | None) -> _Entry | None:
+    for entry in entries:
+        if entry.ticket_id == ticket_id or (number is not None and entry.ticket.number == number):
+            return entry
+    return None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
