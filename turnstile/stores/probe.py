@@ -1,0 +1,305 @@
+"""Prove that a store's Redis works, in the mode it declares, and say what was seen.
+
+One probe serves three callers: the operator (a store's ``Connected`` condition),
+``turnstile check`` (a person at a terminal) and bot images (a readiness check). All of them
+must agree on what "works" means, so it lives here, next to the connection code it exercises,
+and imports nothing but redis-py:
+
+* ``standard``: the configured server answers ``PING`` (with the configured credentials, TLS
+  and database).
+* ``cluster``: a node reports ``cluster_state:ok``, all 16384 slots are covered by nodes that
+  are not failing, and every primary answers ``PING``. ``nodes`` counts the nodes the cluster
+  sees as healthy, so a node that leaves shows up as a smaller number.
+* ``sentinel``: the sentinels name a master for the service, ``SENTINEL CKQUORUM`` says they
+  can still elect a new one, and the master they name answers ``PING`` through
+  :class:`~turnstile.stores.connection.RedisConnection` (the same path a store takes).
+
+A probe never raises for a Redis problem: it returns a :class:`ProbeReport` with ``ok=False``,
+a short ``reason`` (a CamelCase word the operator uses as a condition reason) and a
+``message`` a person can act on. Messages never contain a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.cluster import RedisCluster
+
+from turnstile.stores.config import RedisSettings
+from turnstile.stores.connection import FATAL, RedisConnection, close_client
+from turnstile.stores.errors import ConfigurationError, StoreUnavailableError, TurnstileError
+
+__all__ = ["CLUSTER_SLOTS", "ProbeReport", "probe"]
+
+CLUSTER_SLOTS: Final = 16384
+#: How long one probe may take by default; a probe is a check, not a store operation.
+DEFAULT_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What a probe found. ``reason`` is a CamelCase word, ``message`` a sentence."""
+
+    ok: bool
+    mode: str
+    master: str | None = None
+    nodes: int = 0
+    latency_ms: float | None = None
+    message: str = ""
+    reason: str = "Connected"
+    sentinels: int = 0
+
+
+class _ProbeFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def probe(
+    settings: RedisSettings,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    client_name: str = "turnstile-probe",
+) -> ProbeReport:
+    """Connect as a store would and prove the declared mode works (see the module doc)."""
+    budget = max(timeout, 0.1)
+    settings = replace(
+        settings,
+        failover_timeout=min(settings.failover_timeout, budget * 0.8),
+        socket_timeout=min(settings.socket_timeout, budget),
+    )
+    mode = settings.deployment_mode
+    connection = RedisConnection(settings, client_name=client_name)
+    started = time.perf_counter()
+    try:
+        checker = {"cluster": _probe_cluster, "sentinel": _probe_sentinel}.get(
+            mode, _probe_standard
+        )
+        report = await asyncio.wait_for(checker(connection), timeout=budget)
+    except _ProbeFailed as failed:
+        return ProbeReport(ok=False, mode=mode, message=failed.message, reason=failed.reason)
+    except (TimeoutError, asyncio.TimeoutError):
+        return ProbeReport(
+            ok=False,
+            mode=mode,
+            reason="Unreachable",
+            message=f"Redis ({settings.where}) did not answer within {budget:g}s",
+        )
+    except ConfigurationError as exc:
+        return ProbeReport(ok=False, mode=mode, reason="InvalidSettings", message=str(exc))
+    except StoreUnavailableError as exc:
+        reason = "AuthenticationFailed" if "credentials" in str(exc) else "Unreachable"
+        return ProbeReport(ok=False, mode=mode, reason=reason, message=str(exc))
+    except TurnstileError as exc:
+        return ProbeReport(ok=False, mode=mode, reason="RedisError", message=str(exc))
+    finally:
+        await connection.close()
+    latency = round((time.perf_counter() - started) * 1000.0, 3)
+    return replace(report, latency_ms=latency)
+
+
+async def _probe_standard(connection: RedisConnection) -> ProbeReport:
+    s = connection.settings
+    await connection.run(lambda client: client.ping(), what="PING")
+    return ProbeReport(
+        ok=True,
+        mode="standard",
+        master=f"{s.host}:{s.port}",
+        nodes=1,
+        message=f"PING to {s.host}:{s.port} (db {s.db}) answered",
+    )
+
+
+def _text(reply: Any) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, dict):  # redis-py may already have parsed it; take it back to lines
+        return "\n".join(f"{k}:{v}" for k, v in reply.items())
+    return str(reply)
+
+
+def _cluster_info(reply: Any) -> dict[str, str]:
+    if isinstance(reply, dict) and all(isinstance(v, (str, int)) for v in reply.values()):
+        return {str(k): str(v) for k, v in reply.items()}
+    info: dict[str, str] = {}
+    for line in _text(reply).splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def _node_rows(reply: Any) -> list[tuple[set[str], bool, list[tuple[int, int]]]]:
+    """``(flags, link connected, slot ranges)`` per node of a ``CLUSTER NODES`` reply.
+
+    redis-py parses the reply into a dict keyed by address; a raw text reply is read too.
+    """
+    rows: list[tuple[set[str], bool, list[tuple[int, int]]]] = []
+    if isinstance(reply, dict):
+        for node in reply.values():
+            flags = set(str(node.get("flags", "")).split(","))
+            ranges = [
+                (int(r[0]), int(r[-1])) for r in node.get("slots", []) if r and str(r[0]).isdigit()
+            ]
+            rows.append((flags, bool(node.get("connected")), ranges))
+        return rows
+    for line in _text(reply).splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        ranges = []
+        for slot_range in fields[8:]:
+            if slot_range.startswith("["):  # a slot being migrated, counted at its source
+                continue
+            first, _, last = slot_range.partition("-")
+            ranges.append((int(first), int(last or first)))
+        rows.append((set(fields[2].split(",")), fields[7] == "connected", ranges))
+    return rows
+
+
+def _healthy_cluster_nodes(reply: Any) -> tuple[int, int]:
+    """``(healthy nodes, slots covered by healthy primaries)`` from ``CLUSTER NODES``."""
+    healthy = 0
+    covered = 0
+    for flags, connected, ranges in _node_rows(reply):
+        if flags & {"fail", "fail?", "handshake", "noaddr"} or not (connected or "myself" in flags):
+            continue
+        healthy += 1
+        if "master" in flags:
+            covered += sum(last - first + 1 for first, last in ranges)
+    return healthy, covered
+
+
+async def _probe_cluster(connection: RedisConnection) -> ProbeReport:
+    s = connection.settings
+
+    async def look(client: Any) -> tuple[dict[str, str], Any, int]:
+        cluster: RedisCluster = client
+        await cluster.initialize()  # a no-op once the slot map is loaded
+        node = cluster.get_random_node()
+        info = await cluster.execute_command("CLUSTER INFO", target_nodes=node)
+        nodes = await cluster.execute_command("CLUSTER NODES", target_nodes=node)
+        primaries = cluster.get_primaries()
+        for primary in primaries:
+            await cluster.execute_command("PING", target_nodes=primary)
+        return _cluster_info(info), nodes, len(primaries)
+
+    info, raw_nodes, primaries = await connection.run(look, what="CLUSTER INFO")
+    healthy, covered = _healthy_cluster_nodes(raw_nodes)
+    state = info.get("cluster_state", "unknown")
+    slots_ok = int(info.get("cluster_slots_ok", "0") or 0)
+    if state != "ok":
+        raise _ProbeFailed(
+            "ClusterUnhealthy",
+            f"Redis cluster ({s.where}) reports cluster_state:{state} "
+            f"({slots_ok}/{CLUSTER_SLOTS} slots ok)",
+        )
+    if min(slots_ok, covered) < CLUSTER_SLOTS:
+        raise _ProbeFailed(
+            "SlotsNotCovered",
+            f"Redis cluster ({s.where}) covers {min(slots_ok, covered)} of {CLUSTER_SLOTS} slots",
+        )
+    return ProbeReport(
+        ok=True,
+        mode="cluster",
+        nodes=healthy,
+        message=(
+            f"cluster_state:ok, {CLUSTER_SLOTS}/{CLUSTER_SLOTS} slots covered, "
+            f"{primaries} primaries answered PING, {healthy} healthy nodes"
+        ),
+    )
+
+
+async def _ask_sentinel(
+    host: str, port: int, settings: RedisSettings
+) -> tuple[tuple[str, int] | None, str | None, int]:
+    """``(master, quorum problem or None, healthy replicas)`` according to one sentinel."""
+    client: Any = aioredis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=min(settings.socket_timeout, 2.0),
+        socket_connect_timeout=min(settings.socket_timeout, 2.0),
+        decode_responses=True,
+    )
+    try:
+        address = await client.execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", settings.sentinel_service
+        )
+        if not address:
+            return None, None, 0
+        master = (str(address[0]), int(address[1]))
+        problem: str | None = None
+        try:
+            await client.execute_command("SENTINEL", "CKQUORUM", settings.sentinel_service)
+        except rex.ResponseError as exc:
+            problem = str(exc)
+        replicas = await client.execute_command(
+            "SENTINEL", "REPLICAS", settings.sentinel_service
+        )
+        healthy = 0
+        for replica in replicas or []:
+            fields = (
+                replica
+                if isinstance(replica, dict)
+                else dict(zip(replica[::2], replica[1::2], strict=False))
+            )
+            flags = str(fields.get("flags", ""))
+            if "s_down" not in flags and "o_down" not in flags and "disconnected" not in flags:
+                healthy += 1
+        return master, problem, healthy
+    finally:
+        await close_client(client)
+
+
+async def _probe_sentinel(connection: RedisConnection) -> ProbeReport:
+    s = connection.settings
+    answers: list[tuple[tuple[str, int] | None, str | None, int]] = []
+    errors: list[str] = []
+    for host, port in s.endpoints:
+        try:
+            answers.append(await _ask_sentinel(host, port, s))
+        except FATAL:
+            errors.append(f"{host}:{port}: refused the connection credentials")
+        except (rex.RedisError, OSError) as exc:
+            errors.append(f"{host}:{port}: {type(exc).__name__}")
+    if not answers:
+        raise _ProbeFailed(
+            "Unreachable",
+            f"no sentinel answered for {s.sentinel_service!r} ({'; '.join(errors)})",
+        )
+    masters = {master for master, _, _ in answers if master is not None}
+    if not masters:
+        raise _ProbeFailed(
+            "MasterUnknown",
+            f"{len(answers)} sentinel(s) answered but none knows a master named "
+            f"{s.sentinel_service!r}",
+        )
+    problems = [problem for _, problem, _ in answers if problem]
+    if len(problems) == len(answers):
+        raise _ProbeFailed(
+            "NoQuorum",
+            f"SENTINEL CKQUORUM {s.sentinel_service}: {problems[0]}",
+        )
+    await connection.run(lambda client: client.ping(), what="PING to the master")
+    address = connection.master_address
+    master = f"{address[0]}:{address[1]}" if address else None
+    replicas = max(healthy for _, _, healthy in answers)
+    note = f"; unreachable sentinels: {'; '.join(errors)}" if errors else ""
+    return ProbeReport(
+        ok=True,
+        mode="sentinel",
+        master=master,
+        nodes=1 + replicas,
+        sentinels=len(answers),
+        message=(
+            f"master {master} of {s.sentinel_service!r} answered PING; {len(answers)} "
+            f"sentinel(s) agree a failover has quorum; {replicas} healthy replica(s){note}"
+        ),
+    )
