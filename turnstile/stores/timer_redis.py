@@ -1,0 +1,354 @@
+"""The Redis timer store: buckets over Cluster shards, batched reads and claims, outage fallback.
+
+* **Layout.** Timers are spread over buckets (:mod:`turnstile.stores.buckets`); the keys and
+  scripts are in :mod:`turnstile.stores.timer_scripts`.
+* **Reads.** :meth:`RedisTimerStore.get_expired_timers` runs one script per bucket that returns
+  the due timers *with* their data, all buckets in one pipeline (redis-py's cluster pipeline
+  sends one batch per master, concurrently). Round trips do not grow with the number of timers.
+* **Claims.** A claim is one script (delete if the scheduled time still matches);
+  :meth:`RedisTimerStore.claim_timers` claims a whole poll's worth in one pipeline.
+* **Outage.** An operation that still fails after ``fallback_after`` seconds of retries switches
+  the store to memory (logged once). While in memory, nothing waits on Redis; a background task
+  tries Redis every ``retry_interval`` and, once it answers, writes back what memory holds,
+  newer wins (:mod:`turnstile.stores.timer_fallback`), and switches back (logged once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+from redis import exceptions as rex
+
+from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
+from turnstile.stores.errors import StoreUnavailableError, TurnstileError
+from turnstile.stores.timer_fallback import Entry, FallbackJournal, Tombstone, entry_sender
+from turnstile.stores.timer_scripts import (
+    CLAIM,
+    MERGE,
+    PAGE_SIZE,
+    PUT,
+    READ_DUE,
+    BucketKeys,
+    TimerKeys,
+)
+from turnstile.stores.timers import (
+    BaseTimerStore,
+    Clock,
+    SessionTimer,
+    TimerRecord,
+    TimerSettings,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Entries per merge script call, and pairs per claim script call.
+_BATCH: Final = 500
+#: A read never pages further than this many rounds (PAGE_SIZE timers per bucket each).
+_MAX_PAGES: Final = 10_000
+#: How long Redis remembers a claim id, so that a retried claim is recognised (ms).
+_CLAIM_MEMORY_MS: Final = 120_000
+
+_Call = tuple[LuaScript, BucketKeys, list[Any]]
+
+
+def _num(value: float) -> str:
+    """A float as Redis and Lua parse it back to the same double."""
+    return repr(float(value))
+
+
+class RedisTimerStore(BaseTimerStore):
+    """Timers in Redis (standard, cluster or sentinel), with an in-memory fallback."""
+
+    def __init__(
+        self,
+        settings: TimerSettings | None = None,
+        *,
+        clock: Clock = time.time,
+        retry_interval: float = 1.0,
+        client_name: str = "turnstile-timers",
+    ) -> None:
+        self.settings = settings or TimerSettings()
+        redis = self.settings.redis
+        budget = min(redis.failover_timeout, self.settings.fallback_after)
+        self._conn = RedisConnection(replace(redis, failover_timeout=budget),
+                                     client_name=client_name)
+        self._keys = TimerKeys(self.settings.buckets, redis.key_prefix)
+        self._clock = clock
+        self._retry_interval = retry_interval
+        self._journal: FallbackJournal | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_kwargs(
+        cls, kwargs: Mapping[str, Any] | None, *, url: str | None = None, **options: Any
+    ) -> RedisTimerStore:
+        """Build from Rasa's ``endpoint_config.kwargs``; raises ConfigurationError early."""
+        return cls(TimerSettings.from_kwargs(kwargs, url=url), **options)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> TimerKeys:
+        return self._keys
+
+    @property
+    def using_fallback(self) -> bool:
+        """Whether the store currently serves from memory."""
+        return self._journal is not None
+
+    @property
+    def pending_writeback(self) -> int:
+        """Timers and deletions held in memory for Redis."""
+        return len(self._journal) if self._journal is not None else 0
+
+    def _fall_back(self, exc: BaseException) -> FallbackJournal:
+        if self._journal is None:
+            self._journal = FallbackJournal()
+            logger.warning(
+                "Timer store: Redis (%s) is unreachable (%s); keeping timers in memory until "
+                "it answers again",
+                self.settings.redis.where, exc,
+            )
+            if not self._closed:
+                self._recovery = asyncio.get_running_loop().create_task(
+                    self._recover(), name="turnstile-timer-recovery"
+                )
+        return self._journal
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def store_timer(
+        self,
+        sender_id: str,
+        session_id: str | None,
+        scheduled_time: float,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        timer = SessionTimer.create_timer(sender_id, session_id, scheduled_time, metadata)
+        record = TimerRecord(timer, self._clock())
+        if self._journal is not None:
+            self._journal.put(record)
+            return
+        keys = self._keys.of(sender_id)
+        try:
+            await self._conn.eval(
+                PUT, keys.keys, [sender_id, _num(timer.scheduled_time), record.encode()]
+            )
+        except StoreUnavailableError as exc:
+            self._fall_back(exc).put(record)
+
+    async def delete_timer(
+        self, sender_id: str, only_if_scheduled_time: float | None = None
+    ) -> bool:
+        if self._journal is not None:
+            return self._journal.delete(sender_id, only_if_scheduled_time, now=self._clock())
+        expected = "" if only_if_scheduled_time is None else _num(only_if_scheduled_time)
+        keys = self._keys.of(sender_id)
+        try:
+            hits = await self._conn.eval(CLAIM, (*keys.keys, keys.claims),
+                                         [uuid.uuid4().hex, _CLAIM_MEMORY_MS, sender_id, expected])
+        except StoreUnavailableError as exc:
+            journal = self._fall_back(exc)
+            if only_if_scheduled_time is None:
+                journal.delete(sender_id, None, now=self._clock())
+            return False
+        return bool(int(hits[0]))
+
+    async def get_timer(self, sender_id: str) -> SessionTimer | None:
+        if self._journal is not None:
+            return self._journal.get(sender_id)
+        data_key = self._keys.of(sender_id).data
+        try:
+            raw = await self._conn.run(lambda c: c.hget(data_key, sender_id), what="timer get")
+        except StoreUnavailableError as exc:
+            self._fall_back(exc)
+            return None
+        return None if raw is None else TimerRecord.decode(str(raw)).timer
+
+    async def get_expired_timers(self, cutoff_time: float | None = None) -> list[SessionTimer]:
+        cutoff = self._clock() if cutoff_time is None else cutoff_time
+        if self._journal is not None:
+            return self._journal.expired(cutoff)
+        try:
+            return await self._read_due(cutoff)
+        except StoreUnavailableError as exc:
+            return self._fall_back(exc).expired(cutoff)
+
+    async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
+        """Claim many due timers with one script per bucket, pipelined."""
+        if not timers:
+            return []
+        if self._journal is not None:
+            journal, now = self._journal, self._clock()
+            return [t for t in timers if journal.delete(t.sender_id, t.scheduled_time, now=now)]
+        by_bucket: dict[int, list[SessionTimer]] = defaultdict(list)
+        for timer in timers:
+            by_bucket[self._keys.bucket(timer.sender_id)].append(timer)
+        calls: list[_Call] = []
+        batches: list[list[SessionTimer]] = []
+        claim_id = uuid.uuid4().hex
+        for bucket, members in by_bucket.items():
+            for start in range(0, len(members), _BATCH):
+                chunk = members[start : start + _BATCH]
+                args: list[Any] = [claim_id, _CLAIM_MEMORY_MS]
+                for t in chunk:
+                    args += [t.sender_id, _num(t.scheduled_time)]
+                calls.append((CLAIM, self._keys.buckets[bucket], args))
+                batches.append(chunk)
+        try:
+            replies = await self._batch(calls, what="timer claim")
+        except StoreUnavailableError as exc:
+            self._fall_back(exc)
+            return []
+        return [t for chunk, hits in zip(batches, replies, strict=True)
+                for t, hit in zip(chunk, hits, strict=True) if int(hit)]
+
+    async def aclose(self) -> None:
+        """Stop the recovery task, write back what memory holds if Redis answers, disconnect."""
+        self._closed = True
+        task, self._recovery = self._recovery, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        journal = self._journal
+        if journal:
+            try:
+                await self._write_back(journal.entries())
+                self._journal = None
+            except TurnstileError as exc:
+                logger.warning(
+                    "Timer store closed while Redis (%s) is unreachable; %d timer change(s) "
+                    "kept in memory are lost (%s)",
+                    self.settings.redis.where, len(journal), exc,
+                )
+        await self._conn.close()
+
+    # -- Redis I/O -----------------------------------------------------------------------------
+
+    async def _read_due(self, cutoff: float) -> list[SessionTimer]:
+        found: dict[str, SessionTimer] = {}
+        offsets = dict.fromkeys(range(len(self._keys.buckets)), 0)
+        for _ in range(_MAX_PAGES):
+            if not offsets:
+                break
+            order = list(offsets.items())
+            calls: list[_Call] = [
+                (READ_DUE, self._keys.buckets[b], [_num(cutoff), offset, PAGE_SIZE])
+                for b, offset in order
+            ]
+            replies = await self._batch(calls, what="timer read")
+            offsets = {}
+            for (bucket, offset), reply in zip(order, replies, strict=True):
+                for raw in reply[1:]:
+                    timer = TimerRecord.decode(raw).timer
+                    found[timer.sender_id] = timer
+                if int(reply[0]) >= PAGE_SIZE:
+                    offsets[bucket] = offset + PAGE_SIZE
+        return sorted(found.values(), key=lambda t: t.scheduled_time)
+
+    async def _batch(self, calls: Sequence[_Call], *, what: str) -> list[Any]:
+        """Run scripts in one pipeline (one batch per master in Cluster), with retries."""
+        if not calls:
+            return []
+        cluster = self._conn.is_cluster
+
+        def pipeline(client: AnyRedis) -> Any:
+            return client.pipeline() if cluster else client.pipeline(transaction=False)
+
+        async def op(client: AnyRedis) -> list[Any]:
+            pipe = pipeline(client)
+            for script, keys, args in calls:
+                # execute_command: redis-py refuses pipe.evalsha() in Cluster pipelines, yet routes
+                # EVALSHA by its keys like any other command.
+                pipe.execute_command("EVALSHA", script.sha, *_script_keys(script, keys), *args)
+            results: list[Any] = list(await pipe.execute(raise_on_error=False))
+            missing = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
+            if missing:  # a new master after a failover starts with an empty script cache
+                pipe = pipeline(client)
+                for i in missing:
+                    script, keys, args = calls[i]
+                    pipe.execute_command("EVAL", script.source, *_script_keys(script, keys), *args)
+                again = await pipe.execute(raise_on_error=False)
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+
+        return await self._conn.run(op, what=what)
+
+    async def _write_back(self, entries: Sequence[Entry]) -> int:
+        """Merge memory's entries into Redis, newer wins; returns how many were applied."""
+        if not entries:
+            await self._conn.run(lambda c: c.ping(), what="timer store ping")
+            return 0
+        by_bucket: dict[int, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_bucket[self._keys.bucket(entry_sender(entry))].append(entry)
+        calls: list[_Call] = []
+        for bucket, members in by_bucket.items():
+            for start in range(0, len(members), _BATCH):
+                chunk = members[start : start + _BATCH]
+                groups: list[Any] = [len(chunk)]
+                payloads: list[str] = []
+                for e in chunk:
+                    if isinstance(e, Tombstone):
+                        groups += ["del", e.sender_id, _num(e.version), ""]
+                    else:
+                        groups += ["put", e.timer.sender_id, _num(e.written_at),
+                                   _num(e.timer.scheduled_time)]
+                        payloads.append(e.encode())
+                calls.append((MERGE, self._keys.buckets[bucket], groups + payloads))
+        replies = await self._batch(calls, what="timer write-back")
+        return sum(int(r) for r in replies)
+
+    async def _recover(self) -> None:
+        """While in memory: try Redis every ``retry_interval``; write back, then switch back."""
+        while self._journal is not None:
+            await asyncio.sleep(self._retry_interval)
+            journal = self._journal
+            entries = journal.entries()
+            try:
+                applied = await self._write_back(entries)
+            except StoreUnavailableError:
+                continue
+            except TurnstileError:
+                logger.exception("Timer store: writing timers back to Redis failed; will retry")
+                continue
+            journal.forget(entries)
+            # Changes made during the write-back go straight to Redis after the switch; the
+            # residue is merged with newer-wins, so a write that reached Redis first survives.
+            residue = journal.entries()
+            self._journal = None
+            try:
+                applied += await self._write_back(residue)
+            except TurnstileError as exc:
+                again = self._fall_back(exc)
+                for entry in residue:
+                    if not again.known(entry_sender(entry)):
+                        again.restore(entry)
+                return
+            logger.warning(
+                "Timer store: Redis (%s) answers again; wrote back %d of %d timer change(s) "
+                "kept in memory (newer ones in Redis won) and switched back to Redis",
+                self.settings.redis.where, applied, len(entries) + len(residue),
+            )
+            return
+
+
+def _script_keys(script: LuaScript, keys: BucketKeys) -> tuple[Any, ...]:
+    """``numkeys, key...`` for a script: the claim script also takes the claims key."""
+    if script is CLAIM:
+        return (3, keys.due, keys.data, keys.claims)
+    return (2, keys.due, keys.data)

@@ -1,0 +1,169 @@
+"""The Redis keys and Lua scripts of the timer store.
+
+Each bucket (see :mod:`turnstile.stores.buckets`) is two keys under one hash tag::
+
+    [<key_prefix>:]turnstile:timers:{<tag>}:due    sorted set  sender_id -> scheduled_time
+    [<key_prefix>:]turnstile:timers:{<tag>}:data   hash        sender_id -> JSON record
+    [<key_prefix>:]turnstile:timers:{<tag>}:claims sorted set  recent claim ids -> forget-at ms
+
+The JSON record holds ``sender_id``, ``session_id``, ``scheduled_time``, ``metadata`` and
+``written_at`` (the writer's clock, used only when an outage's timers are written back).
+Every script takes keys of one bucket only, so it runs unchanged on Redis Cluster,
+and every script is safe to repeat (a retry after a lost reply changes nothing further).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from turnstile.stores.buckets import bucket_of, bucket_tags
+from turnstile.stores.connection import LuaScript
+
+
+@dataclass(frozen=True)
+class BucketKeys:
+    due: str
+    data: str
+    claims: str
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return (self.due, self.data)
+
+
+class TimerKeys:
+    """The key names of ``count`` buckets under an optional ``key_prefix``."""
+
+    def __init__(self, count: int, key_prefix: str | None = None) -> None:
+        base = f"{key_prefix}:turnstile:timers" if key_prefix else "turnstile:timers"
+        self.count = count
+        self.buckets: tuple[BucketKeys, ...] = tuple(
+            BucketKeys(
+                f"{base}:{{{tag}}}:due", f"{base}:{{{tag}}}:data", f"{base}:{{{tag}}}:claims"
+            )
+            for tag in bucket_tags(count)
+        )
+
+    def bucket(self, sender_id: str) -> int:
+        return bucket_of(sender_id, self.count)
+
+    def of(self, sender_id: str) -> BucketKeys:
+        return self.buckets[self.bucket(sender_id)]
+
+
+#: Store (replace) one timer.
+#: KEYS[1] due zset, KEYS[2] data hash (one bucket).
+#: ARGV[1] sender_id, ARGV[2] scheduled_time, ARGV[3] JSON record.
+#: Returns 1.
+PUT: Final = LuaScript(
+    "timer put",
+    """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+""",
+)
+
+#: Delete timers, each only if its scheduled time still matches: the claim.
+#: KEYS[1] due zset, KEYS[2] data hash, KEYS[3] recent-claims zset (one bucket).
+#: ARGV[1] claim id (fresh per call, the same on a retry), ARGV[2] how long to remember the
+#: claim (ms), then pairs of (sender_id, expected scheduled_time or "" for unconditional).
+#: Returns an array with 1 for each pair whose timer this claim id deleted, 0 otherwise.
+#: Remembering "<sender_id>\n<claim id>" makes a retry after a lost reply answer 1 again
+#: instead of 0, so a failover between delete and reply cannot make every pod skip a timer.
+#: Scores are compared as doubles: Redis prints them with 17 significant digits and Python
+#: with the shortest round-trip form, and both parse back to the same double.
+CLAIM: Final = LuaScript(
+    "timer claim",
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local out = {}
+for i = 3, #ARGV, 2 do
+    local sender, expected = ARGV[i], ARGV[i + 1]
+    local memo = sender .. '\\n' .. ARGV[1]
+    local hit = 0
+    if redis.call('ZSCORE', KEYS[3], memo) then
+        hit = 1
+    else
+        local score = redis.call('ZSCORE', KEYS[1], sender)
+        if score and (expected == '' or tonumber(score) == tonumber(expected)) then
+            redis.call('ZREM', KEYS[1], sender)
+            redis.call('HDEL', KEYS[2], sender)
+            redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), memo)
+            hit = 1
+        end
+    end
+    out[#out + 1] = hit
+end
+return out
+""",
+)
+
+#: Read due timers with their data in one call, oldest first; deletes nothing.
+#: KEYS[1] due zset, KEYS[2] data hash (one bucket).
+#: ARGV[1] cutoff (inclusive), ARGV[2] offset, ARGV[3] page size (<= 4000, Lua's unpack limit).
+#: Returns {n, record1, record2, ...}: n is how many due members the page held (a full page
+#: means there may be more), followed by their JSON records (a member without a record,
+#: which the scripts never leave behind, is skipped).
+READ_DUE: Final = LuaScript(
+    "timer read due",
+    """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
+local out = {#ids}
+if #ids == 0 then return out end
+local records = redis.call('HMGET', KEYS[2], unpack(ids))
+for i = 1, #records do
+    if records[i] then out[#out + 1] = records[i] end
+end
+return out
+""",
+)
+
+#: Write back what a pod kept in memory during an outage, newer wins.
+#: KEYS[1] due zset, KEYS[2] data hash (one bucket).
+#: ARGV: groups of four (kind, sender_id, version, scheduled_time|""), then one JSON record
+#: per "put" in the same order after all groups. kind "put" stores the record and "del"
+#: deletes, each only if Redis holds no record for the sender or one with written_at <= version.
+#: ARGV[1] is the number of groups.
+#: Returns the number of entries applied.
+MERGE: Final = LuaScript(
+    "timer merge",
+    """
+local groups = tonumber(ARGV[1])
+local payload = 2 + groups * 4
+local applied = 0
+for g = 0, groups - 1 do
+    local base = 2 + g * 4
+    local kind, sender = ARGV[base], ARGV[base + 1]
+    local version, scheduled = tonumber(ARGV[base + 2]), ARGV[base + 3]
+    local current = redis.call('HGET', KEYS[2], sender)
+    local older = true
+    if current then
+        local ok, decoded = pcall(cjson.decode, current)
+        if ok and type(decoded) == 'table' and tonumber(decoded['written_at']) then
+            older = tonumber(decoded['written_at']) <= version
+        end
+    end
+    if kind == 'put' then
+        local record = ARGV[payload]
+        payload = payload + 1
+        if older then
+            redis.call('ZADD', KEYS[1], scheduled, sender)
+            redis.call('HSET', KEYS[2], sender, record)
+            applied = applied + 1
+        end
+    elseif current and older then
+        redis.call('ZREM', KEYS[1], sender)
+        redis.call('HDEL', KEYS[2], sender)
+        applied = applied + 1
+    end
+end
+return applied
+""",
+)
+
+#: Lua's ``unpack`` takes at most ~8000 values; keep pages and batches well below.
+PAGE_SIZE: Final = 2000
