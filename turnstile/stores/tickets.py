@@ -304,6 +304,7 @@ class InMemoryTicketLockStore(TicketLockStore):
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
         self._mutex = threading.Lock()
+        self._highest = 0
 
     def _purge(self, conversation_id: str, now: float) -> _Queue | None:
         """Drop expired tickets, wake a new head, forget an empty queue. Holds ``_mutex``."""
@@ -330,8 +331,13 @@ class InMemoryTicketLockStore(TicketLockStore):
             del self._queues[conversation_id]
 
     def _next_number(self, queue: _Queue) -> int:
-        floor = int(self._clock() * 1_000_000)
-        queue.last_number = queue.last_number + 1 if queue.last_number else floor
+        if queue.last_number:
+            queue.last_number += 1
+        else:  # as in Redis: a new queue starts from the clock in microseconds ...
+            floor = int(self._clock() * 1_000_000)
+            # ... and, in one process, never below a number already handed out.
+            queue.last_number = max(floor, self._highest + 1)
+        self._highest = max(self._highest, queue.last_number)
         return queue.last_number
 
     async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
@@ -424,6 +430,7 @@ class InMemoryTicketLockStore(TicketLockStore):
                 entries[entry.ticket_id] = entry
             queue.entries = entries
             queue.last_number = max([queue.last_number, *(t.number for t in lock.tickets)])
+            self._highest = max(self._highest, queue.last_number)
             self._queues[lock.conversation_id] = queue
             self._wake_new_head(queue, before)
             self._forget_if_empty(lock.conversation_id, queue)
