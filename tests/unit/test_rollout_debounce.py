@@ -1,0 +1,95 @@
+"""The per-namespace debounce in front of ``sync_rollouts``: one sync per burst, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from turnstile.operator.rollout_handlers import Debouncer
+
+SETTLE = 0.05
+
+
+class Recorder:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[tuple[str, float]] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, key: str) -> None:
+        self.calls.append((key, asyncio.get_running_loop().time()))
+        if self.fail_first:
+            self.fail_first -= 1
+            raise RuntimeError("api down")
+
+
+async def test_a_burst_of_pokes_syncs_once_after_it_settles() -> None:
+    action = Recorder()
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    loop = asyncio.get_running_loop()
+    for _ in range(10):
+        debouncer.poke("ns")
+        await asyncio.sleep(SETTLE / 5)
+    last_poke = loop.time()
+    await debouncer.idle()
+    assert [k for k, _ in action.calls] == ["ns"]
+    assert action.calls[0][1] >= last_poke + SETTLE * 0.9
+
+
+async def test_namespaces_are_debounced_independently() -> None:
+    action = Recorder()
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    debouncer.poke("a")
+    debouncer.poke("b")
+    debouncer.poke("a")
+    await debouncer.idle()
+    assert sorted(k for k, _ in action.calls) == ["a", "b"]
+
+
+async def test_a_namespace_that_never_goes_quiet_still_syncs_within_max_delay() -> None:
+    action = Recorder()
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=SETTLE * 3)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < SETTLE * 8:
+        debouncer.poke("busy")
+        await asyncio.sleep(SETTLE / 5)
+    await debouncer.idle()
+    assert action.calls, "never synced"
+    assert action.calls[0][1] - start <= SETTLE * 3 + 0.05
+    assert len(action.calls) >= 2
+
+
+async def test_a_poke_during_a_sync_schedules_exactly_one_more() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow(key: str) -> None:
+        calls.append(key)
+        started.set()
+        await release.wait()
+
+    debouncer = Debouncer(slow, settle=SETTLE, max_delay=5)
+    debouncer.poke("ns")
+    await started.wait()
+    debouncer.poke("ns")
+    debouncer.poke("ns")
+    release.set()
+    await debouncer.idle()
+    assert calls == ["ns", "ns"]
+
+
+async def test_a_failed_sync_is_retried(monkeypatch) -> None:
+    monkeypatch.setattr("turnstile.operator.rollout_handlers.RETRY_INITIAL", SETTLE)
+    action = Recorder(fail_first=2)
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    debouncer.poke("ns")
+    await asyncio.wait_for(debouncer.idle(), timeout=5)
+    assert len(action.calls) == 3
+
+
+async def test_close_cancels_pending_syncs() -> None:
+    action = Recorder()
+    debouncer = Debouncer(action, settle=10, max_delay=10)
+    debouncer.poke("ns")
+    await debouncer.close()
+    assert action.calls == []

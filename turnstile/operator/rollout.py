@@ -1,0 +1,564 @@
+"""Config rollout decisions: which workloads restart, and with what patch.
+
+A bot workload (a Deployment or StatefulSet running Rasa) loads what Turnstile renders: one key
+of a ConfigMap (``endpoints.yml`` by default) and the Secrets whose values fill the ``${VAR}``
+references in it. It must restart when, and only when, that content changes. The one idea of
+this module is that a restart is a *pure function of current state*:
+
+    checksum(workload) = sha256(content of every ConfigMap key its stores render,
+                                content hash of every Secret value those stores reference)
+
+The checksum is written into the workload's pod template as :data:`CHECKSUM_ANNOTATION`.
+Kubernetes rolls a workload exactly when its pod template changes, so writing the same checksum
+again changes nothing: an operator restart, a re-list, a second replica or a burst of events
+for one logical change can never roll anything twice. Nothing here remembers what happened
+before; everything is recomputed from a :class:`Snapshot` of one namespace.
+
+Everything in this module is pure (no I/O, no clock): :func:`plan_namespace` turns a snapshot
+into :class:`WorkloadPlan` s (checksum + the minimal strategic-merge patch, or ``None``), and
+:func:`status_patch` into the store's ``status.rollout``. The thin Kubernetes I/O lives in
+:mod:`turnstile.operator.workloads`; the kopf wiring and the debounce in
+:mod:`turnstile.operator.rollout_handlers`.
+
+Errors: a ``spec.rollout`` the CRD schema should have refused raises
+:class:`~turnstile.operator.errors.SpecError` naming the field, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypedDict, cast
+
+from turnstile.operator.errors import SpecError
+
+__all__ = [
+    "APPLIED_AT_ANNOTATION",
+    "CHECKSUM_ANNOTATION",
+    "INJECTED_ENV_ANNOTATION",
+    "STORE_KINDS",
+    "WORKLOAD_KINDS",
+    "EnvFromSecret",
+    "LabelSelector",
+    "Requirement",
+    "SecretRef",
+    "Snapshot",
+    "StatusEntry",
+    "StoreRollout",
+    "Workload",
+    "WorkloadPlan",
+    "WorkloadRef",
+    "checksum",
+    "plan_namespace",
+    "referenced_secrets",
+    "status_entries",
+    "status_patch",
+    "store_rollout",
+    "workload_patch",
+]
+
+#: Pod-template annotation holding the checksum; changing it is what rolls the workload.
+CHECKSUM_ANNOTATION: Final = "turnstile.dev/config-checksum"
+#: Workload (not template) annotation: when the current checksum was written. Never rolls.
+APPLIED_AT_ANNOTATION: Final = "turnstile.dev/config-applied-at"
+#: Workload (not template) annotation: env names Turnstile injected, so it may update them
+#: later without ever touching an entry the user wrote.
+INJECTED_ENV_ANNOTATION: Final = "turnstile.dev/injected-env"
+
+WorkloadKind = Literal["Deployment", "StatefulSet"]
+WORKLOAD_KINDS: Final[tuple[WorkloadKind, ...]] = ("Deployment", "StatefulSet")
+STORE_KINDS: Final = ("LockStore", "TimerStore")
+DEFAULT_CONFIG_KEY: Final = "endpoints.yml"
+
+#: Bumped if the checksum's input encoding ever changes (that change would roll everything once).
+_CHECKSUM_VERSION: Final = "turnstile-rollout/v1"
+_OPERATORS: Final = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+
+
+# ------------------------------------------------------------------------------ store side
+
+
+@dataclass(frozen=True, order=True)
+class WorkloadRef:
+    """A workload by kind and name, in the store's namespace."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``matchExpressions`` entry."""
+
+    key: str
+    operator: str
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        return self.key not in labels or labels[self.key] not in self.values  # NotIn
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector (``matchLabels`` AND every ``matchExpressions`` entry).
+
+    Unlike Kubernetes, an empty selector selects *nothing*: a defaulted ``selector: {}`` must
+    never restart every workload in the namespace.
+    """
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.empty:
+            return False
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
+@dataclass(frozen=True, order=True)
+class SecretRef:
+    """A Secret a store references; ``key=None`` means the whole Secret (e.g. TLS material)."""
+
+    name: str
+    key: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class EnvFromSecret:
+    """An env var that fills a ``${VAR}`` reference in the rendered config."""
+
+    env_name: str
+    secret_name: str
+    secret_key: str
+
+    def entry(self) -> dict[str, Any]:
+        """The container ``env`` entry."""
+        return {
+            "name": self.env_name,
+            "valueFrom": {"secretKeyRef": {"name": self.secret_name, "key": self.secret_key}},
+        }
+
+
+@dataclass(frozen=True)
+class StoreRollout:
+    """What rollout needs to know about one LockStore/TimerStore."""
+
+    kind: str
+    name: str
+    #: ``None`` when the store renders into no ConfigMap; only its Secrets then count.
+    config_map: str | None
+    config_key: str
+    workloads: tuple[WorkloadRef, ...] = ()
+    selector: LabelSelector | None = None
+    inject_env: bool = False
+    env: tuple[EnvFromSecret, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def selects(self, workload: Workload) -> bool:
+        """True if this store targets ``workload`` by name or by selector."""
+        if workload.ref in self.workloads:
+            return True
+        return self.selector is not None and self.selector.matches(workload.labels)
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, "an object", value)
+    return cast(Mapping[str, Any], value)
+
+
+def _sequence(value: Any, path: str) -> Sequence[Any]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise SpecError(path, "a list", value)
+    return cast(Sequence[Any], value)
+
+
+def _selector(raw: Mapping[str, Any], path: str) -> LabelSelector:
+    labels = _mapping(raw.get("matchLabels"), f"{path}.matchLabels")
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise SpecError(f"{path}.matchLabels.{key}", "a string", value)
+    requirements = []
+    for i, item in enumerate(_sequence(raw.get("matchExpressions"), f"{path}.matchExpressions")):
+        where = f"{path}.matchExpressions[{i}]"
+        expr = _mapping(item, where)
+        label_key, op = expr.get("key"), expr.get("operator")
+        values = _sequence(expr.get("values"), f"{where}.values")
+        if not isinstance(label_key, str) or not label_key:
+            raise SpecError(f"{where}.key", "a label key", label_key)
+        if op not in _OPERATORS:
+            raise SpecError(f"{where}.operator", f"one of {sorted(_OPERATORS)}", op)
+        if op in ("In", "NotIn") and not values:
+            raise SpecError(f"{where}.values", f"at least one value for {op}", list(values))
+        if op in ("Exists", "DoesNotExist") and values:
+            raise SpecError(f"{where}.values", f"no values for {op}", list(values))
+        requirements.append(Requirement(label_key, op, frozenset(str(v) for v in values)))
+    return LabelSelector(tuple(sorted(labels.items())), tuple(requirements))
+
+
+def referenced_secrets(spec: Mapping[str, Any]) -> tuple[SecretRef, ...]:
+    """Every Secret a store spec references, found structurally.
+
+    Any object under ``spec`` whose key ends in ``SecretRef`` (``passwordSecretRef``,
+    ``caSecretRef``...) is ``{name, key?}``; any ``secretName`` string names a whole Secret.
+    Walking the spec instead of listing fields keeps new TLS fields covered without an edit here.
+    """
+    found: set[SecretRef] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "rollout":
+                    continue
+                if key.endswith("SecretRef") and isinstance(value, Mapping):
+                    name, skey = value.get("name"), value.get("key")
+                    if isinstance(name, str) and name:
+                        found.add(SecretRef(name, skey if isinstance(skey, str) else None))
+                elif key == "secretName" and isinstance(value, str) and value:
+                    found.add(SecretRef(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(spec)
+    return tuple(sorted(found, key=lambda r: (r.name, r.key or "")))
+
+
+def store_rollout(
+    body: Mapping[str, Any], env: Iterable[tuple[str, str, str]] = ()
+) -> StoreRollout | None:
+    """Read a store object; ``None`` if it has no ``spec.rollout``.
+
+    ``env`` is ``render.secret_env(kind, spec)``: the ``(env_name, secret_name, secret_key)``
+    triples that fill the rendered ``${VAR}`` references.
+    """
+    meta = _mapping(body.get("metadata"), "metadata")
+    spec = _mapping(body.get("spec"), "spec")
+    if spec.get("rollout") is None:
+        return None
+    rollout = _mapping(spec.get("rollout"), "spec.rollout")
+    cm = _mapping(spec.get("configMap"), "spec.configMap")
+    cm_name = cm.get("name")
+    if cm_name is not None and (not isinstance(cm_name, str) or not cm_name):
+        raise SpecError("spec.configMap.name", "the name of a ConfigMap", cm_name)
+    refs = []
+    for i, item in enumerate(_sequence(rollout.get("workloads"), "spec.rollout.workloads")):
+        w = _mapping(item, f"spec.rollout.workloads[{i}]")
+        kind, name = w.get("kind"), w.get("name")
+        if kind not in WORKLOAD_KINDS:
+            raise SpecError(
+                f"spec.rollout.workloads[{i}].kind", '"Deployment" or "StatefulSet"', kind
+            )
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"spec.rollout.workloads[{i}].name", "a workload name", name)
+        refs.append(WorkloadRef(kind, name))
+    raw_selector = rollout.get("selector")
+    selector = (
+        None
+        if raw_selector is None
+        else _selector(_mapping(raw_selector, "spec.rollout.selector"), "spec.rollout.selector")
+    )
+    inject = rollout.get("injectEnv", False)
+    if not isinstance(inject, bool):
+        raise SpecError("spec.rollout.injectEnv", "true or false", inject)
+    env_entries = tuple(sorted({EnvFromSecret(*triple) for triple in env}))
+    secrets = set(referenced_secrets(spec))
+    secrets.update(SecretRef(e.secret_name, e.secret_key) for e in env_entries)
+    return StoreRollout(
+        kind=str(body.get("kind", "")),
+        name=str(meta.get("name", "")),
+        config_map=cm_name,
+        config_key=str(cm.get("key") or DEFAULT_CONFIG_KEY),
+        workloads=tuple(sorted(set(refs))),
+        selector=selector,
+        inject_env=inject,
+        env=env_entries,
+        secrets=tuple(sorted(secrets, key=lambda r: (r.name, r.key or ""))),
+    )
+
+
+# --------------------------------------------------------------------------- workload side
+
+
+class EnvVar(TypedDict, total=False):
+    name: str
+    value: str
+    valueFrom: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The parts of a Deployment/StatefulSet that rollout reads."""
+
+    kind: str
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    template_annotations: Mapping[str, str]
+    containers: tuple[tuple[str, tuple[EnvVar, ...]], ...]
+    uid: str = ""
+    deleting: bool = False
+
+    @property
+    def ref(self) -> WorkloadRef:
+        return WorkloadRef(self.kind, self.name)
+
+    @property
+    def checksum(self) -> str | None:
+        return self.template_annotations.get(CHECKSUM_ANNOTATION)
+
+    @classmethod
+    def from_body(cls, kind: str, body: Mapping[str, Any]) -> Workload:
+        """Read a raw API object (JSON field names)."""
+        meta = body.get("metadata") or {}
+        template = (body.get("spec") or {}).get("template") or {}
+        containers = tuple(
+            (str(c.get("name", "")), tuple(cast(list[EnvVar], c.get("env") or [])))
+            for c in (template.get("spec") or {}).get("containers") or []
+        )
+        return cls(
+            kind=kind,
+            name=str(meta.get("name", "")),
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            template_annotations=dict((template.get("metadata") or {}).get("annotations") or {}),
+            containers=containers,
+            uid=str(meta.get("uid", "")),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything rollout reads in one namespace, at one moment.
+
+    ``config_maps`` maps a ConfigMap name to its ``data``; ``secrets`` maps a Secret name to
+    its ``data`` (base64 strings, never decoded: only hashed). A name missing from either
+    mapping means the object does not exist.
+    """
+
+    stores: tuple[StoreRollout, ...]
+    workloads: tuple[Workload, ...]
+    config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """The decision for one workload: its checksum, and the patch (``None``: already there)."""
+
+    workload: Workload
+    stores: tuple[StoreRollout, ...]
+    checksum: str
+    patch: dict[str, Any] | None
+
+    @property
+    def new_checksum(self) -> bool:
+        """True if the checksum in the pod template changes (a rollout for a new config)."""
+        return self.workload.checksum != self.checksum
+
+    @property
+    def rolls(self) -> bool:
+        """True if the patch changes the pod template, i.e. Kubernetes will roll."""
+        return self.patch is not None and "template" in self.patch.get("spec", {})
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def checksum(
+    config: Iterable[tuple[str, str, str | None]],
+    secrets: Iterable[tuple[str, str | None, str | None]],
+) -> str:
+    """The checksum of what a workload loads.
+
+    ``config``: ``(config_map, key, content)``; ``secrets``: ``(secret, key, content_digest)``,
+    ``None`` where the object or key is absent. Order and duplicates do not matter.
+    """
+    canonical = {
+        "v": _CHECKSUM_VERSION,
+        "config": sorted(
+            {(cm, key, None if c is None else _digest(c)) for cm, key, c in config}, key=repr
+        ),
+        "secrets": sorted(set(secrets), key=repr),
+    }
+    return "sha256:" + _digest(json.dumps(canonical, sort_keys=True, separators=(",", ":")))
+
+
+def _secret_digest(ref: SecretRef, secrets: Mapping[str, Mapping[str, str]]) -> str | None:
+    data = secrets.get(ref.name)
+    if data is None:
+        return None
+    if ref.key is not None:
+        value = data.get(ref.key)
+        return None if value is None else _digest(value)
+    return _digest(json.dumps(sorted(data.items()), separators=(",", ":")))
+
+
+def _injected_names(workload: Workload) -> frozenset[str]:
+    raw = workload.annotations.get(INJECTED_ENV_ANNOTATION, "")
+    return frozenset(n for n in raw.split(",") if n)
+
+
+def workload_patch(
+    workload: Workload, digest: str, env: Sequence[EnvFromSecret], now: str
+) -> dict[str, Any] | None:
+    """The minimal strategic-merge patch bringing ``workload`` to ``digest`` and ``env``.
+
+    ``None`` when nothing differs. An env entry the user wrote (same name, not recorded in
+    :data:`INJECTED_ENV_ANNOTATION`) is left exactly as it is; entries Turnstile injected earlier
+    are updated if their Secret reference changed. Containers are merged by name, so containers
+    and env entries the patch does not mention are untouched.
+    """
+    owned = _injected_names(workload)
+    containers = []
+    injected = set(owned)
+    for cname, current in workload.containers:
+        by_name = {e.get("name"): e for e in current}
+        changes = []
+        for want in env:
+            entry = want.entry()
+            have = by_name.get(want.env_name)
+            if have is None or (want.env_name in owned and dict(have) != entry):
+                changes.append(entry)
+                injected.add(want.env_name)
+        if changes:
+            containers.append({"name": cname, "env": changes})
+
+    template: dict[str, Any] = {}
+    if workload.checksum != digest:
+        template["metadata"] = {"annotations": {CHECKSUM_ANNOTATION: digest}}
+    if containers:
+        template["spec"] = {"containers": containers}
+    annotations: dict[str, str] = {}
+    if template.get("metadata") or APPLIED_AT_ANNOTATION not in workload.annotations:
+        annotations[APPLIED_AT_ANNOTATION] = now
+    if injected != owned:
+        annotations[INJECTED_ENV_ANNOTATION] = ",".join(sorted(injected))
+    if not template and not annotations:
+        return None
+    patch: dict[str, Any] = {}
+    if annotations:
+        patch["metadata"] = {"annotations": annotations}
+    if template:
+        patch["spec"] = {"template": template}
+    return patch
+
+
+def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
+    """Decide every selected workload's checksum and patch, from current state only.
+
+    A workload is skipped (no plan) while it is being deleted, or while any store selecting it
+    has not rendered its ConfigMap key yet: rolling on half-rendered state would only roll
+    again a moment later. Unselected workloads are never touched.
+    """
+    plans = []
+    for workload in sorted(snapshot.workloads, key=lambda w: w.ref):
+        if workload.deleting:
+            continue
+        stores = tuple(
+            sorted((s for s in snapshot.stores if s.selects(workload)), key=lambda s: s.ref)
+        )
+        if not stores:
+            continue
+        config = []
+        for store in stores:
+            if store.config_map is None:
+                continue
+            data = snapshot.config_maps.get(store.config_map)
+            content = None if data is None else data.get(store.config_key)
+            config.append((store.config_map, store.config_key, content))
+        if any(content is None for _, _, content in config):
+            continue
+        secret_refs = {ref for store in stores for ref in store.secrets}
+        digest = checksum(
+            config,
+            ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
+        )
+        env = sorted({e for s in stores if s.inject_env for e in s.env})
+        if len({e.env_name for e in env}) != len(env):
+            env = _first_per_name(env)
+        plans.append(
+            WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
+        )
+    return plans
+
+
+def _first_per_name(env: Iterable[EnvFromSecret]) -> list[EnvFromSecret]:
+    # Two stores mapping one env name to different Secrets: the first (sorted) wins, so the
+    # outcome is deterministic and never flaps between syncs.
+    chosen: dict[str, EnvFromSecret] = {}
+    for e in env:
+        chosen.setdefault(e.env_name, e)
+    return sorted(chosen.values())
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+class StatusEntry(TypedDict, total=False):
+    kind: str
+    name: str
+    checksum: str
+    appliedAt: str
+
+
+def status_entries(
+    store: StoreRollout, plans: Iterable[WorkloadPlan], now: str
+) -> list[StatusEntry]:
+    """``status.rollout.workloads`` for one store: every workload it selects that has a plan."""
+    entries = []
+    for plan in plans:
+        if store.ref not in {s.ref for s in plan.stores}:
+            continue
+        entry = StatusEntry(
+            kind=plan.workload.kind, name=plan.workload.name, checksum=plan.checksum
+        )
+        applied = (
+            now if plan.new_checksum else plan.workload.annotations.get(APPLIED_AT_ANNOTATION, now)
+        )
+        entry["appliedAt"] = applied
+        entries.append(entry)
+    return sorted(entries, key=lambda e: (e["kind"], e["name"]))
+
+
+def status_patch(
+    current_status: Mapping[str, Any] | None, entries: list[StatusEntry]
+) -> dict[str, Any] | None:
+    """A merge patch setting ``status.rollout.workloads``, or ``None`` if already so.
+
+    Only ``status.rollout`` is named, so a JSON merge patch leaves ``status.conditions`` and
+    everything else in the status alone.
+    """
+    current = ((current_status or {}).get("rollout") or {}).get("workloads")
+    if current == entries:
+        return None
+    return {"status": {"rollout": {"workloads": entries}}}

@@ -1,0 +1,429 @@
+"""kopf handlers that keep bot workloads rolled to the config they load.
+
+Every event that could change what a workload loads -- a rendered ConfigMap, a referenced
+Secret, a store's spec, a Deployment/StatefulSet appearing or changing its labels -- does one
+thing: it *pokes* the event's namespace. A :class:`Debouncer` waits until that namespace has
+been quiet for a settle window (``TURNSTILE_ROLLOUT_SETTLE_SECONDS``, default 1.5 s; never
+longer than ``TURNSTILE_ROLLOUT_MAX_DELAY_SECONDS``, default 10 s, after the first poke) and
+then runs :func:`sync_rollouts` once.
+
+:func:`sync_rollouts` is level-triggered: it reads the namespace's current state, asks
+:mod:`turnstile.operator.rollout` for each workload's checksum and patch, and applies only the
+patches that change something. Because it never depends on which events arrived (or were
+missed while the operator was down), it can run any number of times: an operator restart or a
+re-list finds every checksum already in place and patches nothing, and the stores of one
+``kubectl apply`` land inside one settle window and roll each workload once.
+
+Handlers here only filter events and poke; no handler writes to the object it watches, and
+none uses kopf's persisted progress, so watching Deployments and Secrets leaves no
+annotations on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import kopf
+
+from turnstile.operator.errors import KubeError, SpecError
+from turnstile.operator.rollout import (
+    Snapshot,
+    StoreRollout,
+    Workload,
+    WorkloadPlan,
+    plan_namespace,
+    referenced_secrets,
+    status_entries,
+    status_patch,
+    store_rollout,
+)
+from turnstile.operator.workloads import Kube
+
+__all__ = ["Debouncer", "sync_rollouts"]
+
+logger = logging.getLogger(__name__)
+
+GROUP: Final = "turnstile.dev"
+VERSION: Final = "v1alpha1"
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "turnstile"}
+
+SETTLE_ENV: Final = "TURNSTILE_ROLLOUT_SETTLE_SECONDS"
+MAX_DELAY_ENV: Final = "TURNSTILE_ROLLOUT_MAX_DELAY_SECONDS"
+DEFAULT_SETTLE: Final = 1.5
+DEFAULT_MAX_DELAY: Final = 10.0
+#: After a failed sync, retry after this long, doubling up to the cap (level-triggered, so a
+#: retry is always safe).
+RETRY_INITIAL: Final = 2.0
+RETRY_CAP: Final = 60.0
+
+
+def _seconds(env: str, default: float) -> float:
+    raw = os.environ.get(env)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SpecError(env, "a number of seconds, e.g. 1.5", raw) from None
+    if value < 0:
+        raise SpecError(env, "a number of seconds >= 0", raw)
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ----------------------------------------------------------------------------- debounce
+
+
+class Debouncer:
+    """Runs ``action(key)`` once a key has been quiet for ``settle`` seconds.
+
+    A poke during the wait restarts the settle window, but never beyond ``max_delay`` after
+    the first poke of the burst, so a namespace that never goes quiet still syncs. A poke that
+    arrives while the action runs schedules exactly one more run. A failing action is retried
+    with a doubling delay.
+    """
+
+    def __init__(
+        self,
+        action: Callable[[str], Awaitable[None]],
+        *,
+        settle: float = DEFAULT_SETTLE,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> None:
+        self._action = action
+        self.settle = settle
+        self.max_delay = max(max_delay, settle)
+        self._first: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def poke(self, key: str) -> None:
+        """Note a change under ``key``; the action runs after the settle window."""
+        now = asyncio.get_running_loop().time()
+        self._first.setdefault(key, now)
+        self._last[key] = now
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = asyncio.create_task(self._run(key), name=f"rollout-sync:{key}")
+
+    async def _run(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        retry = RETRY_INITIAL
+        while key in self._first:
+            due = min(self._last[key] + self.settle, self._first[key] + self.max_delay)
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
+                continue
+            del self._first[key], self._last[key]
+            try:
+                await self._action(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("rollout sync of %r failed; retrying in %.0fs", key, retry)
+                later = loop.time() + retry - self.settle
+                self._first.setdefault(key, later)
+                self._last[key] = max(self._last.get(key, later), later)
+                retry = min(retry * 2, RETRY_CAP)
+            else:
+                retry = RETRY_INITIAL
+
+    async def idle(self) -> None:
+        """Wait until no key has a pending or running action (for tests and shutdown)."""
+        while tasks := [t for t in self._tasks.values() if not t.done()]:
+            await asyncio.wait(tasks)
+
+    async def close(self) -> None:
+        """Cancel everything pending."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._first.clear()
+        self._last.clear()
+
+
+# --------------------------------------------------------------------------------- sync
+
+
+def secret_env(kind: str, spec: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The ``(env_name, secret_name, secret_key)`` that fill a store's ``${VAR}`` references."""
+    from turnstile.operator import render  # noqa: PLC0415  (the renderer imports this module)
+
+    return list(render.secret_env(kind, spec))
+
+
+def _read_store(body: Mapping[str, Any]) -> StoreRollout | None:
+    kind = str(body.get("kind", ""))
+    spec = body.get("spec") or {}
+    if spec.get("rollout") is None:
+        return None
+    return store_rollout(body, secret_env(kind, spec))
+
+
+class _Referenced:
+    """Which Secrets and ConfigMaps the stores of each namespace reference (event filters)."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, set[str]] = {}
+        self.config_maps: dict[str, set[str]] = {}
+
+    def remember(self, namespace: str, stores: Iterable[StoreRollout]) -> None:
+        stores = list(stores)
+        self.secrets[namespace] = {r.name for s in stores for r in s.secrets}
+        self.config_maps[namespace] = {s.config_map for s in stores if s.config_map}
+
+    def add_store(self, namespace: str, spec: Mapping[str, Any]) -> None:
+        # Cheap and pessimistic: adding names never loses an event; the next sync trims.
+        names = {r.name for r in referenced_secrets(spec)}
+        cm = (spec.get("configMap") or {}).get("name")
+        self.secrets.setdefault(namespace, set()).update(names)
+        if isinstance(cm, str):
+            self.config_maps.setdefault(namespace, set()).add(cm)
+
+
+REFERENCED = _Referenced()
+
+
+async def sync_rollouts(
+    namespace: str, kube: Kube, *, now: str | None = None
+) -> list[WorkloadPlan]:
+    """Bring every workload selected by a store in ``namespace`` to its checksum.
+
+    Returns the plans that were applied (for tests and the benchmark). Idempotent: a second
+    call with unchanged state patches nothing and writes no status.
+    """
+    now = now or _now()
+    bodies = await kube.list_stores(namespace)
+    stores: list[tuple[Mapping[str, Any], StoreRollout]] = []
+    for body in bodies:
+        try:
+            store = _read_store(body)
+        except SpecError as exc:
+            # Dropping one store would change the checksum of the workloads it selects and
+            # roll them; refusing the whole namespace until it is fixed never guesses.
+            meta = body.get("metadata") or {}
+            logger.error(
+                "%s/%s: %s; not rolling anything in %s until fixed",
+                body.get("kind"),
+                meta.get("name"),
+                exc,
+                namespace,
+            )
+            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
+            return []
+        if store is not None:
+            stores.append((body, store))
+        elif ((body.get("status") or {}).get("rollout")) is not None:
+            meta = body.get("metadata") or {}
+            await kube.patch_store_status(
+                namespace,
+                str(body.get("kind")),
+                str(meta.get("name")),
+                {"status": {"rollout": None}},
+            )
+    REFERENCED.remember(namespace, (s for _, s in stores))
+    if not stores:
+        return []
+
+    workloads = [
+        Workload.from_body(kind, body) for kind, body in await kube.list_workloads(namespace)
+    ]
+    config_maps: dict[str, dict[str, str]] = {}
+    for name in sorted({s.config_map for _, s in stores if s.config_map}):
+        data = await kube.config_map_data(namespace, name)
+        if data is not None:
+            config_maps[name] = data
+    secrets: dict[str, dict[str, str]] = {}
+    for name in sorted({r.name for _, s in stores for r in s.secrets}):
+        data = await kube.secret_data(namespace, name)
+        if data is not None:
+            secrets[name] = data
+
+    snapshot = Snapshot(
+        stores=tuple(s for _, s in stores),
+        workloads=tuple(workloads),
+        config_maps=config_maps,
+        secrets=secrets,
+    )
+    applied: list[WorkloadPlan] = []
+    for plan in plan_namespace(snapshot, now):
+        if plan.patch is not None:
+            result = await kube.patch_workload(
+                namespace, plan.workload.kind, plan.workload.name, plan.patch
+            )
+            if result is None:
+                logger.info(
+                    "%s vanished before it could be rolled; forgetting it", plan.workload.ref
+                )
+                continue
+            if plan.rolls:
+                await _announce(kube, namespace, plan, result, stores)
+        applied.append(plan)
+
+    for store_body, store in stores:
+        patch = status_patch(store_body.get("status"), status_entries(store, applied, now))
+        if patch is not None:
+            await kube.patch_store_status(namespace, store.kind, store.name, patch)
+    return applied
+
+
+async def _announce(
+    kube: Kube,
+    namespace: str,
+    plan: WorkloadPlan,
+    workload_body: Mapping[str, Any],
+    stores: list[tuple[Mapping[str, Any], StoreRollout]],
+) -> None:
+    """One Event on the workload and one on each store that selects it."""
+    short = plan.checksum.removeprefix("sha256:")[:12]
+    before = (plan.workload.checksum or "none").removeprefix("sha256:")[:12]
+    by = ", ".join(s.ref for s in plan.stores)
+    what = f"config checksum {before} -> {short}" if plan.new_checksum else "injected env"
+    await kube.post_event(
+        namespace,
+        {**workload_body, "kind": plan.workload.kind, "apiVersion": "apps/v1"},
+        "ConfigRollout",
+        f"Rolling for {by}: {what}",
+    )
+    selected = {s.ref for s in plan.stores}
+    for body, store in stores:
+        if store.ref in selected:
+            await kube.post_event(
+                namespace,
+                {**body, "apiVersion": f"{GROUP}/{VERSION}"},
+                "WorkloadRolled",
+                f"Rolled {plan.workload.ref}: {what}",
+            )
+
+
+# ------------------------------------------------------------------------------- wiring
+
+
+class _Runtime:
+    """The operator-lifetime state: one API client, one debouncer."""
+
+    def __init__(self) -> None:
+        self._kube: Kube | None = None
+        self._debouncer: Debouncer | None = None
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube.from_environment()
+        return self._kube
+
+    @property
+    def debouncer(self) -> Debouncer:
+        if self._debouncer is None:
+            self._debouncer = Debouncer(
+                self._sync,
+                settle=_seconds(SETTLE_ENV, DEFAULT_SETTLE),
+                max_delay=_seconds(MAX_DELAY_ENV, DEFAULT_MAX_DELAY),
+            )
+        return self._debouncer
+
+    async def _sync(self, namespace: str) -> None:
+        try:
+            await sync_rollouts(namespace, self.kube)
+        except KubeError:
+            raise
+        except SpecError as exc:
+            logger.error("rollout in %s: %s", namespace, exc)
+
+    async def close(self) -> None:
+        if self._debouncer is not None:
+            await self._debouncer.close()
+            self._debouncer = None
+
+
+RUNTIME = _Runtime()
+#: Last seen generation of each store and labels of each workload (by uid): the filters that
+#: keep status-only churn (a Deployment's replica counts, our own status patches) from poking.
+_GENERATIONS: dict[str, Any] = {}
+_LABELS: dict[str, Any] = {}
+
+
+def _is_structural(event: Mapping[str, Any], uid: str, seen: dict[str, Any], value: Any) -> bool:
+    kind = event.get("type")
+    if kind == "DELETED":
+        seen.pop(uid, None)
+        return True
+    changed = seen.get(uid, _MISSING) != value
+    seen[uid] = value
+    return kind in (None, "ADDED") or changed
+
+
+_MISSING: Final = object()
+
+
+@kopf.on.event(GROUP, VERSION, "lockstores")
+@kopf.on.event(GROUP, VERSION, "timerstores")
+async def store_event(
+    event: Mapping[str, Any], body: kopf.Body, namespace: str | None, uid: str | None, **_: Any
+) -> None:
+    """A store appeared, changed its spec, or went away."""
+    if not namespace:
+        return
+    spec = body.get("spec") or {}
+    REFERENCED.add_store(namespace, spec)
+    generation = (body.get("metadata") or {}).get("generation")
+    if _is_structural(event, uid or "", _GENERATIONS, (generation, bool(spec.get("rollout")))):
+        RUNTIME.debouncer.poke(namespace)
+
+
+def _config_map_relevant(
+    labels: Mapping[str, str], name: str | None, namespace: str | None, **_: Any
+) -> bool:
+    if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY["app.kubernetes.io/managed-by"]:
+        return True
+    return bool(namespace and name in REFERENCED.config_maps.get(namespace, ()))
+
+
+@kopf.on.event("v1", "configmaps", when=_config_map_relevant)
+async def config_map_event(namespace: str | None, **_: Any) -> None:
+    """A rendered ConfigMap changed (or appeared, or went away)."""
+    if namespace:
+        RUNTIME.debouncer.poke(namespace)
+
+
+def _secret_referenced(name: str | None, namespace: str | None, **_: Any) -> bool:
+    return bool(namespace and name in REFERENCED.secrets.get(namespace, ()))
+
+
+@kopf.on.event("v1", "secrets", when=_secret_referenced)
+async def secret_event(namespace: str | None, **_: Any) -> None:
+    """A Secret a store references changed: a rotated password rolls its workloads."""
+    if namespace:
+        RUNTIME.debouncer.poke(namespace)
+
+
+@kopf.on.event("apps", "v1", "deployments")
+@kopf.on.event("apps", "v1", "statefulsets")
+async def workload_event(
+    event: Mapping[str, Any], body: kopf.Body, namespace: str | None, uid: str | None, **_: Any
+) -> None:
+    """A workload appeared, went away, or changed labels (selectors may now match it)."""
+    if not namespace:
+        return
+    labels = dict((body.get("metadata") or {}).get("labels") or {})
+    if _is_structural(event, uid or "", _LABELS, labels):
+        RUNTIME.debouncer.poke(namespace)
+
+
+@kopf.on.cleanup()
+async def stop_rollouts(**_: Any) -> None:
+    """Cancel pending syncs; the next operator picks up from current state."""
+    await RUNTIME.close()
