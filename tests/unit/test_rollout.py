@@ -453,3 +453,27 @@ def test_status_patch_touches_only_status_rollout_and_only_when_different() -> N
 def test_workload_ref_orders_and_prints() -> None:
     refs = sorted([WorkloadRef("StatefulSet", "a"), WorkloadRef("Deployment", "b")])
     assert [str(r) for r in refs] == ["Deployment/b", "StatefulSet/a"]
+
+
+def test_plain_env_counts_in_the_checksum_and_is_injected_as_a_value() -> None:
+    def store(lifetime: str) -> Any:
+        return store_rollout(
+            store_body(rollout={**by_name("bot"), "injectEnv": True}),
+            values=[("TICKET_LOCK_LIFETIME", lifetime)],
+        )
+
+    (one,) = plan_namespace(snapshot([store("60")], [deployment("bot")]), NOW)
+    (two,) = plan_namespace(snapshot([store("90")], [deployment("bot")]), NOW)
+    assert one.checksum != two.checksum
+    assert one.patch is not None
+    assert one.patch["spec"]["template"]["spec"]["containers"] == [
+        {"name": "rasa", "env": [{"name": "TICKET_LOCK_LIFETIME", "value": "60"}]}
+    ]
+
+
+def test_tls_files_from_the_renderer_reference_exact_keys() -> None:
+    store = store_rollout(
+        store_body(rollout=by_name("bot")),
+        files=[("/etc/turnstile/lock_store/ca.crt", "redis-ca", "ca.crt")],
+    )
+    assert store is not None and store.secrets == (SecretRef("redis-ca", "ca.crt"),)

@@ -41,6 +41,8 @@ __all__ = [
     "STORE_KINDS",
     "WORKLOAD_KINDS",
     "EnvFromSecret",
+    "EnvSource",
+    "EnvValue",
     "LabelSelector",
     "Requirement",
     "SecretRef",
@@ -156,6 +158,25 @@ class EnvFromSecret:
         }
 
 
+@dataclass(frozen=True, order=True)
+class EnvValue:
+    """A plain env var a store needs that has no ``endpoints.yml`` key (``render.plain_env``)."""
+
+    env_name: str
+    value: str
+
+    def entry(self) -> dict[str, Any]:
+        """The container ``env`` entry."""
+        return {"name": self.env_name, "value": self.value}
+
+
+EnvSource = EnvFromSecret | EnvValue
+
+
+def _env_order(e: EnvSource) -> tuple[str, str]:
+    return (e.env_name, repr(e))
+
+
 @dataclass(frozen=True)
 class StoreRollout:
     """What rollout needs to know about one LockStore/TimerStore."""
@@ -168,7 +189,8 @@ class StoreRollout:
     workloads: tuple[WorkloadRef, ...] = ()
     selector: LabelSelector | None = None
     inject_env: bool = False
-    env: tuple[EnvFromSecret, ...] = ()
+    #: What a bot pod's env must hold: Secret references, then plain values.
+    env: tuple[EnvSource, ...] = ()
     secrets: tuple[SecretRef, ...] = ()
 
     @property
@@ -252,12 +274,18 @@ def referenced_secrets(spec: Mapping[str, Any]) -> tuple[SecretRef, ...]:
 
 
 def store_rollout(
-    body: Mapping[str, Any], env: Iterable[tuple[str, str, str]] = ()
+    body: Mapping[str, Any],
+    env: Iterable[tuple[str, str, str]] = (),
+    *,
+    files: Iterable[tuple[str, str, str]] = (),
+    values: Iterable[tuple[str, str]] = (),
 ) -> StoreRollout | None:
     """Read a store object; ``None`` if it has no ``spec.rollout``.
 
-    ``env`` is ``render.secret_env(kind, spec)``: the ``(env_name, secret_name, secret_key)``
-    triples that fill the rendered ``${VAR}`` references.
+    The renderer says what a bot needs besides the file: ``env`` is ``render.secret_env``
+    (``(env_name, secret_name, secret_key)`` filling the ``${VAR}`` references), ``files`` is
+    ``render.secret_files`` (``(path, secret_name, secret_key)`` of TLS material) and
+    ``values`` is ``render.plain_env`` (``(env_name, value)``).
     """
     meta = _mapping(body.get("metadata"), "metadata")
     spec = _mapping(body.get("spec"), "spec")
@@ -288,9 +316,13 @@ def store_rollout(
     inject = rollout.get("injectEnv", False)
     if not isinstance(inject, bool):
         raise SpecError("spec.rollout.injectEnv", "true or false", inject)
-    env_entries = tuple(sorted({EnvFromSecret(*triple) for triple in env}))
-    secrets = set(referenced_secrets(spec))
-    secrets.update(SecretRef(e.secret_name, e.secret_key) for e in env_entries)
+    from_secrets = sorted({EnvFromSecret(*triple) for triple in env})
+    plain = sorted({EnvValue(*pair) for pair in values})
+    env_entries: tuple[EnvSource, ...] = (*from_secrets, *plain)
+    secrets = {SecretRef(e.secret_name, e.secret_key) for e in from_secrets}
+    secrets.update(SecretRef(name, key) for _, name, key in files)
+    if not secrets:
+        secrets.update(referenced_secrets(spec))
     return StoreRollout(
         kind=str(body.get("kind", "")),
         name=str(meta.get("name", "")),
@@ -397,19 +429,24 @@ def _digest(text: str) -> str:
 def checksum(
     config: Iterable[tuple[str, str, str | None]],
     secrets: Iterable[tuple[str, str | None, str | None]],
+    values: Iterable[tuple[str, str]] = (),
 ) -> str:
     """The checksum of what a workload loads.
 
     ``config``: ``(config_map, key, content)``; ``secrets``: ``(secret, key, content_digest)``,
-    ``None`` where the object or key is absent. Order and duplicates do not matter.
+    ``None`` where the object or key is absent; ``values``: plain ``(env_name, value)`` a store
+    needs outside the file. Order and duplicates do not matter.
     """
-    canonical = {
+    canonical: dict[str, Any] = {
         "v": _CHECKSUM_VERSION,
         "config": sorted(
             {(cm, key, None if c is None else _digest(c)) for cm, key, c in config}, key=repr
         ),
         "secrets": sorted(set(secrets), key=repr),
     }
+    plain = sorted(set(values))
+    if plain:  # absent rather than empty, so checksums without plain values never moved
+        canonical["values"] = plain
     return "sha256:" + _digest(json.dumps(canonical, sort_keys=True, separators=(",", ":")))
 
 
@@ -429,7 +466,7 @@ def _injected_names(workload: Workload) -> frozenset[str]:
 
 
 def workload_patch(
-    workload: Workload, digest: str, env: Sequence[EnvFromSecret], now: str
+    workload: Workload, digest: str, env: Sequence[EnvSource], now: str
 ) -> dict[str, Any] | None:
     """The minimal strategic-merge patch bringing ``workload`` to ``digest`` and ``env``.
 
@@ -502,23 +539,22 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         digest = checksum(
             config,
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
+            ((e.env_name, e.value) for s in stores for e in s.env if isinstance(e, EnvValue)),
         )
-        env = sorted({e for s in stores if s.inject_env for e in s.env})
-        if len({e.env_name for e in env}) != len(env):
-            env = _first_per_name(env)
+        env = _first_per_name(e for s in stores if s.inject_env for e in s.env)
         plans.append(
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )
     return plans
 
 
-def _first_per_name(env: Iterable[EnvFromSecret]) -> list[EnvFromSecret]:
-    # Two stores mapping one env name to different Secrets: the first (sorted) wins, so the
+def _first_per_name(env: Iterable[EnvSource]) -> list[EnvSource]:
+    # Two stores mapping one env name to different sources: the first (sorted) wins, so the
     # outcome is deterministic and never flaps between syncs.
-    chosen: dict[str, EnvFromSecret] = {}
-    for e in env:
+    chosen: dict[str, EnvSource] = {}
+    for e in sorted(set(env), key=_env_order):
         chosen.setdefault(e.env_name, e)
-    return sorted(chosen.values())
+    return sorted(chosen.values(), key=_env_order)
 
 
 # ------------------------------------------------------------------------------------ status

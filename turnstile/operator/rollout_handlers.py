@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import kopf
 
+from turnstile.operator import render
 from turnstile.operator.errors import KubeError, SpecError
 from turnstile.operator.rollout import (
     Snapshot,
@@ -158,19 +159,17 @@ class Debouncer:
 # --------------------------------------------------------------------------------- sync
 
 
-def secret_env(kind: str, spec: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """The ``(env_name, secret_name, secret_key)`` that fill a store's ``${VAR}`` references."""
-    from turnstile.operator import render  # noqa: PLC0415  (the renderer imports this module)
-
-    return list(render.secret_env(kind, spec))
-
-
 def _read_store(body: Mapping[str, Any]) -> StoreRollout | None:
     kind = str(body.get("kind", ""))
     spec = body.get("spec") or {}
     if spec.get("rollout") is None:
         return None
-    return store_rollout(body, secret_env(kind, spec))
+    return store_rollout(
+        body,
+        render.secret_env(kind, spec),
+        files=render.secret_files(kind, spec),
+        values=render.plain_env(kind, spec),
+    )
 
 
 class _Referenced:
