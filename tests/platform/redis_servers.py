@@ -18,6 +18,7 @@ Design rules:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import random
 import shutil
@@ -50,6 +51,7 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _P = TypeVar("_P", bound="RedisProcess")
+_T = TypeVar("_T")
 POLL_INTERVAL = 0.02  # seconds; short so cluster/sentinel come up in a few seconds
 CLUSTER_SLOTS = 16384
 
@@ -214,11 +216,11 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 def _wait_until(
     what: str,
-    check: Callable[[], Any],
+    check: Callable[[], _T | None],
     timeout: float,
     interval: float = POLL_INTERVAL,
     diagnose: Callable[[], str] | None = None,
-) -> Any:
+) -> _T:
     """Poll ``check`` until it returns a truthy value; raise naming ``what`` on timeout.
 
     Exceptions from ``check`` count as "not yet" (nodes are expected to be unreachable while
@@ -292,7 +294,7 @@ class RedisProcess:
         """Hook for subclasses needing files (certs) in the dir before first start."""
 
     def ping(self) -> bool:
-        return self.execute("PING") == "PONG"
+        return bool(self.execute("PING") == "PONG")
 
     def execute(self, *args: Any, timeout: float = 2.0) -> Any:
         """Send one command over a raw socket (no redis-py needed)."""
@@ -401,10 +403,8 @@ class RedisProcess:
     def _signal(self, sig: int) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def _reap(self, timeout: float) -> bool:
         if self.proc is None:
@@ -644,6 +644,19 @@ class RedisServer(RedisProcess):
                 str(self.client_key),
             ]
         return base
+
+    def client_kwargs(self, client_cert: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis(...)`` / ``redis.asyncio.Redis(...)`` reaching this
+        server (host, port, default-user password, TLS files), so callers need not know the mode.
+        """
+        kw: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.password is not None:
+            kw["password"] = self.password
+        if self.tls:
+            kw.update(ssl=True, ssl_ca_certs=str(self.ca_cert))
+            if client_cert:
+                kw.update(ssl_certfile=str(self.client_cert), ssl_keyfile=str(self.client_key))
+        return kw
 
     def info(self, section: str = "") -> dict[str, str]:
         return _parse_info(self.execute("INFO", section) if section else self.execute("INFO"))
@@ -1072,7 +1085,8 @@ class SentinelProcess(RedisProcess):
 
     def config_lines(self) -> list[str]:
         s = self.service_name
-        lines = super().config_lines() + [
+        lines = [
+            *super().config_lines(),
             f"sentinel announce-ip {HOST}",
             f"sentinel announce-port {self.port}",
             "sentinel resolve-hostnames no",
@@ -1099,10 +1113,13 @@ class SentinelProcess(RedisProcess):
 class SentinelGroup:
     """One master + ``replicas`` replicas + ``sentinels`` sentinels watching ``service_name``.
 
-    Small ``down-after-milliseconds`` (1000) and ``failover-timeout`` (3000) make a killed
-    master get replaced within a few seconds.  ``password`` protects the data nodes
-    (``requirepass``/``masterauth``) and is given to sentinels via ``sentinel auth-pass``;
-    the sentinels themselves need no password.
+    Small ``down-after-milliseconds`` (2000) and ``failover-timeout`` (3000) make a killed
+    master get replaced within ~3-4 s.  Not 1000: sentinel PINGs every 1000 ms, so with
+    down-after == ping period a loaded 2-core box saw false SDOWNs right after a failover,
+    and the sentinels failed back to the just-restarted old master.
+
+    ``password`` protects the data nodes (``requirepass``/``masterauth``) and is given to
+    sentinels via ``sentinel auth-pass``; the sentinels themselves need no password.
     """
 
     def __init__(
@@ -1113,7 +1130,7 @@ class SentinelGroup:
         service_name: str = "mymaster",
         *,
         password: str | None = None,
-        down_after_ms: int = 1000,
+        down_after_ms: int = 2000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -1123,7 +1140,9 @@ class SentinelGroup:
         self.startup_timeout = startup_timeout
         self.master = RedisServer(password=password, name="sentinel-master")
         self.replicas = [
-            RedisServer(password=password, name=f"sentinel-replica{i}", replicaof=self.master.address)
+            RedisServer(
+                password=password, name=f"sentinel-replica{i}", replicaof=self.master.address
+            )
             for i in range(replicas)
         ]
         self.sentinels = [

@@ -66,8 +66,9 @@ def test_standalone_restart_keeps_port(fresh_redis_server: RedisServer) -> None:
 def test_password_server_refuses_unauthenticated(redis_password_server: RedisServer) -> None:
     with _no_retry_client(redis_password_server) as r, pytest.raises(redis.AuthenticationError):
         r.ping()
-    with _no_retry_client(redis_password_server, password="wrong") as r, pytest.raises(
-        redis.AuthenticationError
+    with (
+        _no_retry_client(redis_password_server, password="wrong") as r,
+        pytest.raises(redis.AuthenticationError),
     ):
         r.ping()
 
@@ -100,8 +101,9 @@ def test_tls_server_answers_over_tls(redis_tls_server: RedisServer) -> None:
 
 
 def test_tls_server_refuses_plaintext(redis_tls_server: RedisServer) -> None:
-    with _no_retry_client(redis_tls_server, socket_connect_timeout=5) as r, pytest.raises(
-        (redis.ConnectionError, redis.TimeoutError)
+    with (
+        _no_retry_client(redis_tls_server, socket_connect_timeout=5) as r,
+        pytest.raises((redis.ConnectionError, redis.TimeoutError)),
     ):
         r.ping()
     # Raw plaintext on the TLS port: the server drops us (reset or EOF), never answers PONG.
