@@ -35,7 +35,9 @@ from typing import Any, TypeAlias, TypeVar
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
@@ -69,6 +71,9 @@ FATAL: tuple[type[BaseException], ...] = (
 )
 _RETRYABLE_REPLIES = ("UNBLOCKED", "LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
 _BACKOFF_FIRST = 0.02
+#: redis-py 6+ retries a refused connection 3 times with up to 10 s of backoff on its own,
+#: hidden inside one command; :meth:`RedisConnection.run` owns retries and their budget.
+_NO_RETRY = Retry(NoBackoff(), 0)
 _BACKOFF_CAP = 0.5
 
 
@@ -177,8 +182,12 @@ class RedisConnection:
                     s.sentinel_service, *self._master, host, port,
                 )
             self._master = (host, port)
-            return aioredis.Redis(host=host, port=port, db=s.db, **self._common_kwargs())
-        return aioredis.Redis(host=s.host, port=s.port, db=s.db, **self._common_kwargs())
+            return aioredis.Redis(
+                host=host, port=port, db=s.db, retry=_NO_RETRY, **self._common_kwargs()
+            )
+        return aioredis.Redis(
+            host=s.host, port=s.port, db=s.db, retry=_NO_RETRY, **self._common_kwargs()
+        )
 
     async def client(self) -> AnyRedis:
         """The current client, built on first use."""
