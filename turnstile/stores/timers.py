@@ -213,7 +213,7 @@ class InMemoryTimerStore(BaseTimerStore):
     async def aclose(self) -> None:
         self._timers.clear()
 
-    def _close_without_loop(self) -> None:
+    def close(self) -> None:
         self._timers.clear()
 
 
