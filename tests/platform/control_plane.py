@@ -617,6 +617,16 @@ class ControlPlane:
                 f"--tls-cert-file={pki.crt('apiserver')}",
                 f"--tls-private-key-file={pki.key('apiserver')}",
                 f"--client-ca-file={pki.ca_crt}",
+                # Front-proxy (aggregation) authentication, as kubeadm sets it up.
+                # Without it every delegating component (the controller-manager
+                # included) logs "missing content for CA bundle" forever. No
+                # cert with CN front-proxy-client is ever issued, so this
+                # grants nothing.
+                f"--requestheader-client-ca-file={pki.ca_crt}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=Node,RBAC",
                 "--anonymous-auth=false",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
