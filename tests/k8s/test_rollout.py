@@ -1,0 +1,421 @@
+"""Config rollout against a real API server and kube-controller-manager.
+
+The Deployment controller creates a ReplicaSet for every distinct pod template, so the number of
+ReplicaSets a Deployment owns counts its rollouts exactly. Each test arranges a namespace with a
+store pointing at the real Redis fixture, runs the operator as a subprocess restricted to that
+namespace, waits for the first rollout to settle, then proves the number of *new* ReplicaSets
+an action causes -- and, after the settle window, that no extra one appears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.platform.control_plane import ControlPlane, free_port
+from tests.platform.redis_servers import RedisServer
+from turnstile.operator.rollout import CHECKSUM_ANNOTATION
+
+pytestmark = [pytest.mark.k8s, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+#: The settle window the operator runs with here (its default).
+SETTLE = 1.5
+
+#: Upper bound for the operator + controllers to react; generous for 2-core CI.
+REACT = 60.0
+#: How long "nothing more happens" is watched after the expected outcome.
+QUIET = SETTLE + 4.0
+
+
+# ------------------------------------------------------------------------------ support
+
+
+class Operator:
+    """The operator as a subprocess watching ``namespaces`` (also used by ``bench.rollout``).
+
+    Uses the shared ``tests.platform.operator_process.OperatorProcess`` when it exists;
+    otherwise runs ``kopf run --standalone`` on the operator's entry module itself.
+    """
+
+    def __init__(self, cp: ControlPlane, namespaces: Sequence[str]) -> None:
+        self.cp = cp
+        self.namespaces = list(namespaces)
+        self._shared: Any = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log = Path(cp.workdir) / "logs" / f"operator-{'-'.join(namespaces)[:80]}.log"
+        self._liveness = 0
+
+    def start(self) -> None:
+        if importlib.util.find_spec("tests.platform.operator_process") is not None:
+            from tests.platform.operator_process import OperatorProcess  # noqa: PLC0415
+
+            self._shared = OperatorProcess(self.cp.kubeconfig, namespaces=self.namespaces)
+            self._shared.start()
+            return
+        module = (
+            "turnstile.operator.handlers"
+            if importlib.util.find_spec("turnstile.operator.handlers") is not None
+            else "turnstile.operator.rollout_handlers"
+        )
+        self._liveness = free_port()
+        argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--verbose",
+                f"--liveness=http://127.0.0.1:{self._liveness}/healthz", "-m", module]  # fmt: skip
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        env = {**self.cp.env(), "PYTHONPATH": str(REPO)}
+        with self._log.open("ab") as log:
+            self._popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._popen.poll() is not None:
+                raise AssertionError(f"operator exited at start:\n{self.log()[-3000:]}")
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self._liveness}/healthz"
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            time.sleep(0.2)
+        raise AssertionError(f"operator not live after 60s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self._shared is not None:
+            self._shared.stop()
+            self._shared = None
+            return
+        popen, self._popen = self._popen, None
+        if popen is None or popen.poll() is not None:
+            return
+        os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=10)
+
+    def restart(self) -> None:
+        if self._shared is not None and hasattr(self._shared, "restart"):
+            self._shared.restart()
+            return
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        if self._shared is not None:
+            for attr in ("log", "logs", "output"):
+                value = getattr(self._shared, attr, None)
+                if callable(value):
+                    return str(value())
+            return ""
+        try:
+            return self._log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+_CRDS_INSTALLED: set[str] = set()
+
+
+def install_crds(cp: ControlPlane) -> None:
+    """Apply ``crds/`` once per control plane and wait until the API serves them."""
+    if cp.server in _CRDS_INSTALLED:
+        return
+    cp.kubectl("apply", "-f", str(REPO / "crds"))
+    for plural in ("lockstores", "timerstores"):
+        cp.kubectl("wait", "--for=condition=Established", f"crd/{plural}.turnstile.dev",
+                   "--timeout=60s", timeout=90)  # fmt: skip
+    _CRDS_INSTALLED.add(cp.server)
+
+
+def managed_config_map(cp: ControlPlane, ns: str, name: str) -> dict[str, str] | None:
+    got = get_json(cp, "-n", ns, "configmap", name)
+    return None if got is None else dict(got.get("data") or {})
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = REACT) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last probe: {last!r})")
+
+
+def get_json(cp: ControlPlane, *args: str) -> dict[str, Any] | None:
+    proc = cp.kubectl("get", *args, "-o", "json", check=False)
+    if proc.returncode != 0:
+        if "NotFound" in proc.stderr or "not found" in proc.stderr:
+            return None
+        raise AssertionError(f"kubectl get {' '.join(args)}: {proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def apply(cp: ControlPlane, *objects: dict[str, Any]) -> None:
+    """One ``kubectl apply`` for all objects (one List), like a user's single manifest."""
+    cp.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": list(objects)}))  # fmt: skip
+
+
+def replica_sets(cp: ControlPlane, ns: str, deployment: str) -> list[str]:
+    """Names of the ReplicaSets the Deployment controller created for ``deployment``."""
+    items = (get_json(cp, "-n", ns, "replicasets") or {}).get("items", [])
+    return sorted(
+        rs["metadata"]["name"]
+        for rs in items
+        if any(
+            o.get("kind") == "Deployment" and o.get("name") == deployment
+            for o in rs["metadata"].get("ownerReferences", [])
+        )
+    )
+
+
+def template_checksum(cp: ControlPlane, ns: str, deployment: str) -> str | None:
+    got = get_json(cp, "-n", ns, "deployment", deployment) or {}
+    annotations = got.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
+    return (annotations or {}).get(CHECKSUM_ANNOTATION)
+
+
+def assert_replica_sets_stay(cp: ControlPlane, ns: str, counts: dict[str, int]) -> None:
+    """Wait for ``counts`` (Deployment -> ReplicaSets), then prove they hold for QUIET s."""
+    for name, count in counts.items():
+        wait_for(
+            f"{name} to own {count} ReplicaSets",
+            lambda name=name, count=count: len(replica_sets(cp, ns, name)) == count or None,
+        )
+    deadline = time.monotonic() + QUIET
+    while time.monotonic() < deadline:
+        now = {name: len(replica_sets(cp, ns, name)) for name in counts}
+        assert now == counts, f"an extra rollout happened: {now} != {counts}"
+        time.sleep(0.5)
+
+
+def store(
+    kind: str,
+    name: str,
+    ns: str,
+    redis: RedisServer,
+    *,
+    prefix: str,
+    rollout: dict[str, Any],
+    config_map: str = "bot-endpoints",
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "turnstile.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": {
+            "redis": {
+                "host": redis.host,
+                "port": redis.port,
+                "keyPrefix": prefix,
+                "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+            },
+            "configMap": {"name": config_map},
+            "rollout": rollout,
+        },
+    }
+
+
+def secret(ns: str, password: str, **extra: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "redis-auth", "namespace": ns},
+        "stringData": {"password": password, **extra},
+    }
+
+
+def deployment(ns: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 50,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                # No kubelet: the image is never pulled.
+                "spec": {"containers": [{"name": "rasa", "image": "registry.invalid/rasa:1"}]},
+            },
+        },
+    }
+
+
+BY_NAME = {"workloads": [{"kind": "Deployment", "name": "bot"}]}
+
+
+@pytest.fixture
+def rollout_ns(control_plane: ControlPlane, kube_namespace: str) -> str:
+    install_crds(control_plane)
+    apply(control_plane, secret(kube_namespace, "first-password"))
+    return kube_namespace
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, rollout_ns: str) -> Iterator[Operator]:
+    op = Operator(control_plane, [rollout_ns])
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def settled(cp: ControlPlane, ns: str, *deployments: str) -> dict[str, int]:
+    """Wait for every Deployment to carry a checksum, and return its ReplicaSet count."""
+    for name in deployments:
+        wait_for(
+            f"{name} to get a config checksum", lambda name=name: template_checksum(cp, ns, name)
+        )
+    counts = {name: 2 for name in deployments}  # the initial template, then the annotated one
+    assert_replica_sets_stay(cp, ns, counts)
+    return counts
+
+
+def test_key_prefix_change_rolls_each_targeted_deployment_exactly_once(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    rollout = {**BY_NAME, "selector": {"matchLabels": {"bot.example/uses": "locks"}}}
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        deployment(ns, "actions", {"bot.example/uses": "locks"}),
+        deployment(ns, "web"),
+        store("LockStore", "locks", ns, redis_server, prefix="one", rollout=rollout),
+    )
+    counts = settled(cp, ns, "bot", "actions")
+    before = template_checksum(cp, ns, "bot")
+
+    apply(cp, store("LockStore", "locks", ns, redis_server, prefix="two", rollout=rollout))
+
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1, "actions": counts["actions"] + 1})
+    assert template_checksum(cp, ns, "bot") != before
+    assert replica_sets(cp, ns, "web") and template_checksum(cp, ns, "web") is None
+    status = (get_json(cp, "-n", ns, "lockstore", "locks") or {}).get("status", {})
+    entries = status.get("rollout", {}).get("workloads", [])
+    assert [(e["kind"], e["name"]) for e in entries] == [
+        ("Deployment", "actions"),
+        ("Deployment", "bot"),
+    ]
+    assert all(e["checksum"] == template_checksum(cp, ns, e["name"]) for e in entries)
+    assert all(e.get("appliedAt") for e in entries)
+    events = get_json(cp, "-n", ns, "events", "--field-selector", "reason=ConfigRollout") or {}
+    assert {e["involvedObject"]["name"] for e in events.get("items", [])} >= {"bot", "actions"}
+
+
+def test_secret_rotation_rolls_once_and_a_noop_secret_update_does_not(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        store("LockStore", "locks", ns, redis_server, prefix="one",
+              rollout={**BY_NAME, "injectEnv": True}),
+    )  # fmt: skip
+    counts = settled(cp, ns, "bot")
+    env = (get_json(cp, "-n", ns, "deployment", "bot") or {})["spec"]["template"]["spec"][
+        "containers"
+    ][0].get("env", [])
+    ref = {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    assert {"name": "TURNSTILE_LOCK_STORE_PASSWORD", "valueFrom": ref} in env
+
+    apply(cp, secret(ns, "first-password", unrelated="added"))  # same password: no rollout
+    assert_replica_sets_stay(cp, ns, counts)
+
+    apply(cp, secret(ns, "rotated-password", unrelated="added"))
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})
+
+
+def test_operator_restarts_and_unrelated_changes_roll_nothing(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    locks = store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME)
+    apply(cp, deployment(ns, "bot"), locks)
+    counts = settled(cp, ns, "bot")
+    checksum = template_checksum(cp, ns, "bot")
+
+    for _ in range(3):
+        operator.restart()
+        time.sleep(SETTLE + 1)
+    cp.kubectl("-n", ns, "label", "lockstore", "locks", "team=bots")
+    cp.kubectl("-n", ns, "annotate", "lockstore", "locks", "note=unrelated")
+    cp.kubectl("-n", ns, "label", "deployment", "bot", "tier=rasa")
+    cp.kubectl("-n", ns, "scale", "deployment", "bot", "--replicas=2")
+    cp.kubectl("-n", ns, "create", "configmap", "unrelated", "--from-literal=a=b")
+    operator.restart()
+
+    assert_replica_sets_stay(cp, ns, counts)
+    assert template_checksum(cp, ns, "bot") == checksum
+
+
+def test_two_stores_changed_in_one_apply_roll_once(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+
+    def both(prefix: str) -> list[dict[str, Any]]:
+        return [
+            store("LockStore", "locks", ns, redis_server, prefix=prefix, rollout=BY_NAME),
+            store("TimerStore", "timers", ns, redis_server, prefix=prefix, rollout=BY_NAME),
+        ]
+
+    apply(cp, deployment(ns, "bot"), *both("one"))
+    counts = settled(cp, ns, "bot")
+    endpoints = wait_for("both sections rendered", lambda: _has_sections(cp, ns))
+
+    apply(cp, *both("two"))
+
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})
+    assert _has_sections(cp, ns) != endpoints
+
+
+def _has_sections(cp: ControlPlane, ns: str) -> str | None:
+    text = (managed_config_map(cp, ns, "bot-endpoints") or {}).get("endpoints.yml", "")
+    return text if "lock_store" in text and "timer_store" in text else None
+
+
+def test_selector_picks_up_a_deployment_created_later_and_forgets_a_deleted_one(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    rollout = {"selector": {"matchLabels": {"bot.example/uses": "locks"}}}
+    apply(cp, store("LockStore", "locks", ns, redis_server, prefix="one", rollout=rollout))
+    wait_for("the ConfigMap to be rendered", lambda: managed_config_map(cp, ns, "bot-endpoints"))
+
+    apply(cp, deployment(ns, "late", {"bot.example/uses": "locks"}))
+    counts = settled(cp, ns, "late")
+
+    def status_names() -> list[str]:
+        status = (get_json(cp, "-n", ns, "lockstore", "locks") or {}).get("status", {})
+        return [e["name"] for e in status.get("rollout", {}).get("workloads", [])]
+
+    wait_for("the store status to list the late Deployment", lambda: status_names() == ["late"])
+    assert_replica_sets_stay(cp, ns, counts)
+
+    cp.kubectl("-n", ns, "delete", "deployment", "late", "--wait=true")
+    wait_for("the store status to forget the deleted Deployment", lambda: status_names() == [])
+    assert "Traceback" not in operator.log()
