@@ -165,7 +165,16 @@ class RedisConnection:
         s = self.settings
         if s.deployment_mode == "cluster":
             nodes = [ClusterNode(host, port) for host, port in s.endpoints]
-            return RedisCluster(startup_nodes=nodes, **self._common_kwargs())
+            cluster = RedisCluster(startup_nodes=nodes, **self._common_kwargs())
+            # Initialise here, once: when many tasks make a fresh client's first call at
+            # the same time, redis-py's async cluster client drops connections that other
+            # tasks are still using ('NoneType' object has no attribute 'writelines').
+            try:
+                await cluster.initialize()
+            except BaseException:
+                await close_client(cluster)
+                raise
+            return cluster
         if s.deployment_mode == "sentinel":
             if self._sentinel is None:
                 self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
