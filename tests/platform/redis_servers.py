@@ -902,6 +902,16 @@ class RedisCluster:
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [n.address for n in self.nodes]
 
+    @property
+    def url(self) -> str:
+        """URL of the first node; cluster clients discover the rest from it."""
+        return self.nodes[0].url
+
+    def flushall(self) -> None:
+        """FLUSHALL on every current master (replicas follow), to reuse the shared cluster."""
+        for m in self.masters():
+            m.execute("FLUSHALL")
+
     def node_by_port(self, port: int) -> RedisServer:
         for n in self.nodes:
             if n.port == port:
@@ -1221,6 +1231,10 @@ class SentinelGroup:
             except (OSError, ConnectionError, RedisReplyError) as e:
                 last = e
         raise RedisTopologyError(f"no sentinel reported a master for {self.service_name} ({last})")
+
+    def flushall(self) -> None:
+        """FLUSHALL on the current master (replicas follow)."""
+        self.current_master_node().execute("FLUSHALL")
 
     def current_master_node(self) -> RedisServer:
         return self.data_node_by_port(self.current_master()[1])
