@@ -1,0 +1,272 @@
+"""``turnstile``: render and check store configuration without a cluster, or run the operator.
+
+::
+
+    turnstile render FILE...          print the endpoints.yml the stores in FILE(s) produce
+    turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
+    turnstile operator [...]          run the Kubernetes operator (needs the [operator] extra)
+
+``render`` uses the operator's own pure renderer, so its output is byte for byte what the
+operator writes into a ConfigMap that held nothing else. ``check`` reads the file the way Rasa
+does (unquoted ``${VAR}`` values expanded from the environment; an unset one is an error) and
+probes each Redis store with the store library's probe, the one the operator uses; the exit
+status is 0 when every store works, 1 when one does not, 2 for a usage or file error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_ENV_VAR = re.compile(r"^(.*)\$\{(.*)\}(.*)$")
+#: Sections of endpoints.yml that hold a store ``turnstile check`` knows how to probe.
+_STORE_SECTIONS = ("lock_store", "timer_store")
+_REDIS_TYPES = {
+    "lock_store": {"turnstile.rasa.TicketLockStore", "concurrent_redis", "redis"},
+    "timer_store": {"turnstile.rasa.TimerStore", "redis"},
+}
+
+
+class _UsageError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------ render
+
+
+def _read_manifests(paths: Sequence[str]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
+            loaded = list(yaml.safe_load_all(text))
+        except OSError as exc:
+            raise _UsageError(f"{path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise _UsageError(f"{path}: not valid YAML ({exc})") from None
+        for doc in loaded:
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                documents.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
+            elif isinstance(doc, dict):
+                documents.append(doc)
+    return documents
+
+
+def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
+    from turnstile.operator.errors import OperatorError  # noqa: PLC0415
+    from turnstile.operator.render import render_files  # noqa: PLC0415
+    from turnstile.operator.specs import GROUP, KINDS, parse_store  # noqa: PLC0415
+
+    stores = []
+    for doc in _read_manifests(paths):
+        if doc.get("kind") not in KINDS or not str(doc.get("apiVersion", "")).startswith(GROUP):
+            continue  # Secrets, workloads and anything else: not ours to render
+        meta = dict(doc.get("metadata") or {})
+        meta.setdefault("namespace", namespace)
+        try:
+            stores.append(parse_store({**doc, "metadata": meta}))
+        except OperatorError as exc:
+            raise _UsageError(f"{doc['kind']} {meta.get('name')}: {exc.message}") from None
+    if not stores:
+        raise _UsageError("no LockStore or TimerStore found in " + ", ".join(paths))
+    if not any(s.config_map for s in stores):
+        raise _UsageError("none of the stores sets spec.configMap, so nothing is rendered")
+    try:
+        files = render_files(stores)
+    except OperatorError as exc:
+        raise _UsageError(exc.message) from None
+    if len(files) == 1:
+        out.write(next(iter(files.values())))
+        return EXIT_OK
+    parts = [f"# {where}\n{text}" for where, text in sorted(files.items())]
+    out.write("---\n".join(parts))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- check
+
+
+class _RasaLoader(yaml.SafeLoader):
+    """PyYAML with Rasa's ``${VAR}`` rule: plain scalars are expanded from the environment."""
+
+
+def _expand(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    value = str(loader.construct_scalar(node))
+    expanded = os.path.expandvars(value)
+    missing = [w for w in expanded.split() if w.startswith("$") and w in value]
+    if missing:
+        raise _UsageError(
+            f"cannot expand {value!r}: set the environment variable(s) {', '.join(missing)}"
+        )
+    return expanded
+
+
+_RasaLoader.add_implicit_resolver("!env_var", _ENV_VAR, None)
+_RasaLoader.add_constructor("!env_var", _expand)
+
+
+def read_endpoints(text: str) -> dict[str, Any]:
+    """An endpoints.yml as Rasa reads it (``${VAR}`` expanded); a mapping or a usage error."""
+    try:
+        data = yaml.load(text, Loader=_RasaLoader)
+    except yaml.YAMLError as exc:
+        raise _UsageError(f"not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _UsageError("endpoints.yml must be a mapping of sections")
+    return data
+
+
+async def _check_sections(data: dict[str, Any], timeout: float, out: TextIO) -> int:
+    from turnstile.stores.config import RedisSettings, SettingsReader  # noqa: PLC0415
+    from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
+    from turnstile.stores.probe import probe  # noqa: PLC0415
+
+    checked = failed = 0
+    for name in _STORE_SECTIONS:
+        values = data.get(name)
+        if not isinstance(values, dict):
+            continue
+        kind = str(values.get("type") or "in_memory")
+        if kind not in _REDIS_TYPES[name]:
+            out.write(f"{name}: skipped (type {kind} is not a Redis store)\n")
+            continue
+        checked += 1
+        try:
+            settings = RedisSettings.read(SettingsReader(values, section=name))
+        except ConfigurationError as exc:
+            failed += 1
+            out.write(f"{name}: FAIL InvalidSettings: {exc}\n")
+            continue
+        report = await probe(settings, timeout=timeout)
+        if report.ok:
+            out.write(
+                f"{name}: OK {report.mode} {settings.where} in {report.latency_ms:.1f} ms: "
+                f"{report.message}\n"
+            )
+        else:
+            failed += 1
+            out.write(f"{name}: FAIL {report.reason}: {report.message}\n")
+    if not checked:
+        raise _UsageError("the file declares no Redis lock_store or timer_store")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def check_command(path: str, timeout: float, out: TextIO) -> int:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise _UsageError(f"{path}: {exc.strerror or exc}") from None
+    return asyncio.run(_check_sections(read_endpoints(text), timeout, out))
+
+
+# ---------------------------------------------------------------------------- operator
+
+
+def operator_command(args: argparse.Namespace) -> int:
+    from turnstile.operator.config import (  # noqa: PLC0415
+        METRICS_PORT_ENV,
+        PROBE_TIMEOUT_ENV,
+        RECHECK_INTERVAL_ENV,
+    )
+
+    # Handlers read these once, at import (a kopf timer's interval is fixed when registered).
+    if args.recheck_interval is not None:
+        os.environ[RECHECK_INTERVAL_ENV] = str(args.recheck_interval)
+    if args.probe_timeout is not None:
+        os.environ[PROBE_TIMEOUT_ENV] = str(args.probe_timeout)
+    if args.metrics_port is not None:
+        os.environ[METRICS_PORT_ENV] = str(args.metrics_port)
+    try:
+        import kopf  # noqa: PLC0415
+
+        import turnstile.operator.handlers  # noqa: PLC0415
+        import turnstile.operator.rollout_handlers  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise _UsageError(
+            f"the operator needs the [operator] extra (pip install 'turnstile[operator]'): {exc}"
+        ) from None
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    liveness = (
+        f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    )
+    standalone: bool | None = True if args.standalone else (False if args.peering else None)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=standalone,
+        peering_name=args.peering,
+        liveness_endpoint=liveness,
+    )
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="turnstile", description="Redis lock and timer stores for replicated Rasa servers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="print the endpoints.yml that store manifests produce")
+    render.add_argument("files", nargs="+", metavar="FILE", help="YAML manifests ('-': stdin)")
+    render.add_argument(
+        "--namespace", default="default", help="namespace of stores that name none"
+    )
+
+    check = sub.add_parser("check", help="probe the Redis stores an endpoints.yml declares")
+    check.add_argument("endpoints", metavar="ENDPOINTS_YML")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds per store")
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
+    )
+    op.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9090)")
+    op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    peering = op.add_mutually_exclusive_group()
+    peering.add_argument("--peering", metavar="NAME", help="kopf peering object (HA replicas)")
+    peering.add_argument("--standalone", action="store_true", help="no peering")
+    op.add_argument(
+        "--recheck-interval", type=float, help="seconds between re-checks (default 30)"
+    )
+    op.add_argument("--probe-timeout", type=float, help="seconds per Redis probe (default 5)")
+    op.add_argument("--verbose", "-v", action="store_true", help="log more")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "render":
+            return render_command(args.files, args.namespace, sys.stdout)
+        if args.command == "check":
+            return check_command(args.endpoints, args.timeout, sys.stdout)
+        return operator_command(args)
+    except _UsageError as exc:
+        print(f"turnstile {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""A store's status and Events, decided from what one reconcile observed: pure functions.
+
+Conditions follow the Kubernetes API conventions: ``type``, ``status`` (``"True"``,
+``"False"``, ``"Unknown"``), a CamelCase ``reason``, a human ``message``,
+``observedGeneration`` and ``lastTransitionTime``, which moves only when ``status`` changes.
+
+* ``Connected``: the store library's probe proved Redis works in the declared mode.
+* ``ConfigRendered``: the store's section is in its ConfigMap (or no ConfigMap is named).
+* ``Ready``: both of the above; otherwise the reason and message of the first that is not.
+
+Next to the conditions the status holds observed facts (mode, current master, healthy nodes,
+probe latency), where the rendered section lives, and which Secret key each ``${VAR}`` and
+TLS file must come from. :func:`events` compares the old status with the new one and says what
+a person should hear about: a failover that moved the master, a node that left, a store that
+became (un)ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from turnstile.stores.probe import ProbeReport
+
+READY: Final = "Ready"
+CONNECTED: Final = "Connected"
+CONFIG_RENDERED: Final = "ConfigRendered"
+_ORDER: Final = (READY, CONNECTED, CONFIG_RENDERED)
+
+TRUE: Final = "True"
+FALSE: Final = "False"
+UNKNOWN: Final = "Unknown"
+
+#: Every reason this package writes, by condition (documented in docs/operator.md).
+REASONS: Final = {
+    CONNECTED: (
+        "Connected", "InvalidSpec", "SecretNotFound", "SecretKeyNotFound", "Unreachable",
+        "AuthenticationFailed", "ClusterUnhealthy", "SlotsNotCovered", "MasterUnknown",
+        "NoQuorum", "RedisError", "InvalidSettings", "Pending",
+    ),
+    CONFIG_RENDERED: (
+        "Rendered", "NoConfigMap", "InvalidSpec", "ConfigMapConflict", "InvalidEndpointsYaml",
+        "KubernetesError", "Pending",
+    ),
+    READY: ("Ready", "<the reason of the first condition that is not True>"),
+}
+
+
+def now_iso(moment: datetime | None = None) -> str:
+    """RFC 3339 in UTC with seconds, as Kubernetes writes times."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == TRUE
+
+
+def connected(report: ProbeReport) -> Condition:
+    """``Connected`` from a probe report."""
+    if report.ok:
+        return Condition(CONNECTED, TRUE, "Connected", report.message)
+    return Condition(CONNECTED, FALSE, report.reason or "RedisError", report.message)
+
+
+def ready(*parts: Condition) -> Condition:
+    """``Ready``: True when every part is, else the first failing part's reason and message."""
+    for part in parts:
+        if not part.is_true:
+            status = UNKNOWN if part.status == UNKNOWN else FALSE
+            return Condition(READY, status, part.reason, f"{part.type}: {part.message}")
+    return Condition(READY, TRUE, "Ready", "Redis answers and the configuration is rendered")
+
+
+def merge(
+    old: Iterable[Mapping[str, Any]] | None,
+    new: Iterable[Condition],
+    *,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """The new condition list; ``lastTransitionTime`` is kept where ``status`` did not change."""
+    previous = {str(c.get("type")): c for c in (old or []) if isinstance(c, Mapping)}
+    merged: list[dict[str, Any]] = []
+    for condition in sorted(new, key=lambda c: _ORDER.index(c.type) if c.type in _ORDER else 9):
+        before = previous.get(condition.type) or {}
+        kept = before.get("lastTransitionTime")
+        moved = before.get("status") != condition.status or not kept
+        merged.append(
+            {
+                "type": condition.type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": now if moved else kept,
+            }
+        )
+    return merged
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one reconcile of one store found."""
+
+    connected: Condition
+    rendered: Condition
+    mode: str | None = None
+    report: ProbeReport | None = None
+    #: ``{"name", "key", "section", "owned"}`` where the section lives, if anywhere.
+    config_map: Mapping[str, Any] | None = None
+    secret_env: Sequence[tuple[str, str, str]] = ()
+    secret_files: Sequence[tuple[str, str, str]] = ()
+    plain_env: Sequence[tuple[str, str]] = ()
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+def build_status(
+    observation: Observation,
+    old_status: Mapping[str, Any] | None,
+    *,
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    """The whole status this package owns (``None`` values delete stale fields in a merge patch)."""
+    old = old_status or {}
+    conditions = [
+        ready(observation.connected, observation.rendered),
+        observation.connected,
+        observation.rendered,
+    ]
+    report = observation.report
+    probed = report is not None and report.ok
+    return {
+        "observedGeneration": generation,
+        "conditions": merge(old.get("conditions"), conditions, generation=generation, now=now),
+        "mode": observation.mode,
+        "master": report.master if probed and report is not None else None,
+        "nodes": report.nodes if probed and report is not None else None,
+        "sentinels": (
+            report.sentinels if probed and report is not None and report.sentinels else None
+        ),
+        "latencyMs": report.latency_ms if probed and report is not None else None,
+        "configMap": dict(observation.config_map) if observation.config_map else None,
+        "secretEnv": [
+            {"name": env, "secretName": secret, "secretKey": key}
+            for env, secret, key in observation.secret_env
+        ]
+        or None,
+        "secretFiles": [
+            {"path": path, "secretName": secret, "secretKey": key}
+            for path, secret, key in observation.secret_files
+        ]
+        or None,
+        "env": [{"name": env, "value": value} for env, value in observation.plain_env] or None,
+    }
+
+
+def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
+    essence = {k: v for k, v in status.items() if k not in ("latencyMs", "conditions") and v}
+    essence["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"}
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    ]
+    return essence
+
+
+def needs_update(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> bool:
+    """Whether writing ``new_status`` tells anyone anything new.
+
+    Latency jitters on every probe; it is rewritten only when it moved by more than half (and
+    at least a millisecond), so a recheck timer does not patch every store every interval.
+    """
+    old = old_status or {}
+    if _essence(old) != _essence(new_status):
+        return True
+    before, after = old.get("latencyMs"), new_status.get("latencyMs")
+    if (before is None) != (after is None):
+        return True
+    if before is None or after is None:
+        return False
+    delta = abs(float(after) - float(before))
+    return delta > 1.0 and delta > 0.5 * float(before)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+def _condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
+    for c in (status or {}).get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == kind:
+            return c
+    return {}
+
+
+def events(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> list[Event]:
+    """What changed between two statuses that a person should see as an Event."""
+    old = old_status or {}
+    found: list[Event] = []
+    before, after = old.get("master"), new_status.get("master")
+    if before and after and before != after:
+        found.append(
+            Event("Warning", "MasterChanged", f"Redis master moved from {before} to {after}")
+        )
+    nodes_before, nodes_after = old.get("nodes"), new_status.get("nodes")
+    if isinstance(nodes_before, int) and isinstance(nodes_after, int):
+        if nodes_after < nodes_before:
+            found.append(
+                Event("Warning", "NodeLeft", f"healthy Redis nodes went from {nodes_before} "
+                      f"to {nodes_after}")
+            )
+        elif nodes_after > nodes_before:
+            found.append(
+                Event("Normal", "NodeJoined", f"healthy Redis nodes went from {nodes_before} "
+                      f"to {nodes_after}")
+            )
+    was, now = _condition(old, READY), _condition(new_status, READY)
+    if now and (was.get("status"), was.get("reason")) != (now.get("status"), now.get("reason")):
+        if now.get("status") == TRUE:
+            found.append(Event("Normal", "Ready", str(now.get("message", ""))))
+        else:
+            found.append(
+                Event("Warning", str(now.get("reason") or "NotReady"), str(now.get("message", "")))
+            )
+    return found

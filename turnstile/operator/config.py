@@ -1,0 +1,65 @@
+"""The operator's own settings, read once from the environment.
+
+kopf registers handlers when :mod:`turnstile.operator.handlers` is imported, and a timer's
+interval is fixed at registration; so the CLI (``turnstile operator --recheck-interval 10``)
+writes these variables before importing the handlers, and a container may set them directly.
+
+============================== ======= ===================================================
+variable                       default meaning
+============================== ======= ===================================================
+TURNSTILE_RECHECK_INTERVAL     30      seconds between re-checks of every store (probe + render)
+TURNSTILE_PROBE_TIMEOUT        5       seconds one Redis probe may take
+TURNSTILE_METRICS_PORT         9090    port of the Prometheus ``/metrics`` endpoint (0: off)
+============================== ======= ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from turnstile.operator.errors import SpecError
+
+RECHECK_INTERVAL_ENV: Final = "TURNSTILE_RECHECK_INTERVAL"
+PROBE_TIMEOUT_ENV: Final = "TURNSTILE_PROBE_TIMEOUT"
+METRICS_PORT_ENV: Final = "TURNSTILE_METRICS_PORT"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SpecError(name, "a number of seconds", raw) from None
+    if value < minimum:
+        raise SpecError(name, f"a number of seconds >= {minimum:g}", raw)
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SpecError(name, "a port from 0 (off) to 65535", raw)
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    recheck_interval: float = 30.0
+    probe_timeout: float = 5.0
+    metrics_port: int = 9090
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        return cls(
+            recheck_interval=_seconds(env, RECHECK_INTERVAL_ENV, 30.0, 0.5),
+            probe_timeout=_seconds(env, PROBE_TIMEOUT_ENV, 5.0, 0.1),
+            metrics_port=_port(env, METRICS_PORT_ENV, 9090),
+        )

@@ -1,0 +1,153 @@
+"""The ConfigMap a store renders into, decided as data: pure functions over raw objects.
+
+Rules (each one a user can observe):
+
+* The section is merged into the key with :func:`turnstile.operator.render.merge_section`;
+  every other section and every other key stays as it was.
+* A ConfigMap Turnstile **creates** is owned by the stores that write to it
+  (``ownerReferences``), so Kubernetes garbage-collects it with the last of them.
+* A ConfigMap that **existed before** Turnstile first wrote to it is never owned (deleting a
+  store must not delete a user's file); it is marked with the annotation
+  ``turnstile.dev/pre-existing: "true"``.
+* Every ConfigMap Turnstile writes carries ``app.kubernetes.io/managed-by: turnstile`` and the
+  annotation ``turnstile.dev/sections``: a JSON map from ``<key>/<section>`` to the store that
+  wrote it (``LockStore/name``), so deleting a store removes only a section it wrote.
+
+The functions return the new object (with the ``resourceVersion`` that was read, so a
+concurrent writer makes the API answer 409 and the caller re-reads) or ``None`` when there is
+nothing to write.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from turnstile.operator.render import merge_section
+
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "turnstile"}
+PRE_EXISTING: Final = "turnstile.dev/pre-existing"
+SECTIONS: Final = "turnstile.dev/sections"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The store an ownerReference points at."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    @property
+    def writer(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+
+
+def _sections(meta: Mapping[str, Any]) -> dict[str, str]:
+    raw = (meta.get("annotations") or {}).get(SECTIONS)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def is_owned(configmap: Mapping[str, Any] | None) -> bool:
+    """Whether Turnstile created this ConfigMap (and so lets it be garbage-collected)."""
+    if configmap is None:
+        return True
+    annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(PRE_EXISTING) != "true"
+
+
+def writer_of(configmap: Mapping[str, Any] | None, key: str, section: str) -> str | None:
+    """The store (``Kind/name``) that last wrote ``section`` of ``key``, if recorded."""
+    if configmap is None:
+        return None
+    return _sections(configmap.get("metadata") or {}).get(f"{key}/{section}")
+
+
+def with_section(
+    existing: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    name: str,
+    key: str,
+    section: str,
+    content: Mapping[str, Any],
+    owner: Owner,
+) -> dict[str, Any] | None:
+    """The ConfigMap with the store's section written (see the module doc)."""
+    if existing is None:
+        text = merge_section("", section, content)
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(MANAGED_BY),
+                "annotations": {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})},
+                "ownerReferences": [owner.reference()],
+            },
+            "data": {key: text},
+        }
+    body = copy.deepcopy(dict(existing))
+    meta = body.setdefault("metadata", {})
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if labels.get("app.kubernetes.io/managed-by") != "turnstile" and SECTIONS not in annotations:
+        annotations[PRE_EXISTING] = "true"  # first touch of a ConfigMap someone else made
+    meta["labels"] = {**labels, **MANAGED_BY}
+    sections = _sections(meta)
+    sections[f"{key}/{section}"] = owner.writer
+    annotations[SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    meta["annotations"] = annotations
+    if annotations.get(PRE_EXISTING) != "true":
+        refs = list(meta.get("ownerReferences") or [])
+        if not any(r.get("uid") == owner.uid for r in refs):
+            refs.append(owner.reference())
+        meta["ownerReferences"] = refs
+    data = dict(body.get("data") or {})
+    data[key] = merge_section(data.get(key), section, content)
+    body["data"] = data
+    return None if body == existing else body
+
+
+def without_section(
+    existing: Mapping[str, Any] | None, *, key: str, section: str, owner: Owner
+) -> dict[str, Any] | None:
+    """The ConfigMap with the store's section removed, if this store wrote it."""
+    if existing is None:
+        return None
+    meta = existing.get("metadata") or {}
+    sections = _sections(meta)
+    claim = f"{key}/{section}"
+    if sections.get(claim) not in (None, owner.writer):
+        return None  # another store wrote it since; not ours to remove
+    if claim not in sections:
+        return None  # never written by Turnstile: the user's section stays
+    body = copy.deepcopy(dict(existing))
+    sections.pop(claim)
+    body["metadata"]["annotations"][SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    data = dict(body.get("data") or {})
+    if key in data:
+        data[key] = merge_section(data[key], section, None)
+    body["data"] = data
+    return None if body == existing else body

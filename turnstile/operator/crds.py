@@ -1,0 +1,539 @@
+"""The LockStore and TimerStore CustomResourceDefinitions, generated from one source.
+
+Both kinds share ``spec.redis`` (Rasa's keys in camelCase), ``spec.implementation``,
+``spec.configMap`` and ``spec.rollout``; generating both CRDs here keeps those identical and
+keeps the CEL rule messages equal to the ones :mod:`turnstile.operator.specs` raises. The YAML
+in ``crds/`` is this module's output, checked by a unit test::
+
+    python -m turnstile.operator.crds --write crds/     # regenerate both files
+    python -m turnstile.operator.crds                   # print both (multi-document YAML)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from turnstile.operator.specs import (
+    CATEGORY,
+    DEFAULT_CONFIGMAP_KEY,
+    DEFAULT_PORT,
+    DEFAULT_SENTINEL_SERVICE,
+    DEPLOYMENT_MODES,
+    GROUP,
+    IMPLEMENTATIONS,
+    KINDS,
+    LOCK_STORE,
+    RULES,
+    VERSION,
+    KindInfo,
+)
+
+_PORT: Final = (
+    r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+ENDPOINT_PATTERN: Final = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):" + _PORT + "$"
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def _cel_string(text: str) -> str:
+    """``text`` escaped for a single-quoted CEL string literal (regex backslashes survive)."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _rule(rule: str, message_key: str, field_path: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": rule, "message": RULES[message_key]}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def _secret_ref(what: str, default_key: str | None) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 253,
+            "description": f"Name of the Secret (in the store's namespace) holding {what}.",
+        },
+    }
+    required = ["name"]
+    if default_key is not None:
+        props["key"] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 253,
+            "default": default_key,
+            "description": f"Key in the Secret (default {default_key!r}).",
+        }
+    return {"type": "object", "required": required, "properties": props}
+
+
+def redis_schema() -> dict[str, Any]:
+    """``spec.redis``: identical for both kinds."""
+    password = _secret_ref("the Redis password", "password")
+    password["description"] = (
+        "Secret key holding the Redis password. The rendered endpoints.yml never contains "
+        "it: it holds ${TURNSTILE_LOCK_STORE_PASSWORD} / ${TURNSTILE_TIMER_STORE_PASSWORD}, "
+        "which bot pods set from this Secret key (see status.secretEnv)."
+    )
+    ca = _secret_ref("the CA certificate(s) that sign the Redis servers' certificates", "ca.crt")
+    ca["description"] = (
+        "Secret key with the PEM CA bundle to verify Redis with (cert-manager writes it as "
+        "'ca.crt'). Bots read it from /etc/turnstile/<section>/ca.crt."
+    )
+    client = _secret_ref("a client certificate", None)
+    client["description"] = (
+        "A kubernetes.io/tls Secret (keys 'tls.crt' and 'tls.key', as cert-manager writes a "
+        "Certificate) for TLS client authentication. Bots read them from "
+        "/etc/turnstile/<section>/tls.crt and tls.key."
+    )
+    return {
+        "type": "object",
+        "description": (
+            "How bots reach Redis: Rasa's endpoints.yml keys in camelCase "
+            "(deploymentMode -> deployment_mode, keyPrefix -> key_prefix, ...)."
+        ),
+        "properties": {
+            "deploymentMode": {
+                "type": "string",
+                "enum": list(DEPLOYMENT_MODES),
+                "default": "standard",
+                "description": "standard (one server), cluster (Redis Cluster) or sentinel.",
+            },
+            "host": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 253,
+                "description": (
+                    "Redis host name or IP, without a scheme. Required in standard mode; in "
+                    "cluster mode a seed node when endpoints is empty."
+                ),
+                "x-kubernetes-validations": [_rule("!self.contains('://')", "host_scheme")],
+            },
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "default": DEFAULT_PORT,
+                "description": f"Redis port (default {DEFAULT_PORT}).",
+            },
+            "endpoints": {
+                "type": "array",
+                "maxItems": 64,
+                "description": (
+                    'Cluster nodes or sentinels as "host:port" (cluster and sentinel modes).'
+                ),
+                "items": {
+                    "type": "string",
+                    "maxLength": 261,
+                    "x-kubernetes-validations": [
+                        _rule(f"self.matches('{_cel_string(ENDPOINT_PATTERN)}')", "endpoint")
+                    ],
+                },
+            },
+            "sentinelService": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 253,
+                "description": (
+                    f"Name of the master the sentinels monitor (sentinel mode; default "
+                    f"{DEFAULT_SENTINEL_SERVICE!r})."
+                ),
+            },
+            "db": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 1023,
+                "description": (
+                    "Redis database number (standard and sentinel modes; Rasa's default when "
+                    "unset). Cluster mode has only database 0."
+                ),
+            },
+            "keyPrefix": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Alphanumeric prefix for the store's keys.",
+                "x-kubernetes-validations": [
+                    _rule("self.matches('^[A-Za-z0-9]+$')", "key_prefix")
+                ],
+            },
+            "socketTimeout": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+                "maximum": 300,
+                "description": "Seconds after which a Redis call fails (Rasa's default: 10).",
+            },
+            "username": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "Redis ACL user name (needs passwordSecretRef).",
+            },
+            "passwordSecretRef": password,
+            "tls": {
+                "type": "object",
+                "description": "TLS to Redis; certificates come from Secrets.",
+                "properties": {
+                    "enabled": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Connect with TLS (renders use_ssl: true).",
+                    },
+                    "caSecretRef": ca,
+                    "clientCertSecretRef": client,
+                },
+                "x-kubernetes-validations": [
+                    _rule(
+                        "self.enabled || (!has(self.caSecretRef) && "
+                        "!has(self.clientCertSecretRef))",
+                        "tls_refs",
+                    )
+                ],
+            },
+        },
+        "x-kubernetes-validations": [
+            _rule(
+                "self.deploymentMode != 'sentinel' || "
+                "(has(self.endpoints) && size(self.endpoints) > 0)",
+                "sentinel_endpoints",
+                ".endpoints",
+            ),
+            _rule(
+                "self.deploymentMode != 'cluster' || !has(self.db) || self.db == 0",
+                "cluster_db",
+                ".db",
+            ),
+            _rule(
+                "self.deploymentMode != 'cluster' || has(self.host) || "
+                "(has(self.endpoints) && size(self.endpoints) > 0)",
+                "cluster_nodes",
+                ".endpoints",
+            ),
+            _rule("self.deploymentMode != 'standard' || has(self.host)", "standard_host", ".host"),
+            _rule(
+                "self.deploymentMode != 'standard' || !has(self.endpoints) || "
+                "size(self.endpoints) == 0",
+                "standard_endpoints",
+                ".endpoints",
+            ),
+            _rule(
+                "self.deploymentMode == 'sentinel' || !has(self.sentinelService)",
+                "sentinel_service",
+                ".sentinelService",
+            ),
+            _rule(
+                "!has(self.username) || has(self.passwordSecretRef)",
+                "username_password",
+                ".username",
+            ),
+        ],
+    }
+
+
+def rollout_schema() -> dict[str, Any]:
+    """``spec.rollout``: which bot workloads load this store's ConfigMap (rollout work)."""
+    return {
+        "type": "object",
+        "description": (
+            "Bot workloads that load this store's ConfigMap; they are rolled when the rendered "
+            "configuration (or a Secret it references) changes."
+        ),
+        "properties": {
+            "workloads": {
+                "type": "array",
+                "maxItems": 64,
+                "description": "Workloads named explicitly.",
+                "items": {
+                    "type": "object",
+                    "required": ["kind", "name"],
+                    "properties": {
+                        "kind": {
+                            "type": "string",
+                            "enum": ["Deployment", "StatefulSet"],
+                            "description": "Deployment or StatefulSet.",
+                        },
+                        "name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 253,
+                            "description": "Name of the workload in the store's namespace.",
+                        },
+                    },
+                },
+            },
+            "selector": {
+                "type": "object",
+                "description": "Workloads selected by label (a standard label selector).",
+                "properties": {
+                    "matchLabels": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Labels a workload must have.",
+                    },
+                    "matchExpressions": {
+                        "type": "array",
+                        "description": "Label selector requirements.",
+                        "items": {
+                            "type": "object",
+                            "required": ["key", "operator"],
+                            "properties": {
+                                "key": {"type": "string", "description": "Label key."},
+                                "operator": {
+                                    "type": "string",
+                                    "enum": ["In", "NotIn", "Exists", "DoesNotExist"],
+                                    "description": "In, NotIn, Exists or DoesNotExist.",
+                                },
+                                "values": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "Values for In and NotIn.",
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "injectEnv": {
+                "type": "boolean",
+                "default": False,
+                "description": (
+                    "Also add the env vars the rendered ${VAR}s need (status.secretEnv) to the "
+                    "workloads' containers."
+                ),
+            },
+        },
+    }
+
+
+def _kind_field(info: KindInfo) -> dict[str, Any]:
+    if info is LOCK_STORE:
+        return {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 86400,
+            "description": (
+                "Seconds a conversation's ticket lock lives (renders lock_store.lock_lifetime; "
+                "with implementation: rasa it is the TICKET_LOCK_LIFETIME env var, see "
+                "status.env)."
+            ),
+        }
+    return {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 60,
+        "description": "Seconds between polls for expired timers (renders poll_interval).",
+    }
+
+
+def status_schema() -> dict[str, Any]:
+    conditions = {
+        "type": "array",
+        "description": "Ready (Connected and ConfigRendered), Connected, ConfigRendered.",
+        "items": {
+            "type": "object",
+            "required": ["type", "status"],
+            "properties": {
+                "type": {"type": "string"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "reason": {"type": "string"},
+                "message": {"type": "string"},
+                "observedGeneration": {"type": "integer"},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+            },
+        },
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    }
+    secret_item = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "path": {"type": "string"},
+            "secretName": {"type": "string"},
+            "secretKey": {"type": "string"},
+        },
+    }
+    return {
+        "type": "object",
+        "description": "What the operator observed (written by the operator only).",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": {"type": "integer"},
+            "conditions": conditions,
+            "mode": {"type": "string", "description": "Deployment mode last probed."},
+            "master": {"type": "string", "description": "Current master (host:port)."},
+            "nodes": {"type": "integer", "description": "Healthy Redis nodes seen."},
+            "sentinels": {"type": "integer", "description": "Sentinels that answered."},
+            "latencyMs": {"type": "number", "description": "Duration of the last probe."},
+            "configMap": {
+                "type": "object",
+                "description": "Where the store's section is rendered.",
+                "properties": {
+                    "name": {"type": "string"},
+                    "key": {"type": "string"},
+                    "section": {"type": "string"},
+                    "owned": {
+                        "type": "boolean",
+                        "description": "Created by Turnstile (garbage-collected with its stores).",
+                    },
+                },
+            },
+            "secretEnv": {
+                "type": "array",
+                "description": "Env vars bot pods must set, and the Secret key each comes from.",
+                "items": secret_item,
+            },
+            "secretFiles": {
+                "type": "array",
+                "description": "Files bot pods must mount, and the Secret key each comes from.",
+                "items": secret_item,
+            },
+            "env": {
+                "type": "array",
+                "description": "Plain env vars bot pods must set (no endpoints.yml key exists).",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
+                },
+            },
+        },
+    }
+
+
+def crd(info: KindInfo) -> dict[str, Any]:
+    """The CustomResourceDefinition of one kind."""
+    spec_props: dict[str, Any] = {
+        "redis": redis_schema(),
+        "implementation": {
+            "type": "string",
+            "enum": list(IMPLEMENTATIONS),
+            "default": "turnstile",
+            "description": (
+                f"turnstile: bots load {info.turnstile_type}; rasa: Rasa's built-in "
+                f"'{info.rasa_type}' {info.section.replace('_', ' ')}."
+            ),
+        },
+        "configMap": {
+            "type": "object",
+            "required": ["name"],
+            "description": (
+                f"The ConfigMap whose endpoints.yml gets this store's '{info.section}' section "
+                "(other sections are kept). Created and owned by the operator unless it exists."
+            ),
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "maxLength": 253,
+                    "pattern": DNS_SUBDOMAIN,
+                    "description": "ConfigMap name in the store's namespace.",
+                },
+                "key": {
+                    "type": "string",
+                    "maxLength": 253,
+                    "pattern": r"^[-._a-zA-Z0-9]+$",
+                    "default": DEFAULT_CONFIGMAP_KEY,
+                    "description": f"Key of the file (default {DEFAULT_CONFIGMAP_KEY}).",
+                },
+            },
+        },
+        info.extra_field: _kind_field(info),
+        "rollout": rollout_schema(),
+    }
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{info.plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "turnstile"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": info.kind,
+                "listKind": f"{info.kind}List",
+                "plural": info.plural,
+                "singular": info.singular,
+                "shortNames": [info.short_name],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Mode", "type": "string",
+                         "jsonPath": ".spec.redis.deploymentMode"},
+                        {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
+                        {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason"},
+                        {"name": "Master", "type": "string", "jsonPath": ".status.master",
+                         "priority": 1},
+                        {"name": "ConfigMap", "type": "string",
+                         "jsonPath": ".spec.configMap.name", "priority": 1},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                f"A {info.kind}: the Redis {info.section.replace('_', ' ')} "
+                                "bots share, checked by the Turnstile operator and rendered "
+                                f"into their endpoints.yml as '{info.section}'."
+                            ),
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["redis"],
+                                    "description": f"The desired {info.kind}.",
+                                    "properties": spec_props,
+                                },
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def file_name(info: KindInfo) -> str:
+    return f"{GROUP}_{info.plural}.yaml"
+
+
+def render_crd(info: KindInfo) -> str:
+    header = "# Generated by `python -m turnstile.operator.crds --write crds/`; do not edit.\n"
+    return header + yaml.safe_dump(crd(info), sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m turnstile.operator.crds")
+    parser.add_argument("--write", metavar="DIR", help="write one file per CRD into DIR")
+    args = parser.parse_args(argv)
+    if args.write:
+        out = Path(args.write)
+        out.mkdir(parents=True, exist_ok=True)
+        for info in KINDS.values():
+            (out / file_name(info)).write_text(render_crd(info))
+        return 0
+    sys.stdout.write("---\n".join(render_crd(info) for info in KINDS.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

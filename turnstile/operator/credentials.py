@@ -1,0 +1,110 @@
+"""Secret material a store needs, resolved from Secret data, and kept out of every text.
+
+A store names Secrets (``spec.redis.passwordSecretRef``, ``spec.redis.tls.caSecretRef``,
+``spec.redis.tls.clientCertSecretRef``); the operator reads them only to probe Redis itself.
+They never reach the ConfigMap (the rendered section holds ``${VAR}`` references and file
+paths, see :mod:`turnstile.operator.render`), the status, an Event or a log line.
+
+:func:`resolve` is pure: the thin Kubernetes layer hands it the data of the Secrets it could
+read (``None`` for one that does not exist) and gets back :class:`Credentials` or a
+:class:`~turnstile.operator.errors.SecretError` that names the Secret and key, never a value.
+:func:`redact` is the second line of defence for text that comes back from Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from turnstile.operator.errors import SecretError
+from turnstile.operator.specs import SecretKeyRef, StoreSpec
+
+#: Keys of a ``kubernetes.io/tls`` Secret, as cert-manager writes them.
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+REDACTED = "<redacted>"
+
+SecretData = Mapping[str, str]
+"""A Secret's ``data``: key to base64 text, exactly as the API returns it."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the operator needs to connect as a bot would; ``repr`` shows no value."""
+
+    password: str | None = field(default=None, repr=False)
+    ca_pem: bytes | None = field(default=None, repr=False)
+    cert_pem: bytes | None = field(default=None, repr=False)
+    key_pem: bytes | None = field(default=None, repr=False)
+
+    def values(self) -> list[str]:
+        """Every secret value as text, for :func:`redact`."""
+        found = [self.password] if self.password else []
+        for blob in (self.key_pem,):
+            if blob:
+                found.append(blob.decode(errors="replace").strip())
+        return found
+
+
+def secret_names(spec: StoreSpec) -> list[str]:
+    """The Secrets a store refers to, in a stable order, without duplicates."""
+    names: list[str] = []
+    tls = spec.redis.tls
+    for name in (
+        spec.redis.password.name if spec.redis.password else None,
+        tls.ca.name if tls.enabled and tls.ca else None,
+        tls.client_cert_secret if tls.enabled else None,
+    ):
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _value(
+    secrets: Mapping[str, SecretData | None], ref: SecretKeyRef, *, what: str
+) -> bytes:
+    data = secrets.get(ref.name)
+    if data is None:
+        raise SecretError(f"Secret {ref.name!r} ({what}) does not exist in the store's namespace")
+    if ref.key not in data:
+        keys = ", ".join(sorted(data)) or "none"
+        raise SecretError(
+            f"Secret {ref.name!r} ({what}) has no key {ref.key!r} (it has: {keys})",
+            missing_key=True,
+        )
+    try:
+        return base64.b64decode(data[ref.key], validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretError(
+            f"Secret {ref.name!r} key {ref.key!r} ({what}) is not valid base64", missing_key=True
+        ) from None
+
+
+def resolve(spec: StoreSpec, secrets: Mapping[str, SecretData | None]) -> Credentials:
+    """The store's credentials from the data of the Secrets it names (see the module doc)."""
+    redis = spec.redis
+    password: str | None = None
+    if redis.password is not None:
+        raw = _value(secrets, redis.password, what="spec.redis.passwordSecretRef")
+        password = raw.decode(errors="replace").rstrip("\r\n")
+    ca = cert = key = None
+    if redis.tls.enabled and redis.tls.ca is not None:
+        ca = _value(secrets, redis.tls.ca, what="spec.redis.tls.caSecretRef")
+    if redis.tls.enabled and redis.tls.client_cert_secret:
+        name = redis.tls.client_cert_secret
+        what = "spec.redis.tls.clientCertSecretRef"
+        cert = _value(secrets, SecretKeyRef(name, TLS_CERT_KEY), what=what)
+        key = _value(secrets, SecretKeyRef(name, TLS_KEY_KEY), what=what)
+    return Credentials(password=password, ca_pem=ca, cert_pem=cert, key_pem=key)
+
+
+def redact(text: str, credentials: Credentials | None) -> str:
+    """``text`` with every secret value replaced by ``<redacted>``."""
+    if credentials is None:
+        return text
+    for value in credentials.values():
+        if value:
+            text = text.replace(value, REDACTED)
+    return text

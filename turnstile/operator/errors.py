@@ -1,0 +1,74 @@
+"""The exceptions of the operator package.
+
+Every failure a store can be in ends as a condition on that store, never as a crash: each
+exception below carries the condition ``reason`` it maps to, and a message that names the
+field, Secret or ConfigMap at fault. No message ever carries a Secret's value (credentials are
+kept out of exception text by construction, and :func:`turnstile.operator.credentials.redact`
+scrubs what comes back from Redis as a second line of defence).
+
+The tree::
+
+    OperatorError                       reason: InternalError
+     ├── SpecError                      InvalidSpec: a spec the schema should have refused
+     ├── SecretError                    SecretNotFound / SecretKeyNotFound
+     ├── ConflictError                  ConfigMapConflict: two stores of one kind, one ConfigMap
+     ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
+     │                                  YAML mapping, so it cannot be merged without losing data
+     └── KubeError                      KubernetesError: the API server refused or failed a call
+"""
+
+from __future__ import annotations
+
+
+class OperatorError(Exception):
+    """The root of every error the operator raises; ``reason`` is a condition reason."""
+
+    reason = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SpecError(OperatorError, ValueError):
+    """A spec the CRD schema should have refused: ``field: what is accepted (got value)``."""
+
+    reason = "InvalidSpec"
+
+    def __init__(self, field: str, expected: str, value: object = None) -> None:
+        got = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{field}: {expected}{got}")
+        self.field = field
+
+
+class SecretError(OperatorError):
+    """A referenced Secret, or a key in it, does not exist (yet)."""
+
+    reason = "SecretNotFound"
+
+    def __init__(self, message: str, *, missing_key: bool = False) -> None:
+        super().__init__(message)
+        if missing_key:
+            self.reason = "SecretKeyNotFound"
+
+
+class ConflictError(OperatorError):
+    """Two stores of the same kind name the same ConfigMap key."""
+
+    reason = "ConfigMapConflict"
+
+
+class EndpointsYamlError(OperatorError):
+    """The ConfigMap already holds something under the key that is not a YAML mapping."""
+
+    reason = "InvalidEndpointsYaml"
+
+
+class KubeError(OperatorError):
+    """The Kubernetes API refused or failed a call (after retries)."""
+
+    reason = "KubernetesError"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,332 @@
+"""kopf handlers for LockStore and TimerStore: reconcile, re-check, clean up.
+
+One function, :func:`reconcile`, does the work for every trigger: a store created, its spec
+changed, the operator (re)started (``on.resume``: changes made while it was down are picked up
+here), and a timer every ``TURNSTILE_RECHECK_INTERVAL`` seconds that re-probes Redis, notices a
+failover or a node that left, and heals what failed before (a Secret that has appeared since, a
+Redis that is back, a conflict that went away). A per-store lock keeps two triggers of one
+store from interleaving.
+
+A reconcile never raises for a store's problem: an invalid spec, a missing Secret, an
+unreachable Redis, an API error all end in a condition with a reason and a message, and the
+next timer tick tries again (no hot loop: the interval bounds the retry rate). The status is
+written only when it says something new (:func:`turnstile.operator.conditions.needs_update`);
+Events are posted for what changed (:func:`turnstile.operator.conditions.events`).
+
+Deleting a store runs :func:`finalize` (a kopf finalizer): it removes the section the store
+wrote and nothing else; a ConfigMap the operator created is then garbage-collected by
+Kubernetes through its ownerReferences once its last store is gone.
+
+Two stores of one kind naming the same ConfigMap key are found through kopf indexes
+(``lockstore_targets``, ``timerstore_targets``) and both report ``ConfigMapConflict``; neither
+writes that section until the conflict is resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import kopf
+
+from turnstile.operator import conditions as cond
+from turnstile.operator import metrics
+from turnstile.operator.config import OperatorConfig
+from turnstile.operator.configmaps import Owner, is_owned, with_section, without_section
+from turnstile.operator.credentials import Credentials, redact, resolve, secret_names
+from turnstile.operator.errors import OperatorError, SpecError
+from turnstile.operator.kube import Kube
+from turnstile.operator.probes import check
+from turnstile.operator.render import (
+    conflict_message,
+    plain_env,
+    secret_env,
+    secret_files,
+    section,
+    target,
+)
+from turnstile.operator.specs import API_VERSION, GROUP, KINDS, VERSION, StoreSpec, parse_store
+
+CONFIG: Final = OperatorConfig.from_env()
+FINALIZER: Final = "turnstile.dev/finalizer"
+_INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
+
+logger = logging.getLogger(__name__)
+_locks: dict[str, asyncio.Lock] = {}
+_kube: Kube | None = None
+
+
+def kube() -> Kube:
+    global _kube  # noqa: PLW0603  (one client per process, made on first use)
+    if _kube is None:
+        _kube = Kube.from_environment()
+    return _kube
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf settings: our finalizer and annotation names, quiet Events, /metrics."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20]
+    metrics.serve(CONFIG.metrics_port)
+
+
+# ------------------------------------------------------------------------------ indexes
+
+
+def _index_key(spec: Mapping[str, Any], namespace: str | None, section_name: str) -> Any:
+    cm = spec.get("configMap") or {}
+    name = cm.get("name") if isinstance(cm, Mapping) else None
+    if not name:
+        return None
+    return (namespace or "", str(name), str(cm.get("key") or "endpoints.yml"), section_name)
+
+
+def _make_indexer(section_name: str) -> Any:
+    def indexer(
+        spec: Mapping[str, Any], namespace: str | None, name: str | None, **_: Any
+    ) -> dict[Any, str] | None:
+        key = _index_key(spec, namespace, section_name)
+        return None if key is None else {key: str(name)}
+
+    return indexer
+
+
+def _claimants(store: StoreSpec, indexes: Mapping[str, Any]) -> list[str]:
+    where = target(store)
+    index = indexes.get(_INDEX_IDS[store.kind])
+    if where is None or index is None:
+        return [store.name]
+    key = (where.namespace, where.name, where.key, store.info.section)
+    names = set(index.get(key, [])) | {store.name}
+    return sorted(names)
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+def _owner(store: StoreSpec) -> Owner:
+    return Owner(api_version=API_VERSION, kind=store.kind, name=store.name, uid=store.uid)
+
+
+async def _render(
+    store: StoreSpec, old_status: Mapping[str, Any], indexes: Mapping[str, Any]
+) -> tuple[cond.Condition, dict[str, Any] | None]:
+    """Write the store's section; the ``ConfigRendered`` condition and where it lives."""
+    await _leave_old_target(store, old_status)
+    where = target(store)
+    if where is None:
+        return cond.Condition(
+            cond.CONFIG_RENDERED, cond.TRUE, "NoConfigMap", "spec.configMap is not set"
+        ), None
+    names = _claimants(store, indexes)
+    if len(names) > 1:
+        message = conflict_message(store.kind, where, names)
+        return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, "ConfigMapConflict", message), None
+    content = section(store)
+    owner = _owner(store)
+    try:
+        after = await kube().update_configmap(
+            where.namespace,
+            where.name,
+            lambda current: with_section(
+                current,
+                namespace=where.namespace,
+                name=where.name,
+                key=where.key,
+                section=store.info.section,
+                content=content,
+                owner=owner,
+            ),
+        )
+    except OperatorError as exc:
+        return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message), None
+    placed = {
+        "name": where.name,
+        "key": where.key,
+        "section": store.info.section,
+        "owned": is_owned(after),
+    }
+    return cond.Condition(
+        cond.CONFIG_RENDERED,
+        cond.TRUE,
+        "Rendered",
+        f"section {store.info.section} is in {where}",
+    ), placed
+
+
+async def _leave_old_target(store: StoreSpec, old_status: Mapping[str, Any]) -> None:
+    """If the store used to render elsewhere, take its section out of there."""
+    old = old_status.get("configMap")
+    if not isinstance(old, Mapping) or not old.get("name"):
+        return
+    where = target(store)
+    if where is not None and (where.name, where.key) == (old.get("name"), old.get("key")):
+        return
+    await _remove_section(store, str(old["name"]), str(old.get("key") or "endpoints.yml"))
+
+
+async def _remove_section(store: StoreSpec, name: str, key: str) -> None:
+    owner = _owner(store)
+    await kube().update_configmap(
+        store.namespace,
+        name,
+        lambda current: without_section(
+            current, key=key, section=store.info.section, owner=owner
+        ),
+    )
+
+
+async def _connect(store: StoreSpec) -> tuple[cond.Condition, Any, Credentials | None]:
+    """Resolve Secrets and probe Redis: the ``Connected`` condition and the probe report."""
+    try:
+        found: dict[str, Any] = {}
+        for name in secret_names(store):
+            found[name] = await kube().secret_data(store.namespace, name)
+        credentials = resolve(store, found)
+    except OperatorError as exc:
+        return cond.Condition(cond.CONNECTED, cond.FALSE, exc.reason, exc.message), None, None
+    report = await check(store, credentials, timeout=CONFIG.probe_timeout)
+    return cond.connected(report), report, credentials
+
+
+async def reconcile(
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    indexes: Mapping[str, Any],
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Probe, render, write status and Events for one store (see the module doc)."""
+    kind = str(body.get("kind"))
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid"))
+    generation = int(meta.get("generation") or 0)
+    started = time.perf_counter()
+    lock = _locks.setdefault(uid, asyncio.Lock())
+    async with lock:
+        old_status = {k: v for k, v in (status or {}).items() if k != "kopf"}
+        credentials: Credentials | None = None
+        try:
+            store = parse_store(body)
+        except SpecError as exc:
+            invalid = (cond.FALSE, "InvalidSpec", exc.message)
+            observation = cond.Observation(
+                connected=cond.Condition(cond.CONNECTED, *invalid),
+                rendered=cond.Condition(cond.CONFIG_RENDERED, *invalid),
+            )
+        else:
+            connected, report, credentials = await _connect(store)
+            try:
+                rendered, placed = await _render(store, old_status, indexes)
+            except OperatorError as exc:
+                rendered = cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message)
+                placed = None
+            observation = cond.Observation(
+                connected=connected,
+                rendered=rendered,
+                mode=store.redis.deployment_mode,
+                report=report,
+                config_map=placed,
+                secret_env=secret_env(kind, store),
+                secret_files=secret_files(kind, store),
+                plain_env=plain_env(kind, store),
+            )
+        new_status = cond.build_status(
+            observation, old_status, generation=generation, now=cond.now_iso()
+        )
+        for field in ("conditions",):
+            for item in new_status[field]:
+                item["message"] = redact(item["message"], credentials)
+        if cond.needs_update(old_status, new_status):
+            for key, value in new_status.items():
+                patch.status[key] = value
+        for event in cond.events(old_status, new_status):
+            message = redact(event.message, credentials)
+            kopf.event(body, type=event.type, reason=event.reason, message=message)
+            log.info("%s: %s", event.reason, message)
+        _account(kind, uid, observation, started)
+
+
+def _account(kind: str, uid: str, observation: cond.Observation, started: float) -> None:
+    ready = cond.ready(observation.connected, observation.rendered)
+    metrics.DURATION.labels(kind=kind).observe(time.perf_counter() - started)
+    invalid = observation.connected.reason == "InvalidSpec"
+    result = "ready" if ready.is_true else ("invalid" if invalid else "not_ready")
+    metrics.RECONCILES.labels(kind=kind, result=result).inc()
+    if not ready.is_true:
+        metrics.FAILURES.labels(kind=kind, reason=ready.reason).inc()
+    report = observation.report
+    if report is not None and report.ok and report.latency_ms is not None:
+        metrics.PROBE_LATENCY.labels(kind=kind, mode=report.mode).observe(
+            report.latency_ms / 1000.0
+        )
+    metrics.record_ready(kind, uid, ready.is_true)
+
+
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: kwargs[key] for key in _INDEX_IDS.values() if key in kwargs}
+
+
+async def on_change(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
+) -> None:
+    """Created, spec changed, or found at start-up: reconcile now."""
+    await reconcile(body, status, patch, _indexes(kwargs), logger)
+
+
+async def on_timer(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
+) -> None:
+    """The periodic re-check."""
+    await reconcile(body, status, patch, _indexes(kwargs), logger)
+
+
+async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) -> None:
+    """Remove the section this store wrote (only that), then let the store go."""
+    kind = str(body.get("kind"))
+    uid = str(body.get("metadata", {}).get("uid"))
+    placed = status.get("configMap") if status else None
+    try:
+        store = parse_store(body)
+    except SpecError:
+        store = None
+    try:
+        if store is not None and isinstance(placed, Mapping) and placed.get("name"):
+            await _remove_section(store, str(placed["name"]), str(placed.get("key")))
+    except OperatorError as exc:
+        raise kopf.TemporaryError(
+            f"could not remove the {kind}'s section: {exc.message}", delay=5
+        ) from exc
+    metrics.record_ready(kind, uid, None)
+    _locks.pop(uid, None)
+    logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
+
+
+def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
+    """Register the handlers for each kind with kopf's default registry."""
+    for kind in kinds:
+        info = KINDS[kind]
+        resource = (GROUP, VERSION, info.plural)
+        kopf.index(*resource, id=_INDEX_IDS[kind])(_make_indexer(info.section))
+        kopf.on.resume(*resource, id="reconcile")(on_change)
+        kopf.on.create(*resource, id="reconcile")(on_change)
+        kopf.on.update(*resource, id="reconcile", field="spec")(on_change)
+        kopf.timer(
+            *resource,
+            id="recheck",
+            interval=CONFIG.recheck_interval,
+            initial_delay=CONFIG.recheck_interval,
+        )(on_timer)
+        kopf.on.delete(*resource, id="cleanup")(finalize)
+
+
+register()

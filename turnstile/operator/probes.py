@@ -1,0 +1,80 @@
+"""Run the store library's probe for a store, with the store's Secrets, as a bot would connect.
+
+The probe itself is :func:`turnstile.stores.probe.probe` (shared with ``turnstile check`` and bot
+images). This module turns a :class:`~turnstile.operator.specs.StoreSpec` plus resolved
+:class:`~turnstile.operator.credentials.Credentials` into
+:class:`~turnstile.stores.config.RedisSettings` (:func:`settings_for`, pure) and, for TLS, writes
+the certificate material to a private temporary directory that exists only for the probe.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from turnstile.operator.credentials import Credentials, redact
+from turnstile.operator.specs import StoreSpec
+from turnstile.stores.config import RedisSettings, parse_address
+from turnstile.stores.probe import ProbeReport, probe
+
+
+def settings_for(
+    store: StoreSpec, credentials: Credentials, *, tls_dir: Path | None = None
+) -> RedisSettings:
+    """The settings a bot would build from the rendered section, with real values."""
+    redis = store.redis
+    endpoints = tuple(
+        parse_address(item, key=f"spec.redis.endpoints[{i}]")
+        for i, item in enumerate(redis.endpoints)
+    )
+    if redis.deployment_mode == "cluster" and not endpoints and redis.host:
+        endpoints = ((redis.host, redis.port),)
+    ca = cert = key = None
+    if tls_dir is not None:
+        if credentials.ca_pem is not None:
+            ca = str(tls_dir / "ca.crt")
+        if credentials.cert_pem is not None:
+            cert, key = str(tls_dir / "tls.crt"), str(tls_dir / "tls.key")
+    return RedisSettings(
+        deployment_mode=redis.deployment_mode,
+        host=redis.host or "localhost",
+        port=redis.port,
+        db=0 if redis.deployment_mode == "cluster" else (redis.db or 0),
+        username=redis.username,
+        password=credentials.password,
+        use_ssl=redis.tls.enabled,
+        ssl_ca_certs=ca,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        key_prefix=redis.key_prefix,
+        socket_timeout=redis.socket_timeout or 10.0,
+        endpoints=endpoints,
+        sentinel_service=redis.sentinel_service or "mymaster",
+    )
+
+
+def _write(path: Path, blob: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(blob)
+
+
+async def check(store: StoreSpec, credentials: Credentials, *, timeout: float) -> ProbeReport:
+    """Probe the store's Redis; the report's message is scrubbed of every secret value."""
+    if not store.redis.tls.enabled:
+        report = await probe(settings_for(store, credentials), timeout=timeout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="turnstile-tls-") as raw_dir:
+            tls_dir = Path(raw_dir)
+            for name, blob in (
+                ("ca.crt", credentials.ca_pem),
+                ("tls.crt", credentials.cert_pem),
+                ("tls.key", credentials.key_pem),
+            ):
+                if blob is not None:
+                    _write(tls_dir / name, blob)
+            settings = settings_for(store, credentials, tls_dir=tls_dir)
+            report = await probe(settings, timeout=timeout)
+    return replace(report, message=redact(report.message, credentials))

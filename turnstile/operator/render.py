@@ -1,0 +1,248 @@
+"""Store specs to ``endpoints.yml``: pure, shared by the operator and ``turnstile render``.
+
+Each store renders one section of a bot's ``endpoints.yml`` (``lock_store`` or ``timer_store``)
+with Rasa's own keys, and :func:`merge_section` puts it into whatever the ConfigMap already
+holds: the file is parsed, only that section is replaced, every other section a user wrote is
+kept as it was (key order included).
+
+Secrets are never rendered. A password becomes a ``${VAR}`` reference that Rasa expands from
+the bot's environment when it reads the file (Rasa expands *plain*, unquoted scalars matching
+``${...}``, so the reference is emitted unquoted). The names are stable and documented:
+
+* ``TURNSTILE_LOCK_STORE_PASSWORD`` for ``lock_store``,
+* ``TURNSTILE_TIMER_STORE_PASSWORD`` for ``timer_store``.
+
+TLS material is referenced as files a bot pod mounts from the Secrets:
+``/etc/turnstile/lock_store/{ca.crt,tls.crt,tls.key}`` and the same under ``timer_store/``.
+:func:`secret_env` and :func:`secret_files` say which Secret key each of those comes from; the
+rollout code uses them to wire pods, and the store status repeats them for people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from turnstile.operator.credentials import TLS_CERT_KEY, TLS_KEY_KEY
+from turnstile.operator.errors import ConflictError, EndpointsYamlError
+from turnstile.operator.specs import (
+    KINDS,
+    LOCK_STORE,
+    RASA_LOCK_LIFETIME_ENV,
+    KindInfo,
+    StoreSpec,
+    parse_spec,
+)
+
+CA_FILE = "ca.crt"
+
+
+def _info(kind: str) -> KindInfo:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"kind: LockStore or TimerStore (got {kind!r})") from None
+
+
+def _store(kind: str, spec: Mapping[str, Any] | StoreSpec) -> StoreSpec:
+    return spec if isinstance(spec, StoreSpec) else parse_spec(kind, spec)
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def section(store: StoreSpec) -> dict[str, Any]:
+    """The store's ``endpoints.yml`` section, Rasa's keys in a stable order."""
+    info = store.info
+    redis = store.redis
+    out: dict[str, Any] = {
+        "type": info.turnstile_type if store.implementation == "turnstile" else info.rasa_type,
+        "deployment_mode": redis.deployment_mode,
+    }
+    if redis.deployment_mode == "standard" or (
+        redis.deployment_mode == "cluster" and not redis.endpoints
+    ):
+        out["host"] = redis.host
+        out["port"] = redis.port
+    if redis.endpoints:
+        out["endpoints"] = list(redis.endpoints)
+    if redis.deployment_mode == "sentinel":
+        out["sentinel_service"] = redis.sentinel_service
+    if redis.db is not None and redis.deployment_mode != "cluster":
+        out["db"] = redis.db
+    if redis.key_prefix is not None:
+        out["key_prefix"] = redis.key_prefix
+    if redis.socket_timeout is not None:
+        out["socket_timeout"] = _number(redis.socket_timeout)
+    if redis.username is not None:
+        out["username"] = redis.username
+    if redis.password is not None:
+        out["password"] = "${" + info.password_env + "}"
+    if redis.tls.enabled:
+        out["use_ssl"] = True
+        if redis.tls.ca is not None:
+            out["ssl_ca_certs"] = f"{info.tls_dir}/{CA_FILE}"
+        if redis.tls.client_cert_secret:
+            out["ssl_certfile"] = f"{info.tls_dir}/{TLS_CERT_KEY}"
+            out["ssl_keyfile"] = f"{info.tls_dir}/{TLS_KEY_KEY}"
+    if store.extra is not None and not (
+        info is LOCK_STORE and store.implementation == "rasa"
+    ):
+        out[info.extra_key] = _number(store.extra)
+    return out
+
+
+def secret_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str, str]]:
+    """``(env var, Secret name, Secret key)`` a bot pod must set for this store to work."""
+    store = _store(kind, spec)
+    ref = store.redis.password
+    if ref is None:
+        return []
+    return [(_info(kind).password_env, ref.name, ref.key)]
+
+
+def secret_files(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str, str]]:
+    """``(file path, Secret name, Secret key)`` a bot pod must mount for TLS."""
+    store = _store(kind, spec)
+    tls = store.redis.tls
+    if not tls.enabled:
+        return []
+    base = _info(kind).tls_dir
+    files: list[tuple[str, str, str]] = []
+    if tls.ca is not None:
+        files.append((f"{base}/{CA_FILE}", tls.ca.name, tls.ca.key))
+    if tls.client_cert_secret:
+        files.append((f"{base}/{TLS_CERT_KEY}", tls.client_cert_secret, TLS_CERT_KEY))
+        files.append((f"{base}/{TLS_KEY_KEY}", tls.client_cert_secret, TLS_KEY_KEY))
+    return files
+
+
+def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str]]:
+    """``(env var, value)`` a bot needs that is not a secret and has no ``endpoints.yml`` key.
+
+    Rasa's built-in ``concurrent_redis`` lock store reads its ticket lifetime from
+    ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands here.
+    """
+    store = _store(kind, spec)
+    if store.info is LOCK_STORE and store.implementation == "rasa" and store.extra is not None:
+        return [(RASA_LOCK_LIFETIME_ENV, str(int(store.extra)))]
+    return []
+
+
+# ------------------------------------------------------------------------- the file
+
+
+def load_endpoints(text: str | None) -> dict[str, Any]:
+    """Parse an ``endpoints.yml``; empty is ``{}``; anything but a mapping is an error."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise EndpointsYamlError(
+            f"the existing endpoints.yml is not valid YAML{where}; fix or remove it so Turnstile "
+            "can merge its section without losing yours"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EndpointsYamlError(
+            f"the existing endpoints.yml is a {type(data).__name__}, not a mapping of sections"
+        )
+    return data
+
+
+def dump_endpoints(data: Mapping[str, Any]) -> str:
+    """YAML text, block style, keys in the order given; ``${VAR}`` stays a plain scalar."""
+    if not data:
+        return ""
+    return yaml.safe_dump(
+        dict(data), sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000
+    )
+
+
+def merge_section(text: str | None, name: str, content: Mapping[str, Any] | None) -> str:
+    """``text`` with section ``name`` replaced by ``content`` (removed when ``None``)."""
+    data = load_endpoints(text)
+    if content is None:
+        if name not in data:
+            return text or ""
+        data.pop(name)
+    else:
+        if data.get(name) == dict(content) and text is not None:
+            return text
+        data[name] = dict(content)
+    return dump_endpoints(data)
+
+
+def checksum(text: str) -> str:
+    """A stable digest of a rendered file (for annotations that roll pods on change)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------- many stores
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One key of one ConfigMap."""
+
+    namespace: str
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name} key {self.key}"
+
+
+def target(store: StoreSpec) -> Target | None:
+    if store.config_map is None:
+        return None
+    return Target(store.namespace, store.config_map.name, store.config_map.key)
+
+
+def conflicts(stores: Iterable[StoreSpec]) -> dict[tuple[Target, str], list[str]]:
+    """``(target, section)`` claimed by more than one store, with the claimants' names."""
+    claims: dict[tuple[Target, str], list[str]] = {}
+    for store in stores:
+        where = target(store)
+        if where is not None:
+            claims.setdefault((where, store.info.section), []).append(store.name)
+    return {claim: sorted(names) for claim, names in claims.items() if len(names) > 1}
+
+
+def conflict_message(kind: str, where: Target, names: Iterable[str]) -> str:
+    listed = ", ".join(sorted(names))
+    return (
+        f"{kind}s {listed} all render the {_info(kind).section} section of {where}; "
+        f"only one {kind} may do so (give each a different spec.configMap)"
+    )
+
+
+def render_files(
+    stores: Iterable[StoreSpec], existing: Mapping[Target, str] | None = None
+) -> dict[Target, str]:
+    """Every ConfigMap key the stores render, as the operator would write it.
+
+    Raises :class:`ConflictError` when two stores of one kind claim the same key.
+    """
+    chosen = [s for s in stores if s.config_map is not None]
+    clashes = conflicts(chosen)
+    if clashes:
+        (where, section_name), names = sorted(clashes.items())[0]
+        kind = next(i.kind for i in KINDS.values() if i.section == section_name)
+        raise ConflictError(conflict_message(kind, where, names))
+    files: dict[Target, str] = {}
+    for store in sorted(chosen, key=lambda s: (s.namespace, s.name, s.kind)):
+        claim = target(store)
+        assert claim is not None
+        base = files.get(claim, (existing or {}).get(claim, ""))
+        files[claim] = merge_section(base, store.info.section, section(store))
+    return files

@@ -1,0 +1,373 @@
+"""The two store kinds and their specs, read into typed values.
+
+``LockStore`` and ``TimerStore`` share ``spec.redis`` (Rasa's ``endpoints.yml`` keys in
+camelCase), ``spec.implementation`` and ``spec.configMap``; each adds one setting
+(``lockLifetime``, ``pollInterval``). Everything about a kind that other modules need (its
+``endpoints.yml`` section, the class a bot loads, the env var that carries its password, where
+its TLS files are mounted) lives in :data:`KINDS`, so the CRD generator, the renderer and the
+handlers cannot disagree.
+
+:func:`parse_store` re-checks every rule the CRD schema enforces. The API server refuses bad
+specs first; this is for specs that slipped past it (a CRD installed from an older release,
+``kubectl replace --validate=false`` against an old server) and for ``turnstile render``, which
+never sees an API server. The rule texts in :data:`RULES` are shared with the CRD's CEL
+validations, so a user reads the same sentence from ``kubectl apply`` and from a condition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, cast
+
+from turnstile.operator.errors import SpecError
+from turnstile.stores.config import parse_address
+from turnstile.stores.errors import ConfigurationError
+
+GROUP: Final = "turnstile.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "turnstile"
+
+DeploymentMode = Literal["standard", "cluster", "sentinel"]
+Implementation = Literal["turnstile", "rasa"]
+DEPLOYMENT_MODES: Final = ("standard", "cluster", "sentinel")
+IMPLEMENTATIONS: Final = ("turnstile", "rasa")
+DEFAULT_CONFIGMAP_KEY: Final = "endpoints.yml"
+DEFAULT_SENTINEL_SERVICE: Final = "mymaster"
+DEFAULT_PORT: Final = 6379
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Everything that differs between the two kinds."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_name: str
+    #: The top-level key of ``endpoints.yml`` this kind renders.
+    section: str
+    #: ``type:`` for ``implementation: turnstile`` and ``implementation: rasa``.
+    turnstile_type: str
+    rasa_type: str
+    #: The env var a bot pod must set from the password Secret.
+    password_env: str
+    #: Where a bot pod mounts the TLS Secrets (``ca.crt``, ``tls.crt``, ``tls.key``).
+    tls_dir: str
+    #: The kind-specific spec field, its ``endpoints.yml`` key and its description.
+    extra_field: str
+    extra_key: str
+
+
+LOCK_STORE: Final = KindInfo(
+    kind="LockStore",
+    plural="lockstores",
+    singular="lockstore",
+    short_name="lks",
+    section="lock_store",
+    turnstile_type="turnstile.rasa.TicketLockStore",
+    rasa_type="concurrent_redis",
+    password_env="TURNSTILE_LOCK_STORE_PASSWORD",
+    tls_dir="/etc/turnstile/lock_store",
+    extra_field="lockLifetime",
+    extra_key="lock_lifetime",
+)
+TIMER_STORE: Final = KindInfo(
+    kind="TimerStore",
+    plural="timerstores",
+    singular="timerstore",
+    short_name="tms",
+    section="timer_store",
+    turnstile_type="turnstile.rasa.TimerStore",
+    rasa_type="redis",
+    password_env="TURNSTILE_TIMER_STORE_PASSWORD",
+    tls_dir="/etc/turnstile/timer_store",
+    extra_field="pollInterval",
+    extra_key="poll_interval",
+)
+KINDS: Final[dict[str, KindInfo]] = {LOCK_STORE.kind: LOCK_STORE, TIMER_STORE.kind: TIMER_STORE}
+#: Rasa's built-in lock store reads the ticket lifetime from this env var, not from the file.
+RASA_LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
+
+_KEY_PREFIX: Final = re.compile(r"^[A-Za-z0-9]+$")
+_DNS_SUBDOMAIN: Final = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_CONFIGMAP_KEY: Final = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+#: One sentence per rule, shared by the CRD's CEL validations and :func:`parse_store`.
+RULES: Final = {
+    "sentinel_endpoints": 'sentinel mode needs at least one sentinel "host:port" in endpoints',
+    "cluster_db": "cluster mode has only database 0: leave db unset or set it to 0",
+    "cluster_nodes": 'cluster mode needs endpoints (a list of "host:port") or a host',
+    "standard_host": "standard mode needs a host",
+    "standard_endpoints": "endpoints are only used in cluster and sentinel modes",
+    "sentinel_service": "sentinelService is only used in sentinel mode",
+    "endpoint": 'each endpoint must be "host:port" with a port from 1 to 65535',
+    "host_scheme": "host must be a host name or IP address without a scheme (no ://)",
+    "key_prefix": "keyPrefix must be alphanumeric (letters and digits only)",
+    "tls_refs": "caSecretRef and clientCertSecretRef need tls.enabled: true",
+    "username_password": "username needs passwordSecretRef (Rasa expects both or neither)",
+}
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    enabled: bool = False
+    #: The CA bundle that signs the Redis servers' certificates.
+    ca: SecretKeyRef | None = None
+    #: A ``kubernetes.io/tls`` Secret (``tls.crt`` + ``tls.key``) for client authentication.
+    client_cert_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    deployment_mode: DeploymentMode = "standard"
+    host: str | None = None
+    port: int = DEFAULT_PORT
+    endpoints: tuple[str, ...] = ()
+    sentinel_service: str | None = None
+    db: int | None = None
+    key_prefix: str | None = None
+    socket_timeout: float | None = None
+    username: str | None = None
+    password: SecretKeyRef | None = None
+    tls: TlsSpec = TlsSpec()
+
+
+@dataclass(frozen=True)
+class ConfigMapRef:
+    name: str
+    key: str = DEFAULT_CONFIGMAP_KEY
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """One LockStore or TimerStore, checked."""
+
+    kind: str
+    namespace: str
+    name: str
+    redis: RedisSpec
+    implementation: Implementation = "turnstile"
+    config_map: ConfigMapRef | None = None
+    #: ``lockLifetime`` (seconds, LockStore) or ``pollInterval`` (seconds, TimerStore).
+    extra: float | None = None
+    uid: str = ""
+    generation: int = 0
+
+    @property
+    def info(self) -> KindInfo:
+        return KINDS[self.kind]
+
+    @property
+    def ref(self) -> str:
+        """``Kind namespace/name``, for messages."""
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class _Fields:
+    """Reads one mapping of a spec, naming ``spec.path.field`` in every error."""
+
+    def __init__(self, values: Any, path: str) -> None:
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise SpecError(path, "an object", values)
+        self.values = values
+        self.path = path
+
+    def name(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.values.get(key), self.name(key))
+
+    def has(self, key: str) -> bool:
+        return self.values.get(key) is not None
+
+    def string(self, key: str, *, default: str | None = None) -> str | None:
+        value = self.values.get(key)
+        if value is None or value == "":
+            return default
+        if not isinstance(value, str):
+            raise SpecError(self.name(key), "a string", value)
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.string(key, default=default)
+        if value not in options:
+            raise SpecError(self.name(key), "one of " + ", ".join(options), value)
+        return value
+
+    def integer(self, key: str, *, minimum: int, maximum: int | None = None) -> int | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(self.name(key), "an integer", value)
+        if value < minimum or (maximum is not None and value > maximum):
+            top = f" to {maximum}" if maximum is not None else " or more"
+            raise SpecError(self.name(key), f"an integer from {minimum}{top}", value)
+        return value
+
+    def number(self, key: str, *, above: float, maximum: float) -> float | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(self.name(key), "a number of seconds", value)
+        if not above < value <= maximum:
+            raise SpecError(
+                self.name(key), f"a number of seconds above {above:g} and at most {maximum:g}",
+                value,
+            )
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.values.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise SpecError(self.name(key), "true or false", value)
+        return value
+
+    def secret_ref(self, key: str, *, default_key: str) -> SecretKeyRef | None:
+        if not self.has(key):
+            return None
+        ref = self.sub(key)
+        name = ref.string("name")
+        if not name:
+            raise SpecError(ref.name("name"), "the name of a Secret in the store's namespace")
+        return SecretKeyRef(name=name, key=ref.string("key", default=default_key) or default_key)
+
+
+def parse_redis(fields: _Fields) -> RedisSpec:
+    """``spec.redis``, with every cross-field rule of the CRD."""
+    mode = cast(DeploymentMode, fields.choice("deploymentMode", DEPLOYMENT_MODES, "standard"))
+    host = fields.string("host")
+    if host is not None and "://" in host:
+        raise SpecError(fields.name("host"), RULES["host_scheme"], host)
+    port = fields.integer("port", minimum=1, maximum=65535) or DEFAULT_PORT
+    raw_endpoints = fields.values.get("endpoints") or []
+    if not isinstance(raw_endpoints, list):
+        raise SpecError(fields.name("endpoints"), 'a list of "host:port" strings', raw_endpoints)
+    endpoints: list[str] = []
+    for index, item in enumerate(raw_endpoints):
+        try:
+            parse_address(item, key=f"{fields.name('endpoints')}[{index}]")
+        except ConfigurationError:
+            raise SpecError(
+                f"{fields.name('endpoints')}[{index}]", RULES["endpoint"], item
+            ) from None
+        endpoints.append(item.strip())
+    db = fields.integer("db", minimum=0)
+    prefix = fields.string("keyPrefix")
+    if prefix is not None and not _KEY_PREFIX.match(prefix):
+        raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
+    service = fields.string("sentinelService")
+    if mode == "sentinel" and not endpoints:
+        raise SpecError(fields.name("endpoints"), RULES["sentinel_endpoints"], [])
+    if mode == "cluster" and db:
+        raise SpecError(fields.name("db"), RULES["cluster_db"], db)
+    if mode == "cluster" and not endpoints and not host:
+        raise SpecError(fields.name("endpoints"), RULES["cluster_nodes"], [])
+    if mode == "standard" and not host:
+        raise SpecError(fields.name("host"), RULES["standard_host"])
+    if mode == "standard" and endpoints:
+        raise SpecError(fields.name("endpoints"), RULES["standard_endpoints"], endpoints)
+    if mode != "sentinel" and service is not None:
+        raise SpecError(fields.name("sentinelService"), RULES["sentinel_service"], service)
+    password = fields.secret_ref("passwordSecretRef", default_key="password")
+    username = fields.string("username")
+    if username is not None and password is None:
+        raise SpecError(fields.name("username"), RULES["username_password"], username)
+    tls_fields = fields.sub("tls")
+    enabled = tls_fields.boolean("enabled", False)
+    ca = tls_fields.secret_ref("caSecretRef", default_key="ca.crt")
+    client = tls_fields.sub("clientCertSecretRef")
+    client_name = client.string("name") if tls_fields.has("clientCertSecretRef") else None
+    if tls_fields.has("clientCertSecretRef") and not client_name:
+        raise SpecError(client.name("name"), "the name of a kubernetes.io/tls Secret")
+    if (ca is not None or client_name is not None) and not enabled:
+        raise SpecError(tls_fields.name("enabled"), RULES["tls_refs"], enabled)
+    return RedisSpec(
+        deployment_mode=mode,
+        host=host,
+        port=port,
+        endpoints=tuple(endpoints),
+        sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
+        db=db,
+        key_prefix=prefix,
+        socket_timeout=fields.number("socketTimeout", above=0, maximum=300),
+        username=username,
+        password=password,
+        tls=TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name),
+    )
+
+
+def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> StoreSpec:
+    """A raw ``spec`` of ``kind`` to a :class:`StoreSpec`, or a :class:`SpecError`."""
+    info = KINDS.get(kind)
+    if info is None:
+        raise SpecError("kind", "LockStore or TimerStore", kind)
+    fields = _Fields(spec, "spec")
+    if not fields.has("redis"):
+        raise SpecError("spec.redis", "the Redis connection settings (an object)")
+    redis = parse_redis(fields.sub("redis"))
+    implementation = cast(
+        Implementation, fields.choice("implementation", IMPLEMENTATIONS, "turnstile")
+    )
+    config_map: ConfigMapRef | None = None
+    if fields.has("configMap"):
+        cm = fields.sub("configMap")
+        cm_name = cm.string("name")
+        if not cm_name or len(cm_name) > 253 or not _DNS_SUBDOMAIN.match(cm_name):
+            raise SpecError(
+                cm.name("name"), "a ConfigMap name (lowercase DNS subdomain)", cm_name
+            )
+        cm_key = cm.string("key", default=DEFAULT_CONFIGMAP_KEY) or DEFAULT_CONFIGMAP_KEY
+        if len(cm_key) > 253 or not _CONFIGMAP_KEY.match(cm_key):
+            raise SpecError(cm.name("key"), "a ConfigMap key (letters, digits, -, _ and .)", cm_key)
+        config_map = ConfigMapRef(name=cm_name, key=cm_key)
+    extra: float | None
+    if info is LOCK_STORE:
+        lifetime = fields.integer("lockLifetime", minimum=1, maximum=86400)
+        extra = None if lifetime is None else float(lifetime)
+    else:
+        extra = fields.number("pollInterval", above=0, maximum=60)
+    return StoreSpec(
+        kind=info.kind,
+        namespace=namespace,
+        name=name,
+        redis=redis,
+        implementation=implementation,
+        config_map=config_map,
+        extra=extra,
+    )
+
+
+def parse_store(body: Mapping[str, Any]) -> StoreSpec:
+    """A whole LockStore/TimerStore object (as the API or a manifest holds it)."""
+    kind = str(body.get("kind", ""))
+    meta = body.get("metadata") or {}
+    store = parse_spec(
+        kind,
+        body.get("spec"),
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
+    )
+    generation = meta.get("generation")
+    return replace(
+        store,
+        uid=str(meta.get("uid") or ""),
+        generation=generation if isinstance(generation, int) else 0,
+    )
