@@ -83,6 +83,13 @@ class BinariesNotFoundError(ControlPlaneError):
     """The Kubernetes binaries have not been built (or KUBEBUILDER_ASSETS is wrong)."""
 
 
+class _PortInUseError(ControlPlaneError):
+    """A component could not bind the port picked for it; start() retries."""
+
+
+_PORT_ATTEMPTS = 3
+
+
 def find_bin_dir(timeout: float = 30.0) -> Path:
     """Return the directory holding the control-plane binaries.
 
@@ -147,9 +154,14 @@ def free_port() -> int:
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(
-        ["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+    try:
+        proc = subprocess.run(
+            ["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        )
+    except FileNotFoundError as exc:
+        raise ControlPlaneError(
+            "the openssl CLI is required (Debian: apt-get install openssl)"
+        ) from exc
     if proc.returncode != 0:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
@@ -495,32 +507,43 @@ class ControlPlane:
 
         On any failure everything already started is torn down and a
         :class:`ControlPlaneError` carrying the relevant log tail is raised.
+        If a component lost the race for its port (see :func:`free_port`),
+        the whole start is retried on fresh ports, a bounded number of times.
         """
         if self.started:
             raise ControlPlaneError("control plane already started")
         bin_dir = self.bin_dir  # fail fast, before creating anything
         deadline = time.monotonic() + self.start_timeout
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self._start_once(bin_dir, deadline)
+                return self
+            except _PortInUseError:
+                self.stop()
+                if attempt == _PORT_ATTEMPTS:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, bin_dir: Path, deadline: float) -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="turnstile-kube-"))
         atexit.register(self.stop)
-        try:
-            (self.workdir / "logs").mkdir()
-            self._ports = _Ports()
-            self._pki = _make_pki(self.workdir / "pki")
-            self._write_kubeconfigs()
-            self._start_etcd(bin_dir)
-            self._wait_etcd(deadline)
-            self._start_apiserver(bin_dir)
-            self._wait_https(
-                "kube-apiserver", self._ports.apiserver, "/readyz", deadline, client_cert="admin"
-            )
-            self._start_controller_manager(bin_dir)
-            self._wait_https(
-                "kube-controller-manager", self._ports.controller_manager, "/healthz", deadline
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        (self.workdir / "logs").mkdir()
+        self._ports = _Ports()
+        self._pki = _make_pki(self.workdir / "pki")
+        self._write_kubeconfigs()
+        self._start_etcd(bin_dir)
+        self._wait_etcd(deadline)
+        self._start_apiserver(bin_dir)
+        self._wait_https(
+            "kube-apiserver", self._ports.apiserver, "/readyz", deadline, client_cert="admin"
+        )
+        self._start_controller_manager(bin_dir)
+        self._wait_https(
+            "kube-controller-manager", self._ports.controller_manager, "/healthz", deadline
+        )
 
     def stop(self) -> None:
         """Stop all processes (whole process groups) and remove the temp dir. Idempotent."""
@@ -671,9 +694,9 @@ class ControlPlane:
         for proc in self._procs:
             code = proc.popen.poll()
             if code is not None:
-                raise ControlPlaneError(
-                    f"{proc.name} exited with code {code} during start-up:\n{proc.tail()}"
-                )
+                tail = proc.tail()
+                error = _PortInUseError if "address already in use" in tail else ControlPlaneError
+                raise error(f"{proc.name} exited with code {code} during start-up:\n{tail}")
 
     def _wait_etcd(self, deadline: float) -> None:
         port = self._require(self._ports).etcd_client
