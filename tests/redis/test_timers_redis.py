@@ -1,0 +1,200 @@
+"""The Redis timer store on real Redis, in standalone, Cluster and Sentinel mode.
+
+Each test uses its own ``key_prefix``, so the session-scoped servers are shared safely. Store
+instances stand for Rasa replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from tests.platform.redis_servers import RedisCluster, SentinelGroup
+from tests.unit.test_timer_contract import TimerStoreContract
+from turnstile.stores.buckets import key_slot
+from turnstile.stores.timer_manager import TimerManager
+from turnstile.stores.timer_redis import RedisTimerStore
+from turnstile.stores.timers import BaseTimerStore, SessionTimer
+
+MODES = ("standard", "cluster", "sentinel")
+_FIXTURES = {"standard": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
+
+
+def kwargs_for(topology: Any, **extra: Any) -> dict[str, Any]:
+    """Rasa-style ``endpoints.yml`` keys for a test topology."""
+    if isinstance(topology, RedisCluster):
+        base: dict[str, Any] = {"deployment_mode": "cluster", "endpoints": topology.endpoints}
+    elif isinstance(topology, SentinelGroup):
+        base = {
+            "deployment_mode": "sentinel",
+            "endpoints": topology.endpoints,
+            "sentinel_service": topology.service_name,
+        }
+    else:
+        base = {"host": topology.host, "port": topology.port}
+    return {**base, "socket_timeout": 2, **extra}
+
+
+StoreFactory = Callable[..., RedisTimerStore]
+
+
+@pytest.fixture(params=MODES)
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Stores on one topology sharing one fresh ``key_prefix`` (= one deployment)."""
+    topology = request.getfixturevalue(_FIXTURES[request.param])
+    prefix = "t" + uuid.uuid4().hex[:12]
+    stores: list[RedisTimerStore] = []
+
+    def make(**extra: Any) -> RedisTimerStore:
+        store = RedisTimerStore.from_kwargs(kwargs_for(topology, key_prefix=prefix, **extra))
+        stores.append(store)
+        return store
+
+    make.topology = topology  # type: ignore[attr-defined]
+    yield make
+    for store in stores:
+        await store.aclose()
+
+
+class TestRedisContract(TimerStoreContract):
+    @pytest.fixture
+    def store(self, make_store: StoreFactory) -> BaseTimerStore:
+        return make_store()
+
+
+async def test_a_second_store_sees_what_the_first_stored(make_store: StoreFactory):
+    pod_a, pod_b = make_store(), make_store()
+    await pod_a.store_timer("alice", "s1", 123.25, {"k": "v"})
+    assert await pod_b.get_timer("alice") == SessionTimer("alice", "s1", 123.25, {"k": "v"})
+    assert await pod_b.delete_timer("alice", only_if_scheduled_time=123.25) is True
+    assert await pod_a.get_timer("alice") is None
+
+
+async def test_many_due_timers_come_back_complete_and_oldest_first(make_store: StoreFactory):
+    store = make_store()
+    now = time.time()
+    for i in range(5000):
+        await store.store_timer(f"c{i}", f"s{i}", now - 5000 + i, {"i": i})
+    for i in range(300):
+        await store.store_timer(f"future{i}", "s", now + 3600)
+    due = await store.get_expired_timers(now)
+    assert [t.sender_id for t in due] == [f"c{i}" for i in range(5000)]
+    assert due[1234] == SessionTimer("c1234", "s1234", now - 5000 + 1234, {"i": 1234})
+
+
+async def test_a_read_pages_through_a_bucket_with_more_due_timers_than_a_page(
+    make_store: StoreFactory,
+):
+    store = make_store(buckets=1)
+    for i in range(4500):
+        await store.store_timer(f"c{i}", "s", float(i))
+    due = await store.get_expired_timers(10_000.0)
+    assert len(due) == 4500
+    assert len({t.sender_id for t in due}) == 4500
+
+
+async def test_three_managers_fire_each_of_1000_due_timers_exactly_once(
+    make_store: StoreFactory,
+):
+    seeder = make_store()
+    now = time.time()
+    for i in range(1000):
+        await seeder.store_timer(f"c{i}", "s", now - 1 - (i % 7))
+    fired: Counter[str] = Counter()
+
+    async def on_expired(timer: SessionTimer) -> None:
+        fired[timer.sender_id] += 1
+        await asyncio.sleep(0)
+
+    managers = [
+        TimerManager(make_store(), on_expired, poll_interval=0.05, max_batch=200)
+        for _ in range(3)
+    ]
+    await asyncio.gather(*(m.start() for m in managers))
+    for _ in range(200):  # bounded: at most ~10 s
+        if sum(fired.values()) >= 1000:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # a duplicate, if any, would arrive now
+    await asyncio.gather(*(m.stop() for m in managers))
+    assert set(fired) == {f"c{i}" for i in range(1000)}
+    assert set(fired.values()) == {1}
+    assert await seeder.get_expired_timers() == []
+
+
+async def test_timers_due_before_start_up_fire_once_when_managers_start(
+    make_store: StoreFactory,
+):
+    await_store = make_store()
+    for i in range(20):
+        await await_store.store_timer(f"c{i}", "s", time.time() - 3600)
+    await await_store.aclose()
+    fired: list[str] = []
+
+    async def on_expired(timer: SessionTimer) -> None:
+        fired.append(timer.sender_id)
+
+    managers = [TimerManager(make_store(), on_expired, poll_interval=30) for _ in range(2)]
+    await asyncio.gather(*(m.start() for m in managers))  # start-up recovery runs inside start
+    await asyncio.gather(*(m.stop() for m in managers))
+    assert sorted(fired) == sorted(f"c{i}" for i in range(20))
+
+
+async def test_newer_timers_in_redis_win_over_an_outages_older_ones(make_store: StoreFactory):
+    pod_a, pod_b = make_store(), make_store()
+    clock_a = [1000.0]
+    pod_a._clock = lambda: clock_a[0]  # pod A's writes carry written_at = 1000
+    # Pod A loses Redis and keeps two timers and a deletion in memory.
+    journal = pod_a._fall_back(RuntimeError("simulated outage"))
+    await pod_a.store_timer("both", "from-a", 50.0)
+    await pod_a.store_timer("only-a", "from-a", 60.0)
+    await pod_a.delete_timer("deleted-by-a")
+    assert len(journal) == 3
+    # Meanwhile pod B (clock later than 1000) writes to Redis.
+    await pod_b.store_timer("both", "from-b", 70.0)
+    await pod_b.store_timer("deleted-by-a", "from-b", 80.0)
+    old = make_store()
+    old._clock = lambda: 10.0
+    await old.store_timer("older-in-redis", "old", 90.0)
+    await pod_a.store_timer("older-in-redis", "from-a", 95.0)
+    # Redis answers pod A again: the write-back runs within a retry interval.
+    for _ in range(100):
+        if not pod_a.using_fallback:
+            break
+        await asyncio.sleep(0.05)
+    assert not pod_a.using_fallback
+    assert (await pod_b.get_timer("both")).session_id == "from-b"  # type: ignore[union-attr]
+    assert (await pod_b.get_timer("only-a")).session_id == "from-a"  # type: ignore[union-attr]
+    assert await pod_b.get_timer("deleted-by-a") is not None  # B wrote it after A's delete
+    assert (await pod_b.get_timer("older-in-redis")).session_id == "from-a"  # type: ignore[union-attr]
+
+
+async def test_a_cluster_spreads_timers_over_all_masters_within_1_5x_of_a_share(
+    redis_cluster: RedisCluster,
+):
+    store = RedisTimerStore.from_kwargs(kwargs_for(redis_cluster, key_prefix="spread"))
+    try:
+        for i in range(3000):
+            await store.store_timer(f"conversation-{i}", "s", 1.0)
+        per_master: Counter[int] = Counter()
+        masters = redis_cluster.masters()
+        for master in masters:
+            client = sync_redis.Redis(host=master.host, port=master.port, decode_responses=True)
+            try:
+                for key in client.scan_iter(match="spread:turnstile:timers:*:due", count=1000):
+                    assert redis_cluster.master_for_slot(key_slot(key)) is master
+                    per_master[master.port] += int(client.zcard(key))
+            finally:
+                client.close()
+        assert sum(per_master.values()) == 3000
+        assert len(per_master) == len(masters) == 3
+        assert max(per_master.values()) <= 1.5 * 3000 / 3
+    finally:
+        await store.aclose()
