@@ -310,7 +310,9 @@ def test_standalone_runs_without_peering_grants_or_objects(helm_bin: Path) -> No
     assert rendered.one("Deployment")["spec"]["strategy"]["type"] == "Recreate"
     assert rendered.one("ServiceAccount")["metadata"]["name"] == "turnstile"
     assert not rendered.of_kind("Service")
-    assert not [a for a in rendered.container["args"] if a.startswith("--metrics-port")]
+    # The operator serves metrics by default; off has to be said.
+    assert "--metrics-port=0" in rendered.container["args"]
+    assert "metrics" not in {p["name"] for p in rendered.container["ports"]}
 
 
 def test_replicas_share_one_named_peering(helm_bin: Path) -> None:
