@@ -336,6 +336,7 @@ class ControlPlane:
         stop_timeout: float = 15.0,
         keep_workdir: bool | None = None,
         extra_apiserver_args: Sequence[str] = (),
+        extra_controller_manager_args: Sequence[str] = (),
     ) -> None:
         """Configure (but do not start) a control plane.
 
@@ -346,7 +347,8 @@ class ControlPlane:
             keep_workdir: keep the temp dir after stop (default: env
                 ``TURNSTILE_KEEP_CONTROL_PLANE=1``), for reading logs.
             extra_apiserver_args: appended to the kube-apiserver command line
-                (e.g. feature gates a test needs).
+                (e.g. feature gates a test needs); later flags win.
+            extra_controller_manager_args: same for kube-controller-manager.
         """
         self._bin_dir_arg = Path(bin_dir) if bin_dir is not None else None
         self.start_timeout = start_timeout
@@ -355,6 +357,7 @@ class ControlPlane:
             os.environ.get(KEEP_ENV) == "1" if keep_workdir is None else keep_workdir
         )
         self.extra_apiserver_args = tuple(extra_apiserver_args)
+        self.extra_controller_manager_args = tuple(extra_controller_manager_args)
         self._procs: list[_Proc] = []
         self._workdir: Path | None = None
         self._bin_dir: Path | None = None
@@ -661,6 +664,7 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *self.extra_apiserver_args,
             ],
         )
 
@@ -687,6 +691,7 @@ class ControlPlane:
                 # Single instance: skip the leader-election round trip on start.
                 "--leader-elect=false",
                 "--profiling=false",
+                *self.extra_controller_manager_args,
             ],
         )
 
