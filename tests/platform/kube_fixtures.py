@@ -32,11 +32,9 @@ _SKIPPED: list[str] = []
 def tier_required() -> bool:
     """True when missing infrastructure must fail the run instead of skipping.
 
-    ``CI`` counts as set unless empty, ``0`` or ``false`` (some runners export
-    ``CI=false`` locally).
+    Same rule as the Redis tier: ``CI`` non-empty, or ``TURNSTILE_REQUIRE_ALL_TIERS=1``.
     """
-    ci = os.environ.get("CI", "").strip().lower()
-    return ci not in ("", "0", "false") or os.environ.get("TURNSTILE_REQUIRE_ALL_TIERS") == "1"
+    return bool(os.environ.get("CI")) or os.environ.get("TURNSTILE_REQUIRE_ALL_TIERS") == "1"
 
 
 def _unavailable(reason: str) -> None:
