@@ -11,9 +11,11 @@ and live in its Cluster slot. Expired tickets are purged by every script (Redis 
 per-field TTL); ``Q`` itself gets a PEXPIRE at its last expiry so an abandoned conversation
 leaves nothing behind.
 
-Numbers: while ``Q`` exists they count up by one; a new ``Q`` starts at the server clock in
-microseconds, above every number issued before (a conversation cannot draw tickets faster than
-one per microsecond). So the number doubles as a fencing token that never goes back.
+Numbers: a new ticket gets ``max(last number + 1, server clock in microseconds)``. The clock
+keeps numbers growing when ``Q`` is gone (all tickets returned or expired) and across a failover
+that lost the last writes (the new master issues seconds later; only clock skew between the
+Redis hosts larger than the failover time could break that). So the number doubles as a
+fencing token that never goes back. (Numbers stay below 2^53: exact in Lua's doubles.)
 
 Every script is idempotent per caller-made ticket id: ``RedisConnection.run`` repeats a script
 whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one.
@@ -34,6 +36,7 @@ _PRELUDE: Final = r"""
 local Q = KEYS[1]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 
 local function load()
   local flat = redis.call('HGETALL', Q)
@@ -97,14 +100,8 @@ for _, t in ipairs(live) do
   if t.id == id then mine = t end
 end
 if mine == nil then
-  local n
-  if seq then
-    n = redis.call('HINCRBY', Q, '~seq', 1)
-  else
-    local start = clock[1] .. string.format('%06d', tonumber(clock[2]))
-    redis.call('HSET', Q, '~seq', start)
-    n = tonumber(start)
-  end
+  local n = math.max((tonumber(seq) or 0) + 1, now_us)
+  redis.call('HSET', Q, '~seq', string.format('%.0f', n))
   mine = {id = id, n = n, e = now + lifetime}
   redis.call('HSET', Q, id, encode(mine.n, mine.e))
   live[#live + 1] = mine

@@ -331,13 +331,11 @@ class InMemoryTicketLockStore(TicketLockStore):
             del self._queues[conversation_id]
 
     def _next_number(self, queue: _Queue) -> int:
-        if queue.last_number:
-            queue.last_number += 1
-        else:  # as in Redis: a new queue starts from the clock in microseconds ...
-            floor = int(self._clock() * 1_000_000)
-            # ... and, in one process, never below a number already handed out.
-            queue.last_number = max(floor, self._highest + 1)
-        self._highest = max(self._highest, queue.last_number)
+        # As in Redis: the clock in microseconds, or one more than the last number if higher;
+        # and, in one process, never below a number already handed out.
+        floor = int(self._clock() * 1_000_000)
+        queue.last_number = max(queue.last_number + 1, floor, self._highest + 1)
+        self._highest = queue.last_number
         return queue.last_number
 
     async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:

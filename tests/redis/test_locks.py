@@ -1,0 +1,246 @@
+"""The Redis ticket lock store on real Redis, in all three deployment modes.
+
+Two store instances stand for two Rasa replicas. Each test uses its own conversation ids, so
+the session-scoped servers are shared safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.platform.redis_fixtures import REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_PASSWORD
+from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.stores.errors import LockTimeoutError
+from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
+
+MODES = ("standard", "cluster", "sentinel")
+
+
+def kwargs_for(topology: Any, **extra: Any) -> dict[str, Any]:
+    """Rasa-style ``endpoints.yml`` keys for a test topology."""
+    if isinstance(topology, RedisCluster):
+        base: dict[str, Any] = {"deployment_mode": "cluster", "endpoints": topology.endpoints}
+    elif isinstance(topology, SentinelGroup):
+        base = {
+            "deployment_mode": "sentinel",
+            "endpoints": topology.endpoints,
+            "sentinel_service": topology.service_name,
+            "db": 0,
+        }
+    else:
+        base = {"host": topology.host, "port": topology.port, "db": 0}
+    return {**base, "socket_timeout": 2, **extra}
+
+
+StoreFactory = Callable[..., RedisTicketLockStore]
+
+
+@pytest.fixture(params=MODES)
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    fixture = {"standard": "redis_server", "cluster": "redis_cluster",
+               "sentinel": "redis_sentinel"}[request.param]
+    topology = request.getfixturevalue(fixture)
+    stores: list[RedisTicketLockStore] = []
+
+    def make(**extra: Any) -> RedisTicketLockStore:
+        store = RedisTicketLockStore.from_kwargs(kwargs_for(topology, **extra))
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+def conversation() -> str:
+    return f"conv-{uuid.uuid4().hex[:12]}"
+
+
+async def wait_for_tickets(store: RedisTicketLockStore, cid: str, count: int) -> None:
+    """Bounded wait until ``count`` tickets are queued for ``cid``."""
+    for _ in range(500):
+        lock = await store.get_lock(cid)
+        if lock is not None and len(lock.tickets) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} tickets were never queued for {cid}")
+
+
+async def test_twenty_tasks_on_two_stores_never_overlap(make_store: StoreFactory) -> None:
+    stores = [make_store(), make_store()]
+    cid = conversation()
+    holders, most, served = 0, 0, 0
+
+    async def handle(i: int) -> None:
+        nonlocal holders, most, served
+        async with stores[i % 2].lock(cid, lock_lifetime=20):
+            holders += 1
+            most = max(most, holders)
+            await asyncio.sleep(0.003)
+            served += 1
+            holders -= 1
+
+    await asyncio.wait_for(asyncio.gather(*(handle(i) for i in range(20))), timeout=30)
+    assert (most, served) == (1, 20)
+    assert await stores[0].get_lock(cid) is None
+
+
+async def test_waiters_are_served_in_arrival_order_with_growing_fencing_tokens(
+    make_store: StoreFactory,
+) -> None:
+    stores = [make_store(), make_store()]
+    cid = conversation()
+    order: list[tuple[int, int]] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with stores[0].lock(cid, lock_lifetime=20) as held:
+            order.append((-1, held.fencing_token))
+            await release.wait()
+
+    async def waiter(i: int) -> None:
+        async with stores[i % 2].lock(cid, lock_lifetime=20) as held:
+            order.append((i, held.fencing_token))
+
+    tasks = [asyncio.create_task(holder())]
+    await wait_for_tickets(stores[0], cid, 1)
+    for i in range(6):
+        tasks.append(asyncio.create_task(waiter(i)))
+        await wait_for_tickets(stores[0], cid, i + 2)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
+    assert [i for i, _ in order] == [-1, 0, 1, 2, 3, 4, 5]
+    tokens = [t for _, t in order]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+
+
+async def test_a_waiter_is_woken_by_the_release_well_before_the_safety_net(
+    make_store: StoreFactory,
+) -> None:
+    holder_store, waiter_store = make_store(), make_store()
+    cid = conversation()
+    released_at: list[float] = []
+
+    async def holder() -> None:
+        async with holder_store.lock(cid, lock_lifetime=30):
+            await wait_for_tickets(holder_store, cid, 2)  # the waiter is queued (and blocking)
+            await asyncio.sleep(0.2)
+            released_at.append(time.monotonic())
+
+    task = asyncio.create_task(holder())
+    await wait_for_tickets(waiter_store, cid, 1)
+    async with waiter_store.lock(cid, lock_lifetime=30):
+        acquired_at = time.monotonic()
+    await task
+    # The holder's ticket would live 30 s; the waiter got in right after the release.
+    assert 0 <= acquired_at - released_at[0] < 2.0
+
+
+async def test_a_dead_holders_ticket_expires_and_the_next_waiter_proceeds(
+    make_store: StoreFactory,
+) -> None:
+    dead, alive = make_store(), make_store()
+    cid = conversation()
+    await dead.issue_ticket(cid, lock_lifetime=0.5)  # its holder "dies" without releasing
+    started = time.monotonic()
+    async with alive.lock(cid, lock_lifetime=10):
+        waited = time.monotonic() - started
+    assert 0.3 < waited < 5
+
+
+async def test_wait_time_bounds_the_wait(make_store: StoreFactory) -> None:
+    store = make_store()
+    cid = conversation()
+    first = await store.issue_ticket(cid, lock_lifetime=10)
+    with pytest.raises(LockTimeoutError):
+        async with store.lock(cid, wait_time=0.2):
+            pytest.fail("must not be reached")
+    lock = await store.get_lock(cid)
+    assert lock is not None and [t.number for t in lock.tickets] == [first]
+    await store.delete_lock(cid)
+
+
+async def test_fencing_tokens_grow_across_cycles_and_after_the_key_is_gone(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    cid = conversation()
+    tokens = []
+    for _ in range(5):
+        async with store.lock(cid) as held:
+            tokens.append(held.fencing_token)
+        assert await store.get_lock(cid) is None  # nothing is left behind between cycles
+    assert tokens == sorted(set(tokens))
+
+
+async def test_a_repeated_issue_with_the_same_id_queues_one_ticket(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    cid = conversation()
+    first = await store._issue(cid, "same-id", 10)
+    again = await store._issue(cid, "same-id", 10)
+    assert again.ticket.number == first.ticket.number and again.at_head
+    lock = await store.get_lock(cid)
+    assert lock is not None and len(lock.tickets) == 1
+    assert await store._release(cid, ticket_id="same-id")
+    assert not await store._release(cid, ticket_id="same-id")  # a repeated release is harmless
+
+
+async def test_rasa_shaped_methods(make_store: StoreFactory) -> None:
+    store = make_store(key_prefix="bot1")
+    cid = conversation()
+    one = await store.issue_ticket(cid)
+    two = await store.issue_ticket(cid)
+    assert two > one
+    lock = await store.get_lock(cid)
+    assert lock is not None and (lock.now_serving, lock.last_issued) == (one, two)
+    await store.finish_serving(cid, one)
+    assert await store.is_someone_waiting(cid)
+    await store.save_lock(lock)
+    lock = await store.get_lock(cid)
+    assert lock is not None and [t.number for t in lock.tickets] == [one, two]
+    await store.delete_lock(cid)
+    assert not await store.is_someone_waiting(cid)
+
+
+async def test_keys_carry_the_prefix_and_one_hash_tag(redis_server: RedisServer) -> None:
+    store = RedisTicketLockStore.from_kwargs(kwargs_for(redis_server, key_prefix="bot7"))
+    cid = "weird}{conversation"
+    try:
+        await store.issue_ticket(cid, lock_lifetime=5)
+        client = await store.connection.client()
+        keys = await client.keys("bot7:*")
+        assert keys == [queue_key(cid, "bot7")]
+        assert 0 < await client.pttl(keys[0]) <= 5000  # an abandoned queue expires by itself
+        await store.delete_lock(cid)
+    finally:
+        await store.close()
+
+
+async def test_password_and_acl_user(redis_password_server: RedisServer) -> None:
+    for extra in ({"password": REDIS_PASSWORD},
+                  {"username": REDIS_ACL_USER, "password": REDIS_ACL_PASSWORD}):
+        store = RedisTicketLockStore.from_kwargs(kwargs_for(redis_password_server, **extra))
+        try:
+            async with store.lock(conversation()) as held:
+                assert held.fencing_token > 0
+        finally:
+            await store.close()
+
+
+async def test_tls(redis_tls_server: RedisServer) -> None:
+    store = RedisTicketLockStore.from_kwargs(
+        kwargs_for(redis_tls_server, use_ssl=True, ssl_ca_certs=str(redis_tls_server.ca_cert))
+    )
+    try:
+        async with store.lock(conversation()) as held:
+            assert held.fencing_token > 0
+    finally:
+        await store.close()

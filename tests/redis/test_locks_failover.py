@@ -1,0 +1,194 @@
+"""A master killed with -9 (Sentinel or Cluster) is invisible to lock users.
+
+Two stores (two "replicas") run lock cycles on a handful of conversations, two workers per
+conversation so that waiting and wake-ups happen all the time; the master is killed mid-stream.
+Every cycle must succeed, no two holders of one conversation may overlap, and cycles must go on
+after the failover. A second test parks a waiter in its blocking wait across the failover and
+checks that the holder's later release still wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tests.platform.redis_servers import RedisCluster, SentinelGroup
+from tests.redis.test_locks import kwargs_for, wait_for_tickets
+from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
+
+pytestmark = pytest.mark.slow
+
+#: Ticket lifetime in the stream: long, so only wake-ups (not expiry) can hand a lock on.
+LIFETIME = 30.0
+
+
+class Stream:
+    """Lock cycles on ``conversations`` by two workers each, until stopped; counts and checks."""
+
+    def __init__(self, stores: list[RedisTicketLockStore], conversations: list[str]) -> None:
+        self.stores = stores
+        self.conversations = conversations
+        self.cycles: Counter[str] = Counter()
+        self.inside: Counter[str] = Counter()
+        self.overlaps = 0
+        self.stop = asyncio.Event()
+        self.tokens: dict[str, list[int]] = {c: [] for c in conversations}
+
+    async def _worker(self, store: RedisTicketLockStore, cid: str) -> None:
+        for _ in range(100_000):  # bounded; stopped long before
+            if self.stop.is_set():
+                return
+            async with store.lock(cid, lock_lifetime=LIFETIME) as held:
+                self.inside[cid] += 1
+                if self.inside[cid] > 1:
+                    self.overlaps += 1
+                self.tokens[cid].append(held.fencing_token)
+                await asyncio.sleep(0.002)
+                self.inside[cid] -= 1
+            self.cycles[cid] += 1
+
+    def start(self) -> asyncio.Future[list[None]]:
+        return asyncio.gather(
+            *(self._worker(store, cid) for cid in self.conversations for store in self.stores)
+        )
+
+
+async def run_through_failover(
+    stores: list[RedisTicketLockStore],
+    conversations: list[str],
+    kill_and_wait: Callable[[], Awaitable[None]],
+) -> Stream:
+    stream = Stream(stores, conversations)
+    running = stream.start()
+    try:
+        await asyncio.sleep(1.0)
+        before = sum(stream.cycles.values())
+        await kill_and_wait()
+        after_failover = sum(stream.cycles.values())
+        await asyncio.sleep(1.5)
+        stream.stop.set()
+        await asyncio.wait_for(running, timeout=60)  # any failed cycle raises here
+    finally:
+        stream.stop.set()
+        if not running.done():
+            running.cancel()
+    assert before > 0
+    assert sum(stream.cycles.values()) > after_failover  # cycles go on on the new master
+    assert stream.overlaps == 0
+    for cid, tokens in stream.tokens.items():
+        assert len(tokens) == stream.cycles[cid]
+        # Fencing tokens keep growing across the failover (the new master's clock is ahead).
+        assert all(a < b for a, b in itertools.pairwise(tokens)), cid
+    return stream
+
+
+def _stores(kwargs: dict[str, object]) -> list[RedisTicketLockStore]:
+    return [RedisTicketLockStore.from_kwargs(kwargs) for _ in range(2)]
+
+
+async def test_sentinel_master_killed_during_lock_cycles(
+    fresh_redis_sentinel: SentinelGroup,
+) -> None:
+    group = fresh_redis_sentinel
+    stores = _stores(kwargs_for(group))
+    conversations = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+
+    async def kill_and_wait() -> None:
+        old = group.kill_master()
+        await asyncio.to_thread(group.wait_for_failover, old, 30.0)
+
+    try:
+        await run_through_failover(stores, conversations, kill_and_wait)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_cluster_master_killed_during_lock_cycles(fresh_redis_cluster: RedisCluster) -> None:
+    cluster = fresh_redis_cluster
+    stores = _stores(kwargs_for(cluster))
+    conversations = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    victim = queue_key(conversations[0])
+
+    async def kill_and_wait() -> None:
+        old = cluster.kill_master_for_key(victim)
+        await asyncio.to_thread(cluster.wait_for_failover, old, key=victim, timeout=30.0)
+
+    try:
+        await run_through_failover(stores, conversations, kill_and_wait)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def _waiter_across_failover(
+    stores: list[RedisTicketLockStore], cid: str, kill_and_wait: Callable[[], Awaitable[None]]
+) -> float:
+    holder_store, waiter_store = stores
+    release = asyncio.Event()
+
+    async def holder() -> float:
+        async with holder_store.lock(cid, lock_lifetime=LIFETIME):
+            await release.wait()
+            released_at = time.monotonic()
+        return released_at
+
+    holding = asyncio.create_task(holder())
+    await wait_for_tickets(holder_store, cid, 1)
+    waiting = asyncio.create_task(_acquire_time(waiter_store, cid))
+    await wait_for_tickets(holder_store, cid, 2)
+    await asyncio.sleep(0.3)  # the waiter is parked in BLPOP; the tickets are replicated
+    await kill_and_wait()
+    assert not waiting.done()
+    release.set()
+    released_at = await asyncio.wait_for(holding, timeout=40)
+    acquired_at = await asyncio.wait_for(waiting, timeout=40)
+    return acquired_at - released_at
+
+
+async def _acquire_time(store: RedisTicketLockStore, cid: str) -> float:
+    async with store.lock(cid, lock_lifetime=LIFETIME):
+        return time.monotonic()
+
+
+async def test_a_parked_waiter_survives_a_sentinel_failover_and_is_woken(
+    fresh_redis_sentinel: SentinelGroup,
+) -> None:
+    group = fresh_redis_sentinel
+    stores = _stores(kwargs_for(group))
+
+    async def kill_and_wait() -> None:
+        old = group.kill_master()
+        await asyncio.to_thread(group.wait_for_failover, old, 30.0)
+
+    try:
+        delay = await _waiter_across_failover(stores, f"conv-{uuid.uuid4().hex}", kill_and_wait)
+        assert delay < 10  # woken by the release, well before the 30 s ticket expiry
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_parked_waiter_survives_a_cluster_failover_and_is_woken(
+    fresh_redis_cluster: RedisCluster,
+) -> None:
+    cluster = fresh_redis_cluster
+    stores = _stores(kwargs_for(cluster))
+    cid = f"conv-{uuid.uuid4().hex}"
+
+    async def kill_and_wait() -> None:
+        old = cluster.kill_master_for_key(queue_key(cid))
+        await asyncio.to_thread(cluster.wait_for_failover, old, key=queue_key(cid), timeout=30.0)
+
+    try:
+        delay = await _waiter_across_failover(stores, cid, kill_and_wait)
+        assert delay < 10
+    finally:
+        for store in stores:
+            await store.close()
