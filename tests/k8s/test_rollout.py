@@ -65,14 +65,15 @@ class Operator:
             self._shared = OperatorProcess(self.cp.kubeconfig, namespaces=self.namespaces)
             self._shared.start()
             return
-        module = (
-            "turnstile.operator.handlers"
-            if importlib.util.find_spec("turnstile.operator.handlers") is not None
-            else "turnstile.operator.rollout_handlers"
-        )
         self._liveness = free_port()
-        argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--verbose",
-                f"--liveness=http://127.0.0.1:{self._liveness}/healthz", "-m", module]  # fmt: skip
+        if importlib.util.find_spec("turnstile.operator.handlers") is not None:
+            # The real entry point: store handlers and rollout handlers together.
+            ports = [f"--liveness-port={self._liveness}", f"--metrics-port={free_port()}"]
+            argv = [sys.executable, "-m", "turnstile.cli", "operator", "--standalone", *ports]
+        else:
+            argv = [sys.executable, "-m", "kopf", "run", "--standalone",
+                    f"--liveness=http://127.0.0.1:{self._liveness}/healthz",
+                    "-m", "turnstile.operator.rollout_handlers"]  # fmt: skip
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         env = {**self.cp.env(), "PYTHONPATH": str(REPO)}
