@@ -1,0 +1,119 @@
+"""``turnstile render`` prints what the operator writes; ``turnstile check`` reads like Rasa."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from turnstile.cli import main, read_endpoints, render_command
+from turnstile.operator.render import render_files, section
+from turnstile.operator.specs import parse_store
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Secret
+metadata: {name: redis-auth}
+stringData: {password: do-not-print-me}
+---
+apiVersion: turnstile.dev/v1alpha1
+kind: LockStore
+metadata: {name: locks, namespace: bots}
+spec:
+  redis:
+    deploymentMode: sentinel
+    endpoints: ["s1:26379", "s2:26379"]
+    passwordSecretRef: {name: redis-auth}
+  configMap: {name: bot-endpoints}
+  lockLifetime: 30
+---
+apiVersion: turnstile.dev/v1alpha1
+kind: TimerStore
+metadata: {name: timers, namespace: bots}
+spec:
+  redis: {host: redis.bots.svc}
+  configMap: {name: bot-endpoints}
+"""
+
+
+def test_render_prints_exactly_what_the_operator_renders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "stores.yaml"
+    path.write_text(MANIFESTS)
+    assert main(["render", str(path)]) == 0
+    out = capsys.readouterr().out
+    docs = [d for d in yaml.safe_load_all(MANIFESTS) if d["kind"] != "Secret"]
+    expected = render_files([parse_store(d) for d in docs])
+    assert out == next(iter(expected.values()))
+    assert "do-not-print-me" not in out
+    assert "${TURNSTILE_LOCK_STORE_PASSWORD}" in out
+    assert list(yaml.safe_load(out)) == ["lock_store", "timer_store"]
+    assert yaml.safe_load(out)["timer_store"] == section(parse_store(docs[1]))
+
+
+def test_render_reports_a_conflict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = MANIFESTS.split("---\n")[1]
+    path = tmp_path / "two.yaml"
+    path.write_text(doc + "---\n" + doc.replace("name: locks", "name: locks2"))
+    assert main(["render", str(path)]) == 2
+    assert "locks, locks2" in capsys.readouterr().err
+
+
+def test_render_names_an_invalid_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MANIFESTS.replace("deploymentMode: sentinel", "deploymentMode: replicated"))
+    assert main(["render", str(path)]) == 2
+    assert "spec.redis.deploymentMode" in capsys.readouterr().err
+
+
+def test_render_separates_configmaps() -> None:
+    out = io.StringIO()
+    text = MANIFESTS.replace("configMap: {name: bot-endpoints}\n", "configMap: {name: other}\n", 1)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        handle.write(text)
+        handle.flush()
+        assert render_command([handle.name], "default", out) == 0
+    assert "# ConfigMap bots/bot-endpoints key endpoints.yml" in out.getvalue()
+    assert "# ConfigMap bots/other key endpoints.yml" in out.getvalue()
+
+
+def test_check_expands_vars_like_rasa(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TURNSTILE_LOCK_STORE_PASSWORD", "pw")
+    data = read_endpoints("lock_store:\n  password: ${TURNSTILE_LOCK_STORE_PASSWORD}\n"
+                          "  quoted: '${NOT_EXPANDED}'\n")
+    assert data["lock_store"] == {"password": "pw", "quoted": "${NOT_EXPANDED}"}
+
+
+def test_check_refuses_an_unset_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TURNSTILE_LOCK_STORE_PASSWORD", raising=False)
+    path = tmp_path / "endpoints.yml"
+    path.write_text("lock_store:\n  type: concurrent_redis\n  host: r\n"
+                    "  password: ${TURNSTILE_LOCK_STORE_PASSWORD}\n")
+    assert main(["check", str(path)]) == 2
+    assert "TURNSTILE_LOCK_STORE_PASSWORD" in capsys.readouterr().err
+
+
+def test_check_fails_for_an_unreachable_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "endpoints.yml"
+    path.write_text("lock_store:\n  type: turnstile.rasa.TicketLockStore\n  host: 127.0.0.1\n"
+                    "  port: 1\ntimer_store:\n  type: in_memory\n")
+    assert main(["check", "--timeout", "1", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "lock_store: FAIL Unreachable" in out
+    assert "timer_store: skipped" in out
+
+
+def test_check_without_stores_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "endpoints.yml"
+    path.write_text("action_endpoint:\n  url: http://a\n")
+    assert main(["check", str(path)]) == 2
