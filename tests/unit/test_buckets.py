@@ -25,7 +25,7 @@ def test_a_conversation_maps_to_the_same_bucket_in_another_process_with_another_
     here = [bucket_of(s, 64) for s in senders]
     code = (
         "from turnstile.stores.buckets import bucket_of;"
-        f"print([bucket_of(f'user-{{i}}', 64) for i in range(200)])"
+        "print([bucket_of(f'user-{i}', 64) for i in range(200)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
