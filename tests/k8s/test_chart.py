@@ -256,11 +256,13 @@ def test_namespaced_mode_grants_roles_only_in_watched_namespaces(helm_bin: Path)
         assert not {v for g, r, v in granted if r == "secrets"} - {"get", "list", "watch"}
         assert ("apps", "deployments", "delete") not in granted
         assert "*" not in {v for _, _, v in granted} | resources_of(role)
-    # Cluster scope: CRD discovery only.
+    # Cluster scope: CRD discovery and namespace names only.
     cluster_role = rendered.one("ClusterRole")
     assert rules_of(cluster_role) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
     }
     assert rendered.one("ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
     peerings = {p["metadata"]["namespace"] for p in rendered.of_kind("KopfPeering")}
@@ -270,6 +272,14 @@ def test_namespaced_mode_grants_roles_only_in_watched_namespaces(helm_bin: Path)
     assert "--namespace=bots-a" in args and "--namespace=bots-b" in args
     assert "--all-namespaces" not in args
     assert f"--peering={RELEASE}-turnstile-operator" in args
+
+
+def test_namespace_discovery_can_be_switched_off(helm_bin: Path) -> None:
+    rendered = template(helm_bin, "--set", "rbac.namespaceDiscovery=false")
+    assert "namespaces" not in resources_of(rendered.one("ClusterRole"))
+    cluster_wide = template(helm_bin, "--set", "clusterWide=true")
+    # kopf never lists namespaces when it watches the whole cluster.
+    assert "namespaces" not in resources_of(cluster_wide.one("ClusterRole"))
 
 
 def test_namespaced_mode_defaults_to_the_release_namespace(helm_bin: Path) -> None:

@@ -148,12 +148,20 @@ everywhere (ClusterRole). Keep in step with docs/operator.md.
 {{/*
 Cluster-scoped rules kopf needs in either mode: watching CRDs so it notices when the stores' CRDs
 are (re)installed without a restart. Discovery (/api, /apis) is open to every authenticated user.
-Namespaces are not needed: in cluster-wide mode kopf does not list them, and in namespaced mode it
-falls back to the exact names it was given.
+Namespaces: in cluster-wide mode kopf never lists them. In namespaced mode it lists and watches
+them to follow namespaces coming and going; refused, it retries for ~40 s at every start and then
+falls back to the names it was given. rbac.namespaceDiscovery (default on) trades that delay for
+read access to namespace names, and nothing else.
 */}}
 {{- define "turnstile-operator.rules.discovery" -}}
 # kopf: runtime observation of CRDs (added/removed served resources).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if and (not .Values.clusterWide) .Values.rbac.namespaceDiscovery }}
+# kopf: the watched namespaces appearing/disappearing (names only).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
 {{- end -}}
