@@ -56,6 +56,10 @@ _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore
 
 logger = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
+#: The last status each store was given. A timer or a queued event may carry a body from
+#: before that status was applied; comparing against it would repeat Events and move
+#: ``lastTransitionTime``.
+_written: dict[str, dict[str, Any]] = {}
 _kube: Kube | None = None
 
 
@@ -213,7 +217,9 @@ async def reconcile(
     started = time.perf_counter()
     lock = _locks.setdefault(uid, asyncio.Lock())
     async with lock:
-        old_status = {k: v for k, v in (status or {}).items() if k != "kopf"}
+        old_status = _written.get(uid) or {
+            k: v for k, v in (status or {}).items() if k != "kopf"
+        }
         credentials: Credentials | None = None
         try:
             store = parse_store(body)
@@ -249,6 +255,7 @@ async def reconcile(
         if cond.needs_update(old_status, new_status):
             for key, value in new_status.items():
                 patch.status[key] = value
+            _written[uid] = new_status
         for event in cond.events(old_status, new_status):
             message = redact(event.message, credentials)
             kopf.event(body, type=event.type, reason=event.reason, message=message)
@@ -308,6 +315,7 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
         ) from exc
     metrics.record_ready(kind, uid, None)
     _locks.pop(uid, None)
+    _written.pop(uid, None)
     logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
 
 

@@ -1,0 +1,381 @@
+"""The operator against a real API server, controller-manager and real Redis in every mode.
+
+One operator subprocess (``python -m turnstile.operator``, re-check every 2 s) watches the
+test namespaces (``t-*``) for the whole module; tests that stop or restart the operator start
+their own, on a namespace the shared one does not watch. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from tests.k8s.test_crd_validation import install_crds
+from tests.platform.control_plane import ControlPlane
+from tests.platform.operator_process import OperatorProcess
+from tests.platform.redis_fixtures import REDIS_PASSWORD
+from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+
+pytestmark = pytest.mark.k8s
+
+WAIT = 45.0
+_T = TypeVar("_T")
+
+
+def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = WAIT) -> _T:
+    deadline = time.monotonic() + timeout
+    last: _T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane: ControlPlane) -> ControlPlane:
+    install_crds(control_plane)
+    return control_plane
+
+
+@pytest.fixture(scope="module")
+def operator(crds: ControlPlane) -> Iterator[OperatorProcess]:
+    with OperatorProcess(crds.kubeconfig, namespaces=["t-*"], name="k8s-tests") as op:
+        yield op
+
+
+class Cluster:
+    """kubectl helpers bound to one namespace."""
+
+    def __init__(self, cp: ControlPlane, namespace: str) -> None:
+        self.cp = cp
+        self.ns = namespace
+
+    def apply(self, *docs: dict[str, Any]) -> None:
+        for doc in docs:
+            doc.setdefault("metadata", {}).setdefault("namespace", self.ns)
+        self.cp.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        proc = self.cp.kubectl("-n", self.ns, "get", kind, name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def delete(self, kind: str, name: str, *, wait: bool = True) -> None:
+        self.cp.kubectl(
+            "-n", self.ns, "delete", kind, name, f"--wait={str(wait).lower()}", "--timeout=60s"
+        )
+
+    def condition(self, kind: str, name: str, type_: str = "Ready") -> dict[str, Any]:
+        body = self.get(kind, name) or {}
+        for c in (body.get("status") or {}).get("conditions") or []:
+            if c["type"] == type_:
+                return c  # type: ignore[no-any-return]
+        return {}
+
+    def wait_condition(
+        self, kind: str, name: str, status: str, reason: str | None = None, *,
+        type_: str = "Ready", timeout: float = WAIT,
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            c = self.condition(kind, name, type_)
+            ok = c.get("status") == status and (reason is None or c.get("reason") == reason)
+            return c if ok else None
+
+        return wait_for(f"{kind}/{name} {type_}={status} {reason or ''}", check, timeout)
+
+    def endpoints(self, configmap: str, key: str = "endpoints.yml") -> dict[str, Any] | None:
+        cm = self.get("configmap", configmap)
+        if cm is None:
+            return None
+        return yaml.safe_load((cm.get("data") or {}).get(key) or "") or {}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.cp.kubectl(
+            "-n", self.ns, "get", "events", "--field-selector", f"involvedObject.name={name}",
+            "-o", "json",
+        ).stdout
+        return json.loads(out)["items"]  # type: ignore[no-any-return]
+
+    def secret(self, name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+
+
+def store(kind: str, name: str, redis: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "turnstile.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"redis": redis, **spec},
+    }
+
+
+@pytest.fixture
+def k(crds: ControlPlane, kube_namespace: str) -> Cluster:
+    return Cluster(crds, kube_namespace)
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+def test_standard_store_with_a_password_becomes_ready_and_renders(
+    operator: OperatorProcess, k: Cluster, redis_password_server: RedisServer
+) -> None:
+    server = redis_password_server
+    k.apply(
+        k.secret("redis-auth", {"password": REDIS_PASSWORD}),
+        store("LockStore", "locks", {"host": server.host, "port": server.port,
+                                     "passwordSecretRef": {"name": "redis-auth"}, "db": 2,
+                                     "keyPrefix": "bot"},
+              configMap={"name": "bot-endpoints"}, lockLifetime=30),
+    )
+    k.wait_condition("lks", "locks", "True", "Ready")
+    section = k.endpoints("bot-endpoints")["lock_store"]  # type: ignore[index]
+    assert section == {
+        "type": "turnstile.rasa.TicketLockStore", "deployment_mode": "standard",
+        "host": server.host, "port": server.port, "db": 2, "key_prefix": "bot",
+        "password": "${TURNSTILE_LOCK_STORE_PASSWORD}", "lock_lifetime": 30,
+    }
+    status = k.get("lks", "locks")["status"]  # type: ignore[index]
+    assert status["secretEnv"] == [
+        {"name": "TURNSTILE_LOCK_STORE_PASSWORD", "secretName": "redis-auth",
+         "secretKey": "password"}
+    ]
+    assert status["configMap"] == {"name": "bot-endpoints", "key": "endpoints.yml",
+                                   "section": "lock_store", "owned": True}
+    assert status["master"] == f"{server.host}:{server.port}"
+    cm = k.get("configmap", "bot-endpoints")
+    assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "turnstile"  # type: ignore[index]
+    # the password is nowhere a user or a log reader could see it
+    seen = json.dumps([cm, k.get("lks", "locks"), k.events("locks")]) + operator.logs()
+    assert REDIS_PASSWORD not in seen
+
+
+def test_cluster_store_becomes_ready(
+    operator: OperatorProcess, k: Cluster, redis_cluster: RedisCluster
+) -> None:
+    k.apply(store("TimerStore", "timers", {"deploymentMode": "cluster",
+                                           "endpoints": redis_cluster.endpoints},
+                  configMap={"name": "bot-endpoints"}, pollInterval=0.5))
+    k.wait_condition("tms", "timers", "True", "Ready")
+    section = k.endpoints("bot-endpoints")["timer_store"]  # type: ignore[index]
+    assert section["deployment_mode"] == "cluster"
+    assert section["endpoints"] == redis_cluster.endpoints
+    assert "db" not in section
+    assert section["poll_interval"] == 0.5
+    status = k.get("tms", "timers")["status"]  # type: ignore[index]
+    assert status["nodes"] == 6
+    assert "16384/16384 slots" in k.condition("tms", "timers", "Connected")["message"]
+
+
+def test_sentinel_store_becomes_ready_with_the_master_in_status(
+    operator: OperatorProcess, k: Cluster, redis_sentinel: SentinelGroup
+) -> None:
+    k.apply(store("LockStore", "locks", {"deploymentMode": "sentinel",
+                                         "endpoints": redis_sentinel.endpoints,
+                                         "sentinelService": redis_sentinel.service_name},
+                  configMap={"name": "bot-endpoints"}, implementation="rasa"))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    host, port = redis_sentinel.current_master()
+    status = k.get("lks", "locks")["status"]  # type: ignore[index]
+    assert status["master"] == f"{host}:{port}"
+    assert status["sentinels"] == 3
+    section = k.endpoints("bot-endpoints")["lock_store"]  # type: ignore[index]
+    assert section["type"] == "concurrent_redis"
+    assert section["endpoints"] == redis_sentinel.endpoints
+    assert section["sentinel_service"] == redis_sentinel.service_name
+
+
+def test_a_killed_sentinel_master_shows_up_as_an_event_and_a_new_master(
+    operator: OperatorProcess, k: Cluster, fresh_redis_sentinel: SentinelGroup
+) -> None:
+    group = fresh_redis_sentinel
+    k.apply(store("TimerStore", "timers", {"deploymentMode": "sentinel",
+                                           "endpoints": group.endpoints}))
+    k.wait_condition("tms", "timers", "True", "Ready")
+    old = group.kill_master()
+    new = group.wait_for_failover(old, timeout=40)
+    wait_for("the new master in status",
+             lambda: (k.get("tms", "timers") or {}).get("status", {}).get("master")
+             == f"{new[0]}:{new[1]}", timeout=60)
+    event = wait_for(
+        "a MasterChanged event",
+        lambda: [e for e in k.events("timers") if e["reason"] == "MasterChanged"],
+    )[0]
+    assert event["type"] == "Warning"
+    assert f"{new[0]}:{new[1]}" in event["message"]
+    k.wait_condition("tms", "timers", "True", "Ready")
+
+
+def test_unreachable_redis_is_a_condition_not_a_hot_loop(
+    operator: OperatorProcess, k: Cluster
+) -> None:
+    k.apply(store("LockStore", "nowhere", {"host": "127.0.0.1", "port": 1},
+                  configMap={"name": "bot-endpoints"}))
+    ready = k.wait_condition("lks", "nowhere", "False", "Unreachable")
+    assert "127.0.0.1:1" in ready["message"]
+    # the section is rendered anyway: bots can start and retry on their own
+    assert k.endpoints("bot-endpoints")["lock_store"]["port"] == 1  # type: ignore[index]
+    assert k.condition("lks", "nowhere", "ConfigRendered")["status"] == "True"
+    transition = ready["lastTransitionTime"]
+    time.sleep(5)  # ~2 re-checks
+    again = k.condition("lks", "nowhere")
+    assert again["lastTransitionTime"] == transition
+    warnings = [e for e in k.events("nowhere") if e["reason"] == "Unreachable"]
+    assert len(warnings) == 1, warnings  # not one per re-check
+    assert warnings[0].get("count", 1) == 1
+
+
+# -------------------------------------------------------------------- ConfigMap sharing
+
+
+def test_two_kinds_share_a_configmap_and_keep_a_users_sections(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bot"},
+             "data": {"endpoints.yml": "action_endpoint:\n  url: http://actions:5055/webhook\n",
+                      "other": "kept"}})
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    k.apply(store("LockStore", "locks", redis, configMap={"name": "bot"}),
+            store("TimerStore", "timers", redis, configMap={"name": "bot"}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    k.wait_condition("tms", "timers", "True", "Ready")
+    data = wait_for("both sections", lambda: (d := k.endpoints("bot")) and
+                    {"lock_store", "timer_store"} <= set(d) and d)
+    assert list(data) == ["action_endpoint", "lock_store", "timer_store"]
+    cm = k.get("configmap", "bot")
+    assert cm["data"]["other"] == "kept"  # type: ignore[index]
+    # it existed before: not owned, so deleting the stores never deletes the user's file
+    assert cm["metadata"]["annotations"]["turnstile.dev/pre-existing"] == "true"  # type: ignore[index]
+    assert not cm["metadata"].get("ownerReferences")  # type: ignore[index]
+    assert k.get("lks", "locks")["status"]["configMap"]["owned"] is False  # type: ignore[index]
+    k.delete("lks", "locks")
+    k.delete("tms", "timers")
+    data = wait_for("sections removed",
+                    lambda: (d := k.endpoints("bot")) is not None and "lock_store" not in d
+                    and "timer_store" not in d and d)
+    assert data == {"action_endpoint": {"url": "http://actions:5055/webhook"}}
+    assert k.get("configmap", "bot")["data"]["other"] == "kept"  # type: ignore[index]
+
+
+def test_two_stores_of_one_kind_conflict_on_both_until_one_goes(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    k.apply(store("LockStore", "first", redis, configMap={"name": "bot"}))
+    k.wait_condition("lks", "first", "True", "Ready")
+    k.apply(store("LockStore", "second", {**redis, "keyPrefix": "other"},
+                  configMap={"name": "bot"}))
+    for name in ("first", "second"):
+        c = k.wait_condition("lks", name, "False", "ConfigMapConflict")
+        assert "first, second" in c["message"]
+    # neither overwrote the other: the section is still the first store's
+    assert "key_prefix" not in k.endpoints("bot")["lock_store"]  # type: ignore[index]
+    k.delete("lks", "first")
+    k.wait_condition("lks", "second", "True", "Ready")
+    wait_for("the second store's section",
+             lambda: (k.endpoints("bot") or {}).get("lock_store", {}).get("key_prefix") == "other")
+
+
+def test_deleting_the_last_store_garbage_collects_its_configmap(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    k.apply(store("LockStore", "locks", redis, configMap={"name": "owned"}),
+            store("TimerStore", "timers", redis, configMap={"name": "owned"}))
+    wait_for("both sections", lambda: set(k.endpoints("owned") or {}) ==
+             {"lock_store", "timer_store"})
+    refs = k.get("configmap", "owned")["metadata"]["ownerReferences"]  # type: ignore[index]
+    assert sorted(r["kind"] for r in refs) == ["LockStore", "TimerStore"]
+    k.delete("lks", "locks")
+    wait_for("lock_store section removed", lambda: set(k.endpoints("owned") or {"x"}) ==
+             {"timer_store"})
+    k.delete("tms", "timers")
+    wait_for("the ConfigMap garbage-collected", lambda: k.get("configmap", "owned") is None,
+             timeout=90)
+
+
+# ---------------------------------------------------------------------------- Secrets
+
+
+def test_a_missing_secret_is_a_clear_condition_and_recovers(
+    operator: OperatorProcess, k: Cluster, redis_password_server: RedisServer
+) -> None:
+    server = redis_password_server
+    k.apply(store("TimerStore", "timers", {"host": server.host, "port": server.port,
+                                           "passwordSecretRef": {"name": "late", "key": "pw"}},
+                  configMap={"name": "bot"}))
+    c = k.wait_condition("tms", "timers", "False", "SecretNotFound")
+    assert "'late'" in c["message"]
+    # the section does not wait for the Secret: bots get the ${VAR} reference already
+    assert k.endpoints("bot")["timer_store"]["password"] == "${TURNSTILE_TIMER_STORE_PASSWORD}"  # type: ignore[index]
+    k.apply(k.secret("late", {"other": "x"}))
+    c = k.wait_condition("tms", "timers", "False", "SecretKeyNotFound")
+    assert "'pw'" in c["message"] and "other" in c["message"]
+    k.apply(k.secret("late", {"pw": REDIS_PASSWORD}))
+    k.wait_condition("tms", "timers", "True", "Ready")
+    k.apply(k.secret("late", {"pw": "wrong-password-value"}))
+    c = k.wait_condition("tms", "timers", "False", "AuthenticationFailed")
+    assert "wrong-password-value" not in json.dumps(k.get("tms", "timers"))
+    assert REDIS_PASSWORD not in operator.logs() and "wrong-password-value" not in operator.logs()
+
+
+# -------------------------------------------------------------------------- lifecycle
+
+
+def test_operator_restart_reconciles_what_changed_while_it_was_down(
+    crds: ControlPlane, redis_server: RedisServer
+) -> None:
+    namespace = f"solo-{uuid.uuid4().hex[:8]}"  # not t-*: only this test's operator sees it
+    crds.kubectl("create", "namespace", namespace)
+    k = Cluster(crds, namespace)
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    op = OperatorProcess(crds.kubeconfig, namespaces=[namespace], name="restart")
+    try:
+        op.start()
+        k.apply(store("LockStore", "locks", redis, configMap={"name": "bot"}))
+        k.wait_condition("lks", "locks", "True", "Ready")
+        op.kill()  # a crash, mid-life
+        k.apply(store("LockStore", "locks", {**redis, "keyPrefix": "changed"},
+                      configMap={"name": "bot"}))
+        k.apply(store("TimerStore", "timers", redis, configMap={"name": "bot"}))
+        time.sleep(1)
+        assert "key_prefix" not in k.endpoints("bot")["lock_store"]  # type: ignore[index]
+        op.start()
+        wait_for("the change made while down",
+                 lambda: (k.endpoints("bot") or {}).get("lock_store", {}).get("key_prefix")
+                 == "changed")
+        k.wait_condition("tms", "timers", "True", "Ready")
+        k.wait_condition("lks", "locks", "True", "Ready")
+        gen = k.get("lks", "locks")["metadata"]["generation"]  # type: ignore[index]
+        assert k.condition("lks", "locks")["observedGeneration"] == gen
+        assert op.running
+    finally:
+        op.stop()
+        crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_metrics_and_liveness_are_served(operator: OperatorProcess, k: Cluster,
+                                         redis_server: RedisServer) -> None:
+    k.apply(store("LockStore", "locks", {"host": redis_server.host, "port": redis_server.port}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    text = operator.metrics()
+    for series in ("turnstile_reconciles_total", "turnstile_probe_latency_seconds_bucket",
+                   "turnstile_stores_ready", "turnstile_reconcile_failures_total"):
+        assert series in text
+    c = k.condition("lks", "locks", "ConfigRendered")
+    assert c["reason"] == "NoConfigMap"
