@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name>``; each starts its own servers and writes docs/bench-*."""

@@ -1,0 +1,92 @@
+"""Small helpers shared by the benchmarks: timing loops, percentiles, filler keys, the machine.
+
+Kept small and stable on purpose (other benchmarks import it). Everything here measures; no
+helper asserts a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+async def rate(op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int = 1) -> float:
+    """Completed ``op()`` calls per second, with ``tasks`` concurrent loops, over ``seconds``."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await op()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(tasks)))
+    return done / (time.perf_counter() - started)
+
+
+def sync_rate(op: Callable[[], Any], seconds: float) -> float:
+    """Completed ``op()`` calls per second in this thread, over ``seconds``."""
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        op()
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(samples: list[float]) -> dict[str, float]:
+    """Median and p95 of samples given in seconds, in milliseconds."""
+    return {
+        "median_ms": statistics.median(samples) * 1000 if samples else float("nan"),
+        "p95_ms": percentile(samples, 0.95) * 1000,
+        "n": float(len(samples)),
+    }
+
+
+async def fill_keys(client: Any, count: int, *, prefix: str = "filler", batch: int = 5000) -> None:
+    """Write ``count`` unrelated string keys (plain async redis-py client, pipelined)."""
+    for start in range(0, count, batch):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(start + batch, count)):
+            pipe.set(f"{prefix}:{i}", "x")
+        await pipe.execute()
+
+
+def machine_note() -> str:
+    """One line saying where the numbers come from."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} vCPU ({cpu}), "
+        f"Python {platform.python_version()}"
+    )
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,547 @@
+"""Lock benchmark: Turnstile's ticket lock store against the locks people use today.
+
+Run ``python -m bench.locks`` (about 2 minutes) or ``python -m bench.locks --quick``. It starts
+its own Redis processes (standalone, a 3-master Cluster, a Sentinel group) through
+``tests.platform.redis_servers``, prints a table and ratios against the targets, and writes
+``docs/bench-locks.md`` and ``docs/bench-locks.png``.
+
+What is measured (lock cycles = acquire + release, on distinct conversations unless noted):
+
+* the ceiling: two round trips, i.e. redis-py's PING rate / 2 on the same client, same run;
+* Turnstile, one task and 50 concurrent tasks, also with 200,000 unrelated keys in the db, and
+  on Cluster and Sentinel;
+* redis-py's ``redis.asyncio.lock.Lock`` (SET NX + Lua release; waiters poll every 0.1 s);
+* python-redis-lock (``redis_lock``, synchronous; measured as is in one thread, its waiters in
+  a thread each, since that is how it blocks);
+* Rasa's ``ConcurrentRedisLockStore`` request sequence, reproduced here with a synchronous
+  client (KEYS per lookup, INCR, SET; waiters poll every second), single task only;
+* handoff: from the holder starting its release to the queued waiter holding the lock;
+* the two wake-up primitives Turnstile could use, BLPOP and pub/sub, on their own.
+
+Numbers depend on the machine and its load; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock as RedisPyLock
+
+from bench._common import fill_keys, machine_note, markdown_table, rate, summary_ms, sync_rate
+from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.stores.redis_tickets import RedisTicketLockStore
+
+try:
+    import redis_lock
+except ImportError:  # pragma: no cover - listed in the dev extra
+    redis_lock = None
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FILLER_KEYS = 200_000
+CONCURRENCY = 50
+
+
+@dataclass
+class Results:
+    rates: dict[str, float] = field(default_factory=dict)  # cycles (or ops) per second
+    handoffs: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add_rate(self, name: str, value: float) -> None:
+        self.rates[name] = value
+        print(f"  {name:<48} {value:>10,.0f} /s", flush=True)
+
+    def add_handoff(self, name: str, samples: list[float]) -> None:
+        self.handoffs[name] = summary_ms(samples)
+        s = self.handoffs[name]
+        print(
+            f"  {name:<48} median {s['median_ms']:7.2f} ms   p95 {s['p95_ms']:7.2f} ms"
+            f"   (n={int(s['n'])})",
+            flush=True,
+        )
+
+
+# ---- the contenders ------------------------------------------------------------------------
+
+
+class Cycles:
+    """Lock cycles on fresh conversation names (no two cycles share a conversation)."""
+
+    def __init__(self, store: RedisTicketLockStore) -> None:
+        self.store = store
+        self.n = 0
+
+    async def turnstile(self) -> None:
+        self.n += 1
+        async with self.store.lock(f"bench-{self.n}"):
+            pass
+
+
+class RedisPyCycles:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.n = 0
+
+    async def cycle(self) -> None:
+        self.n += 1
+        lock = RedisPyLock(self.client, f"rp-{self.n}", timeout=60)
+        await lock.acquire()
+        await lock.release()
+
+
+class RasaConcurrentEmulation:
+    """The Redis requests of Rasa's ``ConcurrentRedisLockStore.lock()`` (Rasa Pro 3.21).
+
+    issue_ticket: KEYS + GETs (get_or_create_lock), INCR, SET EX; _acquire_lock: KEYS + GETs,
+    and while not first: sleep 1 s; cleanup: DEL, KEYS + GETs (is_someone_waiting), KEYS + DEL
+    (delete_lock). Synchronous client, as Rasa's. Reproduced from its source for this
+    comparison; not Rasa's code.
+    """
+
+    prefix = "concurrent_lock:"
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self.n = 0
+
+    def _tickets(self, cid: str) -> list[dict[str, Any]]:
+        out = []
+        for key in self.r.keys(self.prefix + cid + ":[0-9]*"):
+            raw = self.r.get(key)
+            if raw:
+                out.append(json.loads(raw))
+        return sorted(out, key=lambda t: t["number"])
+
+    def cycle(self, cid: str | None = None, lifetime: int = 60) -> None:
+        if cid is None:
+            self.n += 1
+            cid = f"rasa-{self.n}"
+        self._tickets(cid)
+        number = self.r.incr(self.prefix + cid + ":last_issued_ticket_number")
+        ticket = {"number": number, "expires": time.time() + lifetime}
+        self.r.set(f"{self.prefix}{cid}:{number}", json.dumps(ticket), ex=lifetime)
+        for _ in range(lifetime):
+            tickets = self._tickets(cid)
+            if not tickets or tickets[0]["number"] == number:
+                break
+            time.sleep(1)
+        self.r.delete(f"{self.prefix}{cid}:{number}")
+        if not self._tickets(cid):
+            keys = self.r.keys(self.prefix + cid + ":*")
+            if keys:
+                self.r.delete(*keys)
+
+
+# ---- handoff ----------------------------------------------------------------------------------
+
+
+async def turnstile_handoffs(
+    holder: RedisTicketLockStore, waiter: RedisTicketLockStore, samples: int
+) -> list[float]:
+    out = []
+    for i in range(samples):
+        cid = f"handoff-{uuid.uuid4().hex[:8]}-{i}"
+        held = holder.lock(cid, lock_lifetime=30)
+        await held.__aenter__()
+        acquired: list[float] = []
+
+        async def wait(cid: str = cid, acquired: list[float] = acquired) -> None:
+            async with waiter.lock(cid, lock_lifetime=30):
+                acquired.append(time.perf_counter())
+
+        task = asyncio.create_task(wait())
+        for _ in range(500):  # until the waiter's ticket is queued
+            lock = await holder.get_lock(cid)
+            if lock is not None and len(lock.tickets) == 2:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)  # and it sits in its blocking pop
+        started = time.perf_counter()
+        await held.__aexit__(None, None, None)
+        await asyncio.wait_for(task, timeout=10)
+        out.append(acquired[0] - started)
+    return out
+
+
+async def redis_py_handoffs(a: aioredis.Redis, b: aioredis.Redis, samples: int) -> list[float]:
+    out = []
+    for i in range(samples):
+        name = f"rp-handoff-{uuid.uuid4().hex[:8]}-{i}"
+        holder = RedisPyLock(a, name, timeout=30)
+        await holder.acquire()
+        waiter = RedisPyLock(b, name, timeout=30)
+        task = asyncio.create_task(waiter.acquire())
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        await holder.release()
+        await asyncio.wait_for(task, timeout=10)
+        out.append(time.perf_counter() - started)
+        await waiter.release()
+    return out
+
+
+def redis_lock_handoffs(port: int, samples: int) -> list[float]:
+    a = redis.Redis(port=port)
+    b = redis.Redis(port=port)
+    out = []
+    for i in range(samples):
+        name = f"prl-handoff-{uuid.uuid4().hex[:8]}-{i}"
+        holder = redis_lock.Lock(a, name, expire=30)
+        holder.acquire()
+        got: list[float] = []
+        ready = threading.Event()
+
+        def wait(name: str = name, got: list[float] = got, ready: threading.Event = ready) -> None:
+            lock = redis_lock.Lock(b, name, expire=30)
+            ready.set()
+            lock.acquire()  # blocks in BLPOP on the lock's signal list
+            got.append(time.perf_counter())
+            lock.release()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        ready.wait(5)
+        time.sleep(0.01)
+        started = time.perf_counter()
+        holder.release()
+        thread.join(10)
+        out.append(got[0] - started)
+    a.close()
+    b.close()
+    return out
+
+
+async def wake_primitives(port: int, samples: int) -> tuple[list[float], list[float]]:
+    """Latency of a bare wake-up: RPUSH -> BLPOP returns, PUBLISH -> message read."""
+    a = aioredis.Redis(port=port)
+    b = aioredis.Redis(port=port)
+    blpop: list[float] = []
+    for i in range(samples):
+        key = f"wake-{i}"
+        task = asyncio.create_task(_blpop(b, key))
+        await asyncio.sleep(0.003)
+        started = time.perf_counter()
+        await a.rpush(key, "1")
+        await task
+        blpop.append(time.perf_counter() - started)
+    pubsub_lat: list[float] = []
+    ps = b.pubsub()
+    await ps.subscribe("wake")
+    await ps.get_message(timeout=1)  # the subscribe confirmation
+    for _ in range(samples):
+
+        async def receive() -> None:
+            for _ in range(50):
+                if await ps.get_message(ignore_subscribe_messages=True, timeout=5):
+                    return
+
+        task = asyncio.create_task(receive())
+        await asyncio.sleep(0.003)
+        started = time.perf_counter()
+        await a.publish("wake", "1")
+        await task
+        pubsub_lat.append(time.perf_counter() - started)
+    await ps.unsubscribe("wake")
+    await _close(ps)
+    await _close(a)
+    await _close(b)
+    return blpop, pubsub_lat
+
+
+async def _blpop(client: aioredis.Redis, key: str) -> Any:
+    return await client.blpop([key], timeout=5)
+
+
+async def _close(client: Any) -> None:
+    closer = getattr(client, "aclose", None) or client.close
+    await closer()
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+async def standalone(server: RedisServer, res: Results, seconds: float, handoffs: int) -> None:
+    kwargs = {"host": server.host, "port": server.port, "db": 0}
+    store, other = (RedisTicketLockStore.from_kwargs(kwargs) for _ in range(2))
+    client = await store.connection.client()
+    plain = aioredis.Redis(port=server.port)
+    cycles, rp = Cycles(store), RedisPyCycles(plain)
+    sync_client = redis.Redis(port=server.port)
+    rasa = RasaConcurrentEmulation(sync_client)
+
+    print("standalone, empty db", flush=True)
+    pings = [await rate(client.ping, seconds)]
+    res.add_rate("turnstile 1 task", await rate(cycles.turnstile, seconds))
+    pings.append(await rate(client.ping, seconds))
+    res.add_rate("PING 1 task", sum(pings) / 2)
+    res.add_rate("redis-py Lock 1 task", await rate(rp.cycle, seconds))
+    if redis_lock is not None:
+        n = iter(range(10**9))
+        res.add_rate(
+            "python-redis-lock 1 thread (sync)",
+            sync_rate(lambda: _prl_cycle(sync_client, next(n)), seconds),
+        )
+    res.add_rate("sync PING 1 thread", sync_rate(sync_client.ping, seconds))
+    res.add_rate("Rasa ConcurrentRedisLockStore 1 thread (sync)", sync_rate(rasa.cycle, seconds))
+    res.add_rate(f"PING {CONCURRENCY} tasks", await rate(client.ping, seconds, tasks=CONCURRENCY))
+    res.add_rate(
+        f"turnstile {CONCURRENCY} tasks",
+        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
+    )
+    res.add_rate(
+        f"redis-py Lock {CONCURRENCY} tasks", await rate(rp.cycle, seconds, tasks=CONCURRENCY)
+    )
+
+    print(f"standalone, {FILLER_KEYS:,} unrelated keys", flush=True)
+    await fill_keys(plain, FILLER_KEYS)
+    pings = [await rate(client.ping, seconds)]
+    res.add_rate("turnstile 1 task +200k keys", await rate(cycles.turnstile, seconds))
+    pings.append(await rate(client.ping, seconds))
+    res.add_rate("PING 1 task +200k keys", sum(pings) / 2)
+    res.add_rate(
+        f"turnstile {CONCURRENCY} tasks +200k keys",
+        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
+    )
+    res.add_rate("redis-py Lock 1 task +200k keys", await rate(rp.cycle, seconds))
+    res.add_rate(
+        "Rasa ConcurrentRedisLockStore 1 thread +200k keys",
+        sync_rate(rasa.cycle, max(seconds, 1.0)),
+    )
+
+    print("handoff (release -> queued waiter holds the lock)", flush=True)
+    res.add_handoff("turnstile", await turnstile_handoffs(store, other, handoffs))
+    res.add_handoff(
+        "redis-py Lock (polls every 0.1 s)",
+        await redis_py_handoffs(plain, aioredis.Redis(port=server.port), max(handoffs // 8, 5)),
+    )
+    if redis_lock is not None:
+        res.add_handoff(
+            "python-redis-lock (thread waiter)",
+            await asyncio.to_thread(redis_lock_handoffs, server.port, handoffs),
+        )
+    res.notes.append(
+        "Rasa ConcurrentRedisLockStore handoff: polls every 1 s, so 0-1000 ms by construction "
+        "(not sampled)."
+    )
+    print("wake-up primitives on their own", flush=True)
+    blpop, pubsub = await wake_primitives(server.port, handoffs)
+    res.add_handoff("wake primitive: RPUSH -> BLPOP", blpop)
+    res.add_handoff("wake primitive: PUBLISH -> subscriber", pubsub)
+    sync_client.close()
+    await _close(plain)
+    await store.close()
+    await other.close()
+
+
+def _prl_cycle(client: redis.Redis, n: int) -> None:
+    lock = redis_lock.Lock(client, f"prl-{n}", expire=60)
+    lock.acquire()
+    lock.release()
+
+
+async def clustered(
+    label: str, kwargs: dict[str, Any], res: Results, seconds: float, handoffs: int
+) -> None:
+    store, other = (RedisTicketLockStore.from_kwargs(kwargs) for _ in range(2))
+    client = await store.connection.client()
+    cycles = Cycles(store)
+    print(label, flush=True)
+    await store.issue_ticket("warm-up")
+    # One routed single-key round trip: the two-round-trip ceiling in this mode.
+    single = await rate(lambda: client.get("{bench}ping"), seconds)
+    res.add_rate(f"{label}: turnstile 1 task", await rate(cycles.turnstile, seconds))
+    single = (single + await rate(lambda: client.get("{bench}ping"), seconds)) / 2
+    res.add_rate(f"{label}: GET 1 task", single)
+    res.add_rate(
+        f"{label}: turnstile {CONCURRENCY} tasks",
+        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
+    )
+    res.add_handoff(f"{label}: turnstile", await turnstile_handoffs(store, other, handoffs))
+    await store.close()
+    await other.close()
+
+
+def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
+    r, h = res.rates, res.handoffs
+    rows = [
+        (
+            "single task / two-round-trip ceiling",
+            r["turnstile 1 task"] / (r["PING 1 task"] / 2),
+            ">= 0.80",
+            r["turnstile 1 task"] / (r["PING 1 task"] / 2) >= 0.8,
+        ),
+        (
+            "single task, +200k keys / ceiling",
+            r["turnstile 1 task +200k keys"] / (r["PING 1 task +200k keys"] / 2),
+            "-",
+            True,
+        ),
+        (
+            "single task, +200k keys / empty db",
+            r["turnstile 1 task +200k keys"] / r["turnstile 1 task"],
+            ">= 0.95",
+            r["turnstile 1 task +200k keys"] / r["turnstile 1 task"] >= 0.95,
+        ),
+        (
+            f"{CONCURRENCY} tasks / ({CONCURRENCY}-task PING / 2)",
+            r[f"turnstile {CONCURRENCY} tasks"] / (r[f"PING {CONCURRENCY} tasks"] / 2),
+            "-",
+            True,
+        ),
+        (
+            "handoff median (ms)",
+            h["turnstile"]["median_ms"],
+            "<= 5",
+            h["turnstile"]["median_ms"] <= 5,
+        ),
+        (
+            "cluster / standalone (1 task)",
+            r["cluster: turnstile 1 task"] / r["turnstile 1 task"],
+            ">= 0.70",
+            r["cluster: turnstile 1 task"] / r["turnstile 1 task"] >= 0.7,
+        ),
+        (
+            f"cluster / standalone ({CONCURRENCY} tasks)",
+            r[f"cluster: turnstile {CONCURRENCY} tasks"] / r[f"turnstile {CONCURRENCY} tasks"],
+            "-",
+            True,
+        ),
+        (
+            "turnstile / redis-py Lock (1 task)",
+            r["turnstile 1 task"] / r["redis-py Lock 1 task"],
+            "-",
+            True,
+        ),
+        (
+            "turnstile / Rasa ConcurrentRedisLockStore (+200k keys)",
+            r["turnstile 1 task +200k keys"]
+            / r["Rasa ConcurrentRedisLockStore 1 thread +200k keys"],
+            "-",
+            True,
+        ),
+    ]
+    return rows
+
+
+def write_docs(res: Results, command: str, elapsed: float) -> None:
+    rate_rows = [[name, f"{value:,.0f}"] for name, value in res.rates.items()]
+    hand_rows = [
+        [name, f"{s['median_ms']:.2f}", f"{s['p95_ms']:.2f}", str(int(s["n"]))]
+        for name, s in res.handoffs.items()
+    ]
+    ratio_rows = [
+        [name, f"{value:.2f}", target, "yes" if ok else "**no**"]
+        for name, value, target, ok in ratios(res)
+    ]
+    text = "\n\n".join(
+        [
+            "# Lock benchmark",
+            f"Command: `{command}`  \nDate: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} "
+            f"UTC, run took {elapsed:.0f} s  \nMachine: {machine_note()}, redis-server on "
+            "loopback, redis-py " + redis.__version__ + ". The machine was shared with other "
+            "work while this ran; absolute numbers move with its load, ratios less so "
+            "(ceilings are measured in the same run, interleaved).",
+            "A lock cycle is acquire + release of a free lock on a fresh conversation. The "
+            "ceiling for a lock that needs two round trips is the PING rate / 2 on the same "
+            "client. Rasa's ConcurrentRedisLockStore is its request sequence reproduced with a "
+            "synchronous client (see `bench/locks.py`); python-redis-lock is synchronous and "
+            "measured in one thread.",
+            "## Ratios against the targets",
+            markdown_table(["ratio", "value", "target", "met"], ratio_rows),
+            "## Throughput",
+            markdown_table(["what", "per second"], rate_rows),
+            "## Handoff: release -> the queued waiter holds the lock",
+            markdown_table(["what", "median ms", "p95 ms", "samples"], hand_rows),
+            *(f"- {note}" for note in res.notes),
+            "![lock benchmark](bench-locks.png)",
+        ]
+    )
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "bench-locks.md").write_text(text + "\n", encoding="utf-8")
+    plot(res)
+
+
+def plot(res: Results) -> None:
+    import matplotlib  # noqa: PLC0415 - only needed when writing the docs
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    names = [n for n in res.rates if "PING" not in n and "GET" not in n]
+    left.barh(names, [res.rates[n] for n in names], color="tab:blue")
+    ceiling = res.rates["PING 1 task"] / 2
+    left.axvline(ceiling, color="tab:red", linestyle="--", label="PING / 2 (1 task)")
+    left.set_xscale("log")
+    left.set_xlabel("lock cycles per second (log)")
+    left.invert_yaxis()
+    left.legend(loc="lower right")
+    left.tick_params(axis="y", labelsize=7)
+    hnames = list(res.handoffs)
+    right.barh(hnames, [res.handoffs[n]["median_ms"] for n in hnames], color="tab:green",
+               label="median")
+    right.scatter([res.handoffs[n]["p95_ms"] for n in hnames], hnames, color="black",
+                  marker="|", s=200, label="p95")
+    right.set_xscale("log")
+    right.set_xlabel("handoff, ms (log)")
+    right.invert_yaxis()
+    right.legend(loc="lower right")
+    right.tick_params(axis="y", labelsize=7)
+    fig.suptitle("Turnstile ticket locks vs. other Redis locks")
+    fig.tight_layout()
+    fig.savefig(DOCS / "bench-locks.png", dpi=110)
+    plt.close(fig)
+
+
+async def run(quick: bool) -> Results:
+    seconds = 0.5 if quick else 2.0
+    handoffs = 20 if quick else 100
+    res = Results()
+    with RedisServer(name="bench-locks") as server:
+        await standalone(server, res, seconds, handoffs)
+    with RedisCluster(masters=3, replicas_per_master=0) as cluster:
+        cluster_kwargs: dict[str, Any] = {
+            "deployment_mode": "cluster",
+            "endpoints": cluster.endpoints,
+        }
+        await clustered("cluster", cluster_kwargs, res, seconds, handoffs)
+    with SentinelGroup(replicas=1, sentinels=3, quorum=2) as group:
+        kwargs: dict[str, Any] = {
+            "deployment_mode": "sentinel",
+            "endpoints": group.endpoints,
+            "sentinel_service": group.service_name,
+            "db": 0,
+        }
+        await clustered("sentinel", kwargs, res, seconds, handoffs)
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (~30 s)")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/bench-locks.*")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    res = asyncio.run(run(args.quick))
+    elapsed = time.perf_counter() - started
+    print("\nratios")
+    for name, value, target, ok in ratios(res):
+        print(f"  {name:<56} {value:8.2f}   target {target:<8} {'met' if ok else 'NOT met'}")
+    if not args.no_docs:
+        write_docs(res, "python -m bench.locks" + (" --quick" if args.quick else ""), elapsed)
+        print(f"\nwrote {DOCS / 'bench-locks.md'} and {DOCS / 'bench-locks.png'}")
+
+
+if __name__ == "__main__":
+    main()
