@@ -248,12 +248,14 @@ class TicketLockStore(abc.ABC):
 
 async def _finally_release(store: TicketLockStore, conversation_id: str, ticket_id: str) -> None:
     """Release even if the holder is being cancelled: the next waiter must not wait for expiry."""
-    task = asyncio.ensure_future(store._release(conversation_id, ticket_id=ticket_id))
     try:
-        released = await asyncio.shield(task)
+        released = await store._release(conversation_id, ticket_id=ticket_id)
     except asyncio.CancelledError:
-        # The release goes on in the background; the cancellation is the caller's to see.
-        task.add_done_callback(_log_release_failure)
+        # Cancelled mid-release: the release may or may not have run. It is idempotent, so
+        # run it again in the background; the cancellation is the caller's to see.
+        task = asyncio.ensure_future(store._release(conversation_id, ticket_id=ticket_id))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_release_done)
         raise
     if not released:
         logger.warning(
@@ -263,7 +265,12 @@ async def _finally_release(store: TicketLockStore, conversation_id: str, ticket_
         )
 
 
-def _log_release_failure(task: asyncio.Future[bool]) -> None:
+#: Background releases, kept referenced until done (the loop holds tasks only weakly).
+_BACKGROUND: set[asyncio.Future[bool]] = set()
+
+
+def _release_done(task: asyncio.Future[bool]) -> None:
+    _BACKGROUND.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.warning("releasing a ticket failed", exc_info=task.exception())
 
