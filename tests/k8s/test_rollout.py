@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +56,10 @@ class Operator:
         self.namespaces = list(namespaces)
         self._shared: Any = None
         self._popen: subprocess.Popen[bytes] | None = None
-        self._log = Path(cp.workdir) / "logs" / f"operator-{'-'.join(namespaces)[:80]}.log"
+        # Outside the control plane's workdir, so the log survives for post-mortems.
+        self._log = (
+            Path(tempfile.gettempdir()) / f"turnstile-operator-{'-'.join(namespaces)[:80]}.log"
+        )
         self._liveness = 0
 
     def start(self) -> None:
@@ -281,6 +285,9 @@ def operator(control_plane: ControlPlane, rollout_ns: str) -> Iterator[Operator]
         yield op
     finally:
         op.stop()
+    log = op.log()
+    assert "rollout sync of" not in log, f"a rollout sync failed:\n{log[-5000:]}"
+    assert "Traceback" not in log, f"the operator logged a traceback:\n{log[-5000:]}"
 
 
 def settled(cp: ControlPlane, ns: str, *deployments: str) -> dict[str, int]:
