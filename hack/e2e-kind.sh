@@ -22,7 +22,7 @@
 #   hack/e2e-kind.sh --print-kubeconfig  print where `up` writes the cluster's kubeconfig
 #
 # Environment: KIND_CLUSTER (turnstile-e2e), KIND_NODE_IMAGE (override the config's image),
-# E2E_NAMESPACE (turnstile-e2e), OPERATOR_NAMESPACE (turnstile-system),
+# OPERATOR_NAMESPACE (turnstile-system),
 # IMAGE (turnstile-operator:e2e), KEEP_CLUSTER=1, PYTHON (.venv/bin/python).
 set -euo pipefail
 
@@ -31,7 +31,8 @@ CACHE="${TURNSTILE_CACHE:-${HOME}/.cache/turnstile}"
 KIND_VERSION="v0.33.0"
 KIND_BIN_DIR="$CACHE/kind-$KIND_VERSION/bin"
 KIND_CLUSTER="${KIND_CLUSTER:-turnstile-e2e}"
-E2E_NAMESPACE="${E2E_NAMESPACE:-turnstile-e2e}"
+# Fixed: tests/e2e/manifests/stores.yaml addresses Redis as <service>.turnstile-e2e.svc.
+E2E_NAMESPACE="turnstile-e2e"
 OPERATOR_NAMESPACE="${OPERATOR_NAMESPACE:-turnstile-system}"
 IMAGE="${IMAGE:-turnstile-operator:e2e}"
 RELEASE="turnstile"
@@ -132,7 +133,6 @@ run_tests() {
   [[ -f "$KUBECONFIG_E2E" ]] || die "no cluster: run '$0 up' first"
   KUBECTL="$(tool kubectl)"
   TURNSTILE_E2E_KUBECONFIG="$KUBECONFIG_E2E" \
-  TURNSTILE_E2E_NAMESPACE="$E2E_NAMESPACE" \
   TURNSTILE_E2E_OPERATOR_NAMESPACE="$OPERATOR_NAMESPACE" \
   TURNSTILE_E2E_KUBECTL="$KUBECTL" \
     "$PYTHON" -m pytest -m e2e "$ROOT/tests/e2e" "$@"

@@ -110,7 +110,8 @@ def kind_cluster() -> Iterator[Kind]:
     try:
         yield Kind(
             kubeconfig=str(kubeconfig),
-            namespace=os.environ.get("TURNSTILE_E2E_NAMESPACE", "turnstile-e2e"),
+            # Fixed: stores.yaml addresses Redis as <service>.turnstile-e2e.svc.
+            namespace="turnstile-e2e",
             operator_namespace=os.environ.get(
                 "TURNSTILE_E2E_OPERATOR_NAMESPACE", "turnstile-system"
             ),

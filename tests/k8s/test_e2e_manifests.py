@@ -114,6 +114,35 @@ def test_sentinel_group_has_a_quorum_of_three_sentinels() -> None:
     assert conf.index("resolve-hostnames yes") < conf.index("sentinel monitor")
 
 
+def test_store_hosts_resolve_from_the_operators_namespace() -> None:
+    # The operator runs in its own namespace: a bare Service name would resolve there, not here.
+    docs = list(yaml.safe_load_all((MANIFESTS / "stores.yaml").read_text()))
+    for doc in docs:
+        redis = doc["spec"]["redis"]
+        hosts = [redis["host"]] if "host" in redis else []
+        hosts += [e.rsplit(":", 1)[0] for e in redis.get("endpoints", [])]
+        for host in hosts:
+            assert host.endswith(".turnstile-e2e.svc"), f"{doc['metadata']['name']}: {host}"
+    script = (REPO_ROOT / "hack" / "e2e-kind.sh").read_text()
+    assert 'E2E_NAMESPACE="turnstile-e2e"' in script
+
+
+def test_e2e_script_refuses_clearly_without_docker() -> None:
+    from tests.e2e.test_kind import docker_unavailable  # noqa: PLC0415
+
+    if docker_unavailable() is None:
+        pytest.skip("a Docker engine is available; make e2e runs the real thing")
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "e2e-kind.sh"), "up"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "no Docker engine reachable" in proc.stderr
+
+
 def test_stores_cover_every_redis_mode_and_target_the_bot() -> None:
     docs = list(yaml.safe_load_all((MANIFESTS / "stores.yaml").read_text()))
     modes = {d["spec"]["redis"]["deploymentMode"] for d in docs if d["kind"] == "LockStore"}
