@@ -512,6 +512,16 @@ def test_every_value_is_documented_with_a_param_line() -> None:
     assert not stale, f"'## @param' lines for values that do not exist: {stale}"
 
 
+def test_chart_readme_lists_every_parameter() -> None:
+    params = _param_names((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([\w.\[\]-]+)` \|", readme, flags=re.MULTILINE))
+    assert params == listed, (
+        f"README.md parameters out of date: missing {sorted(params - listed)}, "
+        f"stale {sorted(listed - params)}"
+    )
+
+
 def test_schema_types_every_top_level_value() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
