@@ -21,6 +21,7 @@ from tests.unit.test_timer_contract import TimerStoreContract
 from turnstile.stores.buckets import key_slot
 from turnstile.stores.timer_manager import TimerManager
 from turnstile.stores.timer_redis import RedisTimerStore
+from turnstile.stores.timer_scripts import CLAIM, CLAIM_DUE
 from turnstile.stores.timers import BaseTimerStore, SessionTimer
 
 MODES = ("standard", "cluster", "sentinel")
@@ -98,6 +99,29 @@ async def test_a_read_pages_through_a_bucket_with_more_due_timers_than_a_page(
     due = await store.get_expired_timers(10_000.0)
     assert len(due) == 4500
     assert len({t.sender_id for t in due}) == 4500
+
+
+async def test_a_retried_claim_gets_its_timers_back_instead_of_losing_them(
+    make_store: StoreFactory,
+):
+    """A failover can lose a claim's reply after Redis applied it; the retry (same claim id)
+    must answer as the first call did, or no pod would ever fire those timers."""
+    store = make_store(buckets=1)
+    for i in range(5):
+        await store.store_timer(f"c{i}", "s", float(i))
+    keys = store.keys.buckets[0]
+    args = ["claim-1", 10_000, "100", 10]
+    first = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
+    retry = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
+    other = await store._conn.eval(CLAIM_DUE, keys.claim_keys, ["claim-2", 10_000, "100", 10])
+    assert first == retry
+    assert int(first[0]) == 5
+    assert other == [0, "[]"]
+    await store.store_timer("x", "s", 1.0)
+    single = ["claim-3", 10_000, "x", "1.0"]
+    assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
+    assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
+    assert await store._conn.eval(CLAIM, keys.claim_keys, ["claim-4", 10_000, "x", "1.0"]) == [0]
 
 
 async def test_three_managers_fire_each_of_1000_due_timers_exactly_once(

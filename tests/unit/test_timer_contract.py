@@ -104,6 +104,24 @@ class TimerStoreContract:
         assert second == []
         assert await store.get_expired_timers(NOW) == []
 
+    async def test_claim_due_hands_out_each_due_timer_once_and_reports_a_backlog(
+        self, store: BaseTimerStore
+    ):
+        for i in range(300):
+            await store.store_timer(f"c{i}", "s", NOW - 1 - i)
+        await store.store_timer("future", "s", NOW + 60)
+        seen: list[str] = []
+        for _ in range(100):  # bounded
+            claimed, more = await store.claim_due(NOW, limit=64)
+            assert len(claimed) <= 2 * 64
+            seen += [t.sender_id for t in claimed]
+            if not more:
+                break
+        seen += [t.sender_id for t in (await store.claim_due(NOW, limit=64)).timers]
+        assert sorted(seen) == sorted(f"c{i}" for i in range(300))
+        assert await store.get_timer("future") is not None
+        assert (await store.claim_due(NOW, limit=64)).timers == []
+
     async def test_deleting_one_conversation_leaves_the_others(self, store: BaseTimerStore):
         await store.store_timer("a", "s", NOW - 1)
         await store.store_timer("b", "s", NOW - 1)

@@ -116,34 +116,30 @@ class TimerManager:
     ) -> None:
         await self.stop()
 
-    async def poll_once(self) -> int:
-        """One poll: claim up to ``max_batch`` due timers and fire them; returns how many were
-        due (a full batch means more may be waiting)."""
-        due = await self._store.get_expired_timers(self._clock())
-        due.sort(key=lambda t: t.scheduled_time)
-        batch = due[: self._max_batch]
-        claimed = await self._store.claim_timers(batch)
+    async def poll_once(self) -> bool:
+        """One poll: claim up to about ``max_batch`` due timers and fire them; returns whether
+        more were due (a backlog)."""
+        claimed, more = await self._store.claim_due(self._clock(), self._max_batch)
         if claimed:
             await asyncio.gather(*(self._fire(timer) for timer in claimed))
-        return len(batch)
+        return more
 
-    async def _poll_guarded(self) -> int:
+    async def _poll_guarded(self) -> bool:
         try:
-            due = await self.poll_once()
+            more = await self.poll_once()
         except TurnstileError as exc:
             if not self._failing:
                 logger.warning("Timer manager: polling failed (%s); will keep trying", exc)
             self._failing = True
-            return 0
+            return False
         if self._failing:
             logger.info("Timer manager: polling works again")
         self._failing = False
-        return due
+        return more
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            due = await self._poll_guarded()
-            if due >= self._max_batch:
+            if await self._poll_guarded():
                 await asyncio.sleep(0)  # a backlog: poll again at once, but let others run
                 continue
             with contextlib.suppress(asyncio.TimeoutError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -32,6 +33,7 @@ from turnstile.stores.errors import StoreUnavailableError, TurnstileError
 from turnstile.stores.timer_fallback import Entry, FallbackJournal, Tombstone, entry_sender
 from turnstile.stores.timer_scripts import (
     CLAIM,
+    CLAIM_DUE,
     MERGE,
     PAGE_SIZE,
     PUT,
@@ -41,10 +43,12 @@ from turnstile.stores.timer_scripts import (
 )
 from turnstile.stores.timers import (
     BaseTimerStore,
+    Claimed,
     Clock,
     SessionTimer,
     TimerRecord,
     TimerSettings,
+    timer_from_dict,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,8 +57,8 @@ logger = logging.getLogger(__name__)
 _BATCH: Final = 500
 #: A read never pages further than this many rounds (PAGE_SIZE timers per bucket each).
 _MAX_PAGES: Final = 10_000
-#: How long Redis remembers a claim id, so that a retried claim is recognised (ms).
-_CLAIM_MEMORY_MS: Final = 120_000
+#: The least time Redis remembers a claim id, so that a retried claim is recognised (ms).
+_MIN_CLAIM_MEMORY_MS: Final = 10_000
 
 _Call = tuple[LuaScript, BucketKeys, list[Any]]
 
@@ -81,6 +85,8 @@ class RedisTimerStore(BaseTimerStore):
         self._conn = RedisConnection(replace(redis, failover_timeout=budget),
                                      client_name=client_name)
         self._keys = TimerKeys(self.settings.buckets, redis.key_prefix)
+        # Retries of one claim happen within the retry budget; remember claims well beyond it.
+        self._memory_ms = max(_MIN_CLAIM_MEMORY_MS, int(budget * 5000))
         self._clock = clock
         self._retry_interval = retry_interval
         self._journal: FallbackJournal | None = None
@@ -154,8 +160,8 @@ class RedisTimerStore(BaseTimerStore):
         expected = "" if only_if_scheduled_time is None else _num(only_if_scheduled_time)
         keys = self._keys.of(sender_id)
         try:
-            hits = await self._conn.eval(CLAIM, (*keys.keys, keys.claims),
-                                         [uuid.uuid4().hex, _CLAIM_MEMORY_MS, sender_id, expected])
+            hits = await self._conn.eval(CLAIM, keys.claim_keys,
+                                         [uuid.uuid4().hex, self._memory_ms, sender_id, expected])
         except StoreUnavailableError as exc:
             journal = self._fall_back(exc)
             if only_if_scheduled_time is None:
@@ -183,6 +189,29 @@ class RedisTimerStore(BaseTimerStore):
         except StoreUnavailableError as exc:
             return self._fall_back(exc).expired(cutoff)
 
+    async def claim_due(self, cutoff_time: float, limit: int) -> Claimed:
+        """Claim due timers straight from every bucket: one script per bucket, pipelined.
+
+        Each bucket gives at most ``ceil(limit / buckets)`` timers (so a poll claims about
+        ``limit``); ``more`` says a bucket had more due.
+        """
+        if self._journal is not None:
+            return await super().claim_due(cutoff_time, limit)
+        per_bucket = max(1, min(PAGE_SIZE, -(-limit // len(self._keys.buckets))))
+        claim_id = uuid.uuid4().hex
+        calls: list[_Call] = [
+            (CLAIM_DUE, keys, [claim_id, self._memory_ms, _num(cutoff_time), per_bucket])
+            for keys in self._keys.buckets
+        ]
+        try:
+            replies = await self._batch(calls, what="timer claim due")
+        except StoreUnavailableError as exc:
+            self._fall_back(exc)
+            return Claimed([], more=False)
+        claimed = [timer_from_dict(d) for reply in replies for d in json.loads(reply[1])]
+        claimed.sort(key=lambda t: t.scheduled_time)
+        return Claimed(claimed, more=any(int(r[0]) >= per_bucket for r in replies))
+
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim many due timers with one script per bucket, pipelined."""
         if not timers:
@@ -199,7 +228,7 @@ class RedisTimerStore(BaseTimerStore):
         for bucket, members in by_bucket.items():
             for start in range(0, len(members), _BATCH):
                 chunk = members[start : start + _BATCH]
-                args: list[Any] = [claim_id, _CLAIM_MEMORY_MS]
+                args: list[Any] = [claim_id, self._memory_ms]
                 for t in chunk:
                     args += [t.sender_id, _num(t.scheduled_time)]
                 calls.append((CLAIM, self._keys.buckets[bucket], args))
@@ -249,8 +278,8 @@ class RedisTimerStore(BaseTimerStore):
             replies = await self._batch(calls, what="timer read")
             offsets = {}
             for (bucket, offset), reply in zip(order, replies, strict=True):
-                for raw in reply[1:]:
-                    timer = TimerRecord.decode(raw).timer
+                for data in json.loads(reply[1]):
+                    timer = timer_from_dict(data)
                     found[timer.sender_id] = timer
                 if int(reply[0]) >= PAGE_SIZE:
                     offsets[bucket] = offset + PAGE_SIZE
@@ -348,7 +377,7 @@ class RedisTimerStore(BaseTimerStore):
 
 
 def _script_keys(script: LuaScript, keys: BucketKeys) -> tuple[Any, ...]:
-    """``numkeys, key...`` for a script: the claim script also takes the claims key."""
-    if script is CLAIM:
-        return (3, keys.due, keys.data, keys.claims)
-    return (2, keys.due, keys.data)
+    """``numkeys, key...`` for a script: the claim scripts also take the claim memory."""
+    if script is CLAIM or script is CLAIM_DUE:
+        return (4, *keys.claim_keys)
+    return (2, *keys.keys)

@@ -5,6 +5,7 @@ Each bucket (see :mod:`turnstile.stores.buckets`) is two keys under one hash tag
     [<key_prefix>:]turnstile:timers:{<tag>}:due    sorted set  sender_id -> scheduled_time
     [<key_prefix>:]turnstile:timers:{<tag>}:data   hash        sender_id -> JSON record
     [<key_prefix>:]turnstile:timers:{<tag>}:claims sorted set  recent claim ids -> forget-at ms
+    [<key_prefix>:]turnstile:timers:{<tag>}:popped hash        recent claim id -> claimed timers
 
 The JSON record holds ``sender_id``, ``session_id``, ``scheduled_time``, ``metadata`` and
 ``written_at`` (the writer's clock, used only when an outage's timers are written back).
@@ -26,10 +27,17 @@ class BucketKeys:
     due: str
     data: str
     claims: str
+    popped: str
 
     @property
     def keys(self) -> tuple[str, str]:
+        """The keys of the read and write scripts."""
         return (self.due, self.data)
+
+    @property
+    def claim_keys(self) -> tuple[str, str, str, str]:
+        """The keys of the claim scripts."""
+        return (self.due, self.data, self.claims, self.popped)
 
 
 class TimerKeys:
@@ -40,7 +48,10 @@ class TimerKeys:
         self.count = count
         self.buckets: tuple[BucketKeys, ...] = tuple(
             BucketKeys(
-                f"{base}:{{{tag}}}:due", f"{base}:{{{tag}}}:data", f"{base}:{{{tag}}}:claims"
+                f"{base}:{{{tag}}}:due",
+                f"{base}:{{{tag}}}:data",
+                f"{base}:{{{tag}}}:claims",
+                f"{base}:{{{tag}}}:popped",
             )
             for tag in bucket_tags(count)
         )
@@ -65,8 +76,20 @@ return 1
 """,
 )
 
+#: Forget claims older than their memory window; at most 1000 per call, so the cost stays
+#: bounded. Prepended to the claim scripts (KEYS[3] claims zset, KEYS[4] popped hash).
+_FORGET_OLD_CLAIMS: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+if #old > 0 then
+    redis.call('HDEL', KEYS[4], unpack(old))
+    redis.call('ZREM', KEYS[3], unpack(old))
+end
+"""
+
 #: Delete timers, each only if its scheduled time still matches: the claim.
-#: KEYS[1] due zset, KEYS[2] data hash, KEYS[3] recent-claims zset (one bucket).
+#: KEYS[1] due zset, KEYS[2] data hash, KEYS[3] claims zset, KEYS[4] popped hash (one bucket).
 #: ARGV[1] claim id (fresh per call, the same on a retry), ARGV[2] how long to remember the
 #: claim (ms), then pairs of (sender_id, expected scheduled_time or "" for unconditional).
 #: Returns an array with 1 for each pair whose timer this claim id deleted, 0 otherwise.
@@ -76,10 +99,8 @@ return 1
 #: with the shortest round-trip form, and both parse back to the same double.
 CLAIM: Final = LuaScript(
     "timer claim",
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+    _FORGET_OLD_CLAIMS
+    + """
 local out = {}
 for i = 3, #ARGV, 2 do
     local sender, expected = ARGV[i], ARGV[i + 1]
@@ -102,23 +123,53 @@ return out
 """,
 )
 
+#: Claim (delete and return) up to a page of due timers at once, oldest first: the poll.
+#: KEYS[1] due zset, KEYS[2] data hash, KEYS[3] claims zset, KEYS[4] popped hash (one bucket).
+#: ARGV[1] claim id (fresh per call, the same on a retry), ARGV[2] how long to remember the
+#: claim (ms), ARGV[3] cutoff (inclusive), ARGV[4] at most this many (<= 4000).
+#: Returns {n, "[record1,...]"}: n is how many due timers were claimed (n = ARGV[4] means more
+#: may be due) and their JSON records as one JSON array. The array is remembered under the
+#: claim id, so a retry after a lost reply gets the same timers back instead of none.
+CLAIM_DUE: Final = LuaScript(
+    "timer claim due",
+    _FORGET_OLD_CLAIMS
+    + """
+local done = redis.call('HGET', KEYS[4], ARGV[1])
+if done then return cjson.decode(done) end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
+if #ids == 0 then return {0, '[]'} end
+local records = redis.call('HMGET', KEYS[2], unpack(ids))
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(ids))
+local found = {}
+for i = 1, #records do
+    if records[i] then found[#found + 1] = records[i] end
+end
+local reply = {#ids, '[' .. table.concat(found, ',') .. ']'}
+redis.call('HSET', KEYS[4], ARGV[1], cjson.encode(reply))
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+return reply
+""",
+)
+
 #: Read due timers with their data in one call, oldest first; deletes nothing.
 #: KEYS[1] due zset, KEYS[2] data hash (one bucket).
 #: ARGV[1] cutoff (inclusive), ARGV[2] offset, ARGV[3] page size (<= 4000, Lua's unpack limit).
-#: Returns {n, record1, record2, ...}: n is how many due members the page held (a full page
-#: means there may be more), followed by their JSON records (a member without a record,
-#: which the scripts never leave behind, is skipped).
+#: Returns {n, "[record1,record2,...]"}: n is how many due members the page held (a full page
+#: means there may be more), then their JSON records joined into one JSON array, so the client
+#: parses one string per bucket instead of one reply element per timer (a member without a
+#: record, which the scripts never leave behind, is skipped).
 READ_DUE: Final = LuaScript(
     "timer read due",
     """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
-local out = {#ids}
-if #ids == 0 then return out end
+if #ids == 0 then return {0, '[]'} end
 local records = redis.call('HMGET', KEYS[2], unpack(ids))
+local found = {}
 for i = 1, #records do
-    if records[i] then out[#out + 1] = records[i] end
+    if records[i] then found[#found + 1] = records[i] end
 end
-return out
+return {#ids, '[' .. table.concat(found, ',') .. ']'}
 """,
 )
 

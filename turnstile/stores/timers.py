@@ -25,7 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from turnstile.stores.buckets import DEFAULT_BUCKETS, MAX_BUCKETS
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
@@ -93,13 +93,24 @@ class TimerRecord:
     @classmethod
     def decode(cls, raw: str) -> TimerRecord:
         data = json.loads(raw)
-        timer = SessionTimer(
-            sender_id=str(data["sender_id"]),
-            session_id=data.get("session_id"),
-            scheduled_time=float(data["scheduled_time"]),
-            metadata=data.get("metadata") or {},
-        )
-        return cls(timer, float(data.get("written_at", 0.0)))
+        return cls(timer_from_dict(data), float(data.get("written_at", 0.0)))
+
+
+def timer_from_dict(data: Mapping[str, Any]) -> SessionTimer:
+    """A timer from its JSON record (``written_at`` ignored)."""
+    return SessionTimer(
+        str(data["sender_id"]),
+        data.get("session_id"),
+        float(data["scheduled_time"]),
+        data.get("metadata") or {},
+    )
+
+
+class Claimed(NamedTuple):
+    """Timers a poll claimed (the caller must fire them), and whether more were due."""
+
+    timers: list[SessionTimer]
+    more: bool
 
 
 class BaseTimerStore(ABC):
@@ -132,6 +143,16 @@ class BaseTimerStore(ABC):
     @abstractmethod
     async def get_expired_timers(self, cutoff_time: float | None = None) -> list[SessionTimer]:
         """Timers with ``scheduled_time <= cutoff_time`` (default: now); never deletes them."""
+
+    async def claim_due(self, cutoff_time: float, limit: int) -> Claimed:
+        """Claim up to about ``limit`` due timers, oldest first: what one poll should fire.
+
+        The default lists due timers and claims the oldest ``limit``; the Redis store claims
+        straight from each bucket in one script (no second round trip, no contention between
+        pods: each due timer goes to exactly one caller).
+        """
+        due = sorted(await self.get_expired_timers(cutoff_time), key=lambda t: t.scheduled_time)
+        return Claimed(await self.claim_timers(due[:limit]), more=len(due) > limit)
 
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim due timers: the ones returned were deleted by this call and must be fired.
