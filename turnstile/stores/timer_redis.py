@@ -352,7 +352,7 @@ class RedisTimerStore(BaseTimerStore):
                 applied = await self._write_back(entries)
             except StoreUnavailableError:
                 continue
-            except TurnstileError:
+            except Exception:  # the task must outlive any surprise, or memory is never drained
                 logger.exception("Timer store: writing timers back to Redis failed; will retry")
                 continue
             journal.forget(entries)
