@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-async def rate(op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int = 1) -> float:
-    """Completed ``op()`` calls per second, with ``tasks`` concurrent loops, over ``seconds``."""
+async def count(
+    op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int = 1
+) -> tuple[int, float]:
+    """``(completed op() calls, elapsed seconds)`` with ``tasks`` concurrent loops."""
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -28,7 +30,35 @@ async def rate(op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int =
 
     started = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(tasks)))
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
+
+
+async def rate(op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int = 1) -> float:
+    """Completed ``op()`` calls per second, with ``tasks`` concurrent loops, over ``seconds``."""
+    done, elapsed = await count(op, seconds, tasks=tasks)
+    return done / elapsed
+
+
+async def interleaved_rates(
+    ops: dict[str, tuple[Callable[[], Awaitable[Any]], int]],
+    seconds: float,
+    *,
+    slice_seconds: float = 0.2,
+) -> dict[str, float]:
+    """Rates of several ``name: (op, tasks)`` measured in alternating short slices.
+
+    On a machine whose load drifts, measuring A then B compares two different machines;
+    alternating slices lets the drift hit every contender alike, so ratios stay meaningful.
+    ``seconds`` is the total per op.
+    """
+    done = dict.fromkeys(ops, 0)
+    spent = dict.fromkeys(ops, 0.0)
+    for _ in range(max(1, round(seconds / slice_seconds))):
+        for name, (op, tasks) in ops.items():
+            n, elapsed = await count(op, slice_seconds, tasks=tasks)
+            done[name] += n
+            spent[name] += elapsed
+    return {name: done[name] / spent[name] for name in ops}
 
 
 def sync_rate(op: Callable[[], Any], seconds: float) -> float:

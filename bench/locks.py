@@ -30,6 +30,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock as RedisPyLock
 
-from bench._common import fill_keys, machine_note, markdown_table, rate, summary_ms, sync_rate
+from bench._common import (
+    fill_keys,
+    interleaved_rates,
+    machine_note,
+    markdown_table,
+    summary_ms,
+    sync_rate,
+)
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
 from turnstile.stores.redis_tickets import RedisTicketLockStore
 
@@ -271,105 +279,150 @@ async def _close(client: Any) -> None:
 # ---- the run --------------------------------------------------------------------------------
 
 
-async def standalone(server: RedisServer, res: Results, seconds: float, handoffs: int) -> None:
-    kwargs = {"host": server.host, "port": server.port, "db": 0}
-    store, other = (RedisTicketLockStore.from_kwargs(kwargs) for _ in range(2))
-    client = await store.connection.client()
-    plain = aioredis.Redis(port=server.port)
-    cycles, rp = Cycles(store), RedisPyCycles(plain)
-    sync_client = redis.Redis(port=server.port)
-    rasa = RasaConcurrentEmulation(sync_client)
-
-    print("standalone, empty db", flush=True)
-    pings = [await rate(client.ping, seconds)]
-    res.add_rate("turnstile 1 task", await rate(cycles.turnstile, seconds))
-    pings.append(await rate(client.ping, seconds))
-    res.add_rate("PING 1 task", sum(pings) / 2)
-    res.add_rate("redis-py Lock 1 task", await rate(rp.cycle, seconds))
-    if redis_lock is not None:
-        n = iter(range(10**9))
-        res.add_rate(
-            "python-redis-lock 1 thread (sync)",
-            sync_rate(lambda: _prl_cycle(sync_client, next(n)), seconds),
-        )
-    res.add_rate("sync PING 1 thread", sync_rate(sync_client.ping, seconds))
-    res.add_rate("Rasa ConcurrentRedisLockStore 1 thread (sync)", sync_rate(rasa.cycle, seconds))
-    res.add_rate(f"PING {CONCURRENCY} tasks", await rate(client.ping, seconds, tasks=CONCURRENCY))
-    res.add_rate(
-        f"turnstile {CONCURRENCY} tasks",
-        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
-    )
-    res.add_rate(
-        f"redis-py Lock {CONCURRENCY} tasks", await rate(rp.cycle, seconds, tasks=CONCURRENCY)
-    )
-
-    print(f"standalone, {FILLER_KEYS:,} unrelated keys", flush=True)
-    await fill_keys(plain, FILLER_KEYS)
-    pings = [await rate(client.ping, seconds)]
-    res.add_rate("turnstile 1 task +200k keys", await rate(cycles.turnstile, seconds))
-    pings.append(await rate(client.ping, seconds))
-    res.add_rate("PING 1 task +200k keys", sum(pings) / 2)
-    res.add_rate(
-        f"turnstile {CONCURRENCY} tasks +200k keys",
-        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
-    )
-    res.add_rate("redis-py Lock 1 task +200k keys", await rate(rp.cycle, seconds))
-    res.add_rate(
-        "Rasa ConcurrentRedisLockStore 1 thread +200k keys",
-        sync_rate(rasa.cycle, max(seconds, 1.0)),
-    )
-
-    print("handoff (release -> queued waiter holds the lock)", flush=True)
-    res.add_handoff("turnstile", await turnstile_handoffs(store, other, handoffs))
-    res.add_handoff(
-        "redis-py Lock (polls every 0.1 s)",
-        await redis_py_handoffs(plain, aioredis.Redis(port=server.port), max(handoffs // 8, 5)),
-    )
-    if redis_lock is not None:
-        res.add_handoff(
-            "python-redis-lock (thread waiter)",
-            await asyncio.to_thread(redis_lock_handoffs, server.port, handoffs),
-        )
-    res.notes.append(
-        "Rasa ConcurrentRedisLockStore handoff: polls every 1 s, so 0-1000 ms by construction "
-        "(not sampled)."
-    )
-    print("wake-up primitives on their own", flush=True)
-    blpop, pubsub = await wake_primitives(server.port, handoffs)
-    res.add_handoff("wake primitive: RPUSH -> BLPOP", blpop)
-    res.add_handoff("wake primitive: PUBLISH -> subscriber", pubsub)
-    sync_client.close()
-    await _close(plain)
-    await store.close()
-    await other.close()
-
-
 def _prl_cycle(client: redis.Redis, n: int) -> None:
     lock = redis_lock.Lock(client, f"prl-{n}", expire=60)
     lock.acquire()
     lock.release()
 
 
-async def clustered(
-    label: str, kwargs: dict[str, Any], res: Results, seconds: float, handoffs: int
-) -> None:
-    store, other = (RedisTicketLockStore.from_kwargs(kwargs) for _ in range(2))
-    client = await store.connection.client()
-    cycles = Cycles(store)
-    print(label, flush=True)
-    await store.issue_ticket("warm-up")
-    # One routed single-key round trip: the two-round-trip ceiling in this mode.
-    single = await rate(lambda: client.get("{bench}ping"), seconds)
-    res.add_rate(f"{label}: turnstile 1 task", await rate(cycles.turnstile, seconds))
-    single = (single + await rate(lambda: client.get("{bench}ping"), seconds)) / 2
-    res.add_rate(f"{label}: GET 1 task", single)
+@dataclass
+class Topologies:
+    empty: RedisServer
+    filled: RedisServer
+    cluster: RedisCluster
+    sentinel: SentinelGroup
+
+    def kwargs(self) -> dict[str, dict[str, Any]]:
+        return {
+            "standalone": {"host": self.empty.host, "port": self.empty.port, "db": 0},
+            "+200k keys": {"host": self.filled.host, "port": self.filled.port, "db": 0},
+            "cluster": {"deployment_mode": "cluster", "endpoints": self.cluster.endpoints},
+            "sentinel": {
+                "deployment_mode": "sentinel",
+                "endpoints": self.sentinel.endpoints,
+                "sentinel_service": self.sentinel.service_name,
+                "db": 0,
+            },
+        }
+
+
+async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) -> None:
+    stores = {
+        mode: (RedisTicketLockStore.from_kwargs(kw), RedisTicketLockStore.from_kwargs(kw))
+        for mode, kw in top.kwargs().items()
+    }
+    clients = {mode: await pair[0].connection.client() for mode, pair in stores.items()}
+    cycles = {mode: Cycles(pair[0]) for mode, pair in stores.items()}
+    plain = aioredis.Redis(port=top.empty.port)
+    plain_filled = aioredis.Redis(port=top.filled.port)
+    print(f"filling {FILLER_KEYS:,} unrelated keys", flush=True)
+    await fill_keys(plain_filled, FILLER_KEYS)
+    rp, rp_filled = RedisPyCycles(plain), RedisPyCycles(plain_filled)
+    for op in [*(c.turnstile for c in cycles.values()), rp.cycle, rp_filled.cycle]:
+        await op()  # warm-up: connections, script caches, cluster slots
+
+    def routed_get(mode: str) -> Callable[[], Awaitable[Any]]:
+        return lambda: clients[mode].get("{bench}ping")
+
+    noop = await clients["standalone"].script_load("return 1")
+
+    async def two_noop_scripts() -> None:
+        await clients["standalone"].evalsha(noop, 0)
+        await clients["standalone"].evalsha(noop, 0)
+
+    single: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {
+        "PING 1 task": (clients["standalone"].ping, 1),
+        "2x EVALSHA no-op 1 task": (two_noop_scripts, 1),
+        "turnstile 1 task": (cycles["standalone"].turnstile, 1),
+        "redis-py Lock 1 task": (rp.cycle, 1),
+        "PING 1 task +200k keys": (clients["+200k keys"].ping, 1),
+        "turnstile 1 task +200k keys": (cycles["+200k keys"].turnstile, 1),
+        "redis-py Lock 1 task +200k keys": (rp_filled.cycle, 1),
+        "cluster: GET 1 task": (routed_get("cluster"), 1),
+        "cluster: turnstile 1 task": (cycles["cluster"].turnstile, 1),
+        "sentinel: GET 1 task": (routed_get("sentinel"), 1),
+        "sentinel: turnstile 1 task": (cycles["sentinel"].turnstile, 1),
+    }
+    n = CONCURRENCY
+    many: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {
+        f"PING {n} tasks": (clients["standalone"].ping, n),
+        f"turnstile {n} tasks": (cycles["standalone"].turnstile, n),
+        f"redis-py Lock {n} tasks": (rp.cycle, n),
+        f"turnstile {n} tasks +200k keys": (cycles["+200k keys"].turnstile, n),
+        f"cluster: turnstile {n} tasks": (cycles["cluster"].turnstile, n),
+        f"sentinel: turnstile {n} tasks": (cycles["sentinel"].turnstile, n),
+    }
+    print("one task, interleaved", flush=True)
+    for name, value in (await interleaved_rates(single, seconds)).items():
+        res.add_rate(name, value)
+    print(f"{n} tasks, interleaved", flush=True)
+    for name, value in (await interleaved_rates(many, seconds)).items():
+        res.add_rate(name, value)
+
+    print("synchronous locks, one thread", flush=True)
+    sync_client = redis.Redis(port=top.empty.port)
+    sync_filled = redis.Redis(port=top.filled.port)
+    res.add_rate("sync PING 1 thread", sync_rate(sync_client.ping, seconds / 2))
+    if redis_lock is not None:
+        numbers = iter(range(10**9))
+        res.add_rate(
+            "python-redis-lock 1 thread (sync)",
+            sync_rate(lambda: _prl_cycle(sync_client, next(numbers)), seconds / 2),
+        )
     res.add_rate(
-        f"{label}: turnstile {CONCURRENCY} tasks",
-        await rate(cycles.turnstile, seconds, tasks=CONCURRENCY),
+        "Rasa ConcurrentRedisLockStore 1 thread (sync)",
+        sync_rate(RasaConcurrentEmulation(sync_client).cycle, seconds / 2),
     )
-    res.add_handoff(f"{label}: turnstile", await turnstile_handoffs(store, other, handoffs))
-    await store.close()
-    await other.close()
+    res.add_rate(
+        "Rasa ConcurrentRedisLockStore 1 thread +200k keys",
+        sync_rate(RasaConcurrentEmulation(sync_filled).cycle, max(seconds / 2, 1.0)),
+    )
+
+    print("handoff (release -> queued waiter holds the lock)", flush=True)
+    for mode, label in (("standalone", "turnstile"), ("cluster", "cluster: turnstile"),
+                        ("sentinel", "sentinel: turnstile")):
+        res.add_handoff(label, await turnstile_handoffs(*stores[mode], handoffs))
+    res.add_handoff(
+        "redis-py Lock (polls every 0.1 s)",
+        await redis_py_handoffs(plain, aioredis.Redis(port=top.empty.port),
+                                max(handoffs // 8, 5)),
+    )
+    if redis_lock is not None:
+        res.add_handoff(
+            "python-redis-lock (thread waiter)",
+            await asyncio.to_thread(redis_lock_handoffs, top.empty.port, handoffs),
+        )
+    res.notes.append(
+        "Rasa ConcurrentRedisLockStore handoff: its waiters poll every 1 s, so 0-1000 ms by "
+        "construction (not sampled)."
+    )
+    print("wake-up primitives on their own", flush=True)
+    blpop, pubsub = await wake_primitives(top.empty.port, handoffs)
+    res.add_handoff("wake primitive: RPUSH -> BLPOP", blpop)
+    res.add_handoff("wake primitive: PUBLISH -> subscriber", pubsub)
+
+    sync_client.close()
+    sync_filled.close()
+    for client in (plain, plain_filled):
+        await _close(client)
+    for pair in stores.values():
+        for store in pair:
+            await store.close()
+
+
+async def run(quick: bool) -> Results:
+    seconds = 0.6 if quick else 3.0
+    handoffs = 20 if quick else 100
+    res = Results()
+    print("starting Redis: standalone x2, cluster (3 masters), sentinel group", flush=True)
+    with (
+        RedisServer(name="bench-locks") as empty,
+        RedisServer(name="bench-locks-filled") as filled,
+        RedisCluster(masters=3, replicas_per_master=0) as cluster,
+        SentinelGroup(replicas=1, sentinels=3, quorum=2) as sentinel,
+    ):
+        await measure(Topologies(empty, filled, cluster, sentinel), res, seconds, handoffs)
+    return res
 
 
 def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
@@ -380,6 +433,12 @@ def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
             r["turnstile 1 task"] / (r["PING 1 task"] / 2),
             ">= 0.80",
             r["turnstile 1 task"] / (r["PING 1 task"] / 2) >= 0.8,
+        ),
+        (
+            "single task / 2x EVALSHA no-op (script floor)",
+            r["turnstile 1 task"] / r["2x EVALSHA no-op 1 task"],
+            "-",
+            True,
         ),
         (
             "single task, +200k keys / ceiling",
@@ -479,7 +538,7 @@ def plot(res: Results) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    names = [n for n in res.rates if "PING" not in n and "GET" not in n]
+    names = [n for n in res.rates if not any(w in n for w in ("PING", "GET", "EVALSHA"))]
     left.barh(names, [res.rates[n] for n in names], color="tab:blue")
     ceiling = res.rates["PING 1 task"] / 2
     left.axvline(ceiling, color="tab:red", linestyle="--", label="PING / 2 (1 task)")
@@ -502,29 +561,6 @@ def plot(res: Results) -> None:
     fig.tight_layout()
     fig.savefig(DOCS / "bench-locks.png", dpi=110)
     plt.close(fig)
-
-
-async def run(quick: bool) -> Results:
-    seconds = 0.5 if quick else 2.0
-    handoffs = 20 if quick else 100
-    res = Results()
-    with RedisServer(name="bench-locks") as server:
-        await standalone(server, res, seconds, handoffs)
-    with RedisCluster(masters=3, replicas_per_master=0) as cluster:
-        cluster_kwargs: dict[str, Any] = {
-            "deployment_mode": "cluster",
-            "endpoints": cluster.endpoints,
-        }
-        await clustered("cluster", cluster_kwargs, res, seconds, handoffs)
-    with SentinelGroup(replicas=1, sentinels=3, quorum=2) as group:
-        kwargs: dict[str, Any] = {
-            "deployment_mode": "sentinel",
-            "endpoints": group.endpoints,
-            "sentinel_service": group.service_name,
-            "db": 0,
-        }
-        await clustered("sentinel", kwargs, res, seconds, handoffs)
-    return res
 
 
 def main() -> None:

@@ -94,6 +94,13 @@ ISSUE: Final = LuaScript(
     _PRELUDE
     + r"""
 local id, lifetime = ARGV[1], tonumber(ARGV[2])
+if redis.call('EXISTS', Q) == 0 then
+  -- The common case, a free conversation: no queue to read.
+  local expires = now + lifetime
+  redis.call('HSET', Q, '~seq', string.format('%.0f', now_us), id, encode(now_us, expires))
+  redis.call('PEXPIRE', Q, lifetime)
+  return {now_us, 0, lifetime, expires}
+end
 local live, seq, before = load()
 local mine = nil
 for _, t in ipairs(live) do
@@ -140,6 +147,16 @@ RELEASE: Final = LuaScript(
     _PRELUDE
     + r"""
 local id, number = ARGV[1], tonumber(ARGV[2])
+if id ~= '' and redis.call('HLEN', Q) == 2 then
+  -- The common case, the only ticket ("~seq" is the other field): drop the whole queue.
+  local value = redis.call('HGET', Q, id)
+  if value then
+    local expires = tonumber(string.sub(value, string.find(value, ' ', 1, true) + 1))
+    redis.call('DEL', Q, Q .. ':w:' .. id)
+    if expires > now then return 1 end
+    return 0
+  end
+end
 local live, _, before = load()
 local found = 0
 for i, t in ipairs(live) do
