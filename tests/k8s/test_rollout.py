@@ -427,3 +427,49 @@ def test_selector_picks_up_a_deployment_created_later_and_forgets_a_deleted_one(
     cp.kubectl("-n", ns, "delete", "deployment", "late", "--wait=true")
     wait_for("the store status to forget the deleted Deployment", lambda: status_names() == [])
     assert "Traceback" not in operator.log()
+
+
+def test_change_made_while_the_operator_was_down_rolls_once_when_it_is_back(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    locks = store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME)
+    apply(cp, deployment(ns, "bot"), locks)
+    counts = settled(cp, ns, "bot")
+
+    operator.stop()
+    apply(cp, store("LockStore", "locks", ns, redis_server, prefix="two", rollout=BY_NAME))
+    apply(cp, secret(ns, "rotated-while-down"))
+    time.sleep(2)
+    assert len(replica_sets(cp, ns, "bot")) == counts["bot"]  # nobody rolls while it is down
+    operator.start()
+
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})
+
+
+def test_statefulset_is_rolled_through_its_pod_template(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    sts = deployment(ns, "worker")
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["serviceName"] = "worker"
+    del sts["spec"]["revisionHistoryLimit"]
+    rollout = {"workloads": [{"kind": "StatefulSet", "name": "worker"}]}
+    apply(cp, sts, store("LockStore", "locks", ns, redis_server, prefix="one", rollout=rollout))
+
+    def revision() -> str | None:
+        got = get_json(cp, "-n", ns, "statefulset", "worker") or {}
+        annotations = got["spec"]["template"]["metadata"].get("annotations") or {}
+        return annotations.get(CHECKSUM_ANNOTATION)
+
+    def revisions() -> int:
+        return len((get_json(cp, "-n", ns, "controllerrevisions") or {}).get("items", []))
+
+    first = wait_for("the StatefulSet checksum", revision)
+    wait_for("2 ControllerRevisions (as created, then annotated)", lambda: revisions() == 2)
+    apply(cp, store("LockStore", "locks", ns, redis_server, prefix="two", rollout=rollout))
+    wait_for("a new StatefulSet checksum", lambda: (revision() or first) != first)
+    wait_for("a third ControllerRevision", lambda: revisions() == 3)
+    time.sleep(QUIET)
+    assert revisions() == 3

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ from typing import Any, Final
 import kopf
 
 from turnstile.operator import render
-from turnstile.operator.errors import KubeError, SpecError
+from turnstile.operator.errors import SpecError
 from turnstile.operator.rollout import (
     Snapshot,
     StoreRollout,
@@ -291,6 +292,8 @@ async def _announce(
     before = (plan.workload.checksum or "none").removeprefix("sha256:")[:12]
     by = ", ".join(s.ref for s in plan.stores)
     what = f"config checksum {before} -> {short}" if plan.new_checksum else "injected env"
+    logger.info("%s/%s: rolling %s for %s: %s", namespace, plan.workload.name,
+                plan.workload.kind, by, what)  # fmt: skip
     await kube.post_event(
         namespace,
         {**workload_body, "kind": plan.workload.kind, "apiVersion": "apps/v1"},
@@ -337,8 +340,6 @@ class _Runtime:
     async def _sync(self, namespace: str) -> None:
         try:
             await sync_rollouts(namespace, self.kube)
-        except KubeError:
-            raise
         except SpecError as exc:
             logger.error("rollout in %s: %s", namespace, exc)
 
@@ -349,37 +350,67 @@ class _Runtime:
 
 
 RUNTIME = _Runtime()
-#: Last seen generation of each store and labels of each workload (by uid): the filters that
-#: keep status-only churn (a Deployment's replica counts, our own status patches) from poking.
-_GENERATIONS: dict[str, Any] = {}
-_LABELS: dict[str, Any] = {}
 
 
-def _is_structural(event: Mapping[str, Any], uid: str, seen: dict[str, Any], value: Any) -> bool:
-    kind = event.get("type")
-    if kind == "DELETED":
-        seen.pop(uid, None)
-        return True
-    changed = seen.get(uid, _MISSING) != value
-    seen[uid] = value
-    return kind in (None, "ADDED") or changed
+class _ChangeFilter:
+    """Remembers one value per object (by uid) to tell a structural change from churn.
+
+    Stores are remembered by ``metadata.generation`` (spec changes only, not status or kopf's
+    own annotations), workloads by their labels (not the replica counts a rollout updates).
+    Used as a kopf ``when=`` filter so churn does not even invoke a handler. The decision is
+    memoised per ``resourceVersion``, so evaluating the filter twice for one event is harmless.
+    """
+
+    def __init__(self, value: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._value = value
+        self._seen: dict[str, tuple[Any, str, bool]] = {}
+
+    def __call__(
+        self,
+        event: Mapping[str, Any],
+        body: Mapping[str, Any],
+        namespace: str | None,
+        uid: str | None,
+        **_: Any,
+    ) -> bool:
+        if not namespace:
+            return False
+        key = uid or ""
+        kind = event.get("type")
+        if kind == "DELETED":
+            self._seen.pop(key, None)
+            return True
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        value = self._value(body)
+        previous = self._seen.get(key)
+        if previous is not None and previous[1] == version:
+            return previous[2]
+        decision = kind in (None, "ADDED") or previous is None or previous[0] != value
+        self._seen[key] = (value, version, decision)
+        return decision
 
 
-_MISSING: Final = object()
-
-
-@kopf.on.event(GROUP, VERSION, "lockstores")
-@kopf.on.event(GROUP, VERSION, "timerstores")
-async def store_event(
-    event: Mapping[str, Any], body: kopf.Body, namespace: str | None, uid: str | None, **_: Any
-) -> None:
-    """A store appeared, changed its spec, or went away."""
-    if not namespace:
-        return
+def _store_identity(body: Mapping[str, Any]) -> Any:
     spec = body.get("spec") or {}
-    REFERENCED.add_store(namespace, spec)
-    generation = (body.get("metadata") or {}).get("generation")
-    if _is_structural(event, uid or "", _GENERATIONS, (generation, bool(spec.get("rollout")))):
+    namespace = (body.get("metadata") or {}).get("namespace")
+    if namespace:
+        REFERENCED.add_store(namespace, spec)
+    return ((body.get("metadata") or {}).get("generation"), json.dumps(spec, sort_keys=True))
+
+
+def _workload_labels(body: Mapping[str, Any]) -> Any:
+    return dict((body.get("metadata") or {}).get("labels") or {})
+
+
+_store_changed = _ChangeFilter(_store_identity)
+_workload_changed = _ChangeFilter(_workload_labels)
+
+
+@kopf.on.event(GROUP, VERSION, "lockstores", when=_store_changed)
+@kopf.on.event(GROUP, VERSION, "timerstores", when=_store_changed)
+async def store_event(namespace: str | None, **_: Any) -> None:
+    """A store appeared, changed its spec, or went away."""
+    if namespace:
         RUNTIME.debouncer.poke(namespace)
 
 
@@ -409,16 +440,11 @@ async def secret_event(namespace: str | None, **_: Any) -> None:
         RUNTIME.debouncer.poke(namespace)
 
 
-@kopf.on.event("apps", "v1", "deployments")
-@kopf.on.event("apps", "v1", "statefulsets")
-async def workload_event(
-    event: Mapping[str, Any], body: kopf.Body, namespace: str | None, uid: str | None, **_: Any
-) -> None:
+@kopf.on.event("apps", "v1", "deployments", when=_workload_changed)
+@kopf.on.event("apps", "v1", "statefulsets", when=_workload_changed)
+async def workload_event(namespace: str | None, **_: Any) -> None:
     """A workload appeared, went away, or changed labels (selectors may now match it)."""
-    if not namespace:
-        return
-    labels = dict((body.get("metadata") or {}).get("labels") or {})
-    if _is_structural(event, uid or "", _LABELS, labels):
+    if namespace:
         RUNTIME.debouncer.poke(namespace)
 
 
