@@ -295,7 +295,8 @@ def test_cluster_wide_mode_uses_one_cluster_role_and_no_roles(helm_bin: Path) ->
     granted = rules_of(rendered.one("ClusterRole"))
     assert ("turnstile.dev", "lockstores", "watch") in granted
     assert ("turnstile.dev", "timerstores/status", "patch") in granted
-    assert ("", "configmaps", "delete") in granted
+    assert ("", "configmaps", "update") in granted
+    assert ("", "configmaps", "delete") not in granted
     assert ("kopf.dev", "clusterkopfpeerings", "patch") in granted
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
     assert ("kopf.dev", "kopfpeerings", "patch") not in granted

@@ -4,10 +4,12 @@
 starts: there is no kubelet). Everything after that authenticates as the chart's ServiceAccount,
 with a bound token from the TokenRequest API, so the API server's RBAC authorizer decides:
 
-* the operator *process* (``python -m turnstile.operator``, this checkout) runs locally with
-  that identity and completes a full reconcile: a LockStore against a real Redis becomes Ready,
-  its section lands in the ConfigMap, and the Deployment it targets gets the checksum
-  annotation; the operator log holds no authorization failure;
+* the operator *process* (``OperatorProcess``: ``python -m turnstile.operator`` from this
+  checkout, with ``--peering``) runs locally with that identity and completes a full reconcile:
+  a LockStore against a real Redis becomes Ready, its section lands in the ConfigMap, the
+  Deployment it targets gets the checksum annotation (and a new one when the store changes),
+  and deleting the store runs its cleanup; the operator log holds no authorization failure.
+  In cluster-wide mode too, which also shows that mode needs no access to namespaces;
 * what it may do, and (more to the point) what it may not: Secrets of a namespace it does not
   watch, anything in that namespace, ClusterRoles, RoleBindings, Pods, deleting workloads.
 
@@ -18,11 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +32,7 @@ import pytest
 import yaml
 
 from tests.platform.control_plane import REPO_ROOT, ControlPlane
+from tests.platform.operator_process import OperatorProcess
 from tests.platform.redis_servers import RedisServer
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
@@ -173,9 +172,10 @@ NEEDED_IN_WATCHED = [
     ("patch", "lockstores.turnstile.dev", ""),
     ("patch", "lockstores.turnstile.dev", "status"),
     ("patch", "timerstores.turnstile.dev", "status"),
+    ("get", "configmaps", ""),
+    ("watch", "configmaps", ""),
     ("create", "configmaps", ""),
     ("update", "configmaps", ""),
-    ("delete", "configmaps", ""),
     ("get", "secrets", ""),
     ("watch", "secrets", ""),
     ("patch", "deployments.apps", ""),
@@ -187,6 +187,8 @@ NEEDED_IN_WATCHED = [
 
 #: What the operator must never be able to do in a namespace it watches.
 REFUSED_IN_WATCHED = [
+    ("delete", "configmaps"),
+    ("patch", "configmaps"),
     ("create", "secrets"),
     ("update", "secrets"),
     ("delete", "secrets"),
@@ -324,63 +326,28 @@ def test_cluster_wide_operator_is_still_least_privilege(cluster_wide: Release) -
 # ------------------------------------------------- the operator, as that identity
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Operator:
-    """``python -m turnstile.operator`` from this checkout, as a child process with a log."""
-
-    kubeconfig: Path
-    namespaces: list[str]
-    log: Path
-    args: tuple[str, ...] = ()
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Operator:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "turnstile.operator", "--verbose"]
-        argv += [f"--namespace={ns}" for ns in self.namespaces]
-        argv += [f"--liveness-port={_free_port()}", "--metrics-port=0", *self.args]
-        with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-                start_new_session=True,
-            )  # fmt: skip
-        return self
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-
-
-def wait_for(what: str, check: Callable[[], Any], op: Operator, timeout: float = 60.0) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], op: OperatorProcess, timeout: float = 60.0
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
-        if not op.alive():
+        if not op.running:
             break
         time.sleep(0.5)
-    tail = "\n".join(op.text().splitlines()[-40:])
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\noperator log:\n{tail}")
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{op.tail(60)}")
+
+
+def authorization_failures(op: OperatorProcess) -> list[str]:
+    """Log lines of the operator that say a request was refused by RBAC."""
+    return [
+        line
+        for line in op.logs().splitlines()
+        if " 403" in line or "forbidden" in line.lower() or "Not enough permissions" in line
+    ]
 
 
 BOT = {
@@ -413,27 +380,31 @@ def _lock_store(redis: RedisServer) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _ready(cp: ControlPlane, ns: str, name: str) -> Callable[[], bool]:
+    def check() -> bool:
+        store = json.loads(cp.kubectl("-n", ns, "get", "lockstore", name, "-o", "json").stdout)
+        conditions = {c["type"]: c for c in store.get("status", {}).get("conditions", [])}
+        return conditions.get("Ready", {}).get("status") == "True"
+
+    return check
+
+
 def test_operator_reconciles_and_rolls_out_with_only_the_charts_rbac(
-    namespaced: Release, redis_server: RedisServer, tmp_path: Path
+    namespaced: Release, redis_server: RedisServer
 ) -> None:
     cp = namespaced.cp
     ns = namespaced.watched[0]
     cp.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(BOT))
-    op = Operator(
-        namespaced.kubeconfig, namespaced.watched, tmp_path / "operator.log",
-        args=(f"--peering={namespaced.fullname}", "--recheck-interval=2"),
-    ).start()  # fmt: skip
-    try:
+    op = OperatorProcess(
+        namespaced.kubeconfig,
+        namespaces=namespaced.watched,
+        standalone=False,
+        extra_args=["--peering", namespaced.fullname, "--verbose"],
+        name="operator-rbac-ns",
+    )
+    with op:
         cp.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(_lock_store(redis_server)))
-
-        def ready() -> dict[str, Any] | None:
-            store = json.loads(
-                cp.kubectl("-n", ns, "get", "lockstore", "locks", "-o", "json").stdout
-            )
-            conditions = {c["type"]: c for c in store.get("status", {}).get("conditions", [])}
-            return store if conditions.get("Ready", {}).get("status") == "True" else None
-
-        wait_for("LockStore Ready=True", ready, op)
+        wait_for("LockStore Ready=True", _ready(cp, ns, "locks"), op)
 
         def section() -> dict[str, Any] | None:
             got = cp.kubectl("-n", ns, "get", "configmap", "bot-endpoints", "-o", "json",
@@ -463,12 +434,33 @@ def test_operator_reconciles_and_rolls_out_with_only_the_charts_rbac(
             cp.kubectl("-n", ns, "get", "kopfpeering", namespaced.fullname, "-o", "json").stdout
         )
         assert peering.get("status"), "the operator never announced itself in the KopfPeering"
-    finally:
-        op.stop()
-    log = op.text()
-    offending = [
-        line
-        for line in log.splitlines()
-        if "403" in line or "forbidden" in line.lower() or "Not enough permissions" in line
-    ]
-    assert not offending, "authorization failures in the operator log:\n" + "\n".join(offending)
+        # Deleting the store runs the cleanup handler (ConfigMap update, finalizer removal).
+        cp.kubectl("-n", ns, "delete", "lockstore", "locks", "--timeout=60s")
+    failures = authorization_failures(op)
+    assert not failures, "RBAC refusals in the operator log:\n" + "\n".join(failures)
+
+
+def test_cluster_wide_operator_reconciles_with_only_the_charts_rbac(
+    cluster_wide: Release, redis_server: RedisServer
+) -> None:
+    cp = cluster_wide.cp
+    # Any namespace will do: cluster-wide mode watches them all.
+    ns = cluster_wide.unwatched
+    op = OperatorProcess(
+        cluster_wide.kubeconfig,
+        namespaces=(),  # --all-namespaces
+        standalone=False,
+        extra_args=["--peering", cluster_wide.fullname, "--verbose"],
+        name="operator-rbac-cw",
+    )
+    with op:
+        cp.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(BOT))
+        cp.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps(_lock_store(redis_server)))
+        wait_for("LockStore Ready=True", _ready(cp, ns, "locks"), op)
+        peering = json.loads(
+            cp.kubectl("get", "clusterkopfpeering", cluster_wide.fullname, "-o", "json").stdout
+        )
+        assert peering.get("status"), "the operator never announced itself"
+        cp.kubectl("-n", ns, "delete", "lockstore", "locks", "--timeout=60s")
+    failures = authorization_failures(op)
+    assert not failures, "RBAC refusals in the operator log:\n" + "\n".join(failures)

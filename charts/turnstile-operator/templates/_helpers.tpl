@@ -117,7 +117,8 @@ can only return strings): watchNamespaces, or the release namespace when that li
 
 {{/*
 RBAC rules the operator needs wherever it handles stores: in each watched namespace (Role) or
-everywhere (ClusterRole). Keep in step with docs/operator.md.
+everywhere (ClusterRole). Keep in step with docs/operator.md ("RBAC the operator needs") and
+docs/rollout.md; tests/k8s/test_helm_rbac.py runs the operator with exactly these.
 */}}
 {{- define "turnstile-operator.rules.stores" -}}
 # Turnstile: the stores it reconciles, and their status.
@@ -127,10 +128,11 @@ everywhere (ClusterRole). Keep in step with docs/operator.md.
 - apiGroups: [turnstile.dev]
   resources: [lockstores/status, timerstores/status]
   verbs: [get, patch]
-# Turnstile: the ConfigMap with the rendered endpoints.yml sections.
+# Turnstile: the ConfigMaps with the rendered endpoints.yml sections (read, then create or
+# replace with resourceVersion; garbage collection deletes them through ownerReferences).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [get, list, watch, create, update]
 # Turnstile: Redis passwords and TLS material the stores reference (read-only).
 - apiGroups: [""]
   resources: [secrets]
