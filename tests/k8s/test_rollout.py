@@ -473,3 +473,23 @@ def test_statefulset_is_rolled_through_its_pod_template(
     wait_for("a third ControllerRevision", lambda: revisions() == 3)
     time.sleep(QUIET)
     assert revisions() == 3
+
+
+def test_a_second_operator_replica_does_not_roll_twice(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME),
+    )
+    counts = settled(cp, ns, "bot")
+    second = Operator(cp, [ns])  # both standalone: no peering to keep one of them idle
+    second.start()
+    try:
+        assert_replica_sets_stay(cp, ns, counts)
+        apply(cp, store("LockStore", "locks", ns, redis_server, prefix="two", rollout=BY_NAME))
+        assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})
+    finally:
+        second.stop()
