@@ -464,3 +464,51 @@ def test_cluster_wide_operator_reconciles_with_only_the_charts_rbac(
         cp.kubectl("-n", ns, "delete", "lockstore", "locks", "--timeout=60s")
     failures = authorization_failures(op)
     assert not failures, "RBAC refusals in the operator log:\n" + "\n".join(failures)
+
+
+# ------------------------------------------------------- every variant, server-side
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+@pytest.fixture(scope="module")
+def chart_crds(control_plane: ControlPlane) -> None:
+    """The chart's CRDs (Turnstile's and kopf's peering), as `helm install` would add them."""
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/kopfpeerings.kopf.dev", "crd/clusterkopfpeerings.kopf.dev",
+        "crd/lockstores.turnstile.dev", "crd/timerstores.turnstile.dev",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_ci_variant_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, chart_crds: None, values: Path
+) -> None:
+    release_ns = _unique("ts-ci")
+    proc = _helm(
+        control_plane, "template", "ci", str(CHART), "--namespace", release_ns,
+        "-f", str(values),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    objects = [o for o in yaml.safe_load_all(proc.stdout) if o]
+    # The Prometheus Operator's CRDs are not part of this cluster; the ServiceMonitor's shape
+    # is covered by test_chart.py.
+    objects = [o for o in objects if o["kind"] != "ServiceMonitor"]
+    namespaces = {release_ns} | {o["metadata"].get("namespace") for o in objects} - {None}
+    created = []
+    for ns in sorted(namespaces):
+        if control_plane.kubectl("get", "namespace", ns, check=False).returncode != 0:
+            control_plane.kubectl("create", "namespace", ns)
+            created.append(ns)
+    try:
+        applied = control_plane.kubectl(
+            "apply", "--dry-run=server", "-f", "-",
+            stdin=yaml.safe_dump_all(objects), check=False,
+        )  # fmt: skip
+        assert applied.returncode == 0, f"{values.name} rejected:\n{applied.stderr}"
+        assert applied.stdout.count("(server dry run)") == len(objects), applied.stdout
+    finally:
+        for ns in created:
+            control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
