@@ -1,0 +1,163 @@
+"""``sync_rollouts`` end to end on an in-memory API: idempotent, status merged, Events once."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from turnstile.operator.rollout import CHECKSUM_ANNOTATION
+from turnstile.operator.rollout_handlers import sync_rollouts
+
+NS = "bots"
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any], *, strategic: bool = True) -> None:
+    """Merge enough for these tests: dicts deep; lists replaced (JSON merge patch) or, for a
+    strategic merge, lists of named items merged by name."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            merge(target.setdefault(key, {}), value, strategic=strategic)
+        elif (
+            strategic
+            and isinstance(value, list)
+            and all(isinstance(v, dict) and "name" in v for v in value)
+        ):
+            items = target.setdefault(key, [])
+            for item in value:
+                for have in items:
+                    if have["name"] == item["name"]:
+                        merge(have, item)
+                        break
+                else:
+                    items.append(copy.deepcopy(item))
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class FakeKube:
+    """The :class:`~turnstile.operator.workloads.Kube` surface, over dicts."""
+
+    def __init__(self) -> None:
+        self.stores: list[dict[str, Any]] = []
+        self.workloads: dict[tuple[str, str], dict[str, Any]] = {}
+        self.config_maps: dict[str, dict[str, str]] = {}
+        self.secrets: dict[str, dict[str, str]] = {}
+        self.workload_patches: list[tuple[str, dict[str, Any]]] = []
+        self.status_patches: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def list_stores(self, namespace: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.stores)
+
+    async def list_workloads(self, namespace: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(kind, copy.deepcopy(body)) for (kind, _), body in self.workloads.items()]
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return copy.deepcopy(self.config_maps.get(name))
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return copy.deepcopy(self.secrets.get(name))
+
+    async def patch_workload(self, namespace, kind, name, patch) -> dict[str, Any] | None:
+        body = self.workloads.get((kind, name))
+        if body is None:
+            return None
+        self.workload_patches.append((name, patch))
+        merge(body, patch)
+        return copy.deepcopy(body)
+
+    async def patch_store_status(self, namespace, kind, name, patch) -> None:
+        self.status_patches.append((name, patch))
+        for store in self.stores:
+            if store["kind"] == kind and store["metadata"]["name"] == name:
+                merge(store, copy.deepcopy(patch), strategic=False)
+
+    async def post_event(self, namespace, involved, reason, message, *, type_="Normal") -> None:
+        self.events.append((involved["kind"], involved["metadata"]["name"], reason))
+
+
+def lock_store(prefix: str = "one") -> dict[str, Any]:
+    return {
+        "kind": "LockStore",
+        "metadata": {"name": "locks", "namespace": NS},
+        "spec": {
+            "redis": {"host": "redis", "keyPrefix": prefix,
+                      "passwordSecretRef": {"name": "auth", "key": "password"}},
+            "configMap": {"name": "bot-endpoints"},
+            "rollout": {"workloads": [{"kind": "Deployment", "name": "bot"}], "injectEnv": True},
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }  # fmt: skip
+
+
+def bot() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "bot", "labels": {"app": "bot"}},
+        "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "rasa"}]}}},
+    }
+
+
+def cluster() -> FakeKube:
+    kube = FakeKube()
+    kube.stores = [lock_store()]
+    kube.workloads[("Deployment", "bot")] = bot()
+    kube.config_maps["bot-endpoints"] = {"endpoints.yml": "lock_store: {key_prefix: one}\n"}
+    kube.secrets["auth"] = {"password": "cHcx"}
+    return kube
+
+
+async def test_first_sync_rolls_once_and_the_second_changes_nothing() -> None:
+    kube = cluster()
+    applied = await sync_rollouts(NS, kube, now="2026-11-23T07:00:00Z")  # type: ignore[arg-type]
+    assert [p.workload.name for p in applied] == ["bot"]
+    assert len(kube.workload_patches) == 1
+    template = kube.workloads[("Deployment", "bot")]["spec"]["template"]
+    assert template["metadata"]["annotations"][CHECKSUM_ANNOTATION] == applied[0].checksum
+    assert template["spec"]["containers"][0]["env"][0]["name"] == "TURNSTILE_LOCK_STORE_PASSWORD"
+    assert sorted(kube.events) == [
+        ("Deployment", "bot", "ConfigRollout"),
+        ("LockStore", "locks", "WorkloadRolled"),
+    ]
+    status = kube.stores[0]["status"]
+    assert status["conditions"] == [{"type": "Ready", "status": "True"}]  # left alone
+    assert status["rollout"]["workloads"] == [
+        {"kind": "Deployment", "name": "bot", "checksum": applied[0].checksum,
+         "appliedAt": "2026-11-23T07:00:00Z"},
+    ]  # fmt: skip
+
+    await sync_rollouts(NS, kube, now="2026-11-23T07:05:00Z")  # type: ignore[arg-type]
+    assert len(kube.workload_patches) == 1
+    assert len(kube.status_patches) == 1
+    assert len(kube.events) == 2
+
+
+async def test_rotation_rolls_and_a_vanished_workload_is_forgotten() -> None:
+    kube = cluster()
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    kube.secrets["auth"] = {"password": "bmV3"}
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert len(kube.workload_patches) == 2
+
+    del kube.workloads[("Deployment", "bot")]
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert kube.stores[0]["status"]["rollout"]["workloads"] == []
+
+
+async def test_removing_spec_rollout_clears_status_rollout() -> None:
+    kube = cluster()
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    del kube.stores[0]["spec"]["rollout"]
+    patches = len(kube.workload_patches)
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert "rollout" not in kube.stores[0]["status"]
+    assert len(kube.workload_patches) == patches  # nothing rolled, nothing undone
+
+
+async def test_an_invalid_store_stops_rollouts_in_its_namespace_with_a_warning() -> None:
+    kube = cluster()
+    kube.stores[0]["spec"]["rollout"]["workloads"][0]["kind"] = "DaemonSet"
+    assert await sync_rollouts(NS, kube) == []  # type: ignore[arg-type]
+    assert kube.workload_patches == []
+    assert kube.events == [("LockStore", "locks", "RolloutInvalid")]
