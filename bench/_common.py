@@ -12,6 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -39,12 +40,26 @@ async def rate(op: Callable[[], Awaitable[Any]], seconds: float, *, tasks: int =
     return done / elapsed
 
 
+@dataclass
+class Interleaved:
+    """Per-slice rates of several contenders measured in alternating slices."""
+
+    slices: dict[str, list[float]]
+    totals: dict[str, float]
+
+    def ratio(self, a: str, b: str, *, b_factor: float = 1.0) -> float:
+        """Median over rounds of ``a / (b * b_factor)`` from adjacent slices: a load burst
+        hits one round, not the result."""
+        pairs = zip(self.slices[a], self.slices[b], strict=True)
+        return statistics.median(x / (y * b_factor) for x, y in pairs if y > 0)
+
+
 async def interleaved_rates(
     ops: dict[str, tuple[Callable[[], Awaitable[Any]], int]],
     seconds: float,
     *,
-    slice_seconds: float = 0.2,
-) -> dict[str, float]:
+    slice_seconds: float = 0.1,
+) -> Interleaved:
     """Rates of several ``name: (op, tasks)`` measured in alternating short slices.
 
     On a machine whose load drifts, measuring A then B compares two different machines;
@@ -53,12 +68,14 @@ async def interleaved_rates(
     """
     done = dict.fromkeys(ops, 0)
     spent = dict.fromkeys(ops, 0.0)
+    slices: dict[str, list[float]] = {name: [] for name in ops}
     for _ in range(max(1, round(seconds / slice_seconds))):
         for name, (op, tasks) in ops.items():
             n, elapsed = await count(op, slice_seconds, tasks=tasks)
             done[name] += n
             spent[name] += elapsed
-    return {name: done[name] / spent[name] for name in ops}
+            slices[name].append(n / elapsed)
+    return Interleaved(slices, {name: done[name] / spent[name] for name in ops})
 
 
 def sync_rate(op: Callable[[], Any], seconds: float) -> float:
