@@ -19,6 +19,7 @@ import redis as sync_redis
 from tests.platform.redis_servers import RedisCluster, SentinelGroup
 from tests.unit.test_timer_contract import TimerStoreContract
 from turnstile.stores.buckets import key_slot
+from turnstile.stores.errors import StoreUnavailableError
 from turnstile.stores.timer_manager import TimerManager
 from turnstile.stores.timer_redis import RedisTimerStore
 from turnstile.stores.timer_scripts import CLAIM, CLAIM_DUE
@@ -110,18 +111,47 @@ async def test_a_retried_claim_gets_its_timers_back_instead_of_losing_them(
     for i in range(5):
         await store.store_timer(f"c{i}", "s", float(i))
     keys = store.keys.buckets[0]
-    args = ["claim-1", 10_000, "100", 10]
+    args = ["claim-1", 10_000, "100", 10, ""]
     first = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
     retry = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
-    other = await store._conn.eval(CLAIM_DUE, keys.claim_keys, ["claim-2", 10_000, "100", 10])
+    other = await store._conn.eval(CLAIM_DUE, keys.claim_keys,
+                                   ["claim-2", 10_000, "100", 10, "claim-1"])
     assert first == retry
     assert int(first[0]) == 5
     assert other == [0, "[]"]
+    acked = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
+    assert acked == [0, "[]"]  # claim-1 was acknowledged by claim-2's call and forgotten
     await store.store_timer("x", "s", 1.0)
     single = ["claim-3", 10_000, "x", "1.0"]
     assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
     assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
     assert await store._conn.eval(CLAIM, keys.claim_keys, ["claim-4", 10_000, "x", "1.0"]) == [0]
+
+
+async def test_timers_whose_claim_reply_was_lost_come_back_on_the_next_poll(
+    make_store: StoreFactory,
+):
+    store = make_store(buckets=4)
+    for i in range(40):
+        await store.store_timer(f"c{i}", "s", float(i))
+    real_each = store._each
+    lost: list[int] = []
+
+    async def lose_bucket_zero(calls, *, what):
+        replies = await real_each(calls, what=what)
+        lost.append(int(replies[0][0]))
+        replies[0] = StoreUnavailableError("reply lost in a failover")
+        return replies
+
+    store._each = lose_bucket_zero  # type: ignore[method-assign]
+    first, more = await store.claim_due(100.0, limit=1000)
+    store._each = real_each  # type: ignore[method-assign]
+    assert more  # bucket 0 still owes its answer
+    second, _ = await store.claim_due(100.0, limit=1000)
+    assert lost[0] > 0
+    assert len(second) == lost[0]
+    assert sorted(t.sender_id for t in first + second) == sorted(f"c{i}" for i in range(40))
+    assert (await store.claim_due(100.0, limit=1000)).timers == []
 
 
 async def test_three_managers_fire_each_of_1000_due_timers_exactly_once(

@@ -59,6 +59,11 @@ _BATCH: Final = 500
 _MAX_PAGES: Final = 10_000
 #: The least time Redis remembers a claim id, so that a retried claim is recognised (ms).
 _MIN_CLAIM_MEMORY_MS: Final = 10_000
+#: How long Redis keeps a poll's claimed timers that the poller never acknowledged (ms): long
+#: enough to outlast an outage, after which the poller asks again with the same claim id.
+#: Acknowledged claims are forgotten on the poller's next call, so this costs memory only for
+#: pollers that stopped for good.
+_POP_MEMORY_MS: Final = 3_600_000
 
 _Call = tuple[LuaScript, BucketKeys, list[Any]]
 
@@ -87,6 +92,10 @@ class RedisTimerStore(BaseTimerStore):
         self._keys = TimerKeys(self.settings.buckets, redis.key_prefix)
         # Retries of one claim happen within the retry budget; remember claims well beyond it.
         self._memory_ms = max(_MIN_CLAIM_MEMORY_MS, int(budget * 5000))
+        #: Per bucket: the claim id whose reply was lost (ask again with it) ...
+        self._unanswered: dict[int, str] = {}
+        #: ... and the last claim id whose reply arrived (Redis may forget it).
+        self._answered: dict[int, str] = {}
         self._clock = clock
         self._retry_interval = retry_interval
         self._journal: FallbackJournal | None = None
@@ -190,27 +199,43 @@ class RedisTimerStore(BaseTimerStore):
             return self._fall_back(exc).expired(cutoff)
 
     async def claim_due(self, cutoff_time: float, limit: int) -> Claimed:
-        """Claim due timers straight from every bucket: one script per bucket, pipelined.
+        """Claim due timers straight from every bucket, one script per bucket.
 
         Each bucket gives at most ``ceil(limit / buckets)`` timers (so a poll claims about
-        ``limit``); ``more`` says a bucket had more due.
+        ``limit``); ``more`` says a bucket had more due. A bucket whose reply did not arrive
+        (its master died, say) is asked again with the same claim id on the next call, so the
+        timers Redis handed out are returned then rather than lost; buckets that answered are
+        unaffected by one that did not.
         """
         if self._journal is not None:
             return await super().claim_due(cutoff_time, limit)
         per_bucket = max(1, min(PAGE_SIZE, -(-limit // len(self._keys.buckets))))
-        claim_id = uuid.uuid4().hex
+        fresh = uuid.uuid4().hex
+        ids = [self._unanswered.get(b, f"{fresh}.{b}") for b in range(len(self._keys.buckets))]
         calls: list[_Call] = [
-            (CLAIM_DUE, keys, [claim_id, self._memory_ms, _num(cutoff_time), per_bucket])
-            for keys in self._keys.buckets
+            (CLAIM_DUE, keys,
+             [ids[b], _POP_MEMORY_MS, _num(cutoff_time), per_bucket, self._answered.get(b, "")])
+            for b, keys in enumerate(self._keys.buckets)
         ]
-        try:
-            replies = await self._batch(calls, what="timer claim due")
-        except StoreUnavailableError as exc:
-            self._fall_back(exc)
-            return Claimed([], more=False)
-        claimed = [timer_from_dict(d) for reply in replies for d in json.loads(reply[1])]
+        replies = await self._each(calls, what="timer claim due")
+        claimed: list[SessionTimer] = []
+        more = False
+        for bucket, reply in enumerate(replies):
+            if isinstance(reply, BaseException):
+                self._unanswered[bucket] = ids[bucket]
+                continue
+            self._unanswered.pop(bucket, None)
+            self._answered[bucket] = ids[bucket]
+            claimed += [timer_from_dict(d) for d in json.loads(reply[1])]
+            more = more or int(reply[0]) >= per_bucket
+        failures = [r for r in replies if isinstance(r, BaseException)]
+        if failures and len(failures) == len(replies):
+            if isinstance(failures[0], StoreUnavailableError):
+                self._fall_back(failures[0])
+                return Claimed([], more=False)
+            raise failures[0]
         claimed.sort(key=lambda t: t.scheduled_time)
-        return Claimed(claimed, more=any(int(r[0]) >= per_bucket for r in replies))
+        return Claimed(claimed, more=more or bool(failures))
 
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim many due timers with one script per bucket, pipelined."""
@@ -316,6 +341,22 @@ class RedisTimerStore(BaseTimerStore):
             return results
 
         return await self._conn.run(op, what=what)
+
+    async def _each(self, calls: Sequence[_Call], *, what: str) -> list[Any]:
+        """Run scripts so that each succeeds or fails on its own: one concurrent call per
+        script in Cluster (a pipeline fails as a whole when one master is down, losing the
+        replies of the masters that did the work), one pipeline otherwise (one server: all or
+        nothing anyway). Results are replies or exceptions, in order."""
+        if self._conn.is_cluster:
+            return list(await asyncio.gather(
+                *(self._conn.eval(script, _script_keys(script, keys)[1:], args)
+                  for script, keys, args in calls),
+                return_exceptions=True,
+            ))
+        try:
+            return await self._batch(calls, what=what)
+        except TurnstileError as exc:
+            return [exc] * len(calls)
 
     async def _write_back(self, entries: Sequence[Entry]) -> int:
         """Merge memory's entries into Redis, newer wins; returns how many were applied."""

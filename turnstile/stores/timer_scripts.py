@@ -125,15 +125,22 @@ return out
 
 #: Claim (delete and return) up to a page of due timers at once, oldest first: the poll.
 #: KEYS[1] due zset, KEYS[2] data hash, KEYS[3] claims zset, KEYS[4] popped hash (one bucket).
-#: ARGV[1] claim id (fresh per call, the same on a retry), ARGV[2] how long to remember the
-#: claim (ms), ARGV[3] cutoff (inclusive), ARGV[4] at most this many (<= 4000).
+#: ARGV[1] claim id (fresh per call; the same again when the caller never saw the reply),
+#: ARGV[2] how long to remember an unacknowledged claim (ms), ARGV[3] cutoff (inclusive),
+#: ARGV[4] at most this many (<= 4000), ARGV[5] the caller's previous claim id for this
+#: bucket whose reply it did see (forgotten now), or "".
 #: Returns {n, "[record1,...]"}: n is how many due timers were claimed (n = ARGV[4] means more
-#: may be due) and their JSON records as one JSON array. The array is remembered under the
-#: claim id, so a retry after a lost reply gets the same timers back instead of none.
+#: may be due) and their JSON records as one JSON array. The reply is remembered under the
+#: claim id until acknowledged, so a caller that lost it (failover, timeout) gets the same
+#: timers back by asking again with the same id, instead of nobody ever firing them.
 CLAIM_DUE: Final = LuaScript(
     "timer claim due",
     _FORGET_OLD_CLAIMS
     + """
+if ARGV[5] ~= '' then
+    redis.call('HDEL', KEYS[4], ARGV[5])
+    redis.call('ZREM', KEYS[3], ARGV[5])
+end
 local done = redis.call('HGET', KEYS[4], ARGV[1])
 if done then return cjson.decode(done) end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
