@@ -235,7 +235,7 @@ class RedisTimerStore(BaseTimerStore):
                 return Claimed([], more=False)
             raise failures[0]
         claimed.sort(key=lambda t: t.scheduled_time)
-        return Claimed(claimed, more=more or bool(failures))
+        return Claimed(claimed, more=more)  # failed buckets wait for the next regular poll
 
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim many due timers with one script per bucket, pipelined."""
