@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import threading
 import time
 import uuid
@@ -413,6 +414,11 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "Rasa ConcurrentRedisLockStore handoff: its waiters poll every 1 s, so 0-1000 ms by "
         "construction (not sampled)."
     )
+    res.notes.append(
+        "The synchronous contenders ran after the interleaved async ones, at another moment of "
+        "the machine's load: compare them with `sync PING 1 thread`, measured next to them, "
+        "not with the async rows."
+    )
     print("wake-up primitives on their own", flush=True)
     blpop, pubsub = await wake_primitives(top.empty.port, handoffs)
     res.add_handoff("wake primitive: RPUSH -> BLPOP", blpop)
@@ -481,8 +487,11 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
             f"Command: `{command}`  \nDate: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} "
             f"UTC, run took {elapsed:.0f} s  \nMachine: {machine_note()}, redis-server on "
             "loopback, redis-py " + redis.__version__ + ". The machine was shared with other "
-            "work while this ran; absolute numbers move with its load, ratios less so "
-            "(ceilings are measured in the same run, interleaved).",
+            "work while this ran (load average "
+            + " / ".join(f"{x:.1f}" for x in os.getloadavg())
+            + " at the end); absolute numbers move with its load. Ratios are medians over "
+            "adjacent 0.1 s slices of the two contenders, measured alternately, so a load burst "
+            "hits one pair, not the result.",
             "A lock cycle is acquire + release of a free lock on a fresh conversation. The "
             "ceiling for a lock that needs two round trips is the PING rate / 2 on the same "
             "client. Rasa's ConcurrentRedisLockStore is its request sequence reproduced with a "
