@@ -6,7 +6,9 @@
   the due timers *with* their data, all buckets in one pipeline (redis-py's cluster pipeline
   sends one batch per master, concurrently). Round trips do not grow with the number of timers.
 * **Claims.** A claim is one script (delete if the scheduled time still matches);
-  :meth:`RedisTimerStore.claim_timers` claims a whole poll's worth in one pipeline.
+  :meth:`RedisTimerStore.claim_timers` claims many in one pipeline, and
+  :meth:`RedisTimerStore.claim_due` (a manager's poll) pops due timers from every bucket in one
+  script each. Claim ids make a retried claim return what the lost reply carried.
 * **Outage.** An operation that still fails after ``fallback_after`` seconds of retries switches
   the store to memory (logged once). While in memory, nothing waits on Redis; a background task
   tries Redis every ``retry_interval`` and, once it answers, writes back what memory holds,
