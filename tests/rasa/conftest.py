@@ -12,6 +12,7 @@ a skip: a green run there must mean Rasa's own code loaded and drove the stores.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+
+from tests.platform.redis_fixtures import REDIS_PASSWORD
 
 #: This interpreter is one of the drop-in venvs: Rasa must be importable here.
 IN_RASA_VENV = Path(sys.prefix).name.startswith(".venv-rasa")
@@ -46,18 +50,14 @@ with warnings.catch_warnings():
         # (rasa/shared/utils/validation.py), which warns on import with the setuptools Rasa
         # pins; pyproject turns warnings into errors. Import it once here, warnings off.
         warnings.simplefilter("ignore", DeprecationWarning)  # Rasa's import reset the filters
-        try:
+        with contextlib.suppress(ImportError):
             import pkg_resources  # noqa: F401
-        except ImportError:
-            pass
 
 #: Rasa Pro (3.8+) has timer stores; Rasa Open Source 3.6 has none.
 HAS_TIMER_STORES = (
     RASA_VERSION is not None and importlib.util.find_spec("rasa.core.timer_stores") is not None
 )
-RASA_FLAVOUR = (
-    "none" if RASA_VERSION is None else ("pro" if HAS_TIMER_STORES else "open-source")
-)
+RASA_FLAVOUR = "none" if RASA_VERSION is None else ("pro" if HAS_TIMER_STORES else "open-source")
 NO_RASA_REASON = (
     "RASA DROP-IN TESTS NOT RUN: Rasa is not importable in this interpreter "
     f"({sys.prefix}: {RASA_IMPORT_ERROR}). Run `make test-rasa` "
@@ -83,8 +83,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         if HAS_TIMER_STORES
         else f"no timer stores in this Rasa: {', '.join(PRO_ONLY_FILES)} not collected"
     )
-    import redis
-
     return [f"rasa: {RASA_VERSION} ({RASA_FLAVOUR}), redis-py {redis.__version__}; {timers}"]
 
 
@@ -108,9 +106,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def require_rasa() -> None:
     """Fail loudly where Rasa must be present; called by every module of this tier."""
     if RASA_VERSION is None and RASA_REQUIRED:
+        why = "drop-in venv" if IN_RASA_VENV else "TURNSTILE_REQUIRE_RASA=1"
         pytest.fail(
-            f"Rasa must be importable here ({'drop-in venv' if IN_RASA_VENV else 'TURNSTILE_REQUIRE_RASA=1'})"
-            f" but is not: {RASA_IMPORT_ERROR}. Rebuild with hack/rasa-venvs.sh --force.",
+            f"Rasa must be importable here ({why}) but is not: {RASA_IMPORT_ERROR}. "
+            "Rebuild with hack/rasa-venvs.sh --force.",
             pytrace=False,
         )
 
@@ -163,8 +162,6 @@ def topology(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     Standalone is the password-protected server, with the password *and* the port given as
     ``${VAR}`` references that Rasa's reader expands from the environment.
     """
-    from tests.platform.redis_fixtures import REDIS_PASSWORD
-
     mode = request.param
     if mode == "standard":
         server = request.getfixturevalue("redis_password_server")

@@ -18,9 +18,22 @@ from typing import Any
 
 import pytest
 
-from tests.rasa.conftest import HAS_TIMER_STORES, PASSWORD_ENV, PORT_ENV, Topology, require_rasa
+import turnstile.rasa
+from tests.rasa.conftest import (
+    HAS_TIMER_STORES,
+    PASSWORD_ENV,
+    PORT_ENV,
+    RASA_VERSION,
+    Topology,
+    require_rasa,
+)
+from turnstile.rasa import TicketLockStore, locks, timers
 
 require_rasa()
+if RASA_VERSION is not None:  # without Rasa every test here is skipped, loudly (conftest.py)
+    from rasa.core.lock import TicketLock
+    from rasa.core.lock_store import LockError, LockStore
+    from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 
 pytestmark = [
     pytest.mark.rasa,
@@ -36,9 +49,6 @@ WAIT = 20.0
 
 def load_lock_store(path: Path) -> Any:
     """Rasa's own loading path for ``lock_store`` in ``endpoints.yml``."""
-    from rasa.core.lock_store import LockStore
-    from rasa.utils.endpoints import read_endpoint_config
-
     return LockStore.create(read_endpoint_config(str(path), "lock_store"))
 
 
@@ -62,10 +72,6 @@ async def lock_stores(
 
 def test_turnstile_rasa_imports_on_this_rasa() -> None:
     """``type: turnstile.rasa.X`` imports the package; both adapters must import on any Rasa."""
-    import turnstile.rasa
-    from rasa.core.lock_store import LockStore
-    from turnstile.rasa import locks, timers
-
     assert locks.HAS_RASA is True
     assert issubclass(turnstile.rasa.TicketLockStore, LockStore)
     # Rasa 3.6 has no timer stores: the timer adapter must still import (on its plain base).
@@ -75,8 +81,6 @@ def test_turnstile_rasa_imports_on_this_rasa() -> None:
 async def test_endpoints_yml_read_by_rasa(
     topology: Topology, endpoints_file: Callable[..., Path]
 ) -> None:
-    from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
-
     path = endpoints_file(lock_store=topology.section(LOCK_STORE))
     config = read_endpoint_config(str(path), "lock_store")
     assert isinstance(config, EndpointConfig)
@@ -93,8 +97,6 @@ def test_quoted_env_reference_is_not_expanded_by_rasa(
 ) -> None:
     """Rasa (3.6 and Pro) expands ``${VAR}`` in plain YAML scalars only: whoever renders
     ``endpoints.yml`` must not quote them, or the store gets the literal text."""
-    from rasa.utils.endpoints import read_endpoint_config
-
     monkeypatch.setenv(PASSWORD_ENV, "s3cret")
     body = f'  type: {LOCK_STORE}\n  plain: ${{{PASSWORD_ENV}}}\n  quoted: "${{{PASSWORD_ENV}}}"'
     config = read_endpoint_config(str(endpoints_file(lock_store=body)), "lock_store")
@@ -103,18 +105,12 @@ def test_quoted_env_reference_is_not_expanded_by_rasa(
 
 
 async def test_rasa_factory_builds_the_store(lock_stores: Callable[[], Any]) -> None:
-    from rasa.core.lock_store import LockStore
-
-    from turnstile.rasa import TicketLockStore
-
     store = lock_stores()
     assert type(store) is TicketLockStore
     assert isinstance(store, LockStore)
     # Agent(lock_store=store) goes through the same factory: an instance passes as it is.
     assert LockStore.create(store) is store
     async with store.lock("factory") as lock:  # and it reaches Redis (auth, topology)
-        from rasa.core.lock import TicketLock
-
         assert isinstance(lock, TicketLock)
         assert lock.conversation_id == "factory"
 
@@ -215,8 +211,6 @@ async def test_waiter_whose_ticket_expires_gets_rasas_lock_error(
     lock_stores: Callable[[], Any],
 ) -> None:
     """A message that waited past its ticket's lifetime fails with Rasa's own ``LockError``."""
-    from rasa.core.lock_store import LockError
-
     a, b = lock_stores(), lock_stores()
     holding = asyncio.Event()
 
@@ -243,8 +237,6 @@ async def test_rasas_own_lock_algorithm_over_the_contract_methods(
     """Rasa's base ``LockStore.lock`` (issue_ticket, get_lock, is_locked polling, cleanup) run
     on Turnstile's contract methods, interleaved with Turnstile's fast path on another pod:
     still one message at a time. This is the documented custom-lock-store contract."""
-    from rasa.core.lock_store import LockStore
-
     rasa_pod, fast_pod = lock_stores(), lock_stores()
     active = 0
     max_active = 0

@@ -22,9 +22,23 @@ from typing import Any
 
 import pytest
 
-from tests.rasa.conftest import Topology, require_rasa
+from tests.rasa.conftest import HAS_TIMER_STORES, Topology, require_rasa
+from turnstile.rasa import TicketLockStore, TimerStore
 
 require_rasa()
+if HAS_TIMER_STORES:  # without Rasa Pro every test here is skipped or not collected (conftest)
+    from rasa.core.config.available_endpoints import AvailableEndpoints
+    from rasa.core.lock_store import LockStore
+    from rasa.core.timer_managers.in_memory_timer_manager import InMemorySessionTimerManager
+    from rasa.core.timer_managers.timer_manager import create_timer_manager
+    from rasa.core.timer_stores.timer_store import SessionTimer, SessionTimerStore
+    from rasa.mantle.config.runtime_endpoints import (
+        apply_integration_runtime_endpoints,
+        parse_lock_store,
+        parse_timer_store,
+    )
+    from rasa.shared.exceptions import RasaException
+    from rasa.utils.endpoints import read_endpoint_config
 
 pytestmark = [pytest.mark.rasa]
 
@@ -34,9 +48,6 @@ WAIT = 20.0
 
 
 def load_timer_store(path: Path) -> Any:
-    from rasa.core.timer_stores.timer_store import SessionTimerStore
-    from rasa.utils.endpoints import read_endpoint_config
-
     return SessionTimerStore.create(read_endpoint_config(str(path), "timer_store"))
 
 
@@ -62,10 +73,6 @@ async def timer_stores(
 
 
 async def test_rasa_factory_builds_the_timer_store(timer_stores: Callable[[], Any]) -> None:
-    from rasa.core.timer_stores.timer_store import SessionTimer, SessionTimerStore
-
-    from turnstile.rasa import TimerStore
-
     store = timer_stores()
     assert type(store) is TimerStore
     assert isinstance(store, SessionTimerStore)
@@ -78,9 +85,6 @@ async def test_rasa_factory_builds_the_timer_store(timer_stores: Callable[[], An
 
 def test_rasa_pro_subclass_checks_accept_turnstile_and_refuse_others() -> None:
     """``integrations.yml`` validation imports ``type`` and requires Rasa's base classes."""
-    from rasa.mantle.config.runtime_endpoints import parse_lock_store, parse_timer_store
-    from rasa.shared.exceptions import RasaException
-
     assert parse_lock_store({"type": LOCK_STORE, "host": "localhost"}).type == LOCK_STORE
     assert parse_timer_store({"type": TIMER_STORE, "host": "localhost"}).type == TIMER_STORE
     # The checks are live: a real class of the wrong kind is refused, each way round.
@@ -117,12 +121,6 @@ async def test_agent_loading_from_endpoints_yml(
     topology: Topology, endpoints_file: Callable[..., Path], timer_stores: Callable[[], Any]
 ) -> None:
     """``AvailableEndpoints.read_endpoints`` then ``rasa.core.agent``'s two factory calls."""
-    from rasa.core.config.available_endpoints import AvailableEndpoints
-    from rasa.core.lock_store import LockStore
-    from rasa.core.timer_managers.in_memory_timer_manager import InMemorySessionTimerManager
-    from rasa.core.timer_managers.timer_manager import create_timer_manager
-
-    from turnstile.rasa import TicketLockStore, TimerStore
 
     path = endpoints_file(
         lock_store=topology.section(LOCK_STORE), timer_store=topology.section(TIMER_STORE)
@@ -141,12 +139,6 @@ async def test_engine_loading_from_integrations_yml(
 ) -> None:
     """Engine projects: ``integrations.yml`` (validated, ``${VAR}`` expanded) overlays the
     endpoints; the same factories then build the stores."""
-    from rasa.core.config.available_endpoints import AvailableEndpoints
-    from rasa.core.lock_store import LockStore
-    from rasa.core.timer_managers.timer_manager import create_timer_manager
-    from rasa.mantle.config.runtime_endpoints import apply_integration_runtime_endpoints
-
-    from turnstile.rasa import TicketLockStore, TimerStore
 
     (tmp_path / "integrations.yml").write_text(
         f"lock_store:\n{topology.section(LOCK_STORE)}\n"
@@ -167,8 +159,6 @@ async def test_engine_loading_from_integrations_yml(
 
 
 async def test_timer_contract(timer_stores: Callable[[], Any]) -> None:
-    from rasa.core.timer_stores.timer_store import SessionTimer
-
     store = timer_stores()
     now = time.time()
     due_at = now - 5.123456789  # not representable in few digits: round trips must be exact
@@ -239,16 +229,15 @@ async def test_rasa_timer_manager_persists_fires_once_and_cancels(
     topology: Topology, endpoints_file: Callable[..., Path], timer_stores: Callable[[], Any]
 ) -> None:
     """Rasa's own manager around Turnstile's store; another pod sees what it persists."""
-    from rasa.core.timer_managers.timer_manager import create_timer_manager
-    from rasa.utils.endpoints import read_endpoint_config
-
     path = endpoints_file(timer_store=topology.section(TIMER_STORE))
     manager = create_timer_manager(read_endpoint_config(str(path), "timer_store"))
     other_pod = timer_stores()
     fired: list[tuple[str, str | None, float | None]] = []
+    fired_once = asyncio.Event()
 
     async def on_timeout(sender_id: str, session_id: str | None, at: float | None) -> None:
         fired.append((sender_id, session_id, at))
+        fired_once.set()
 
     await manager.start()
     try:
@@ -265,11 +254,7 @@ async def test_rasa_timer_manager_persists_fires_once_and_cancels(
         assert await manager.cancel_timer("cancel") is True
         assert await other_pod.get_timer("cancel") is None
 
-        async def fired_once() -> None:
-            while not fired:
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(fired_once(), WAIT)
+        await asyncio.wait_for(fired_once.wait(), WAIT)
         await asyncio.sleep(0.3)
         assert [(s, i) for s, i, _ in fired] == [("fire", "s1")]
         assert fired[0][2] == persisted.scheduled_time
