@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint bench e2e clean
+.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart bench e2e clean
 
 all: test
 
@@ -30,7 +30,7 @@ deps: system-deps venv kube
 demo: deps
 	$(PY) -m examples.demo
 
-test: deps lint
+test: deps lint lint-chart
 	$(PY) -m pytest -m "unit or redis or k8s" tests
 
 test-unit: venv
@@ -46,15 +46,23 @@ lint: venv
 	$(VENV)/bin/ruff check turnstile tests bench examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	@if [ -f Dockerfile ]; then $(VENV)/bin/hadolint Dockerfile; fi
+	$(VENV)/bin/hadolint Dockerfile
+	bash hack/sync-chart-crds.sh --check
+
+lint-chart: kube
+	@helm="$$(bash hack/build-kube.sh --print-dir)/helm"; \
+	for values in "" charts/turnstile-operator/ci/*-values.yaml; do \
+	  echo "helm lint --strict $${values:-(defaults)}"; \
+	  "$$helm" lint --strict --quiet charts/turnstile-operator $${values:+-f "$$values"} || exit 1; \
+	done
 
 bench: deps
 	$(PY) -m bench.locks
 	$(PY) -m bench.timers
 	$(PY) -m bench.operator
 
-e2e: venv
-	$(PY) -m pytest -m e2e tests/e2e
+e2e: venv kube
+	bash hack/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

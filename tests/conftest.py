@@ -23,11 +23,12 @@ _TIERS = ("unit", "redis", "k8s", "e2e")
 _ROOT = Path(__file__).parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects anything by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         try:
             tier = Path(str(item.path)).relative_to(_ROOT).parts[0]
         except ValueError:
             continue
-        if tier in _TIERS and not any(item.iter_markers(name=t) for t in _TIERS):
+        if tier in _TIERS and not any(item.get_closest_marker(t) for t in _TIERS):
             item.add_marker(getattr(pytest.mark, tier))
