@@ -90,6 +90,38 @@ async def _not(value: bool) -> bool:
     return not value
 
 
+async def test_a_manager_fires_timers_from_memory_while_redis_is_down_and_only_once(
+    persistent_redis: RedisServer,
+):
+    kwargs = kwargs_for(persistent_redis, fallback_after=0.2)
+    pod = RedisTimerStore.from_kwargs(kwargs, retry_interval=0.2)
+    fired: Counter[str] = Counter()
+
+    async def on_expired(timer: SessionTimer) -> None:
+        fired[timer.sender_id] += 1
+
+    try:
+        async with TimerManager(pod, on_expired, poll_interval=0.05):
+            persistent_redis.terminate()
+            await pod.store_timer("during-outage", "s", time.time() + 0.3)
+            assert await wait_until(lambda: _has(fired, "during-outage"), timeout=10)
+            assert pod.using_fallback
+            persistent_redis.proc = None
+            persistent_redis.start()
+            assert await wait_until(lambda: _not(pod.using_fallback), timeout=15)
+            await pod.store_timer("after-outage", "s", time.time() + 0.2)
+            assert await wait_until(lambda: _has(fired, "after-outage"), timeout=10)
+            await asyncio.sleep(0.3)
+        assert fired == Counter({"during-outage": 1, "after-outage": 1})
+        assert await pod.get_timer("during-outage") is None
+    finally:
+        await pod.aclose()
+
+
+async def _has(fired: Counter[str], sender: str) -> bool:
+    return sender in fired
+
+
 @pytest.mark.parametrize("mode", ["cluster", "sentinel"])
 async def test_sigkill_of_a_master_during_claims_loses_no_timer(
     mode: str, request: pytest.FixtureRequest

@@ -229,6 +229,33 @@ async def test_newer_timers_in_redis_win_over_an_outages_older_ones(make_store: 
     assert (await pod_b.get_timer("older-in-redis")).session_id == "from-a"  # type: ignore[union-attr]
 
 
+async def test_a_claim_during_an_outage_removes_that_timer_and_older_ones_not_newer_ones(
+    make_store: StoreFactory,
+):
+    def store_at(clock: float) -> RedisTimerStore:
+        store = make_store()
+        store._clock = lambda: clock
+        return store
+
+    pod_a, reader = store_at(1000.0), make_store()
+    await store_at(10.0).store_timer("same", "before-outage", 5.0)
+    pod_a._fall_back(RuntimeError("simulated outage"))
+    await pod_a.store_timer("same", "during-outage", 20.0)
+    await pod_a.store_timer("raced", "during-outage", 30.0)
+    assert await pod_a.delete_timer("same", only_if_scheduled_time=20.0)
+    assert await pod_a.delete_timer("raced", only_if_scheduled_time=30.0)
+    await store_at(5000.0).store_timer("raced", "written-later-elsewhere", 40.0)
+    for _ in range(100):
+        if not pod_a.using_fallback:
+            break
+        await asyncio.sleep(0.05)
+    assert not pod_a.using_fallback
+    assert await reader.get_timer("same") is None
+    raced = await reader.get_timer("raced")
+    assert raced is not None
+    assert raced.session_id == "written-later-elsewhere"
+
+
 async def test_a_cluster_spreads_timers_over_all_masters_within_1_5x_of_a_share(
     redis_cluster: RedisCluster,
 ):
