@@ -146,6 +146,9 @@ ldflags_for() {
 }
 
 # go_build GROUP OUTDIR PKG...: one `go build` so shared packages compile once.
+# -trimpath and -buildvcs=false make the output depend only on the pins and the
+# Go version (not on the checkout path or the Turnstile commit), so two machines
+# produce bit-identical binaries.
 go_build() {
   local group="$1" out="$2" dir start
   shift 2
@@ -155,7 +158,7 @@ go_build() {
   (
     cd "$dir"
     CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" \
-      go build -trimpath -ldflags="$(ldflags_for "$group")" -o "$out/" "$@"
+      go build -trimpath -buildvcs=false -ldflags="$(ldflags_for "$group")" -o "$out/" "$@"
   )
   log "go build ($group) took $((SECONDS - start))s"
 }
