@@ -18,6 +18,8 @@
 #
 # Interpreters: RASA_PRO_PYTHON / RASA36_PYTHON override; otherwise pyenv
 # ($PYENV_ROOT, default ~/.pyenv) versions, then python3.X on PATH, then python3 if it fits.
+# RASA_PRO_VENV / RASA36_VENV put a venv elsewhere (e.g. a second Python for the same pins);
+# keep the directory name starting with ".venv-rasa" so the tests refuse to skip there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +31,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
         pro|36) TARGETS+=("$arg") ;;
-        -h|--help) sed -n '2,22p' "$SCRIPT"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$SCRIPT"; exit 0 ;;
         *) echo "rasa-venvs: unknown argument '$arg' (pro, 36, --force)" >&2; exit 2 ;;
     esac
 done
@@ -128,13 +130,13 @@ for target in "${TARGETS[@]}"; do
         pro)
             py="${RASA_PRO_PYTHON:-$(find_python 3.13 3.11 3.12 3.14 || true)}"
             [ -n "$py" ] || { log "pro: no Python 3.11-3.14 found (set RASA_PRO_PYTHON)"; exit 1; }
-            build "rasa-pro 3.21.0" "$ROOT/.venv-rasa-pro" "$py" \
+            build "rasa-pro 3.21.0" "${RASA_PRO_VENV:-$ROOT/.venv-rasa-pro}" "$py" \
                 "$ROOT/requirements/rasa-pro.txt" "$PRO_MODULES"
             ;;
         36)
             py="${RASA36_PYTHON:-$(find_python 3.10 || true)}"
             [ -n "$py" ] || { log "36: no Python 3.10 found (set RASA36_PYTHON)"; exit 1; }
-            build "rasa 3.6.21" "$ROOT/.venv-rasa36" "$py" \
+            build "rasa 3.6.21" "${RASA36_VENV:-$ROOT/.venv-rasa36}" "$py" \
                 "$ROOT/requirements/rasa36.txt" "$R36_MODULES"
             ;;
     esac
