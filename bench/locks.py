@@ -59,6 +59,8 @@ except ImportError:  # pragma: no cover - listed in the dev extra
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FILLER_KEYS = 200_000
 CONCURRENCY = 50
+#: The db of the standalone server that holds the unrelated keys (the empty one is db 0).
+FILLED_DB = 1
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Results:
     handoffs: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Ratios as medians over adjacent slices (see ``Interleaved.ratio``).
     paired: dict[str, float] = field(default_factory=dict)
+    #: name -> (client CPU µs per op, Redis µs per EVALSHA)
+    costs: dict[str, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add_rate(self, name: str, value: float) -> None:
@@ -282,6 +286,30 @@ async def _close(client: Any) -> None:
 # ---- the run --------------------------------------------------------------------------------
 
 
+async def cpu_costs(client: Any, noop: str, cycles: Cycles, res: Results, ops: int = 1000) -> None:
+    """Client CPU per op (``time.process_time``) and Redis's own time per script call."""
+
+    async def two_pings() -> None:
+        await client.ping()
+        await client.ping()
+
+    async def two_noops() -> None:
+        await client.evalsha(noop, 0)
+        await client.evalsha(noop, 0)
+
+    for name, op in (("2x PING", two_pings), ("2x EVALSHA no-op", two_noops),
+                     ("turnstile cycle", cycles.turnstile)):
+        await client.config_resetstat()
+        started = time.process_time()
+        for _ in range(ops):
+            await op()
+        cpu_us = (time.process_time() - started) / ops * 1e6
+        stats = await client.info("commandstats")
+        server = stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0)
+        res.costs[name] = (cpu_us, float(server))
+        print(f"  {name:<24} client CPU {cpu_us:6.0f} us/op   Redis {server:5.1f} us/EVALSHA")
+
+
 def _prl_cycle(client: redis.Redis, n: int) -> None:
     lock = redis_lock.Lock(client, f"prl-{n}", expire=60)
     lock.acquire()
@@ -291,14 +319,14 @@ def _prl_cycle(client: redis.Redis, n: int) -> None:
 @dataclass
 class Topologies:
     empty: RedisServer
-    filled: RedisServer
     cluster: RedisCluster
     sentinel: SentinelGroup
 
     def kwargs(self) -> dict[str, dict[str, Any]]:
         return {
             "standalone": {"host": self.empty.host, "port": self.empty.port, "db": 0},
-            "+200k keys": {"host": self.filled.host, "port": self.filled.port, "db": 0},
+            # Same server, another db: only the number of keys differs, not the process.
+            "+200k keys": {"host": self.empty.host, "port": self.empty.port, "db": FILLED_DB},
             "cluster": {"deployment_mode": "cluster", "endpoints": self.cluster.endpoints},
             "sentinel": {
                 "deployment_mode": "sentinel",
@@ -317,7 +345,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
     clients = {mode: await pair[0].connection.client() for mode, pair in stores.items()}
     cycles = {mode: Cycles(pair[0]) for mode, pair in stores.items()}
     plain = aioredis.Redis(port=top.empty.port)
-    plain_filled = aioredis.Redis(port=top.filled.port)
+    plain_filled = aioredis.Redis(port=top.empty.port, db=FILLED_DB)
     print(f"filling {FILLER_KEYS:,} unrelated keys", flush=True)
     await fill_keys(plain_filled, FILLER_KEYS)
     rp, rp_filled = RedisPyCycles(plain), RedisPyCycles(plain_filled)
@@ -377,9 +405,12 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "redis-py": one.ratio("turnstile 1 task", "redis-py Lock 1 task"),
     }
 
+    print("where a cycle's time goes (client CPU per op, Redis server time per call)", flush=True)
+    await cpu_costs(clients["standalone"], noop, cycles["standalone"], res)
+
     print("synchronous locks, one thread", flush=True)
     sync_client = redis.Redis(port=top.empty.port)
-    sync_filled = redis.Redis(port=top.filled.port)
+    sync_filled = redis.Redis(port=top.empty.port, db=FILLED_DB)
     res.add_rate("sync PING 1 thread", sync_rate(sync_client.ping, seconds / 2))
     if redis_lock is not None:
         numbers = iter(range(10**9))
@@ -437,14 +468,13 @@ async def run(quick: bool) -> Results:
     seconds = 0.6 if quick else 3.0
     handoffs = 20 if quick else 100
     res = Results()
-    print("starting Redis: standalone x2, cluster (3 masters), sentinel group", flush=True)
+    print("starting Redis: standalone, cluster (3 masters), sentinel group", flush=True)
     with (
         RedisServer(name="bench-locks") as empty,
-        RedisServer(name="bench-locks-filled") as filled,
         RedisCluster(masters=3, replicas_per_master=0) as cluster,
         SentinelGroup(replicas=1, sentinels=3, quorum=2) as sentinel,
     ):
-        await measure(Topologies(empty, filled, cluster, sentinel), res, seconds, handoffs)
+        await measure(Topologies(empty, cluster, sentinel), res, seconds, handoffs)
     return res
 
 
@@ -499,6 +529,19 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
             "measured in one thread.",
             "## Ratios against the targets",
             markdown_table(["ratio", "value", "target", "met"], ratio_rows),
+            "## Where a cycle's time goes",
+            "Client CPU per op (`time.process_time`, 1,000 ops in a row) and Redis's own time "
+            "per EVALSHA (`INFO commandstats`). On a saturated 2-vCPU machine throughput "
+            "follows CPU per cycle. A cycle costs the client more than two bare round trips "
+            "(redis-py packs the key and arguments and parses an array reply; Turnstile's own "
+            "layers - context manager, retrying connection, ticket id - add ~20 us) and Redis "
+            "10-20 us per script instead of ~0 for PING. That is why single-task cycles stay "
+            "below 0.8 of the PING ceiling here, while matching redis-py's own two-round-trip "
+            "Lock.",
+            markdown_table(
+                ["op", "client CPU us/op", "Redis us per EVALSHA"],
+                [[k, f"{c:.0f}", f"{v:.1f}"] for k, (c, v) in res.costs.items()],
+            ),
             "## Throughput",
             markdown_table(["what", "per second"], rate_rows),
             "## Handoff: release -> the queued waiter holds the lock",
