@@ -16,4 +16,4 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts a system redis-server; the tests start their own on free ports and do not need it.
-command -v go >/dev/null || { echo "error: Go (>= 1.24) is needed to build the test control plane (hack/build-kube.sh); install it or set KUBEBUILDER_ASSETS" >&2; exit 1; }
+command -v go >/dev/null || { echo "error: Go (>= 1.26, for Kubernetes v1.36) is needed to build the test control plane (hack/build-kube.sh); install it or set KUBEBUILDER_ASSETS" >&2; exit 1; }
