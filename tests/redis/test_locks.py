@@ -16,7 +16,7 @@ import pytest
 
 from tests.platform.redis_fixtures import REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_PASSWORD
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
-from turnstile.stores.errors import LockTimeoutError
+from turnstile.stores.errors import LockError, LockTimeoutError
 from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
 
 MODES = ("standard", "cluster", "sentinel")
@@ -164,6 +164,25 @@ async def test_wait_time_bounds_the_wait(make_store: StoreFactory) -> None:
     lock = await store.get_lock(cid)
     assert lock is not None and [t.number for t in lock.tickets] == [first]
     await store.delete_lock(cid)
+
+
+async def test_deleting_the_lock_fails_a_blocked_waiter_at_once(
+    make_store: StoreFactory,
+) -> None:
+    store, other = make_store(), make_store()
+    cid = conversation()
+    await store.issue_ticket(cid, lock_lifetime=30)
+
+    async def wait() -> None:
+        async with other.lock(cid, lock_lifetime=30):
+            pytest.fail("must not be reached")
+
+    task = asyncio.create_task(wait())
+    await wait_for_tickets(store, cid, 2)
+    await asyncio.sleep(0.05)  # parked in its blocking pop
+    await store.delete_lock(cid)
+    with pytest.raises(LockError):
+        await asyncio.wait_for(task, timeout=5)  # well before the 30 s ticket expiry
 
 
 async def test_fencing_tokens_grow_across_cycles_and_after_the_key_is_gone(

@@ -20,8 +20,9 @@ fencing token that never goes back. (Numbers stay below 2^53: exact in Lua's dou
 Every script is idempotent per caller-made ticket id: ``RedisConnection.run`` repeats a script
 whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one.
 
-A script that changes who is at the head (release, purge of an expired head, save, delete)
-pushes a token to the new head's wake key; its waiter is blocked on it in BLPOP.
+A script that changes who is at the head (release, purge of an expired head, save) pushes the
+token ``1`` ("you are at the head") to the new head's wake key; its waiter is blocked on it in
+BLPOP. DELETE pushes ``0`` ("ask again") to every waiter, which then finds its ticket gone.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ local function load()
   return live, seq, first
 end
 
-local function wake(id, ttl)
+local function wake(id, ttl, token)
   local w = Q .. ':w:' .. id
-  redis.call('RPUSH', w, '1')
+  redis.call('RPUSH', w, token or '1')
   redis.call('PEXPIRE', w, math.max(ttl, 1))
 end
 
@@ -223,15 +224,15 @@ return #saved
 """,
 )
 
-#: DELETE. KEYS[1] = Q. No ARGV. Drops every ticket and wakes all waiters (they find their
-#: ticket gone and fail). Returns the number of live tickets dropped.
+#: DELETE. KEYS[1] = Q. No ARGV. Drops every ticket and wakes all waiters with token "0" (they
+#: ask again, find their ticket gone and fail). Returns the number of live tickets dropped.
 DELETE: Final = LuaScript(
     "ticket delete",
     _PRELUDE
     + r"""
 local live = load()
 for _, t in ipairs(live) do
-  wake(t.id, t.e - now)
+  wake(t.id, t.e - now, '0')
 end
 redis.call('DEL', Q)
 return #live

@@ -140,7 +140,7 @@ class RedisTicketLockStore(TicketLockStore):
             woken = await conn.run(partial(_blocking_pop, key=wake, timeout=block),
                                    what="ticket wait")
             if woken is True:
-                return  # only the script that made us the head pushes a token
+                return  # token "1" is pushed only by the script that made us the head
             if woken is None:
                 await asyncio.sleep(_INTERRUPTED_PAUSE)
             position, ttl_ms = await conn.eval(CHECK, [key], [issued.ticket_id])
@@ -196,7 +196,8 @@ class RedisTicketLockStore(TicketLockStore):
 
 
 async def _blocking_pop(client: AnyRedis, key: str, timeout: float) -> bool | None:
-    """BLPOP one wake-up token: True if woken, False on timeout, None if interrupted.
+    """BLPOP one wake-up token: True if made head, False on timeout or "ask again" (token
+    ``0``, from DELETE), None if interrupted.
 
     A failover-like error is not retried here: a token popped just before a master died would
     be lost with its reply, so the caller asks with CHECK first (through the retrying
@@ -209,4 +210,4 @@ async def _blocking_pop(client: AnyRedis, key: str, timeout: float) -> bool | No
             raise
         logger.debug("wake-up wait interrupted (%s); checking again", type(exc).__name__)
         return None
-    return reply is not None
+    return reply is not None and reply[1] in ("1", b"1")
