@@ -68,12 +68,11 @@ def target_slot(index: int) -> int:
 def bucket_tag(index: int) -> str:
     """The hash tag (without braces) of bucket ``index``; see the module docstring."""
     target = target_slot(index)
-    n = 0
-    while True:
+    for n in range(1_000_000):  # about CLUSTER_SLOTS / _SLOT_WINDOW = 1024 tries are expected
         tag = f"t{index}.{n}"
         if (binascii.crc_hqx(tag.encode(), 0) - target) % CLUSTER_SLOTS < _SLOT_WINDOW:
             return tag
-        n += 1
+    raise AssertionError(f"no hash tag for bucket {index} near slot {target}")  # pragma: no cover
 
 
 def bucket_tags(count: int) -> tuple[str, ...]:
