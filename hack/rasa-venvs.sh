@@ -125,8 +125,9 @@ build() {  # NAME VENV PYTHON PINS MODULES
     log "$name: ready in $((SECONDS - t0)) s"
 }
 
-for target in "${TARGETS[@]}"; do
-    case "$target" in
+one() {  # TARGET
+    local py
+    case "$1" in
         pro)
             py="${RASA_PRO_PYTHON:-$(find_python 3.13 3.11 3.12 3.14 || true)}"
             [ -n "$py" ] || { log "pro: no Python 3.11-3.14 found (set RASA_PRO_PYTHON)"; exit 1; }
@@ -140,4 +141,16 @@ for target in "${TARGETS[@]}"; do
                 "$ROOT/requirements/rasa36.txt" "$R36_MODULES"
             ;;
     esac
+}
+
+# The venvs are independent: build them side by side (downloads overlap), fail if either fails.
+pids=()
+for target in "${TARGETS[@]}"; do
+    one "$target" &
+    pids+=($!)
 done
+status=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || status=1
+done
+exit "$status"
