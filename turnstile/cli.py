@@ -178,6 +178,7 @@ def check_command(path: str, timeout: float, out: TextIO) -> int:
 
 def operator_command(args: argparse.Namespace) -> int:
     from turnstile.operator.config import (  # noqa: PLC0415
+        API_CONNECTIONS_ENV,
         METRICS_PORT_ENV,
         PROBE_TIMEOUT_ENV,
         RECHECK_INTERVAL_ENV,
@@ -190,6 +191,9 @@ def operator_command(args: argparse.Namespace) -> int:
         os.environ[PROBE_TIMEOUT_ENV] = str(args.probe_timeout)
     if args.metrics_port is not None:
         os.environ[METRICS_PORT_ENV] = str(args.metrics_port)
+    if args.namespace and API_CONNECTIONS_ENV not in os.environ:
+        # every watched namespace holds a watch stream per resource kind
+        os.environ[API_CONNECTIONS_ENV] = str(max(64, 32 + 12 * len(args.namespace)))
     try:
         import kopf  # noqa: PLC0415
 

@@ -70,8 +70,23 @@ def test_observed_facts_come_from_a_successful_probe() -> None:
     status = _status(report=report)
     assert (status["master"], status["nodes"], status["sentinels"], status["latencyMs"]) == (
         "10.0.0.5:6379", 2, 3, 1.5)
-    failed = _status(report=ProbeReport(ok=False, mode="sentinel", reason="NoQuorum"))
-    assert failed["master"] is None  # a merge patch deletes the stale value
+    failed = _status(report=ProbeReport(ok=False, mode="sentinel", reason="NoQuorum"), old=status)
+    assert failed["master"] == "10.0.0.5:6379"  # the last master seen, kept through a failure
+    assert failed["latencyMs"] is None  # a merge patch deletes the stale value
+    other_mode = cond.build_status(
+        cond.Observation(connected=OK, rendered=RENDERED, mode="standard"), status,
+        generation=3, now=T0)
+    assert other_mode["master"] is None
+
+
+def test_a_failover_through_a_failed_probe_is_still_a_master_change() -> None:
+    before = _status(report=ProbeReport(ok=True, mode="sentinel", master="r1:1", nodes=2))
+    down = cond.Condition(cond.CONNECTED, cond.FALSE, "Unreachable", "gone")
+    during = _status(connected=down, old=before,
+                     report=ProbeReport(ok=False, mode="sentinel", reason="Unreachable"))
+    after = _status(old=during, report=ProbeReport(ok=True, mode="sentinel", master="r2:1",
+                                                   nodes=2))
+    assert "MasterChanged" in [e.reason for e in cond.events(during, after)]
 
 
 def test_latency_jitter_alone_does_not_rewrite_the_status() -> None:

@@ -140,17 +140,24 @@ def build_status(
         observation.rendered,
     ]
     report = observation.report
-    probed = report is not None and report.ok
+    # A failed probe keeps the last master and node count seen (so a failover that passes
+    # through a failing probe is still reported as a move); a new mode forgets them.
+    same_mode = old.get("mode") == observation.mode
+    if report is not None and report.ok:
+        master, nodes = report.master, report.nodes
+        sentinels, latency = report.sentinels or None, report.latency_ms
+    else:
+        master = old.get("master") if same_mode else None
+        nodes = old.get("nodes") if same_mode else None
+        sentinels, latency = None, None
     return {
         "observedGeneration": generation,
         "conditions": merge(old.get("conditions"), conditions, generation=generation, now=now),
         "mode": observation.mode,
-        "master": report.master if probed and report is not None else None,
-        "nodes": report.nodes if probed and report is not None else None,
-        "sentinels": (
-            report.sentinels if probed and report is not None and report.sentinels else None
-        ),
-        "latencyMs": report.latency_ms if probed and report is not None else None,
+        "master": master,
+        "nodes": nodes,
+        "sentinels": sentinels,
+        "latencyMs": latency,
         "configMap": dict(observation.config_map) if observation.config_map else None,
         "secretEnv": [
             {"name": env, "secretName": secret, "secretKey": key}

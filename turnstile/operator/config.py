@@ -10,6 +10,10 @@ variable                       default meaning
 TURNSTILE_RECHECK_INTERVAL     30      seconds between re-checks of every store (probe + render)
 TURNSTILE_PROBE_TIMEOUT        5       seconds one Redis probe may take
 TURNSTILE_METRICS_PORT         9090    port of the Prometheus ``/metrics`` endpoint (0: off)
+TURNSTILE_WORKERS              16      stores reconciled at once (bounds Redis connections)
+TURNSTILE_API_CONNECTIONS      64      HTTPS connections kopf may hold to the API server; watch
+                                       streams hold one each, so the CLI raises it with the
+                                       number of ``--namespace`` flags
 ============================== ======= ===================================================
 """
 
@@ -25,6 +29,8 @@ from turnstile.operator.errors import SpecError
 RECHECK_INTERVAL_ENV: Final = "TURNSTILE_RECHECK_INTERVAL"
 PROBE_TIMEOUT_ENV: Final = "TURNSTILE_PROBE_TIMEOUT"
 METRICS_PORT_ENV: Final = "TURNSTILE_METRICS_PORT"
+WORKERS_ENV: Final = "TURNSTILE_WORKERS"
+API_CONNECTIONS_ENV: Final = "TURNSTILE_API_CONNECTIONS"
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
@@ -54,6 +60,8 @@ class OperatorConfig:
     recheck_interval: float = 30.0
     probe_timeout: float = 5.0
     metrics_port: int = 9090
+    workers: int = 16
+    api_connections: int = 64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -62,4 +70,6 @@ class OperatorConfig:
             recheck_interval=_seconds(env, RECHECK_INTERVAL_ENV, 30.0, 0.5),
             probe_timeout=_seconds(env, PROBE_TIMEOUT_ENV, 5.0, 0.1),
             metrics_port=_port(env, METRICS_PORT_ENV, 9090),
+            workers=int(_seconds(env, WORKERS_ENV, 16, 1)),
+            api_connections=int(_seconds(env, API_CONNECTIONS_ENV, 64, 16)),
         )

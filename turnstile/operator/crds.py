@@ -369,8 +369,14 @@ def status_schema() -> dict[str, Any]:
             "observedGeneration": {"type": "integer"},
             "conditions": conditions,
             "mode": {"type": "string", "description": "Deployment mode last probed."},
-            "master": {"type": "string", "description": "Current master (host:port)."},
-            "nodes": {"type": "integer", "description": "Healthy Redis nodes seen."},
+            "master": {
+                "type": "string",
+                "description": "Master (host:port) at the last successful probe.",
+            },
+            "nodes": {
+                "type": "integer",
+                "description": "Healthy Redis nodes at the last successful probe.",
+            },
             "sentinels": {"type": "integer", "description": "Sentinels that answered."},
             "latencyMs": {"type": "number", "description": "Duration of the last probe."},
             "configMap": {

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import aiohttp
 import kopf
 
 from turnstile.operator import conditions as cond
@@ -56,6 +58,8 @@ _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore
 
 logger = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
+#: Reconciles that may probe and write at once (timers would otherwise all fire together).
+_slots = asyncio.Semaphore(CONFIG.workers)
 #: The last status each store was given. A timer or a queued event may carry a body from
 #: before that status was applied; comparing against it would repeat Events and move
 #: ``lastTransitionTime``.
@@ -79,8 +83,39 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # No settings.queueing.worker_limit: with indexes it deadlocks a cold start (workers wait
+    # for the indexes to be complete while holding the slots the indexing needs). Work is
+    # bounded by ``_slots`` in :func:`reconcile` instead.
+    settings.posting.worker_limit = max(2, CONFIG.workers // 4)
     settings.networking.error_backoffs = [1, 2, 5, 10, 20]
     metrics.serve(CONFIG.metrics_port)
+
+
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's own credentials discovery, on an HTTP session with a bounded connection pool.
+
+    kopf's default session has no connection limit: at a cold start every store's worker
+    opens its own TLS connection (each with a 128 KiB buffer), which costs more memory than
+    the stores. Requests beyond the limit wait for a free connection instead.
+    """
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=CONFIG.api_connections, ssl=info.as_ssl_context(), keepalive_timeout=5
+        ),
+        headers=info.as_http_headers(),
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+        aiohttp_session=session,
+    )
 
 
 # ------------------------------------------------------------------------------ indexes
@@ -216,7 +251,7 @@ async def reconcile(
     generation = int(meta.get("generation") or 0)
     started = time.perf_counter()
     lock = _locks.setdefault(uid, asyncio.Lock())
-    async with lock:
+    async with lock, _slots:
         old_status = _written.get(uid) or {
             k: v for k, v in (status or {}).items() if k != "kopf"
         }
@@ -319,6 +354,11 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
     logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
 
 
+def _first_recheck(**_: Any) -> float:
+    """Spread the stores' re-checks over the interval instead of firing them all at once."""
+    return CONFIG.recheck_interval * random.uniform(0.5, 1.0)
+
+
 def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
     """Register the handlers for each kind with kopf's default registry."""
     for kind in kinds:
@@ -332,7 +372,7 @@ def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
             *resource,
             id="recheck",
             interval=CONFIG.recheck_interval,
-            initial_delay=CONFIG.recheck_interval,
+            initial_delay=_first_recheck,
         )(on_timer)
         kopf.on.delete(*resource, id="cleanup")(finalize)
 
