@@ -143,6 +143,10 @@ def build_status(
     # A failed probe keeps the last master and node count seen (so a failover that passes
     # through a failing probe is still reported as a move); a new mode forgets them.
     same_mode = old.get("mode") == observation.mode
+    master: str | None
+    nodes: int | None
+    sentinels: int | None
+    latency: float | None
     if report is not None and report.ok:
         master, nodes = report.master, report.nodes
         sentinels, latency = report.sentinels or None, report.latency_ms
