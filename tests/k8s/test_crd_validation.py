@@ -163,3 +163,14 @@ def test_kubectl_explain_describes_the_fields(crds: ControlPlane) -> None:
 def test_short_names_and_category(crds: ControlPlane) -> None:
     assert crds.kubectl("get", "lks,tms", "-A", check=False).returncode == 0
     assert crds.kubectl("get", "turnstile", "-A", check=False).returncode == 0
+
+
+EXAMPLES = sorted((CRDS.parent / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_accepted_by_the_api_server(crds: ControlPlane, path: Path) -> None:
+    proc = crds.kubectl(
+        "apply", "-n", "default", "--dry-run=server", "-f", str(path), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
