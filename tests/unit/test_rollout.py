@@ -154,8 +154,10 @@ def test_empty_selector_selects_nothing_rather_than_the_whole_namespace() -> Non
     assert store is not None and not store.selects(deployment("bot", {"app": "bot"}))
 
 
-def test_store_without_rollout_is_not_a_rollout_store() -> None:
-    assert store_rollout(store_body()) is None
+def test_store_without_rollout_selects_nothing_itself() -> None:
+    store = store_rollout(store_body())
+    assert (store.workloads, store.selector, store.inject_env) == ((), None, False)
+    assert not store.selects(deployment("bot"))
 
 
 @pytest.mark.parametrize(
@@ -436,7 +438,8 @@ def test_status_entries_report_checksum_and_when_it_was_applied() -> None:
         ("Deployment", "api", LATER),
         ("Deployment", "bot", LATER),
     ]
-    assert [e["name"] for e in status_entries(timer, plans, LATER)] == ["api"]
+    # bot loads the file timers renders into, so timers reports it too (and rolls it on change)
+    assert [e["name"] for e in status_entries(timer, plans, LATER)] == ["api", "bot"]
     settled = [apply(p.workload, p.patch) for p in plans]
     again = plan_namespace(snapshot([lock, timer], settled), "2026-11-23T09:00:00Z")
     assert status_entries(lock, again, "2026-11-23T09:00:00Z") == entries
@@ -477,3 +480,35 @@ def test_tls_files_from_the_renderer_reference_exact_keys() -> None:
         files=[("/etc/turnstile/lock_store/ca.crt", "redis-ca", "ca.crt")],
     )
     assert store is not None and store.secrets == (SecretRef("redis-ca", "ca.crt"),)
+
+
+def test_a_workload_rolls_when_a_store_it_does_not_name_changes_the_file_it_loads() -> None:
+    # bot names only the LockStore, but it loads endpoints.yml whole, timer_store section and
+    # ${TURNSTILE_TIMER_STORE_PASSWORD} included: the timer store's Secret must count too.
+    lock = store_rollout(
+        store_body(rollout={**by_name("bot"), "injectEnv": True},
+                   password={"name": "redis-auth", "key": "password"}),
+        [LOCK_ENV],
+    )  # fmt: skip
+    timer = store_rollout(
+        store_body("TimerStore", "timers", password={"name": "timer-auth", "key": "password"}),
+        [("TURNSTILE_TIMER_STORE_PASSWORD", "timer-auth", "password")],
+    )
+    bot = deployment("bot")
+
+    def plan(timer_password: str) -> Any:
+        secrets = {
+            "redis-auth": {"password": "bG9jaw=="},
+            "timer-auth": {"password": timer_password},
+        }
+        (only,) = plan_namespace(snapshot([lock, timer], [bot], secrets=secrets), NOW)
+        return only
+
+    before = plan("dGltZXI=")
+    assert {s.ref for s in before.stores} == {lock.ref, timer.ref}
+    assert plan("cm90YXRlZA==").checksum != before.checksum
+    env = before.patch["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert sorted(e["name"] for e in env) == [
+        "TURNSTILE_LOCK_STORE_PASSWORD",
+        "TURNSTILE_TIMER_STORE_PASSWORD",
+    ]

@@ -279,8 +279,9 @@ def store_rollout(
     *,
     files: Iterable[tuple[str, str, str]] = (),
     values: Iterable[tuple[str, str]] = (),
-) -> StoreRollout | None:
-    """Read a store object; ``None`` if it has no ``spec.rollout``.
+) -> StoreRollout:
+    """Read a store object; one without ``spec.rollout`` selects no workload itself, but still
+    counts for the workloads that load the file it renders into.
 
     The renderer says what a bot needs besides the file: ``env`` is ``render.secret_env``
     (``(env_name, secret_name, secret_key)`` filling the ``${VAR}`` references), ``files`` is
@@ -289,9 +290,7 @@ def store_rollout(
     """
     meta = _mapping(body.get("metadata"), "metadata")
     spec = _mapping(body.get("spec"), "spec")
-    if spec.get("rollout") is None:
-        return None
-    rollout = _mapping(spec.get("rollout"), "spec.rollout")
+    rollout = _mapping(spec.get("rollout") or {}, "spec.rollout")
     cm = _mapping(spec.get("configMap"), "spec.configMap")
     cm_name = cm.get("name")
     if cm_name is not None and (not isinstance(cm_name, str) or not cm_name):
@@ -521,18 +520,25 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
     for workload in sorted(snapshot.workloads, key=lambda w: w.ref):
         if workload.deleting:
             continue
-        stores = tuple(
-            sorted((s for s in snapshot.stores if s.selects(workload)), key=lambda s: s.ref)
-        )
-        if not stores:
+        selecting = [s for s in snapshot.stores if s.selects(workload)]
+        if not selecting:
             continue
+        # The workload loads whole files, so every store rendering into a file it loads counts
+        # (its Secrets and its ${VAR}s), whether or not that store names the workload itself.
+        files = {(s.config_map, s.config_key) for s in selecting if s.config_map is not None}
+        stores = tuple(
+            sorted(
+                {s.ref: s for s in (*selecting, *(
+                    s for s in snapshot.stores if (s.config_map, s.config_key) in files
+                ))}.values(),
+                key=lambda s: s.ref,
+            )
+        )
         config = []
-        for store in stores:
-            if store.config_map is None:
-                continue
-            data = snapshot.config_maps.get(store.config_map)
-            content = None if data is None else data.get(store.config_key)
-            config.append((store.config_map, store.config_key, content))
+        for config_map, config_key in sorted(f for f in files if f[0] is not None):
+            data = snapshot.config_maps.get(config_map)
+            content = None if data is None else data.get(config_key)
+            config.append((config_map, config_key, content))
         if any(content is None for _, _, content in config):
             continue
         secret_refs = {ref for store in stores for ref in store.secrets}
@@ -541,7 +547,8 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
             ((e.env_name, e.value) for s in stores for e in s.env if isinstance(e, EnvValue)),
         )
-        env = _first_per_name(e for s in stores if s.inject_env for e in s.env)
+        inject = any(s.inject_env for s in selecting)
+        env = _first_per_name(e for s in stores for e in s.env) if inject else []
         plans.append(
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )
@@ -594,7 +601,10 @@ def status_patch(
     Only ``status.rollout`` is named, so a JSON merge patch leaves ``status.conditions`` and
     everything else in the status alone.
     """
-    current = ((current_status or {}).get("rollout") or {}).get("workloads")
+    rollout = (current_status or {}).get("rollout")
+    current = (rollout or {}).get("workloads") or []
+    if not entries:  # nothing loads this store's file (any more): no status.rollout at all
+        return None if rollout is None else {"status": {"rollout": None}}
     if current == entries:
         return None
     return {"status": {"rollout": {"workloads": entries}}}

@@ -160,11 +160,9 @@ class Debouncer:
 # --------------------------------------------------------------------------------- sync
 
 
-def _read_store(body: Mapping[str, Any]) -> StoreRollout | None:
+def _read_store(body: Mapping[str, Any]) -> StoreRollout:
     kind = str(body.get("kind", ""))
     spec = body.get("spec") or {}
-    if spec.get("rollout") is None:
-        return None
     return store_rollout(
         body,
         render.secret_env(kind, spec),
@@ -224,18 +222,10 @@ async def sync_rollouts(
             )
             await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
             return []
-        if store is not None:
-            stores.append((body, store))
-        elif ((body.get("status") or {}).get("rollout")) is not None:
-            meta = body.get("metadata") or {}
-            await kube.patch_store_status(
-                namespace,
-                str(body.get("kind")),
-                str(meta.get("name")),
-                {"status": {"rollout": None}},
-            )
+        stores.append((body, store))
     REFERENCED.remember(namespace, (s for _, s in stores))
-    if not stores:
+    if not any(s.workloads or s.selector is not None for _, s in stores):
+        await _write_status(kube, namespace, stores, [], now)  # clears stale entries only
         return []
 
     workloads = [
@@ -273,11 +263,21 @@ async def sync_rollouts(
                 await _announce(kube, namespace, plan, result, stores)
         applied.append(plan)
 
+    await _write_status(kube, namespace, stores, applied, now)
+    return applied
+
+
+async def _write_status(
+    kube: Kube,
+    namespace: str,
+    stores: list[tuple[Mapping[str, Any], StoreRollout]],
+    applied: list[WorkloadPlan],
+    now: str,
+) -> None:
     for store_body, store in stores:
         patch = status_patch(store_body.get("status"), status_entries(store, applied, now))
         if patch is not None:
             await kube.patch_store_status(namespace, store.kind, store.name, patch)
-    return applied
 
 
 async def _announce(
