@@ -379,3 +379,38 @@ def test_metrics_and_liveness_are_served(operator: OperatorProcess, k: Cluster,
         assert series in text
     c = k.condition("lks", "locks", "ConfigRendered")
     assert c["reason"] == "NoConfigMap"
+
+
+def test_a_spec_that_slipped_past_an_older_schema_is_invalid_spec_not_a_crash(
+    operator: OperatorProcess, k: Cluster
+) -> None:
+    """An object stored under a laxer CRD (an older release) reaches the operator as is."""
+    lax = json.loads(k.cp.kubectl("get", "crd", "lockstores.turnstile.dev", "-o", "json").stdout)
+    version = lax["spec"]["versions"][0]
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"] = {
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+    }
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        lax["metadata"].pop(key, None)
+    lax.pop("status", None)
+    try:
+        k.cp.kubectl("replace", "-f", "-", stdin=json.dumps(lax))
+        wait_for("the lax schema to be served", lambda: k.cp.kubectl(
+            "apply", "--dry-run=server", "-f", "-", check=False,
+            stdin=yaml.safe_dump(store("LockStore", "probe-lax", {"deploymentMode": "sentinel"})
+                                 | {"metadata": {"name": "probe-lax", "namespace": k.ns}}),
+        ).returncode == 0, timeout=30)
+        k.apply(store("LockStore", "slipped", {"deploymentMode": "sentinel"},
+                      configMap={"name": "bot"}))
+    finally:
+        install_crds(k.cp)  # the real schema again, for everything after this test
+    c = k.wait_condition("lks", "slipped", "False", "InvalidSpec")
+    assert c["message"].startswith("Connected: spec.redis.endpoints: sentinel mode needs")
+    assert k.get("configmap", "bot") is None  # nothing rendered from an invalid spec
+    assert operator.running
+    k.delete("lks", "slipped")  # and the finalizer lets it go
+    wait_for("the real schema to refuse it again", lambda: k.cp.kubectl(
+        "apply", "--dry-run=server", "-f", "-", check=False,
+        stdin=yaml.safe_dump(store("LockStore", "probe-strict", {"deploymentMode": "sentinel"})
+                             | {"metadata": {"name": "probe-strict", "namespace": k.ns}}),
+    ).returncode != 0, timeout=30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -117,3 +119,28 @@ def test_check_without_stores_is_a_usage_error(
     path = tmp_path / "endpoints.yml"
     path.write_text("action_endpoint:\n  url: http://a\n")
     assert main(["check", str(path)]) == 2
+
+
+def test_operator_subcommand_documents_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["operator", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--namespace", "--all-namespaces", "--metrics-port", "--liveness-port",
+                 "--peering", "--standalone", "--recheck-interval"):
+        assert flag in out
+
+
+def test_operator_entry_point_loads_store_and_rollout_handlers() -> None:
+    code = (
+        "import sys, kopf; import turnstile.cli as c;"
+        "kopf.run = lambda **kw: print(sorted(m for m in sys.modules "
+        "if m.startswith('turnstile.operator.') and 'handlers' in m), kw['clusterwide'],"
+        " list(kw['namespaces']), kw['standalone'], kw['liveness_endpoint']);"
+        "c.main(['operator', '-n', 'a', '-n', 'b', '--standalone', '--metrics-port', '0',"
+        " '--liveness-port', '8081'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "['turnstile.operator.handlers', 'turnstile.operator.rollout_handlers']" in out
+    assert "False ['a', 'b'] True http://0.0.0.0:8081/healthz" in out
