@@ -284,9 +284,8 @@ async def reconcile(
         new_status = cond.build_status(
             observation, old_status, generation=generation, now=cond.now_iso()
         )
-        for field in ("conditions",):
-            for item in new_status[field]:
-                item["message"] = redact(item["message"], credentials)
+        for condition in new_status["conditions"]:  # Redis error text may echo a credential
+            condition["message"] = redact(condition["message"], credentials)
         if cond.needs_update(old_status, new_status):
             for key, value in new_status.items():
                 patch.status[key] = value
