@@ -17,6 +17,8 @@ from turnstile.operator.configmaps import (
     without_section,
     writer_of,
 )
+from turnstile.operator.errors import KubeError
+from turnstile.operator.kube import Kube
 
 LOCKS = Owner("turnstile.dev/v1alpha1", "LockStore", "locks", "uid-1")
 OTHER = Owner("turnstile.dev/v1alpha1", "LockStore", "other", "uid-2")
@@ -93,3 +95,67 @@ def test_removal_leaves_a_users_section_turnstile_never_wrote() -> None:
     existing = {"metadata": {"name": "bot"}, "data": {"endpoints.yml": "lock_store:\n  type: x\n"}}
     assert without_section(existing, key="endpoints.yml", section="lock_store", owner=LOCKS) is None
     assert without_section(None, key="endpoints.yml", section="lock_store", owner=LOCKS) is None
+
+
+class _RacingApi:
+    """Stands in for the Kubernetes API: the first replace loses a race (HTTP 409)."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.object: dict[str, Any] = {
+            "metadata": {"name": "bot", "resourceVersion": "1"},
+            "data": {"endpoints.yml": "timer_store:\n  type: t\n"},
+        }
+        self.reads = 0
+        self.writes: list[dict[str, Any]] = []
+
+
+class _FakeKube:
+    """``Kube`` with its transport replaced; everything above ``_request`` is the real code."""
+
+    def __new__(cls, api: _RacingApi) -> Any:
+        kube = Kube(api_client=None)
+
+        def request(method: str, path: str, body: Any = None) -> Any:
+            if method == "GET":
+                api.reads += 1
+                return json.loads(json.dumps(api.object))
+            if api.conflicts:
+                api.conflicts -= 1
+                # someone else wrote meanwhile: their change lands, ours is refused
+                api.object["data"]["endpoints.yml"] += "action_endpoint:\n  url: http://a\n"
+                api.object["metadata"]["resourceVersion"] = "2"
+                raise KubeError(f"{method} {path}: HTTP 409 conflict", status=409)
+            api.writes.append(body)
+            api.object = body
+            return body
+
+        kube._request = request  # type: ignore[method-assign]
+        return kube
+
+
+async def test_a_409_is_retried_on_a_fresh_read_and_keeps_the_other_writers_change() -> None:
+    api = _RacingApi(conflicts=2)
+    kube = _FakeKube(api)
+    after = await kube.update_configmap(
+        "ns", "bot",
+        lambda current: with_section(current, namespace="ns", name="bot", key="endpoints.yml",
+                                     section="lock_store", content=SECTION, owner=LOCKS),
+    )
+    assert api.reads == 3 and len(api.writes) == 1
+    assert list(yaml.safe_load(after["data"]["endpoints.yml"])) == [
+        "timer_store", "action_endpoint", "lock_store"
+    ]
+
+
+async def test_conflicts_that_never_end_surface_as_a_kube_error() -> None:
+    kube = _FakeKube(_RacingApi(conflicts=100))
+    try:
+        await kube.update_configmap("ns", "bot", lambda current: with_section(
+            current, namespace="ns", name="bot", key="endpoints.yml", section="lock_store",
+            content=SECTION, owner=LOCKS))
+    except KubeError as exc:
+        assert exc.status == 409
+        assert exc.reason == "KubernetesError"
+    else:
+        raise AssertionError("expected a KubeError")
