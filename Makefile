@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart bench e2e clean
+.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 bench e2e clean
 
 all: test
 
@@ -32,6 +32,23 @@ demo: deps
 
 test: deps lint lint-chart
 	$(PY) -m pytest -m "unit or redis or k8s" tests
+	$(MAKE) --no-print-directory test-redis45
+
+# The store library against the oldest redis-py it supports (4.5.3; the main venv has 8.x).
+VENV45 := .venv-redis45
+STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.py \
+	tests/unit/test_tickets_*.py tests/unit/test_lock_rasa.py tests/unit/test_timer_*.py \
+	tests/unit/test_buckets.py tests/unit/test_probe.py
+$(VENV45)/.installed: pyproject.toml requirements/redis45.txt
+	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
+	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e . redis pytest \
+		pytest-asyncio pytest-timeout looptime
+	@touch $@
+
+test-redis45: $(VENV45)/.installed
+	$(VENV45)/bin/python -c 'import redis; assert redis.__version__ == "4.5.3", redis.__version__'
+	$(VENV45)/bin/python -m pytest -p no:cacheprovider -m "unit or redis" \
+		--ignore tests/redis/test_probe_cli.py $(STORE_TESTS)
 
 test-unit: venv
 	$(PY) -m pytest -m unit tests
