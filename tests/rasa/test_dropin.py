@@ -264,3 +264,120 @@ async def test_rasas_own_lock_algorithm_over_the_contract_methods(
     assert max_active == 1
     assert len(served) == 8
     assert rasa_pod.get_lock("mixed") is None
+
+
+async def test_cancelled_waiter_and_holder_give_their_tickets_back(
+    lock_stores: Callable[[], Any],
+) -> None:
+    """Sanic cancels a handler on request timeout or client disconnect; Rasa's base store
+    returns the ticket in ``finally``. A waiter cancelled while it waits, and a holder cancelled
+    in its body, must not block the queue until their tickets' lifetime (60 s) runs out."""
+    a, b = lock_stores(), lock_stores()
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with a.lock("cancel"):
+            holding.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with b.lock("cancel"):
+            pytest.fail("a cancelled waiter got the lock")
+
+    first = asyncio.create_task(holder())
+    await asyncio.wait_for(holding.wait(), WAIT)
+    cancelled_waiter = asyncio.create_task(waiter())
+    await _wait_for_tickets(a, "cancel", 2)
+    await asyncio.sleep(0.3)  # the waiter has its ticket and is waiting for its turn
+    cancelled_waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(cancelled_waiter, 5.0)
+    first.cancel()  # the holder is cancelled inside its body
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    async def next_message() -> None:
+        async with b.lock("cancel"):
+            pass
+
+    await asyncio.wait_for(next_message(), 10.0)  # far below the 60 s ticket lifetime
+
+
+async def test_message_cancelled_while_drawing_its_ticket_gives_it_back(
+    lock_stores: Callable[[], Any],
+) -> None:
+    """The same cancellation, landing while the ticket is being drawn: Redis has issued it,
+    the reply has not been read yet. Rasa's base store draws tickets synchronously, so this
+    window does not exist there; here the ticket must still be returned (and the cancellation
+    must reach the handler), or the conversation stays blocked for the ticket's lifetime."""
+    a, b = lock_stores(), lock_stores()
+    async with a.lock("warm"), b.lock("warm2"):  # connections up: the draw is one command
+        pass
+    holding = asyncio.Event()
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    async def holder() -> None:
+        async with a.lock("drawing"):
+            holding.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with b.lock("drawing"):
+            entered.append("cancelled waiter")
+
+    first = asyncio.create_task(holder())
+    await asyncio.wait_for(holding.wait(), WAIT)
+    drawing = asyncio.create_task(waiter())
+    for _ in range(1000):
+        await asyncio.sleep(0)  # one step of the waiter at a time ...
+        lock = a.get_lock("drawing")  # ... and a blocking look: it cannot read its reply now
+        if lock is not None and len(lock.tickets) == 2:
+            break
+    else:
+        pytest.fail("the waiter never drew its ticket")
+    drawing.cancel()  # Redis has issued the ticket; its reply is unread
+    try:
+        done, _ = await asyncio.wait({drawing}, timeout=5.0)
+        assert done, "the cancellation was lost: the cancelled message still waits for the lock"
+        assert drawing.cancelled(), f"the cancelled message ended otherwise: {drawing!r}"
+    finally:
+        release.set()
+        await asyncio.wait_for(first, WAIT)
+        if not drawing.done():  # only after a failed assertion: do not leak the task
+            drawing.cancel()
+            await asyncio.wait({drawing}, timeout=WAIT)
+
+    async def next_message() -> None:
+        async with b.lock("drawing"):
+            entered.append("next")
+
+    await asyncio.wait_for(next_message(), 10.0)  # far below the 60 s ticket lifetime
+    assert entered == ["next"]
+
+
+async def test_holder_past_its_lifetime_lets_the_next_message_in(
+    lock_stores: Callable[[], Any],
+) -> None:
+    """Rasa's semantics: a ticket older than its lifetime no longer holds the conversation."""
+    a, b = lock_stores(), lock_stores()
+    holding = asyncio.Event()
+    entered: list[str] = []
+
+    async def stuck() -> None:
+        async with a.lock("stuck", lock_lifetime=0.5):
+            entered.append("stuck")
+            holding.set()
+            await asyncio.sleep(5)
+        entered.append("stuck-done")
+
+    async def next_message() -> None:
+        async with b.lock("stuck"):
+            entered.append("next")
+
+    task = asyncio.create_task(stuck())
+    await asyncio.wait_for(holding.wait(), WAIT)
+    await asyncio.wait_for(next_message(), 4.0)  # before the stuck one finishes
+    assert entered == ["stuck", "next"]
+    await asyncio.wait_for(task, WAIT)
