@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -222,13 +223,17 @@ class TicketLockStore(abc.ABC):
         loop = asyncio.get_running_loop()
         budget = lifetime if wait_time is None else min(max(wait_time, 0.0), lifetime)
         deadline = loop.time() + budget
-        issued = await self._issue(conversation_id, new_ticket_id(), lifetime)
+        # The id is made here, before the ticket exists, so that a message cancelled while its
+        # ticket is being drawn can still return it (issue and release are idempotent per id).
+        ticket_id = new_ticket_id()
+        issued: Issued | None = None
         try:
+            issued = await _draw(self, conversation_id, ticket_id, lifetime)
             if not issued.at_head:
                 await self._wait_turn(issued, conversation_id, deadline)
             yield HeldTicket(conversation_id, issued.ticket, issued.ticket_id)
         finally:
-            await _finally_release(self, conversation_id, issued.ticket_id)
+            await _finally_release(self, conversation_id, ticket_id, drawn=issued is not None)
 
     async def issue_ticket(self, conversation_id: str, lock_lifetime: float | None = None) -> int:
         """Append a ticket to the conversation's queue and return its number (Rasa's method)."""
@@ -246,8 +251,35 @@ class TicketLockStore(abc.ABC):
         return lock is not None and lock.is_someone_waiting()
 
 
-async def _finally_release(store: TicketLockStore, conversation_id: str, ticket_id: str) -> None:
-    """Release even if the holder is being cancelled: the next waiter must not wait for expiry."""
+#: redis-py 4.x on Python 3.10 can turn a cancellation that arrives while it reads a reply into
+#: a normal return; there the ticket is drawn in a task of its own (see :func:`_draw`).
+_DRAW_IN_TASK: Final = sys.version_info < (3, 11)
+
+
+async def _draw(
+    store: TicketLockStore, conversation_id: str, ticket_id: str, lifetime: float
+) -> Issued:
+    """Issue the ticket so that a cancellation arriving meanwhile reaches the caller."""
+    if not _DRAW_IN_TASK:
+        return await store._issue(conversation_id, ticket_id, lifetime)
+    task = asyncio.ensure_future(store._issue(conversation_id, ticket_id, lifetime))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Let the issue settle (it is bounded by the connection's failover budget) so that the
+        # release that follows finds the ticket instead of racing ahead of it.
+        await asyncio.wait({task})
+        raise
+
+
+async def _finally_release(
+    store: TicketLockStore, conversation_id: str, ticket_id: str, *, drawn: bool = True
+) -> None:
+    """Release even if the holder is being cancelled: the next waiter must not wait for expiry.
+
+    ``drawn`` is False when the issue did not return (cancelled or failed): the ticket may or
+    may not exist, so a release that finds nothing is expected, not a warning.
+    """
     try:
         released = await store._release(conversation_id, ticket_id=ticket_id)
     except asyncio.CancelledError:
@@ -257,7 +289,7 @@ async def _finally_release(store: TicketLockStore, conversation_id: str, ticket_
         _BACKGROUND.add(task)
         task.add_done_callback(_release_done)
         raise
-    if not released:
+    if not released and drawn:
         logger.warning(
             "ticket lock of conversation %r expired before it was released; another holder "
             "may have run concurrently (consider a longer lock_lifetime)",
