@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 bench e2e clean
+.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa bench e2e clean
 
 all: test
 
@@ -33,6 +33,7 @@ demo: deps
 test: deps lint lint-chart
 	$(PY) -m pytest -m "unit or redis or k8s" tests
 	$(MAKE) --no-print-directory test-redis45
+	$(MAKE) --no-print-directory test-rasa
 
 # The store library against the oldest redis-py it supports (4.5.3; the main venv has 8.x).
 VENV45 := .venv-redis45
@@ -73,10 +74,18 @@ lint-chart: kube
 	  "$$helm" lint --strict --quiet charts/turnstile-operator $${values:+-f "$$values"} || exit 1; \
 	done
 
+# The drop-in classes through real Rasa code: Rasa Pro 3.21 (redis-py 8.1) and Rasa 3.6 (Python
+# 3.10, redis-py 4.5); minimal pinned installs, see docs/rasa-compat.md.
+test-rasa: system-deps
+	bash hack/rasa-venvs.sh
+	TURNSTILE_REQUIRE_RASA=1 .venv-rasa-pro/bin/python -m pytest -p no:cacheprovider -m rasa tests/rasa
+	TURNSTILE_REQUIRE_RASA=1 .venv-rasa36/bin/python -m pytest -p no:cacheprovider -m rasa tests/rasa
+
 bench: deps
 	$(PY) -m bench.locks
 	$(PY) -m bench.timers
 	$(PY) -m bench.operator
+	$(PY) -m bench.rollout
 
 e2e: venv kube
 	bash hack/e2e-kind.sh
