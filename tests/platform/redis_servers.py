@@ -47,6 +47,7 @@ __all__ = [
     "execute",
     "key_slot",
     "missing_binaries",
+    "store_kwargs",
 ]
 
 HOST = "127.0.0.1"
@@ -1359,3 +1360,21 @@ class SentinelGroup:
         if wait:
             self.wait_healthy(timeout)
         return node
+
+
+def store_kwargs(
+    topology: RedisServer | RedisCluster | SentinelGroup, **extra: Any
+) -> dict[str, Any]:
+    """The ``endpoints.yml`` keys (Rasa's names) that point a Turnstile store at ``topology``."""
+    base: dict[str, Any]
+    if isinstance(topology, RedisCluster):
+        base = {"deployment_mode": "cluster", "endpoints": topology.endpoints}
+    elif isinstance(topology, SentinelGroup):
+        base = {
+            "deployment_mode": "sentinel",
+            "endpoints": topology.endpoints,
+            "sentinel_service": topology.service_name,
+        }
+    else:
+        base = {"host": topology.host, "port": topology.port}
+    return {**base, "socket_timeout": 2, **extra}

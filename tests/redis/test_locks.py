@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.platform.redis_fixtures import REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_PASSWORD
-from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from tests.platform.redis_servers import RedisServer, store_kwargs
 from turnstile.stores.errors import LockError, LockTimeoutError
 from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
 
@@ -23,19 +23,8 @@ MODES = ("standard", "cluster", "sentinel")
 
 
 def kwargs_for(topology: Any, **extra: Any) -> dict[str, Any]:
-    """Rasa-style ``endpoints.yml`` keys for a test topology."""
-    if isinstance(topology, RedisCluster):
-        base: dict[str, Any] = {"deployment_mode": "cluster", "endpoints": topology.endpoints}
-    elif isinstance(topology, SentinelGroup):
-        base = {
-            "deployment_mode": "sentinel",
-            "endpoints": topology.endpoints,
-            "sentinel_service": topology.service_name,
-            "db": 0,
-        }
-    else:
-        base = {"host": topology.host, "port": topology.port, "db": 0}
-    return {**base, "socket_timeout": 2, **extra}
+    """Rasa-style ``endpoints.yml`` keys for a test topology, in database 0."""
+    return store_kwargs(topology, **{"db": 0, **extra})
 
 
 StoreFactory = Callable[..., RedisTicketLockStore]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from tests.platform.redis_servers import RedisCluster, SentinelGroup
+from tests.platform.redis_servers import RedisCluster, store_kwargs
 from tests.unit.test_timer_contract import TimerStoreContract
 from turnstile.stores.buckets import key_slot
 from turnstile.stores.errors import StoreUnavailableError
@@ -29,19 +29,7 @@ MODES = ("standard", "cluster", "sentinel")
 _FIXTURES = {"standard": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
 
 
-def kwargs_for(topology: Any, **extra: Any) -> dict[str, Any]:
-    """Rasa-style ``endpoints.yml`` keys for a test topology."""
-    if isinstance(topology, RedisCluster):
-        base: dict[str, Any] = {"deployment_mode": "cluster", "endpoints": topology.endpoints}
-    elif isinstance(topology, SentinelGroup):
-        base = {
-            "deployment_mode": "sentinel",
-            "endpoints": topology.endpoints,
-            "sentinel_service": topology.service_name,
-        }
-    else:
-        base = {"host": topology.host, "port": topology.port}
-    return {**base, "socket_timeout": 2, **extra}
+kwargs_for = store_kwargs
 
 
 StoreFactory = Callable[..., RedisTimerStore]

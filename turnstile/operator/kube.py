@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 CONFLICT_ATTEMPTS: Final = 8
 
 
-def _api_client() -> Any:
+def api_client() -> Any:
+    """In-cluster ServiceAccount if present, else ``$KUBECONFIG`` / ``~/.kube/config``."""
     config: Any = kubernetes.config
     try:
         config.load_incluster_config()
@@ -51,7 +52,7 @@ class Kube:
     @classmethod
     def from_environment(cls) -> Kube:
         """In-cluster ServiceAccount if present, else ``$KUBECONFIG`` / ``~/.kube/config``."""
-        return cls(_api_client())
+        return cls(api_client())
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         params = self._api.param_serialize(

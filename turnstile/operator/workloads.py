@@ -27,11 +27,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
-import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from turnstile.operator.errors import KubeError
+from turnstile.operator.kube import api_client
 from turnstile.operator.rollout import WORKLOAD_KINDS
 
 __all__ = [
@@ -51,15 +51,6 @@ _MERGE: Final = "application/merge-patch+json"
 _COMPONENT: Final = "turnstile-operator"
 
 
-def _api_client() -> Any:
-    config: Any = kubernetes.config
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return kubernetes.client.ApiClient()
-
-
 class Kube:
     """The API calls rollout makes; construct with :meth:`from_environment`."""
 
@@ -70,7 +61,7 @@ class Kube:
     @classmethod
     def from_environment(cls) -> Kube:
         """In-cluster ServiceAccount if present, else ``$KUBECONFIG`` / ``~/.kube/config``."""
-        return cls(_api_client())
+        return cls(api_client())
 
     # ------------------------------------------------------------------------ transport
 
