@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the two venvs the Rasa drop-in tests (tests/rasa, `make test-rasa`) run in:
+# Build the three venvs the Rasa drop-in tests (tests/rasa, `make test-rasa`) run in:
 #
-#   .venv-rasa-pro  Rasa Pro 3.21.0, redis-py 8.1   Python 3.13 (else 3.11/3.12/3.14)
-#   .venv-rasa36    Rasa OSS 3.6.21, redis-py 4.5.5 Python 3.10
+#   .venv-rasa-pro     Rasa Pro 3.21.0, redis-py 8.1   Python 3.13 (else 3.12/3.14)
+#   .venv-rasa-pro311  Rasa Pro 3.21.0, redis-py 8.1   Python 3.11 (the oldest Rasa Pro 3.21 allows;
+#                      asyncio.wait_for there drops cancellations that 3.12+ deliver)
+#   .venv-rasa36       Rasa OSS 3.6.21, redis-py 4.5.5 Python 3.10
 #
 # Rasa is installed with --no-deps plus only what the Rasa modules the tests import need
 # (exact pins in requirements/rasa-pro.txt and requirements/rasa36.txt; see
@@ -12,14 +14,14 @@
 # Idempotent: a venv whose stamp (hash of its pins file, this script, the interpreter version)
 # matches is left alone (well under a second); --force rebuilds.
 #
-#   hack/rasa-venvs.sh            both venvs
-#   hack/rasa-venvs.sh pro|36     one of them
-#   hack/rasa-venvs.sh --force    rebuild even if up to date
+#   hack/rasa-venvs.sh                all three venvs
+#   hack/rasa-venvs.sh pro|pro311|36  some of them
+#   hack/rasa-venvs.sh --force        rebuild even if up to date
 #
-# Interpreters: RASA_PRO_PYTHON / RASA36_PYTHON override; otherwise pyenv
+# Interpreters: RASA_PRO_PYTHON / RASA_PRO311_PYTHON / RASA36_PYTHON override; otherwise pyenv
 # ($PYENV_ROOT, default ~/.pyenv) versions, then python3.X on PATH, then python3 if it fits.
-# RASA_PRO_VENV / RASA36_VENV put a venv elsewhere (e.g. a second Python for the same pins);
-# keep the directory name starting with ".venv-rasa" so the tests refuse to skip there.
+# RASA_PRO_VENV / RASA_PRO311_VENV / RASA36_VENV put a venv elsewhere (e.g. another Python
+# for the same pins); keep the directory name starting with ".venv-rasa" so the tests refuse to skip there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,12 +32,12 @@ TARGETS=()
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        pro|36) TARGETS+=("$arg") ;;
-        -h|--help) sed -n '2,23p' "$SCRIPT"; exit 0 ;;
-        *) echo "rasa-venvs: unknown argument '$arg' (pro, 36, --force)" >&2; exit 2 ;;
+        pro|pro311|36) TARGETS+=("$arg") ;;
+        -h|--help) sed -n '2,24p' "$SCRIPT"; exit 0 ;;
+        *) echo "rasa-venvs: unknown argument '$arg' (pro, pro311, 36, --force)" >&2; exit 2 ;;
     esac
 done
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(pro 36)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(pro pro311 36)
 
 log() { echo "rasa-venvs: $*" >&2; }
 
@@ -129,9 +131,15 @@ one() {  # TARGET
     local py
     case "$1" in
         pro)
-            py="${RASA_PRO_PYTHON:-$(find_python 3.13 3.11 3.12 3.14 || true)}"
-            [ -n "$py" ] || { log "pro: no Python 3.11-3.14 found (set RASA_PRO_PYTHON)"; exit 1; }
+            py="${RASA_PRO_PYTHON:-$(find_python 3.13 3.12 3.14 || true)}"
+            [ -n "$py" ] || { log "pro: no Python 3.12-3.14 found (set RASA_PRO_PYTHON)"; exit 1; }
             build "rasa-pro 3.21.0" "${RASA_PRO_VENV:-$ROOT/.venv-rasa-pro}" "$py" \
+                "$ROOT/requirements/rasa-pro.txt" "$PRO_MODULES"
+            ;;
+        pro311)
+            py="${RASA_PRO311_PYTHON:-$(find_python 3.11 || true)}"
+            [ -n "$py" ] || { log "pro311: no Python 3.11 found (set RASA_PRO311_PYTHON)"; exit 1; }
+            build "rasa-pro 3.21.0 (3.11)" "${RASA_PRO311_VENV:-$ROOT/.venv-rasa-pro311}" "$py" \
                 "$ROOT/requirements/rasa-pro.txt" "$PRO_MODULES"
             ;;
         36)
