@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 import uuid
@@ -251,17 +250,17 @@ class TicketLockStore(abc.ABC):
         return lock is not None and lock.is_someone_waiting()
 
 
-#: redis-py 4.x on Python 3.10 can turn a cancellation that arrives while it reads a reply into
-#: a normal return; there the ticket is drawn in a task of its own (see :func:`_draw`).
-_DRAW_IN_TASK: Final = sys.version_info < (3, 11)
-
-
 async def _draw(
     store: TicketLockStore, conversation_id: str, ticket_id: str, lifetime: float
 ) -> Issued:
-    """Issue the ticket so that a cancellation arriving meanwhile reaches the caller."""
-    if not _DRAW_IN_TASK:
-        return await store._issue(conversation_id, ticket_id, lifetime)
+    """Issue the ticket so that a cancellation arriving meanwhile reaches the caller.
+
+    The issue runs in a task of its own and the caller waits on it through ``shield``: a
+    cancellation (Sanic cancels a handler on timeout or disconnect) then interrupts only the
+    caller's wait. Awaited directly, it could land inside redis-py's read of the reply, where
+    ``asyncio.wait_for`` (Python 3.11, redis-py 8) or ``async_timeout`` (redis-py 4 on 3.10) can
+    swallow it, and the cancelled message would go on to run.
+    """
     task = asyncio.ensure_future(store._issue(conversation_id, ticket_id, lifetime))
     try:
         return await asyncio.shield(task)
