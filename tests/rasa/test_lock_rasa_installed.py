@@ -1,7 +1,4 @@
-"""Against the real Rasa, when it is installed (skipped otherwise).
-
-Run in a venv with Rasa Open Source 3.6 or Rasa Pro 3.2x; ``docs/locks.md`` says how.
-"""
+"""The lock adapter against the real Rasa (``make test-rasa`` runs it in the Rasa venvs)."""
 
 from __future__ import annotations
 
@@ -9,13 +6,18 @@ import asyncio
 
 import pytest
 
-rasa_lock_store = pytest.importorskip("rasa.core.lock_store")
-rasa_lock = pytest.importorskip("rasa.core.lock")
-rasa_endpoints = pytest.importorskip("rasa.utils.endpoints")
+from tests.rasa.conftest import RASA_VERSION, require_rasa
+from turnstile.rasa.locks import HAS_RASA, TicketLockStore
+from turnstile.stores.redis_tickets import RedisTicketLockStore
+from turnstile.stores.tickets import InMemoryTicketLockStore
 
-from turnstile.rasa.locks import HAS_RASA, TicketLockStore  # noqa: E402
-from turnstile.stores.redis_tickets import RedisTicketLockStore  # noqa: E402
-from turnstile.stores.tickets import InMemoryTicketLockStore  # noqa: E402
+require_rasa()
+if RASA_VERSION is not None:  # without Rasa every test here is skipped, loudly (conftest.py)
+    import rasa.core.lock as rasa_lock
+    import rasa.core.lock_store as rasa_lock_store
+    import rasa.utils.endpoints as rasa_endpoints
+
+pytestmark = pytest.mark.rasa
 
 
 def test_rasa_loads_it_from_endpoints_yml_keys() -> None:

@@ -25,6 +25,8 @@ require_rasa()
 if RASA_VERSION is not None:
     from rasa.core.lock_store import LockStore
     from rasa.utils.endpoints import read_endpoint_config
+if HAS_TIMER_STORES:  # Rasa Pro only
+    from rasa.core.timer_stores.timer_store import SessionTimer, SessionTimerStore
 
 pytestmark = [
     pytest.mark.rasa,
@@ -105,8 +107,6 @@ async def test_rendered_endpoints_yml_loads_in_rasa_and_works(
 
     if not HAS_TIMER_STORES:
         return  # Rasa 3.6 has no timer stores
-    from rasa.core.timer_stores.timer_store import SessionTimer, SessionTimerStore
-
     timer_store = SessionTimerStore.create(read_endpoint_config(str(path), "timer_store"))
     assert isinstance(timer_store, TimerStore)
     try:
