@@ -23,6 +23,7 @@ from turnstile.operator.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.render import (
     checksum,
     conflicts,
+    load_endpoints,
     merge_section,
     plain_env,
     render_files,
@@ -259,3 +260,12 @@ def test_password_value_never_appears_in_rendered_output() -> None:
     (text,) = render_files([store]).values()
     assert PASSWORD not in text
     assert "redis-auth" not in text  # not even the Secret's name: that is in the status
+
+
+def test_sections_are_written_in_one_order_whichever_store_came_first() -> None:
+    user = "action_endpoint:\n  url: http://actions:5055/webhook\n"
+    lock, timer = section(_store()), section(_store("TimerStore"))
+    lock_first = merge_section(merge_section(user, "lock_store", lock), "timer_store", timer)
+    timer_first = merge_section(merge_section(user, "timer_store", timer), "lock_store", lock)
+    assert lock_first == timer_first
+    assert list(load_endpoints(lock_first)) == ["action_endpoint", "lock_store", "timer_store"]

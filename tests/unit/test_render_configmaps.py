@@ -144,7 +144,7 @@ async def test_a_409_is_retried_on_a_fresh_read_and_keeps_the_other_writers_chan
     )
     assert api.reads == 3 and len(api.writes) == 1
     assert list(yaml.safe_load(after["data"]["endpoints.yml"])) == [
-        "timer_store", "action_endpoint", "lock_store"
+        "lock_store", "timer_store", "action_endpoint"
     ]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -168,6 +168,12 @@ def dump_endpoints(data: Mapping[str, Any]) -> str:
     )
 
 
+#: Turnstile's sections in their relative order. A section already in the file keeps its place;
+#: a new one goes before the first later Turnstile section (else last), so the file, and the
+#: rollout checksum over it, never depends on which store reconciled first.
+SECTION_ORDER: Final = ("lock_store", "timer_store")
+
+
 def merge_section(text: str | None, name: str, content: Mapping[str, Any] | None) -> str:
     """``text`` with section ``name`` replaced by ``content`` (removed when ``None``)."""
     data = load_endpoints(text)
@@ -178,8 +184,23 @@ def merge_section(text: str | None, name: str, content: Mapping[str, Any] | None
     else:
         if data.get(name) == dict(content) and text is not None:
             return text
-        data[name] = dict(content)
+        if name in data or name not in SECTION_ORDER:
+            data[name] = dict(content)
+        else:
+            data = _insert_in_order(data, name, dict(content))
     return dump_endpoints(data)
+
+
+def _insert_in_order(data: dict[str, Any], name: str, content: Any) -> dict[str, Any]:
+    rank = SECTION_ORDER.index(name)
+    later = [k for k in data if k in SECTION_ORDER and SECTION_ORDER.index(k) > rank]
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if later and key == later[0]:
+            out[name] = content
+        out[key] = value
+    out.setdefault(name, content)
+    return out
 
 
 def checksum(text: str) -> str:
