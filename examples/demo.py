@@ -114,6 +114,17 @@ def replica_sets(cp: ControlPlane) -> list[str]:
     return sorted(item["metadata"]["name"] for item in json.loads(out)["items"])
 
 
+def deployment(cp: ControlPlane) -> dict[str, Any]:
+    out = cp.kubectl("-n", NAMESPACE, "get", "deployment", "bot", "-o", "json").stdout
+    return dict(json.loads(out))
+
+
+def checksum(cp: ControlPlane) -> str | None:
+    annotations = deployment(cp)["spec"]["template"]["metadata"].get("annotations") or {}
+    value = annotations.get("turnstile.dev/config-checksum")
+    return None if value is None else str(value)
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,23 +199,24 @@ def main() -> int:
         show(check.stdout + check.stderr)
 
         step("Rollout: the bot Deployment carries the checksum of what it loads")
-        wait_for(lambda: len(replica_sets(cp)) >= 1, 30, "the bot's first ReplicaSet")
+        wait_for(lambda: checksum(cp) is not None, 60, "the operator's checksum on the bot")
+        wait_for(lambda: len(replica_sets(cp)) >= 2, 60, "the checksum's ReplicaSet")
+        first = checksum(cp)
         before = replica_sets(cp)
-        deployment = json.loads(
-            cp.kubectl("-n", NAMESPACE, "get", "deployment", "bot", "-o", "json").stdout
-        )
-        template = deployment["spec"]["template"]
-        show("pod-template annotations: "
-             + json.dumps(template["metadata"].get("annotations", {}), sort_keys=True))
+        template = deployment(cp)["spec"]["template"]
+        show(f"pod-template annotation turnstile.dev/config-checksum: {first}")
         show("injected env: " + json.dumps(
             [e["name"] for e in template["spec"]["containers"][0].get("env", [])]))
-        show(f"ReplicaSets: {before}  (the Deployment's first, then the operator's checksum)")
+        show(f"ReplicaSets: {before}  (the Deployment's own, then the one for the checksum)")
         cp.kubectl("-n", NAMESPACE, "patch", "lockstore", "bot-locks", "--type=merge",
                    "-p", '{"spec":{"redis":{"keyPrefix":"botv2"}}}')
         show("patched bot-locks spec.redis.keyPrefix: bot -> botv2")
+        wait_for(lambda: checksum(cp) not in (None, first), 60, "a new checksum")
         wait_for(lambda: len(replica_sets(cp)) > len(before), 60, "a new ReplicaSet")
-        time.sleep(3)
-        show(f"ReplicaSets: {replica_sets(cp)}  (one new: one rollout for one change)")
+        time.sleep(3)  # long enough for a second rollout to show, if there were one
+        after = replica_sets(cp)
+        show(f"checksum now {checksum(cp)}")
+        show(f"ReplicaSets: {after}  ({len(after) - len(before)} new for one change)")
 
         step("Operator log (last lines, routine re-checks left out)")
         lines = [line for line in operator.logs().splitlines() if "succeeded." not in line]
