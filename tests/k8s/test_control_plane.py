@@ -11,7 +11,6 @@ ownerReferences.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -19,36 +18,22 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.platform.control_plane import ControlPlane
+from tests.platform.control_plane import wait_for as _wait_for
 
 pytestmark = pytest.mark.k8s
 
 #: Upper bound for anything a controller has to do; generous for 2-core CI.
 CONTROLLER_TIMEOUT = 90.0
 
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = CONTROLLER_TIMEOUT) -> Any:
+    return _wait_for(what, probe, timeout)
+
 _T = TypeVar("_T")
 
 
-def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = CONTROLLER_TIMEOUT) -> _T:
-    """Poll ``probe`` until it returns a truthy value, failing after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: _T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last probe: {last!r})")
 
 
-def get_json(cp: ControlPlane, *args: str) -> dict[str, Any] | None:
-    """``kubectl get ... -o json``, or None if the object does not exist."""
-    proc = cp.kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr or "not found" in proc.stderr:
-            return None
-        raise AssertionError(f"kubectl get {' '.join(args)} failed: {proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
 
 
 def test_server_is_versioned_and_ready(control_plane: ControlPlane) -> None:
@@ -114,7 +99,7 @@ def test_crd_is_served_and_validated(
         "spec": {"size": 3},
     }
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(widget))
-    got = get_json(control_plane, "-n", kube_namespace, resource, "w1")
+    got = control_plane.get_json("-n", kube_namespace, resource, "w1")
     assert got is not None and got["spec"] == {"size": 3}
 
     # The structural schema is enforced by the API server, not by kubectl.
@@ -184,7 +169,7 @@ def test_deployment_gets_replicaset_and_pods(
     )
 
     def replicaset() -> dict[str, Any] | None:
-        items = (get_json(control_plane, "-n", ns, "replicasets", "-l", "app=web") or {}).get(
+        items = (control_plane.get_json("-n", ns, "replicasets", "-l", "app=web") or {}).get(
             "items", []
         )
         return items[0] if items else None
@@ -230,7 +215,7 @@ def test_garbage_collector_deletes_dependent_of_deleted_owner(
 ) -> None:
     ns = kube_namespace
     control_plane.kubectl("-n", ns, "create", "configmap", "owner", "--from-literal=k=v")
-    owner = get_json(control_plane, "-n", ns, "configmap", "owner")
+    owner = control_plane.get_json("-n", ns, "configmap", "owner")
     assert owner is not None
     # Delete the owner first, so the dependent is born with a dangling
     # ownerReference: only the garbage collector can notice and remove it.
@@ -239,7 +224,7 @@ def test_garbage_collector_deletes_dependent_of_deleted_owner(
 
     wait_for(
         "the garbage collector to delete a ConfigMap whose owner is gone",
-        lambda: get_json(control_plane, "-n", ns, "configmap", "orphan") is None,
+        lambda: control_plane.get_json("-n", ns, "configmap", "orphan") is None,
     )
 
 
@@ -248,7 +233,7 @@ def test_garbage_collector_cascades_background_delete(
 ) -> None:
     ns = kube_namespace
     control_plane.kubectl("-n", ns, "create", "configmap", "parent", "--from-literal=k=v")
-    parent = get_json(control_plane, "-n", ns, "configmap", "parent")
+    parent = control_plane.get_json("-n", ns, "configmap", "parent")
     assert parent is not None
     _create_owned_configmap(control_plane, ns, "child", parent)
     control_plane.kubectl("-n", ns, "create", "configmap", "bystander")
@@ -256,7 +241,7 @@ def test_garbage_collector_cascades_background_delete(
 
     wait_for(
         "the garbage collector to cascade-delete the child ConfigMap",
-        lambda: get_json(control_plane, "-n", ns, "configmap", "child") is None,
+        lambda: control_plane.get_json("-n", ns, "configmap", "child") is None,
     )
     # A ConfigMap without owners is left alone.
-    assert get_json(control_plane, "-n", ns, "configmap", "bystander") is not None
+    assert control_plane.get_json("-n", ns, "configmap", "bystander") is not None

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.platform.control_plane import ControlPlane, free_port
+from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.redis_servers import RedisServer
 from turnstile.operator.rollout import CHECKSUM_ANNOTATION
 
@@ -37,6 +38,10 @@ SETTLE = 1.5
 
 #: Upper bound for the operator + controllers to react; generous for 2-core CI.
 REACT = 60.0
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = REACT) -> Any:
+    return _wait_for(what, probe, timeout)
 #: How long "nothing more happens" is watched after the expected outcome.
 QUIET = SETTLE + 4.0
 
@@ -148,29 +153,12 @@ def install_crds(cp: ControlPlane) -> None:
 
 
 def managed_config_map(cp: ControlPlane, ns: str, name: str) -> dict[str, str] | None:
-    got = get_json(cp, "-n", ns, "configmap", name)
+    got = cp.get_json("-n", ns, "configmap", name)
     return None if got is None else dict(got.get("data") or {})
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = REACT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last probe: {last!r})")
 
 
-def get_json(cp: ControlPlane, *args: str) -> dict[str, Any] | None:
-    proc = cp.kubectl("get", *args, "-o", "json", check=False)
-    if proc.returncode != 0:
-        if "NotFound" in proc.stderr or "not found" in proc.stderr:
-            return None
-        raise AssertionError(f"kubectl get {' '.join(args)}: {proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
 
 
 def apply(cp: ControlPlane, *objects: dict[str, Any]) -> None:
@@ -181,7 +169,7 @@ def apply(cp: ControlPlane, *objects: dict[str, Any]) -> None:
 
 def replica_sets(cp: ControlPlane, ns: str, deployment: str) -> list[str]:
     """Names of the ReplicaSets the Deployment controller created for ``deployment``."""
-    items = (get_json(cp, "-n", ns, "replicasets") or {}).get("items", [])
+    items = (cp.get_json("-n", ns, "replicasets") or {}).get("items", [])
     return sorted(
         rs["metadata"]["name"]
         for rs in items
@@ -193,7 +181,7 @@ def replica_sets(cp: ControlPlane, ns: str, deployment: str) -> list[str]:
 
 
 def template_checksum(cp: ControlPlane, ns: str, deployment: str) -> str | None:
-    got = get_json(cp, "-n", ns, "deployment", deployment) or {}
+    got = cp.get_json("-n", ns, "deployment", deployment) or {}
     annotations = got.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
     return (annotations or {}).get(CHECKSUM_ANNOTATION)
 
@@ -321,7 +309,7 @@ def test_key_prefix_change_rolls_each_targeted_deployment_exactly_once(
     assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1, "actions": counts["actions"] + 1})
     assert template_checksum(cp, ns, "bot") != before
     assert replica_sets(cp, ns, "web") and template_checksum(cp, ns, "web") is None
-    status = (get_json(cp, "-n", ns, "lockstore", "locks") or {}).get("status", {})
+    status = (cp.get_json("-n", ns, "lockstore", "locks") or {}).get("status", {})
     entries = status.get("rollout", {}).get("workloads", [])
     assert [(e["kind"], e["name"]) for e in entries] == [
         ("Deployment", "actions"),
@@ -329,7 +317,7 @@ def test_key_prefix_change_rolls_each_targeted_deployment_exactly_once(
     ]
     assert all(e["checksum"] == template_checksum(cp, ns, e["name"]) for e in entries)
     assert all(e.get("appliedAt") for e in entries)
-    events = get_json(cp, "-n", ns, "events", "--field-selector", "reason=ConfigRollout") or {}
+    events = cp.get_json("-n", ns, "events", "--field-selector", "reason=ConfigRollout") or {}
     assert {e["involvedObject"]["name"] for e in events.get("items", [])} >= {"bot", "actions"}
 
 
@@ -344,7 +332,7 @@ def test_secret_rotation_rolls_once_and_a_noop_secret_update_does_not(
               rollout={**BY_NAME, "injectEnv": True}),
     )  # fmt: skip
     counts = settled(cp, ns, "bot")
-    env = (get_json(cp, "-n", ns, "deployment", "bot") or {})["spec"]["template"]["spec"][
+    env = (cp.get_json("-n", ns, "deployment", "bot") or {})["spec"]["template"]["spec"][
         "containers"
     ][0].get("env", [])
     ref = {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
@@ -418,7 +406,7 @@ def test_selector_picks_up_a_deployment_created_later_and_forgets_a_deleted_one(
     counts = settled(cp, ns, "late")
 
     def status_names() -> list[str]:
-        status = (get_json(cp, "-n", ns, "lockstore", "locks") or {}).get("status", {})
+        status = (cp.get_json("-n", ns, "lockstore", "locks") or {}).get("status", {})
         return [e["name"] for e in status.get("rollout", {}).get("workloads", [])]
 
     wait_for("the store status to list the late Deployment", lambda: status_names() == ["late"])
@@ -459,12 +447,12 @@ def test_statefulset_is_rolled_through_its_pod_template(
     apply(cp, sts, store("LockStore", "locks", ns, redis_server, prefix="one", rollout=rollout))
 
     def revision() -> str | None:
-        got = get_json(cp, "-n", ns, "statefulset", "worker") or {}
+        got = cp.get_json("-n", ns, "statefulset", "worker") or {}
         annotations = got["spec"]["template"]["metadata"].get("annotations") or {}
         return annotations.get(CHECKSUM_ANNOTATION)
 
     def revisions() -> int:
-        return len((get_json(cp, "-n", ns, "controllerrevisions") or {}).get("items", []))
+        return len((cp.get_json("-n", ns, "controllerrevisions") or {}).get("items", []))
 
     first = wait_for("the StatefulSet checksum", revision)
     wait_for("2 ControllerRevisions (as created, then annotated)", lambda: revisions() == 2)

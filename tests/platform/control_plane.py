@@ -39,11 +39,11 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "REQUIRED_BINARIES",
@@ -451,6 +451,16 @@ class ControlPlane:
             )
         return proc
 
+    def get_json(self, *args: str) -> dict[str, Any] | None:
+        """``kubectl get ARGS -o json`` as admin, or None if the object does not exist."""
+        proc = self.kubectl("get", *args, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr or "not found" in proc.stderr:
+                return None
+            raise ControlPlaneError(f"kubectl get {' '.join(args)}: {proc.stderr.strip()}")
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
     def service_account_kubeconfig(
         self,
         namespace: str,
@@ -799,3 +809,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = 90.0) -> _T:
+    """Poll ``probe`` until it returns something truthy; raise after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: _T | None = None
+    for _ in _poll(deadline):
+        last = probe()
+        if last:
+            return last
+    raise ControlPlaneError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
