@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.platform.control_plane import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "tests" / "e2e" / "manifests"
@@ -134,14 +135,7 @@ def stores(kind_cluster: Kind) -> Kind:
 
 
 def wait_for(what: str, check: Any, timeout: float = 180.0, interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return _wait_for(what, check, timeout, interval)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import yaml
 
 from tests.k8s.test_crd_validation import install_crds
 from tests.platform.control_plane import ControlPlane
+from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.operator_process import OperatorProcess
 from tests.platform.redis_fixtures import REDIS_PASSWORD
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
@@ -30,14 +31,7 @@ _T = TypeVar("_T")
 
 
 def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = WAIT) -> _T:
-    deadline = time.monotonic() + timeout
-    last: _T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return _wait_for(what, probe, timeout, 0.2)
 
 
 @pytest.fixture(scope="module")

@@ -811,11 +811,13 @@ if __name__ == "__main__":
     main()
 
 
-def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = 90.0) -> _T:
+def wait_for(
+    what: str, probe: Callable[[], _T | None], timeout: float = 90.0, interval: float = 0.25
+) -> _T:
     """Poll ``probe`` until it returns something truthy; raise after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: _T | None = None
-    for _ in _poll(deadline):
+    for _ in _poll(deadline, interval):
         last = probe()
         if last:
             return last
