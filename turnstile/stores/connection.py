@@ -38,9 +38,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
+from turnstile.stores.multiplexed import MultiplexedConnection, open_multiplexed
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,15 @@ class LuaScript:
         except rex.NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
+    async def run_on(
+        self, conn: MultiplexedConnection, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """The same on a multiplexed connection (the stores' fast path)."""
+        try:
+            return await conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            return await conn.call("EVAL", self.source, len(keys), *keys, *args)
+
 
 class RedisConnection:
     """The client for one store's settings, with failover-aware retries (see the module doc)."""
@@ -128,6 +139,10 @@ class RedisConnection:
         self._refresh_lock = asyncio.Lock()
         self._sentinel: Sentinel | None = None
         self._closed = False
+        # Scripts go over one multiplexed connection per node (``multiplexed``); blocking
+        # commands, pipelines and the probe use the redis-py client.
+        self._lanes: dict[tuple[str, int], MultiplexedConnection] = {}
+        self._dialing: dict[tuple[str, int], asyncio.Lock] = {}
 
     @property
     def is_cluster(self) -> bool:
@@ -217,6 +232,7 @@ class RedisConnection:
                 return
             old, self._client = self._client, None
             self._generation += 1
+            self._close_lanes()  # the master may have moved; dial again where scripts go
             try:
                 self._client = await self._build()
             finally:
@@ -267,11 +283,58 @@ class RedisConnection:
         )
 
     async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a Lua script with retries; the script must be idempotent (see the module doc)."""
-        return await self.run(lambda client: script(client, keys, args), what=script.name)
+        """Run a Lua script with retries; the script must be idempotent (see the module doc).
+
+        It goes over the multiplexed connection to the node that owns ``keys[0]``.
+        """
+
+        async def op(client: AnyRedis) -> Any:
+            return await script.run_on(await self._lane(client, keys), keys, args)
+
+        return await self.run(op, what=script.name)
+
+    def _lane_address(self, client: AnyRedis, keys: Sequence[str]) -> tuple[str, int]:
+        if isinstance(client, RedisCluster):
+            if keys:
+                node = client.nodes_manager.get_node_from_slot(key_slot(keys[0].encode()))
+            else:
+                node = client.get_random_node()
+            return (node.host, int(node.port))
+        address = self.master_address
+        if address is None:  # pragma: no cover - set by _build in Sentinel mode
+            raise rex.ConnectionError("no Redis master known yet")
+        return address
+
+    async def _lane(self, client: AnyRedis, keys: Sequence[str]) -> MultiplexedConnection:
+        """The open multiplexed connection to the node for ``keys``, dialled once on demand."""
+        address = self._lane_address(client, keys)
+        lane = self._lanes.get(address)
+        if lane is not None and lane.is_open:
+            return lane
+        dialing = self._dialing.setdefault(address, asyncio.Lock())
+        async with dialing:  # one dial per node, however many callers arrive meanwhile
+            lane = self._lanes.get(address)
+            if lane is None or not lane.is_open:
+                lane = await open_multiplexed(
+                    address,
+                    self.settings,
+                    db=0 if self.is_cluster else self.settings.db,
+                    client_name=self._client_name,
+                )
+                if self._closed:
+                    lane.close()
+                    raise TurnstileError("the Redis connection is closed")
+                self._lanes[address] = lane
+            return lane
+
+    def _close_lanes(self) -> None:
+        lanes, self._lanes = self._lanes, {}
+        for lane in lanes.values():
+            lane.close()
 
     async def close(self) -> None:
         self._closed = True
+        self._close_lanes()
         client, self._client = self._client, None
         if client is not None:
             await close_client(client)

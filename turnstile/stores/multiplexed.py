@@ -1,0 +1,227 @@
+"""One TCP (or TLS) connection to one Redis node that carries many callers' scripts at once.
+
+The lock and timer scripts are short, non-blocking commands. Sent through redis-py, each one
+borrows a pooled connection, runs a read under a timeout task and returns the connection: about
+six event-loop iterations and a task per command, and a cancellation that lands inside the read
+can be swallowed (``asyncio.wait_for`` on Python 3.11) or leave a connection out of step with
+its replies (redis-py's CVE-2023-28858 class of bugs). A :class:`MultiplexedConnection` instead:
+
+* **writes** each command as soon as it is called and queues a future for its reply; Redis
+  answers in order on one connection, so the n-th reply belongs to the n-th queued future.
+  Concurrent callers are pipelined for free (one connection per node per event loop);
+* **reads** in ``data_received``: one loop iteration resolves every reply that arrived;
+* **cancels cleanly**: a caller that stops waiting leaves its future cancelled in the queue; its
+  reply is read and dropped when it comes, so the stream never gets out of step. Whether the
+  command ran is unknown, exactly as with a lost reply; the stores' scripts are idempotent;
+* **fails loudly**: a reply slower than ``socket_timeout`` fails that call with a TimeoutError
+  and closes the connection, which fails every other queued call with a ConnectionError
+  (``RedisConnection`` retries them; a failover looks like this). Redis error replies become
+  the same ``redis.exceptions`` classes redis-py raises, so retry decisions stay in one place.
+
+Blocking commands (``BLPOP``) must not use it: they would hold up every reply behind them.
+The protocol is RESP2 (``resp``); the handshake is ``AUTH`` / ``SELECT`` / ``CLIENT SETNAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from typing import Any, Final
+
+from redis import exceptions as rex
+
+from turnstile.stores.config import RedisSettings
+from turnstile.stores.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
+
+logger = logging.getLogger(__name__)
+
+#: Redis error codes and the redis-py exception each one becomes (message without the code),
+#: as redis-py's own parser maps them. Other codes become ``ResponseError(whole message)``.
+_ERRORS: Final[dict[str, type[rex.RedisError]]] = {
+    "NOSCRIPT": rex.NoScriptError,
+    "READONLY": rex.ReadOnlyError,
+    "LOADING": rex.BusyLoadingError,
+    "MASTERDOWN": rex.MasterDownError,
+    "CLUSTERDOWN": rex.ClusterDownError,
+    "TRYAGAIN": rex.TryAgainError,
+    "MOVED": rex.MovedError,
+    "ASK": rex.AskError,
+    "NOPERM": rex.NoPermissionError,
+    "WRONGPASS": rex.AuthenticationError,
+    "NOAUTH": rex.AuthenticationError,
+    "EXECABORT": rex.ExecAbortError,
+}
+
+
+def error_for(reply: ErrorReply) -> rex.RedisError:
+    """The redis-py exception for an error reply."""
+    cls = _ERRORS.get(reply.code)
+    if cls is None:
+        return rex.ResponseError(reply.message)
+    return cls(reply.message[len(reply.code) + 1 :])
+
+
+def tls_context(settings: RedisSettings) -> ssl.SSLContext:
+    """The TLS settings redis-py derives from Rasa's keys: verify the server (and its name)
+    only when ``ssl_ca_certs`` is given; present a client certificate when one is given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if settings.ssl_ca_certs:
+        context.load_verify_locations(settings.ssl_ca_certs)
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.ssl_certfile:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    return context
+
+
+class MultiplexedConnection(asyncio.Protocol):
+    """See the module doc. Made by :func:`open_multiplexed`; used through :meth:`call`."""
+
+    def __init__(self, address: tuple[str, int], *, timeout: float) -> None:
+        self.address = address
+        self._timeout = timeout
+        self._parser = ReplyParser()
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._lost: str | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        parser, pending = self._parser, self._pending
+        parser.feed(data)
+        while True:
+            try:
+                reply = parser.next()
+            except ProtocolError as exc:
+                self._abort(f"Redis sent bytes that are not RESP2 ({exc})")
+                return
+            if reply is INCOMPLETE:
+                return
+            if not pending:
+                self._abort("Redis sent a reply nobody asked for")
+                return
+            future = pending.popleft()
+            if not future.done():  # a cancelled or timed-out caller's reply is dropped
+                future.set_result(reply)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost fails what is pending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is None:
+            self._lost = "the connection to Redis was closed"
+        pending, self._pending = self._pending, deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(rex.ConnectionError(f"{self._lost} ({self._where})"))
+
+    # -- use --------------------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self._lost is None and self._transport is not None
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command and wait for its reply; an error reply is raised as redis-py's."""
+        transport = self._transport
+        if self._lost is not None or transport is None or transport.is_closing():
+            raise rex.ConnectionError(f"{self._lost or 'not connected'} ({self._where})")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        transport.write(encode(args))
+        self._pending.append(future)
+        timer = loop.call_later(self._timeout, self._expire, future)
+        try:
+            reply = await future
+        finally:
+            timer.cancel()
+        if isinstance(reply, ErrorReply):
+            raise error_for(reply)
+        return reply
+
+    def _expire(self, future: asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        future.set_exception(
+            rex.TimeoutError(f"Redis did not reply within {self._timeout:g}s ({self._where})")
+        )
+        # Replies behind a lost one cannot be trusted to come: start over on a new connection.
+        self._abort(f"a reply took longer than socket_timeout ({self._timeout:g}s)")
+
+    def _abort(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+            logger.debug("closing a connection to %s: %s", self._where, why)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        """Close now; calls still waiting fail with a ConnectionError (they are retried)."""
+        self._abort("the connection was closed by Turnstile")
+
+
+async def open_multiplexed(
+    address: tuple[str, int], settings: RedisSettings, *, db: int, client_name: str
+) -> MultiplexedConnection:
+    """Connect to one node and authenticate, select ``db`` and name the client."""
+    host, port = address
+    loop = asyncio.get_running_loop()
+    context = tls_context(settings) if settings.use_ssl else None
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: MultiplexedConnection(address, timeout=settings.socket_timeout),
+                host,
+                port,
+                ssl=context,
+                server_hostname=host if context is not None and context.check_hostname else None,
+            ),
+            timeout=min(settings.socket_timeout, 5.0),
+        )
+    except asyncio.TimeoutError:
+        raise rex.TimeoutError(f"connecting to {host}:{port} timed out") from None
+    except OSError as exc:
+        raise rex.ConnectionError(f"cannot connect to {host}:{port}: {exc.strerror}") from exc
+    try:
+        await _handshake(conn, settings, db=db, client_name=client_name)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def _handshake(
+    conn: MultiplexedConnection, settings: RedisSettings, *, db: int, client_name: str
+) -> None:
+    commands: list[tuple[Any, ...]] = []
+    if settings.password is not None:
+        user = (settings.username,) if settings.username else ()
+        commands.append(("AUTH", *user, settings.password))
+    if db:
+        commands.append(("SELECT", db))
+    commands.append(("CLIENT", "SETNAME", client_name))
+    # Pipelined: every command is written before the first reply is read.
+    results = await asyncio.gather(*(conn.call(*c) for c in commands), return_exceptions=True)
+    if settings.password is not None and isinstance(
+        results[0], (rex.ResponseError, rex.AuthenticationError)
+    ):
+        # Any refusal of AUTH (WRONGPASS, or "ERR invalid password" from old servers) is about
+        # the credentials; the message names neither of them.
+        raise rex.AuthenticationError("Redis refused the username or password")
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
