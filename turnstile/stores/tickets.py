@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -255,19 +256,30 @@ async def _draw(
 ) -> Issued:
     """Issue the ticket so that a cancellation arriving meanwhile reaches the caller.
 
-    The issue runs in a task of its own and the caller waits on it through ``shield``: a
-    cancellation (Sanic cancels a handler on timeout or disconnect) then interrupts only the
-    caller's wait. Awaited directly, it could land inside redis-py's read of the reply, where
-    ``asyncio.wait_for`` (Python 3.11, redis-py 8) or ``async_timeout`` (redis-py 4 on 3.10) can
-    swallow it, and the cancelled message would go on to run.
+    A cancellation (Sanic cancels a handler on timeout or disconnect) can land inside a Redis
+    client's read of the reply, where ``asyncio.wait_for`` (Python 3.11) or ``async_timeout``
+    (redis-py 4 on 3.10) may swallow it, and the cancelled message would go on to run.
+
+    On Python 3.11+ the task counts cancellation requests (``Task.cancelling``): if one arrived
+    during the issue and was swallowed on the way, it is raised here. Python 3.10 has no such
+    count, so there the issue runs in a task of its own and the caller waits on it through
+    ``shield``: a cancellation then interrupts only the caller's wait.
     """
-    task = asyncio.ensure_future(store._issue(conversation_id, ticket_id, lifetime))
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        assert task is not None
+        before = task.cancelling()
+        issued = await store._issue(conversation_id, ticket_id, lifetime)
+        if task.cancelling() > before:
+            raise asyncio.CancelledError()
+        return issued
+    inner = asyncio.ensure_future(store._issue(conversation_id, ticket_id, lifetime))
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(inner)
     except asyncio.CancelledError:
         # Let the issue settle (it is bounded by the connection's failover budget) so that the
         # release that follows finds the ticket instead of racing ahead of it.
-        await asyncio.wait({task})
+        await asyncio.wait({inner})
         raise
 
 
