@@ -111,16 +111,10 @@ class LuaScript:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
-    async def __call__(self, client: AnyRedis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except rex.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
-
     async def run_on(
         self, conn: MultiplexedConnection, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """The same on a multiplexed connection (the stores' fast path)."""
+        """Run it on a multiplexed connection (see ``multiplexed``)."""
         try:
             return await conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
         except rex.NoScriptError:
@@ -247,7 +241,9 @@ class RedisConnection:
         while True:
             generation = self._generation
             try:
-                client = await self.client()
+                client = self._client
+                if client is None or self._closed:
+                    client = await self.client()
                 return await op(client)
             except TurnstileError:
                 raise
@@ -294,11 +290,12 @@ class RedisConnection:
         return await self.run(op, what=script.name)
 
     def _lane_address(self, client: AnyRedis, keys: Sequence[str]) -> tuple[str, int]:
-        if isinstance(client, RedisCluster):
+        if self.is_cluster:
+            assert isinstance(client, RedisCluster)
             if keys:
                 node = client.nodes_manager.get_node_from_slot(key_slot(keys[0].encode()))
             else:
-                node = client.get_random_node()
+                node = client.get_default_node()  # a primary
             return (node.host, int(node.port))
         address = self.master_address
         if address is None:  # pragma: no cover - set by _build in Sentinel mode

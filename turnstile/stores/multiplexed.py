@@ -86,7 +86,10 @@ class MultiplexedConnection(asyncio.Protocol):
         self.address = address
         self._timeout = timeout
         self._parser = ReplyParser()
-        self._pending: deque[asyncio.Future[Any]] = deque()
+        #: Callers waiting for a reply, oldest first, each with its deadline (``loop.time()``).
+        self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        #: One timer for the whole queue, due at the oldest call's deadline (see ``_watch``).
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: str | None = None
 
@@ -110,7 +113,7 @@ class MultiplexedConnection(asyncio.Protocol):
             if not pending:
                 self._abort("Redis sent a reply nobody asked for")
                 return
-            future = pending.popleft()
+            future, _ = pending.popleft()
             if not future.done():  # a cancelled or timed-out caller's reply is dropped
                 future.set_result(reply)
 
@@ -120,8 +123,11 @@ class MultiplexedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is None:
             self._lost = "the connection to Redis was closed"
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         pending, self._pending = self._pending, deque()
-        for future in pending:
+        for future, _ in pending:
             if not future.done():
                 future.set_exception(rex.ConnectionError(f"{self._lost} ({self._where})"))
 
@@ -143,22 +149,32 @@ class MultiplexedConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         transport.write(encode(args))
-        self._pending.append(future)
-        timer = loop.call_later(self._timeout, self._expire, future)
-        try:
-            reply = await future
-        finally:
-            timer.cancel()
+        deadline = loop.time() + self._timeout
+        self._pending.append((future, deadline))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._watch, loop)
+        reply = await future
         if isinstance(reply, ErrorReply):
             raise error_for(reply)
         return reply
 
-    def _expire(self, future: asyncio.Future[Any]) -> None:
-        if future.done():
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the oldest call if it is past its deadline, else look again at that deadline.
+
+        Replies come in order, so only the oldest call can be the first one overdue; one timer
+        per connection replaces a timer per call.
+        """
+        self._watchdog = None
+        if not self._pending:
             return
-        future.set_exception(
-            rex.TimeoutError(f"Redis did not reply within {self._timeout:g}s ({self._where})")
-        )
+        future, deadline = self._pending[0]
+        if loop.time() < deadline:
+            self._watchdog = loop.call_at(deadline, self._watch, loop)
+            return
+        if not future.done():
+            future.set_exception(
+                rex.TimeoutError(f"Redis did not reply within {self._timeout:g}s ({self._where})")
+            )
         # Replies behind a lost one cannot be trusted to come: start over on a new connection.
         self._abort(f"a reply took longer than socket_timeout ({self._timeout:g}s)")
 

@@ -50,7 +50,8 @@ def encode(args: tuple[Any, ...] | list[Any]) -> bytes:
     """One command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg.encode() if type(arg) is str else _as_bytes(arg)
+        kind = type(arg)
+        data = arg.encode() if kind is str else b"%d" % arg if kind is int else _as_bytes(arg)
         parts += (b"$%d\r\n" % len(data), data, _CRLF)
     return b"".join(parts)
 
