@@ -16,7 +16,9 @@ What is measured (lock cycles = acquire + release, on distinct conversations unl
 * Rasa's ``ConcurrentRedisLockStore`` request sequence, reproduced here with a synchronous
   client (KEYS per lookup, INCR, SET; waiters poll every second), single task only;
 * handoff: from the holder starting its release to the queued waiter holding the lock;
-* the two wake-up primitives Turnstile could use, BLPOP and pub/sub, on their own.
+* the two wake-up primitives Turnstile could use, BLPOP and pub/sub, on their own;
+* Turnstile with its scripts sent through redis-py's client (``EVALSHA`` per call, a pooled
+  connection each) instead of its multiplexed connection: what the multiplexed connection buys.
 
 Numbers depend on the machine and its load; nothing here asserts a speed.
 """
@@ -38,6 +40,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis import exceptions as rex
 from redis.asyncio.lock import Lock as RedisPyLock
 
 from bench._common import (
@@ -49,6 +52,7 @@ from bench._common import (
     sync_rate,
 )
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
 from turnstile.stores.redis_tickets import RedisTicketLockStore
 
 try:
@@ -101,6 +105,24 @@ class Cycles:
         self.n += 1
         async with self.store.lock(f"bench-{self.n}"):
             pass
+
+
+class RedisPyScripts(RedisConnection):
+    """Turnstile's scripts sent through redis-py's client instead of the multiplexed connection
+    (how the lock store sent them before): same scripts, retries and layers."""
+
+    async def eval(self, script: LuaScript, keys: Any, args: Any) -> Any:
+        async def op(client: AnyRedis) -> Any:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except rex.NoScriptError:
+                return await client.eval(script.source, len(keys), *keys, *args)
+
+        return await self.run(op, what=script.name)
+
+
+class RedisPyPathStore(RedisTicketLockStore):
+    connection_class = RedisPyScripts
 
 
 class RedisPyCycles:
@@ -286,7 +308,10 @@ async def _close(client: Any) -> None:
 # ---- the run --------------------------------------------------------------------------------
 
 
-async def cpu_costs(client: Any, noop: str, cycles: Cycles, res: Results, ops: int = 1000) -> None:
+async def cpu_costs(
+    client: Any, noop: str, cycles: Cycles, via_redis_py: Cycles, *, res: Results,
+    ops: int = 1000,
+) -> None:
     """Client CPU per op (``time.process_time``) and Redis's own time per script call."""
 
     async def two_pings() -> None:
@@ -298,7 +323,8 @@ async def cpu_costs(client: Any, noop: str, cycles: Cycles, res: Results, ops: i
         await client.evalsha(noop, 0)
 
     for name, op in (("2x PING", two_pings), ("2x EVALSHA no-op", two_noops),
-                     ("turnstile cycle", cycles.turnstile)):
+                     ("turnstile cycle", cycles.turnstile),
+                     ("turnstile cycle, scripts via redis-py", via_redis_py.turnstile)):
         await client.config_resetstat()
         started = time.process_time()
         for _ in range(ops):
@@ -344,12 +370,14 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
     }
     clients = {mode: await pair[0].connection.client() for mode, pair in stores.items()}
     cycles = {mode: Cycles(pair[0]) for mode, pair in stores.items()}
+    via_redis_py = Cycles(RedisPyPathStore.from_kwargs(top.kwargs()["standalone"]))
     plain = aioredis.Redis(port=top.empty.port)
     plain_filled = aioredis.Redis(port=top.empty.port, db=FILLED_DB)
     print(f"filling {FILLER_KEYS:,} unrelated keys", flush=True)
     await fill_keys(plain_filled, FILLER_KEYS)
     rp, rp_filled = RedisPyCycles(plain), RedisPyCycles(plain_filled)
-    for op in [*(c.turnstile for c in cycles.values()), rp.cycle, rp_filled.cycle]:
+    for op in [*(c.turnstile for c in cycles.values()), via_redis_py.turnstile, rp.cycle,
+               rp_filled.cycle]:
         await op()  # warm-up: connections, script caches, cluster slots
 
     def routed_get(mode: str) -> Callable[[], Awaitable[Any]]:
@@ -365,6 +393,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "PING 1 task": (clients["standalone"].ping, 1),
         "2x EVALSHA no-op 1 task": (two_noop_scripts, 1),
         "turnstile 1 task": (cycles["standalone"].turnstile, 1),
+        "turnstile, scripts via redis-py, 1 task": (via_redis_py.turnstile, 1),
         "redis-py Lock 1 task": (rp.cycle, 1),
         "PING 1 task +200k keys": (clients["+200k keys"].ping, 1),
         "turnstile 1 task +200k keys": (cycles["+200k keys"].turnstile, 1),
@@ -378,6 +407,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
     many: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {
         f"PING {n} tasks": (clients["standalone"].ping, n),
         f"turnstile {n} tasks": (cycles["standalone"].turnstile, n),
+        f"turnstile, scripts via redis-py, {n} tasks": (via_redis_py.turnstile, n),
         f"redis-py Lock {n} tasks": (rp.cycle, n),
         f"turnstile {n} tasks +200k keys": (cycles["+200k keys"].turnstile, n),
         f"cluster: turnstile {n} tasks": (cycles["cluster"].turnstile, n),
@@ -403,10 +433,15 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "cluster many": both.ratio(f"cluster: turnstile {n} tasks", f"turnstile {n} tasks"),
         "sentinel": one.ratio("sentinel: turnstile 1 task", "turnstile 1 task"),
         "redis-py": one.ratio("turnstile 1 task", "redis-py Lock 1 task"),
+        "multiplexed": one.ratio("turnstile 1 task", "turnstile, scripts via redis-py, 1 task"),
+        "multiplexed many": both.ratio(
+            f"turnstile {n} tasks", f"turnstile, scripts via redis-py, {n} tasks"
+        ),
+        "redis-py many": both.ratio(f"turnstile {n} tasks", f"redis-py Lock {n} tasks"),
     }
 
     print("where a cycle's time goes (client CPU per op, Redis server time per call)", flush=True)
-    await cpu_costs(clients["standalone"], noop, cycles["standalone"], res)
+    await cpu_costs(clients["standalone"], noop, cycles["standalone"], via_redis_py, res=res)
 
     print("synchronous locks, one thread", flush=True)
     sync_client = redis.Redis(port=top.empty.port)
@@ -462,6 +497,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
     for pair in stores.values():
         for store in pair:
             await store.close()
+    await via_redis_py.store.close()
 
 
 async def run(quick: bool) -> Results:
@@ -497,6 +533,10 @@ def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
         (f"cluster / standalone, {CONCURRENCY} tasks", p["cluster many"], "-", True),
         ("sentinel / standalone, 1 task", p["sentinel"], "-", True),
         ("turnstile / redis-py Lock, 1 task", p["redis-py"], "-", True),
+        (f"turnstile / redis-py Lock, {CONCURRENCY} tasks", p["redis-py many"], "-", True),
+        ("multiplexed / scripts via redis-py, 1 task", p["multiplexed"], "-", True),
+        (f"multiplexed / scripts via redis-py, {CONCURRENCY} tasks", p["multiplexed many"], "-",
+         True),
         ("turnstile / Rasa ConcurrentRedisLockStore, +200k keys", rasa, "-", True),
     ]
 
@@ -531,13 +571,15 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
             markdown_table(["ratio", "value", "target", "met"], ratio_rows),
             "## Where a cycle's time goes",
             "Client CPU per op (`time.process_time`, 1,000 ops in a row) and Redis's own time "
-            "per EVALSHA (`INFO commandstats`). On a saturated 2-vCPU machine throughput "
-            "follows CPU per cycle. A cycle costs the client more than two bare round trips "
-            "(redis-py packs the key and arguments and parses an array reply; Turnstile's own "
-            "layers - context manager, retrying connection, ticket id - add ~20 us) and Redis "
-            "10-20 us per script instead of ~0 for PING. That is why single-task cycles stay "
-            "below 0.8 of the PING ceiling here, while matching redis-py's own two-round-trip "
-            "Lock.",
+            "per EVALSHA (`INFO commandstats`). A cycle is two scripts (ISSUE, RELEASE), each "
+            "~5-10 us of Redis time where PING costs ~0. Sent through redis-py, each command "
+            "borrows a pooled connection and reads its reply under a timeout task: about six "
+            "event-loop iterations per command. Turnstile sends its scripts over one "
+            "multiplexed connection per node (`turnstile/stores/multiplexed.py`): the reply "
+            "resolves a future in the iteration that reads it, and concurrent callers are "
+            "pipelined. That is what lifts a cycle of two scripts to the two-PING ceiling "
+            "measured with redis-py; the row `scripts via redis-py` is the same store with "
+            "redis-py's client underneath.",
             markdown_table(
                 ["op", "client CPU us/op", "Redis us per EVALSHA"],
                 [[k, f"{c:.0f}", f"{v:.1f}"] for k, (c, v) in res.costs.items()],
