@@ -252,3 +252,46 @@ async def test_tls(redis_tls_server: RedisServer) -> None:
             assert held.fencing_token > 0
     finally:
         await store.close()
+
+
+async def test_a_message_cancelled_at_any_step_of_its_draw_gives_the_ticket_back(
+    make_store: StoreFactory,
+) -> None:
+    """Sanic cancels a handler on timeout or disconnect. Wherever that lands while a waiter
+    draws its ticket (before the command is sent, after Redis issued the ticket but before the
+    reply is read, while it waits its turn), the waiter must end cancelled and its ticket must
+    be gone; a leaked ticket would block the conversation for the ticket's lifetime."""
+    holder_store, waiter_store = make_store(), make_store()
+    cid = conversation()
+    async with waiter_store.lock(conversation()):  # connections up: a draw is one command
+        pass
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with holder_store.lock(cid, lock_lifetime=30):
+            await release.wait()
+
+    async def waiter() -> None:
+        async with waiter_store.lock(cid, lock_lifetime=30):
+            pytest.fail("a cancelled waiter got the lock")
+
+    holding = asyncio.create_task(holder())
+    await wait_for_tickets(holder_store, cid, 1)
+    try:
+        for steps in range(12):  # event-loop steps the waiter takes before the cancellation
+            task = asyncio.create_task(waiter())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=10)
+            assert done, f"after {steps} steps the cancelled waiter is still running"
+            assert task.cancelled(), f"after {steps} steps the waiter ended as {task!r}"
+            lock = await holder_store.get_lock(cid)
+            assert lock is not None and len(lock.tickets) == 1, (
+                f"after {steps} steps the queue holds {lock}"
+            )
+    finally:
+        release.set()
+        await asyncio.wait_for(holding, 10)
+    async with waiter_store.lock(cid, wait_time=5):  # free at once, not after 30 s
+        pass

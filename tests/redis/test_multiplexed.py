@@ -217,3 +217,21 @@ async def test_tls_with_verification(redis_tls_server: RedisServer) -> None:
         assert await conn.call("ECHO", "over tls") == "over tls"
     finally:
         conn.close()
+
+
+async def test_a_call_made_after_others_still_times_out(redis_server: RedisServer) -> None:
+    """One watchdog serves the whole queue: a slow call queued behind answered ones is still
+    failed once it passes socket_timeout, not left waiting for its (late) reply."""
+    settings = _settings(redis_server, socket_timeout=0.3)
+    conn = await open_multiplexed(
+        (redis_server.host, redis_server.port), settings, db=0, client_name=NAME
+    )
+    loop = asyncio.get_running_loop()
+    assert await conn.call("PING") == "PONG"  # arms the watchdog for this call's deadline
+    await asyncio.sleep(0.2)
+    key = f"mux:empty:{random.getrandbits(32)}"
+    sent = loop.time()
+    with pytest.raises(rex.TimeoutError):
+        await asyncio.wait_for(conn.call("BLPOP", key, "5"), 4.0)
+    assert loop.time() - sent >= 0.3  # its own deadline, not the earlier call's
+    assert not conn.is_open

@@ -223,3 +223,36 @@ def test_default_lifetime_comes_from_rasas_variable() -> None:
 def test_a_bad_lifetime_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigurationError, match="lock_lifetime"):
         InMemoryTicketLockStore(lock_lifetime=0)
+
+
+async def test_a_waiter_cancelled_at_any_step_ends_cancelled_without_its_ticket(
+    store: InMemoryTicketLockStore,
+) -> None:
+    """Wherever a cancellation lands in a waiter (drawing, waiting, being woken), the waiter
+    ends cancelled and its ticket is gone, so the conversation is free once the holder is."""
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with store.lock("c", lock_lifetime=30):
+            await release.wait()
+
+    async def waiter() -> None:
+        async with store.lock("c", lock_lifetime=30):
+            pytest.fail("a cancelled waiter got the lock")
+
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    try:
+        for steps in range(8):
+            task = asyncio.create_task(waiter())
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert done and task.cancelled(), f"after {steps} steps: {task!r}"
+            lock = await store.get_lock("c")
+            assert lock is not None and len(lock.tickets) == 1, f"after {steps} steps: {lock}"
+    finally:
+        release.set()
+        await asyncio.wait_for(holding, 5)
+    assert await store.get_lock("c") is None

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar, Final
 
+from turnstile.stores.cancellation import cancel_safe
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
 from turnstile.stores.connection import AnyRedis, RedisConnection, is_retryable
 from turnstile.stores.errors import LockError, LockTimeoutError
@@ -140,8 +141,10 @@ class RedisTicketLockStore(TicketLockStore):
                 )
             # Sleep until woken, or until the head would expire (the safety net).
             block = max(min(remaining, head_ttl + 0.005, cap), _MIN_BLOCK)
-            woken = await conn.run(partial(_blocking_pop, key=wake, timeout=block),
-                                   what="ticket wait")
+            woken = await cancel_safe(
+                conn.run(partial(_blocking_pop, key=wake, timeout=block), what="ticket wait"),
+                settle=False,
+            )
             if woken is True:
                 return  # token "1" is pushed only by the script that made us the head
             if woken is None:

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from turnstile.stores.cancellation import cancel_safe
 from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -254,33 +254,9 @@ class TicketLockStore(abc.ABC):
 async def _draw(
     store: TicketLockStore, conversation_id: str, ticket_id: str, lifetime: float
 ) -> Issued:
-    """Issue the ticket so that a cancellation arriving meanwhile reaches the caller.
-
-    A cancellation (Sanic cancels a handler on timeout or disconnect) can land inside a Redis
-    client's read of the reply, where ``asyncio.wait_for`` (Python 3.11) or ``async_timeout``
-    (redis-py 4 on 3.10) may swallow it, and the cancelled message would go on to run.
-
-    On Python 3.11+ the task counts cancellation requests (``Task.cancelling``): if one arrived
-    during the issue and was swallowed on the way, it is raised here. Python 3.10 has no such
-    count, so there the issue runs in a task of its own and the caller waits on it through
-    ``shield``: a cancellation then interrupts only the caller's wait.
-    """
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        assert task is not None
-        before = task.cancelling()
-        issued = await store._issue(conversation_id, ticket_id, lifetime)
-        if task.cancelling() > before:
-            raise asyncio.CancelledError()
-        return issued
-    inner = asyncio.ensure_future(store._issue(conversation_id, ticket_id, lifetime))
-    try:
-        return await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        # Let the issue settle (it is bounded by the connection's failover budget) so that the
-        # release that follows finds the ticket instead of racing ahead of it.
-        await asyncio.wait({inner})
-        raise
+    """Issue the ticket so that a cancellation arriving meanwhile reaches the caller (see
+    ``cancellation``); the issue is settled first, so the release that follows finds it."""
+    return await cancel_safe(store._issue(conversation_id, ticket_id, lifetime), settle=True)
 
 
 async def _finally_release(
@@ -430,7 +406,10 @@ class InMemoryTicketLockStore(TicketLockStore):
                 )
             try:
                 # The head's expiry is the safety net for a holder that never releases.
-                await asyncio.wait_for(future, timeout=min(remaining, head_ttl + 0.001))
+                await cancel_safe(
+                    asyncio.wait_for(future, timeout=min(remaining, head_ttl + 0.001)),
+                    settle=False,
+                )
             except asyncio.TimeoutError:
                 pass
             finally:
