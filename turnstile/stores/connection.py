@@ -1,7 +1,7 @@
 """One logical Redis connection in any deployment mode, that rides out failovers.
 
 Every store, the operator's probe and ``turnstile check`` reach Redis through
-:class:`RedisConnection`. It owns three decisions that would otherwise be copied into each store:
+:class:`RedisConnection`. It owns four decisions that would otherwise be copied into each store:
 
 * **Which client.** ``standard`` is a plain ``redis.asyncio.Redis``; ``cluster`` is
   ``redis.asyncio.cluster.RedisCluster`` seeded with the configured endpoints; ``sentinel`` asks
@@ -13,6 +13,9 @@ Every store, the operator's probe and ``turnstile check`` reach Redis through
   to the address they already had (redis/redis-py#3874), so Turnstile does not lean on them.
   In Cluster mode a client that keeps failing is rebuilt from the configured endpoints, because
   redis-py drops unreachable startup nodes and may otherwise run out of nodes to ask.
+* **Scripts.** :meth:`RedisConnection.eval` sends Lua scripts over one multiplexed connection
+  per node (``multiplexed``: pipelined, cancellation cannot desynchronise it); everything else,
+  blocking pops included, goes through the redis-py client.
 * **Errors.** Whatever Redis raises leaves this module as a
   :class:`~turnstile.stores.errors.TurnstileError`, chained to the original.
 
