@@ -52,6 +52,7 @@ from bench._common import (
     sync_rate,
 )
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.rasa import TicketLockStore as RasaAdapter
 from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
 from turnstile.stores.redis_tickets import RedisTicketLockStore
 
@@ -104,6 +105,20 @@ class Cycles:
     async def turnstile(self) -> None:
         self.n += 1
         async with self.store.lock(f"bench-{self.n}"):
+            pass
+
+
+class AdapterCycles:
+    """Lock cycles through ``turnstile.rasa.TicketLockStore.lock``, the path a Rasa bot takes
+    (without Rasa installed it yields the library's own ``TicketLock``)."""
+
+    def __init__(self, adapter: RasaAdapter) -> None:
+        self.adapter = adapter
+        self.n = 0
+
+    async def cycle(self) -> None:
+        self.n += 1
+        async with self.adapter.lock(f"rasa-{self.n}"):
             pass
 
 
@@ -371,13 +386,16 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
     clients = {mode: await pair[0].connection.client() for mode, pair in stores.items()}
     cycles = {mode: Cycles(pair[0]) for mode, pair in stores.items()}
     via_redis_py = Cycles(RedisPyPathStore.from_kwargs(top.kwargs()["standalone"]))
+    adapter = AdapterCycles(
+        RasaAdapter(store=RedisTicketLockStore.from_kwargs(top.kwargs()["standalone"]))
+    )
     plain = aioredis.Redis(port=top.empty.port)
     plain_filled = aioredis.Redis(port=top.empty.port, db=FILLED_DB)
     print(f"filling {FILLER_KEYS:,} unrelated keys", flush=True)
     await fill_keys(plain_filled, FILLER_KEYS)
     rp, rp_filled = RedisPyCycles(plain), RedisPyCycles(plain_filled)
-    for op in [*(c.turnstile for c in cycles.values()), via_redis_py.turnstile, rp.cycle,
-               rp_filled.cycle]:
+    for op in [*(c.turnstile for c in cycles.values()), via_redis_py.turnstile, adapter.cycle,
+               rp.cycle, rp_filled.cycle]:
         await op()  # warm-up: connections, script caches, cluster slots
 
     def routed_get(mode: str) -> Callable[[], Awaitable[Any]]:
@@ -394,6 +412,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "2x EVALSHA no-op 1 task": (two_noop_scripts, 1),
         "turnstile 1 task": (cycles["standalone"].turnstile, 1),
         "turnstile, scripts via redis-py, 1 task": (via_redis_py.turnstile, 1),
+        "turnstile via the Rasa adapter, 1 task": (adapter.cycle, 1),
         "redis-py Lock 1 task": (rp.cycle, 1),
         "PING 1 task +200k keys": (clients["+200k keys"].ping, 1),
         "turnstile 1 task +200k keys": (cycles["+200k keys"].turnstile, 1),
@@ -433,6 +452,8 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         "cluster many": both.ratio(f"cluster: turnstile {n} tasks", f"turnstile {n} tasks"),
         "sentinel": one.ratio("sentinel: turnstile 1 task", "turnstile 1 task"),
         "redis-py": one.ratio("turnstile 1 task", "redis-py Lock 1 task"),
+        "adapter": one.ratio("turnstile via the Rasa adapter, 1 task", "PING 1 task",
+                             b_factor=0.5),
         "multiplexed": one.ratio("turnstile 1 task", "turnstile, scripts via redis-py, 1 task"),
         "multiplexed many": both.ratio(
             f"turnstile {n} tasks", f"turnstile, scripts via redis-py, {n} tasks"
@@ -498,6 +519,7 @@ async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) 
         for store in pair:
             await store.close()
     await via_redis_py.store.close()
+    await adapter.adapter.close()
 
 
 async def run(quick: bool) -> Results:
@@ -521,6 +543,7 @@ def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
     return [
         ("1 task / two-round-trip ceiling (PING/2)", p["ceiling"], ">= 0.80",
          p["ceiling"] >= 0.8),
+        ("1 task via the Rasa adapter / ceiling", p["adapter"], "-", True),
         ("1 task / two no-op EVALSHA (script floor)", p["script floor"], "-", True),
         ("1 task, +200k keys / ceiling", p["filled ceiling"], "-",
          True),

@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from turnstile.stores.errors import LockError
@@ -35,6 +34,7 @@ from turnstile.stores.redis_tickets import RedisTicketLockStore
 from turnstile.stores.tickets import (
     HeldTicket,
     InMemoryTicketLockStore,
+    LockContext,
     Ticket,
     TicketLock,
 )
@@ -81,29 +81,19 @@ class TicketLockStore(_LockStoreBase):  # type: ignore[misc]
     def lock_lifetime(self) -> float:
         return self.store.lock_lifetime
 
-    @asynccontextmanager
-    async def lock(
+    def lock(
         self,
         conversation_id: str,
         lock_lifetime: float | None = None,
         wait_time_in_seconds: float = 1,
-    ) -> AsyncIterator[Any]:
+    ) -> _RasaLockContext:
         """Hold the conversation for the ``async with`` body, yielding Rasa's ``TicketLock``.
 
         ``wait_time_in_seconds`` is Rasa's polling interval; nothing polls here, so it is
         accepted and ignored. A waiter waits while its ticket lives, as in Rasa, and gets
         Rasa's ``LockError`` if the ticket expires (or the lock is deleted) first.
         """
-        async with AsyncExitStack() as stack:
-            try:
-                held = await stack.enter_async_context(
-                    self.store.lock(conversation_id, lock_lifetime)
-                )
-            except LockError as exc:
-                raise _RasaLockError(
-                    f"Could not acquire lock for conversation_id '{conversation_id}': {exc}"
-                ) from exc
-            yield _held_to_rasa(held)
+        return _RasaLockContext(self.store.lock(conversation_id, lock_lifetime), conversation_id)
 
     # -- Rasa's synchronous methods, one atomic script each ------------------------------------
 
@@ -140,6 +130,28 @@ class TicketLockStore(_LockStoreBase):  # type: ignore[misc]
         """Close the store's connections (Rasa does not call this; tests and tools do)."""
         await self.store.close()  # also closes the private loop's connection, from here
         self._bridge.stop()
+
+
+class _RasaLockContext:
+    """The store's lock context with Rasa's values and errors (a class: it is the hot path)."""
+
+    __slots__ = ("_context", "_conversation_id")
+
+    def __init__(self, context: LockContext, conversation_id: str) -> None:
+        self._context = context
+        self._conversation_id = conversation_id
+
+    async def __aenter__(self) -> Any:
+        try:
+            held = await self._context.__aenter__()
+        except LockError as exc:
+            raise _RasaLockError(
+                f"Could not acquire lock for conversation_id '{self._conversation_id}': {exc}"
+            ) from exc
+        return _held_to_rasa(held)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._context.__aexit__(*exc_info)
 
 
 def _held_to_rasa(held: HeldTicket) -> Any:
