@@ -31,14 +31,18 @@ from typing import Final
 
 from turnstile.stores.connection import LuaScript
 
-# Shared helpers. ``load`` purges expired tickets and returns the live ones sorted by number,
-# plus the head before the purge; ``settle`` wakes a new head and sets the key's expiry.
-_PRELUDE: Final = r"""
+# The clock, first in every script: ``now`` in ms and ``now_us`` in µs since the epoch.
+_CLOCK: Final = r"""
 local Q = KEYS[1]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+"""
 
+# Shared helpers. ``load`` purges expired tickets and returns the live ones sorted by number,
+# plus the head before the purge; ``settle`` wakes a new head and sets the key's expiry.
+# They come after the fast paths of ISSUE and RELEASE, which then do not pay for the closures.
+_HELPERS: Final = r"""
 local function load()
   local flat = redis.call('HGETALL', Q)
   local live, dead, seq, first = {}, {}, nil, nil
@@ -92,16 +96,20 @@ end
 #: the same id returns the same ticket.
 ISSUE: Final = LuaScript(
     "ticket issue",
-    _PRELUDE
+    _CLOCK
     + r"""
 local id, lifetime = ARGV[1], tonumber(ARGV[2])
 if redis.call('EXISTS', Q) == 0 then
   -- The common case, a free conversation: no queue to read.
   local expires = now + lifetime
-  redis.call('HSET', Q, '~seq', string.format('%.0f', now_us), id, encode(now_us, expires))
+  redis.call('HSET', Q, '~seq', string.format('%.0f', now_us), id,
+             string.format('%.0f %.0f', now_us, expires))
   redis.call('PEXPIRE', Q, lifetime)
   return {now_us, 0, lifetime, expires}
 end
+"""
+    + _HELPERS
+    + r"""
 local live, seq, before = load()
 local mine = nil
 for _, t in ipairs(live) do
@@ -128,7 +136,8 @@ return {mine.n, position, live[1].e - now, mine.e}
 #: Returns {position (0 = head, -1 = gone: expired or deleted), head ttl ms}.
 CHECK: Final = LuaScript(
     "ticket check",
-    _PRELUDE
+    _CLOCK
+    + _HELPERS
     + r"""
 local id = ARGV[1]
 local live, _, before = load()
@@ -145,7 +154,7 @@ return {-1, 0}
 #: live, 0 if it had expired or was already released (so a repeat returns 0, harmlessly).
 RELEASE: Final = LuaScript(
     "ticket release",
-    _PRELUDE
+    _CLOCK
     + r"""
 local id, number = ARGV[1], tonumber(ARGV[2])
 if id ~= '' and redis.call('HLEN', Q) == 2 then
@@ -158,6 +167,9 @@ if id ~= '' and redis.call('HLEN', Q) == 2 then
     return 0
   end
 end
+"""
+    + _HELPERS
+    + r"""
 local live, _, before = load()
 local found = 0
 for i, t in ipairs(live) do
@@ -177,7 +189,8 @@ return found
 #: STATE. KEYS[1] = Q. No ARGV. Returns the live tickets as {number, expires ms, ...} sorted.
 STATE: Final = LuaScript(
     "ticket state",
-    _PRELUDE
+    _CLOCK
+    + _HELPERS
     + r"""
 local live, _, before = load()
 settle(live, before)
@@ -195,7 +208,8 @@ return out
 #: waiter), drops expired ones, keeps numbering above the highest. Returns the live count.
 SAVE: Final = LuaScript(
     "ticket save",
-    _PRELUDE
+    _CLOCK
+    + _HELPERS
     + r"""
 local live, seq, before = load()
 local by_number = {}
@@ -228,7 +242,8 @@ return #saved
 #: ask again, find their ticket gone and fail). Returns the number of live tickets dropped.
 DELETE: Final = LuaScript(
     "ticket delete",
-    _PRELUDE
+    _CLOCK
+    + _HELPERS
     + r"""
 local live = load()
 for _, t in ipairs(live) do
