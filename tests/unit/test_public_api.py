@@ -16,6 +16,7 @@ EXPECTED_STORES = {
     "HeldTicket",
     "InMemoryTicketLockStore",
     "InMemoryTimerStore",
+    "LockContext",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
