@@ -256,3 +256,14 @@ async def test_a_waiter_cancelled_at_any_step_ends_cancelled_without_its_ticket(
         release.set()
         await asyncio.wait_for(holding, 5)
     assert await store.get_lock("c") is None
+
+
+async def test_a_lock_context_is_entered_once(store: InMemoryTicketLockStore) -> None:
+    """Each ``lock()`` call is one ticket; re-entering the same context would reuse its id."""
+    context = store.lock("once")
+    async with context as held:
+        assert held.conversation_id == "once"
+    with pytest.raises(RuntimeError, match="entered twice"):
+        async with context:
+            pass
+    assert await store.get_lock("once") is None
