@@ -1001,6 +1001,26 @@ class RedisCluster:
         )
 
     # -- chaos --------------------------------------------------------------------------
+    def move_slot(self, slot: int, target: RedisServer) -> RedisServer:
+        """Reshard ``slot`` to master ``target`` as ``redis-cli --cluster reshard`` does
+        (IMPORTING/MIGRATING, MIGRATE its keys in batches, then SETSLOT NODE on every master);
+        returns the master that owned it. Clients see ASK while it moves and MOVED after."""
+        source = self.master_for_slot(slot)
+        if source is target:
+            raise RedisTopologyError(f"slot {slot} is already on {target.endpoint}")
+        ids = {(i.host, i.port): i.node_id for i in self.view()}
+        source_id, target_id = ids[source.address], ids[target.address]
+        target.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for _ in range(10_000):  # bounded: 100 keys per round
+            keys = source.execute("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            source.execute("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        for master in self.masters():
+            master.execute("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return source
+
     def kill_master_for_key(self, key: str | bytes) -> RedisServer:
         """SIGKILL the master currently serving ``key``; returns the killed node."""
         return self.kill_master_for_slot(key_slot(key))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
+from redis.crc import key_slot
 
 from tests.platform.redis_servers import RedisCluster, SentinelGroup
 from tests.redis.test_locks import kwargs_for, wait_for_tickets
@@ -189,6 +191,41 @@ async def test_a_parked_waiter_survives_a_cluster_failover_and_is_woken(
     try:
         delay = await _waiter_across_failover(stores, cid, kill_and_wait)
         assert delay < 10
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_conversation_resharded_to_another_master_during_lock_cycles(
+    fresh_redis_cluster: RedisCluster,
+) -> None:
+    """Scaling a Cluster moves slots between masters. While a conversation's slot moves, its
+    scripts meet ASK (mid-move) and MOVED (after); cycles must go on with no failure and no
+    overlap, and end up on the new master."""
+    cluster = fresh_redis_cluster
+    stores = _stores(kwargs_for(cluster))
+    cid = f"conv-{uuid.uuid4().hex[:8]}"
+    slot = key_slot(queue_key(cid).encode())
+    moved: list[tuple[str, int]] = []
+
+    async def move() -> None:
+        target = next(m for m in cluster.masters() if m is not cluster.master_for_slot(slot))
+        await asyncio.to_thread(cluster.move_slot, slot, target)
+        moved.append(target.address)
+
+    try:
+        stream = await run_through_failover(stores, [cid], move)
+        owner = cluster.master_for_slot(slot)
+        assert owner.address == moved[0]
+        assert stream.cycles[cid] > 0
+        owner.execute("CONFIG", "RESETSTAT")
+        for store in stores:  # both stores now send the scripts to the new owner
+            async with store.lock(cid, wait_time=5):
+                pass
+        stats = owner.execute("INFO", "commandstats")
+        stats = stats.decode() if isinstance(stats, bytes) else str(stats)
+        calls = re.search(r"cmdstat_evalsha:calls=(\d+)", stats)
+        assert calls is not None and int(calls.group(1)) >= 4, stats
     finally:
         for store in stores:
             await store.close()

@@ -120,6 +120,8 @@ def test_error_codes() -> None:
         ("NOAUTH Authentication required.", rex.AuthenticationError, False),
         ("NOPERM this user has no permissions", rex.NoPermissionError, False),
         ("ERR Error running script", rex.ResponseError, False),
+        ("ERR Script attempted to access a non local key in a cluster node script: 1f, on "
+         "@user_script:71.", rex.ResponseError, True),
         ("WRONGTYPE Operation against a key", rex.ResponseError, False),
     ],
 )

@@ -23,6 +23,13 @@ whose reply was lost, and a repeated ISSUE must return the same ticket, not queu
 A script that changes who is at the head (release, purge of an expired head, save) pushes the
 token ``1`` ("you are at the head") to the new head's wake key; its waiter is blocked on it in
 BLPOP. DELETE pushes ``0`` ("ask again") to every waiter, which then finds its ticket gone.
+
+Resharding: while a conversation's slot migrates between Cluster masters, a script whose
+declared key is still on the old master runs there, but the wake key (derived, not declared)
+may not be, and Redis stops the script with "non local key". The connection retries that like
+ASK (``connection.is_retryable``); RELEASE pushes the wake-up before its own writes so that the
+retry is exact. A wake-up lost in the move (ISSUE/CHECK purging an expired head) costs the
+waiter at most one blocking-pop timeout (``socket_timeout``) before it asks again with CHECK.
 """
 
 from __future__ import annotations
@@ -162,7 +169,7 @@ if id ~= '' and redis.call('HLEN', Q) == 2 then
   local value = redis.call('HGET', Q, id)
   if value then
     local expires = tonumber(string.sub(value, string.find(value, ' ', 1, true) + 1))
-    redis.call('DEL', Q, Q .. ':w:' .. id)
+    redis.call('DEL', Q)  -- a wake-up list left by this ticket expires on its own
     if expires > now then return 1 end
     return 0
   end
@@ -171,18 +178,20 @@ end
     + _HELPERS
     + r"""
 local live, _, before = load()
-local found = 0
+local mine = nil
 for i, t in ipairs(live) do
   if t.id == id or (number ~= nil and t.n == number) then
-    redis.call('HDEL', Q, t.id)
-    redis.call('DEL', Q .. ':w:' .. t.id)
-    table.remove(live, i)
-    found = 1
+    mine = table.remove(live, i)
     break
   end
 end
+-- Wake the next head before removing the ticket: while the slot is being resharded, the push
+-- to the (undeclared) wake-up list is the write that can fail, and failing before the HDEL
+-- leaves the retry exactly what it was (the purge in load() is harmless to repeat).
 settle(live, before)
-return found
+if mine == nil then return 0 end
+if #live > 0 then redis.call('HDEL', Q, mine.id) end  -- else settle deleted Q
+return 1
 """,
 )
 
