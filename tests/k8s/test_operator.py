@@ -328,6 +328,77 @@ def test_a_missing_secret_is_a_clear_condition_and_recovers(
     assert REDIS_PASSWORD not in operator.logs() and "wrong-password-value" not in operator.logs()
 
 
+def _reconciles(op: OperatorProcess, kind: str) -> float:
+    """``turnstile_reconciles_total`` of ``kind``, summed over results."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in op.metrics().splitlines()
+        if line.startswith("turnstile_reconciles_total{") and f'kind="{kind}"' in line
+    )
+
+
+def test_a_secret_change_rechecks_exactly_its_stores_without_waiting_for_the_timer(
+    crds: ControlPlane, redis_password_server: RedisServer
+) -> None:
+    namespace = f"secrets-{uuid.uuid4().hex[:8]}"  # not t-*: only this test's operator sees it
+    crds.kubectl("create", "namespace", namespace)
+    k = Cluster(crds, namespace)
+    server = redis_password_server
+    unrelated_value = f"unrelated-{uuid.uuid4().hex}"
+    # The first re-check fires 300-600 s after a store is seen: every heal below is the watch.
+    op = OperatorProcess(crds.kubeconfig, namespaces=[namespace], recheck_interval=600,
+                         name="secret-watch")
+    prompt = 20.0
+    try:
+        op.start()
+        k.apply(store("TimerStore", "timers", {"host": server.host, "port": server.port,
+                                               "passwordSecretRef": {"name": "late", "key": "pw"}},
+                      configMap={"name": "bot"}))
+        k.wait_condition("tms", "timers", "False", "SecretNotFound")
+        assert wait_for("the create's reconcile", lambda: _reconciles(op, "TimerStore")) == 1
+        # A store of the same namespace with a Secret of its own: healed by its own Secret,
+        # never re-checked for the other one.
+        k.apply(store("LockStore", "bystander", {"host": server.host, "port": server.port,
+                                                 "passwordSecretRef": {"name": "bystander-auth"}}))
+        k.wait_condition("lks", "bystander", "False", "SecretNotFound")
+        k.apply(k.secret("bystander-auth", {"password": REDIS_PASSWORD}))
+        k.wait_condition("lks", "bystander", "True", "Ready", timeout=prompt)
+        assert wait_for("create + Secret", lambda: _reconciles(op, "LockStore") == 2)
+
+        started = time.monotonic()
+        k.apply(k.secret("late", {"pw": REDIS_PASSWORD}))
+        k.wait_condition("tms", "timers", "True", "Ready", timeout=prompt)
+        assert time.monotonic() - started < prompt
+        assert _reconciles(op, "TimerStore") == 2
+
+        # An unrelated Secret, and a label on the referenced one (its data unchanged): no work.
+        k.apply(k.secret("unrelated", {"token": unrelated_value}))
+        crds.kubectl("-n", namespace, "label", "secret", "late", "touched=yes")
+        time.sleep(1.5)  # both events are delivered within milliseconds; give them time to act
+        assert _reconciles(op, "TimerStore") == 2
+
+        k.apply(k.secret("late", {"pw": "wrong-password-value"}))
+        k.wait_condition("tms", "timers", "False", "AuthenticationFailed", timeout=prompt)
+        assert _reconciles(op, "TimerStore") == 3
+        assert _reconciles(op, "LockStore") == 2
+
+        rechecks = [line for line in op.logs().splitlines() if "re-checking" in line]
+        ns = namespace
+        assert rechecks == [
+            f"Secret {ns}/bystander-auth changed: re-checking LockStore {ns}/bystander",
+            *[f"Secret {ns}/late changed: re-checking TimerStore {ns}/timers"] * 2,
+        ]
+        assert "unrelated" not in op.logs()
+        seen = json.dumps([k.get("tms", "timers"), k.events("timers"), k.get("lks", "bystander"),
+                           k.events("bystander")]) + op.logs()
+        for value in (REDIS_PASSWORD, "wrong-password-value", unrelated_value):
+            assert value not in seen
+        assert op.running
+    finally:
+        op.stop()
+        crds.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 # -------------------------------------------------------------------------- lifecycle
 
 
