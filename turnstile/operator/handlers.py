@@ -2,12 +2,10 @@
 
 One function, :func:`reconcile`, does the work for every trigger: a store created, its spec
 changed, the operator (re)started (``on.resume``: changes made while it was down are picked up
-here), a change of the data of a Secret the store names (:func:`secret_changed`, called by the
-operator's one Secret watch in :mod:`turnstile.operator.rollout_handlers`: a Secret that appears,
-gets its key or is rotated is seen within moments), and a timer every
-``TURNSTILE_RECHECK_INTERVAL`` seconds that re-probes Redis, notices a failover or a node that
-left, and heals what failed before (a Redis that is back, a conflict that went away). A per-store
-lock keeps two triggers of one store (and its finalizer) from interleaving.
+here), and a timer every ``TURNSTILE_RECHECK_INTERVAL`` seconds that re-probes Redis, notices a
+failover or a node that left, and heals what failed before (a Secret that has appeared since, a
+Redis that is back, a conflict that went away). A per-store lock keeps two triggers of one
+store from interleaving.
 
 A reconcile never raises for a store's problem: an invalid spec, a missing Secret, an
 unreachable Redis, an API error all end in a condition with a reason and a message, and the
@@ -27,13 +25,11 @@ writes that section until the conflict is resolved.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final
 
 import aiohttp
 import kopf
@@ -59,8 +55,6 @@ from turnstile.operator.specs import API_VERSION, GROUP, KINDS, VERSION, StoreSp
 CONFIG: Final = OperatorConfig.from_env()
 FINALIZER: Final = "turnstile.dev/finalizer"
 _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
-#: How long a Secret-triggered re-check waits for a status kopf is still writing.
-LANDING_WAIT: Final = 3.0
 
 logger = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
@@ -251,31 +245,13 @@ async def reconcile(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
     """Probe, render, write status and Events for one store (see the module doc)."""
-    started = time.perf_counter()
-    async with _lock(body):
-        await _reconcile_locked(body, status, patch, indexes, log, started=started)
-
-
-def _lock(body: Mapping[str, Any]) -> asyncio.Lock:
-    """The store's own lock: its triggers (and its finalizer) never interleave."""
-    return _locks.setdefault(str((body.get("metadata") or {}).get("uid")), asyncio.Lock())
-
-
-async def _reconcile_locked(
-    body: kopf.Body,
-    status: Mapping[str, Any],
-    patch: kopf.Patch,
-    indexes: Mapping[str, Any],
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    *,
-    started: float,
-) -> None:
-    """:func:`reconcile` once the store's lock is held."""
     kind = str(body.get("kind"))
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid"))
     generation = int(meta.get("generation") or 0)
-    async with _slots:
+    started = time.perf_counter()
+    lock = _locks.setdefault(uid, asyncio.Lock())
+    async with lock, _slots:
         old_status = _written.get(uid) or {
             k: v for k, v in (status or {}).items() if k != "kopf"
         }
@@ -337,8 +313,7 @@ def _account(kind: str, uid: str, observation: cond.Observation, started: float)
     metrics.record_ready(kind, uid, ready.is_true)
 
 
-def indexes_of(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The stores' kopf indexes among a handler's kwargs (kopf passes them to every handler)."""
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: kwargs[key] for key in _INDEX_IDS.values() if key in kwargs}
 
 
@@ -346,14 +321,14 @@ async def on_change(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
 ) -> None:
     """Created, spec changed, or found at start-up: reconcile now."""
-    await reconcile(body, status, patch, indexes_of(kwargs), logger)
+    await reconcile(body, status, patch, _indexes(kwargs), logger)
 
 
 async def on_timer(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
 ) -> None:
     """The periodic re-check."""
-    await reconcile(body, status, patch, indexes_of(kwargs), logger)
+    await reconcile(body, status, patch, _indexes(kwargs), logger)
 
 
 async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) -> None:
@@ -365,172 +340,17 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
         store = parse_store(body)
     except SpecError:
         store = None
-    async with _lock(body):  # a reconcile in flight must not write the section back after
-        try:
-            if store is not None and isinstance(placed, Mapping) and placed.get("name"):
-                await _remove_section(store, str(placed["name"]), str(placed.get("key")))
-        except OperatorError as exc:
-            raise kopf.TemporaryError(
-                f"could not remove the {kind}'s section: {exc.message}", delay=5
-            ) from exc
-        metrics.record_ready(kind, uid, None)
-        _locks.pop(uid, None)
-        _written.pop(uid, None)
-    logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
-
-
-# ------------------------------------------------------------------------ Secret changes
-
-
-class StoreApi(Protocol):
-    """The API calls a Secret-triggered re-check makes (``turnstile.operator.workloads.Kube``)."""
-
-    async def list_stores(self, namespace: str) -> list[dict[str, Any]]: ...
-
-    async def get_store(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
-
-    async def patch_store_status(
-        self, namespace: str, kind: str, name: str, patch: Mapping[str, Any]
-    ) -> None: ...
-
-
-class SecretChanges:
-    """Tells a change of a Secret's ``data`` from churn; remembers digests, never data.
-
-    A Secret that appears (``ADDED``), goes away (``DELETED``) or whose ``data`` differs from
-    the last time it was seen has changed. Metadata-only updates (labels, annotations) cannot
-    change a probe and are not changes. kopf replays a listing (event type ``None``) when a
-    watch starts: for a Secret not seen before that is not a change, because at start-up every
-    store is reconciled by its ``resume`` handler anyway; a relist after the watch lost its
-    place (HTTP 410) is compared with the digests seen before it.
-    """
-
-    def __init__(self) -> None:
-        self._digests: dict[tuple[str, str], str] = {}
-
-    def changed(
-        self, event_type: str | None, namespace: str, name: str, data: Mapping[str, Any] | None
-    ) -> bool:
-        key = (namespace, name)
-        if event_type == "DELETED":
-            self._digests.pop(key, None)
-            return True
-        digest = hashlib.sha256(json.dumps(dict(data or {}), sort_keys=True).encode()).hexdigest()
-        previous, self._digests[key] = self._digests.get(key), digest
-        return event_type is not None if previous is None else previous != digest
-
-
-SECRET_CHANGES: Final = SecretChanges()
-
-
-def stores_using(bodies: Iterable[Mapping[str, Any]], secret: str) -> list[Mapping[str, Any]]:
-    """The stores among ``bodies`` whose spec names Secret ``secret``, unless being deleted.
-
-    A spec that cannot be read names no Secret: its reconcile says ``InvalidSpec`` whatever
-    the Secret holds.
-    """
-    found: list[Mapping[str, Any]] = []
-    for body in bodies:
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        try:
-            names = secret_names(parse_store(body))
-        except SpecError:
-            continue
-        if secret in names:
-            found.append(body)
-    return found
-
-
-def _ref(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata") or {}
-    return f"{body.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
-
-
-async def secret_changed(
-    api: StoreApi,
-    event_type: str | None,
-    namespace: str,
-    name: str,
-    *,
-    data: Mapping[str, Any] | None,
-    indexes: Mapping[str, Any],
-) -> None:
-    """Secret ``namespace/name`` had an event: if its data changed, re-check its stores now.
-
-    Called by the one Secret watch (``rollout_handlers.secret_event``, which sees only the
-    Secrets some store references). Exactly the stores whose spec names the Secret are
-    reconciled, each under its own lock, and their status is written before the lock is let
-    go. An API failure is logged (names and HTTP status only); the periodic re-check remains
-    the safety net.
-    """
-    if not SECRET_CHANGES.changed(event_type, namespace, name, data):
-        return
     try:
-        users = stores_using(await api.list_stores(namespace), name)
+        if store is not None and isinstance(placed, Mapping) and placed.get("name"):
+            await _remove_section(store, str(placed["name"]), str(placed.get("key")))
     except OperatorError as exc:
-        logger.warning("Secret %s/%s changed; listing its stores failed: %s",
-                       namespace, name, exc.message)  # fmt: skip
-        return
-    if users:
-        refs = ", ".join(_ref(body) for body in users)
-        logger.info("Secret %s/%s changed: re-checking %s", namespace, name, refs)
-    await asyncio.gather(*(_recheck(api, body, name, indexes) for body in users))
-
-
-async def _recheck(
-    api: StoreApi, listed: Mapping[str, Any], secret: str, indexes: Mapping[str, Any]
-) -> None:
-    """Reconcile one store and write its status, all under the store's lock."""
-    kind = str(listed.get("kind"))
-    meta = listed.get("metadata") or {}
-    namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), meta.get("uid")
-    started = time.perf_counter()
-    async with _lock(listed):
-        try:
-            # Read again under the lock: it may have been finalized or changed since the list.
-            body = await _settled_store(api, namespace, kind, name, str(uid))
-            if body is None:
-                return
-            body = {"apiVersion": API_VERSION, "kind": kind, **body}
-            if not stores_using([body], secret):
-                return
-            patch = kopf.Patch()
-            status = body.get("status") or {}
-            raw = cast(kopf.RawBody, body)
-            await _reconcile_locked(kopf.Body(raw), status, patch, indexes, logger, started=started)
-            if "status" in patch:
-                await api.patch_store_status(namespace, kind, name, {"status": patch["status"]})
-        except OperatorError as exc:
-            _written.pop(str(uid), None)  # compare with what the API holds next time
-            logger.warning("%s: re-check after a Secret change failed: %s",
-                           _ref(listed), exc.message)  # fmt: skip
-
-
-async def _settled_store(
-    api: StoreApi, namespace: str, kind: str, name: str, uid: str
-) -> dict[str, Any] | None:
-    """The store (``None`` if gone) once the status last computed for it is in the API.
-
-    kopf writes the status of a kopf-driven reconcile after the handler returns, outside the
-    store's lock; a status written before that lands would be overwritten by the older one.
-    Bounded: after :data:`LANDING_WAIT` seconds the store is taken as it is (a write that
-    failed never lands).
-    """
-    deadline = time.monotonic() + LANDING_WAIT
-    while True:
-        body = await api.get_store(namespace, kind, name)
-        if body is None or (body.get("metadata") or {}).get("uid") != uid:
-            return None
-        landed = _landed(_written.get(uid), body.get("status") or {})
-        if landed or time.monotonic() >= deadline:
-            return body
-        await asyncio.sleep(0.1)
-
-
-def _landed(written: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
-    """True if ``current`` holds every field of the ``written`` status (``None``: absent)."""
-    return written is None or all(current.get(key) == value for key, value in written.items())
+        raise kopf.TemporaryError(
+            f"could not remove the {kind}'s section: {exc.message}", delay=5
+        ) from exc
+    metrics.record_ready(kind, uid, None)
+    _locks.pop(uid, None)
+    _written.pop(uid, None)
+    logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
 
 
 def _first_recheck(**_: Any) -> float:

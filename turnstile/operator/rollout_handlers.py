@@ -16,10 +16,7 @@ re-list finds every checksum already in place and patches nothing, and the store
 
 Handlers here only filter events and poke; no handler writes to the object it watches, and
 none uses kopf's persisted progress, so watching Deployments and Secrets leaves no
-annotations on them. The Secret watch is the operator's only one and serves the store
-handlers too: :func:`secret_event` also hands the event to
-:func:`turnstile.operator.handlers.secret_changed`, which re-checks the stores naming that
-Secret at once instead of at their next periodic re-check.
+annotations on them.
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ from typing import Any, Final
 
 import kopf
 
-from turnstile.operator import handlers as stores
 from turnstile.operator import render
 from turnstile.operator.errors import SpecError
 from turnstile.operator.rollout import (
@@ -438,27 +434,10 @@ def _secret_referenced(name: str | None, namespace: str | None, **_: Any) -> boo
 
 
 @kopf.on.event("v1", "secrets", when=_secret_referenced)
-async def secret_event(
-    event: Mapping[str, Any],
-    body: Mapping[str, Any],
-    namespace: str | None,
-    name: str | None,
-    **kwargs: Any,
-) -> None:
-    """A Secret a store references changed: a rotated password rolls its workloads, and the
-    stores that name it are re-checked now (the one Secret watch serves both)."""
-    if not namespace:
-        return
-    RUNTIME.debouncer.poke(namespace)
-    if name:
-        await stores.secret_changed(
-            RUNTIME.kube,
-            event.get("type"),
-            namespace,
-            name,
-            data=body.get("data"),
-            indexes=stores.indexes_of(kwargs),
-        )
+async def secret_event(namespace: str | None, **_: Any) -> None:
+    """A Secret a store references changed: a rotated password rolls its workloads."""
+    if namespace:
+        RUNTIME.debouncer.poke(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments", when=_workload_changed)

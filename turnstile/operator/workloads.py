@@ -119,14 +119,6 @@ class Kube:
                 stores.append(item)
         return stores
 
-    async def get_store(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-        """One LockStore or TimerStore (``kind`` set), or ``None`` if it does not exist."""
-        plural = STORE_PLURALS[kind]
-        got = await self._call(
-            "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}"
-        )
-        return None if got is None else {"kind": kind, **got}
-
     async def list_workloads(self, namespace: str) -> list[tuple[str, dict[str, Any]]]:
         """Every Deployment and StatefulSet in ``namespace`` as ``(kind, object)``."""
         found: list[tuple[str, dict[str, Any]]] = []
