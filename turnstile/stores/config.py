@@ -270,6 +270,11 @@ class RedisSettings:
         return settings
 
     @property
+    def connect_timeout(self) -> float:
+        """Seconds to wait for a connection to a data node: ``socket_timeout``, at most 5."""
+        return min(self.socket_timeout, 5.0)
+
+    @property
     def where(self) -> str:
         """Where the store points, for messages and logs (never a credential)."""
         if self.deployment_mode == "standard":

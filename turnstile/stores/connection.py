@@ -162,7 +162,7 @@ class RedisConnection:
             "username": s.username,
             "password": s.password,
             "socket_timeout": s.socket_timeout,
-            "socket_connect_timeout": min(s.socket_timeout, 5.0),
+            "socket_connect_timeout": s.connect_timeout,
             "decode_responses": True,
             "client_name": self._client_name,
         }

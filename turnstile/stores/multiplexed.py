@@ -206,7 +206,7 @@ async def open_multiplexed(
                 ssl=context,
                 server_hostname=host if context is not None and context.check_hostname else None,
             ),
-            timeout=min(settings.socket_timeout, 5.0),
+            timeout=settings.connect_timeout,
         )
     except asyncio.TimeoutError:
         raise rex.TimeoutError(f"connecting to {host}:{port} timed out") from None
