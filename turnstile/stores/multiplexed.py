@@ -28,7 +28,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from redis import exceptions as rex
 
@@ -96,8 +96,9 @@ class MultiplexedConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Duck-typed: uvloop's TCPTransport (the loop Rasa serves on) is not an
+        # ``asyncio.Transport`` subclass, and only write/abort/is_closing are used.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         parser, pending = self._parser, self._pending
