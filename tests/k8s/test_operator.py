@@ -104,7 +104,8 @@ class Cluster:
 
     def secret(self, name: str, data: dict[str, str]) -> dict[str, Any]:
         return {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": {"turnstile.dev/store-secret": "true"}},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
 

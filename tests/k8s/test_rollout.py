@@ -232,7 +232,8 @@ def secret(ns: str, password: str, **extra: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "redis-auth", "namespace": ns},
+        "metadata": {"name": "redis-auth", "namespace": ns,
+                     "labels": {"turnstile.dev/store-secret": "true"}},
         "stringData": {"password": password, **extra},
     }
 

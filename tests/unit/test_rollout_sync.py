@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from turnstile.operator.credentials import OPT_IN_LABEL, SecretObject
 from turnstile.operator.rollout import CHECKSUM_ANNOTATION
 from turnstile.operator.rollout_handlers import sync_rollouts
 
@@ -44,6 +45,8 @@ class FakeKube:
         self.workloads: dict[tuple[str, str], dict[str, Any]] = {}
         self.config_maps: dict[str, dict[str, str]] = {}
         self.secrets: dict[str, dict[str, str]] = {}
+        #: Secrets that do not carry the store opt-in label (all others do).
+        self.unlabelled: set[str] = set()
         self.workload_patches: list[tuple[str, dict[str, Any]]] = []
         self.status_patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str]] = []
@@ -57,8 +60,11 @@ class FakeKube:
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return copy.deepcopy(self.config_maps.get(name))
 
-    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        return copy.deepcopy(self.secrets.get(name))
+    async def secret(self, namespace: str, name: str) -> SecretObject | None:
+        if name not in self.secrets:
+            return None
+        labels = {} if name in self.unlabelled else {OPT_IN_LABEL: "true"}
+        return SecretObject(labels=labels, data=copy.deepcopy(self.secrets[name]))
 
     async def patch_workload(self, namespace, kind, name, patch) -> dict[str, Any] | None:
         body = self.workloads.get((kind, name))
@@ -161,3 +167,18 @@ async def test_an_invalid_store_stops_rollouts_in_its_namespace_with_a_warning()
     assert await sync_rollouts(NS, kube) == []  # type: ignore[arg-type]
     assert kube.workload_patches == []
     assert kube.events == [("LockStore", "locks", "RolloutInvalid")]
+
+
+async def test_a_secret_without_the_store_label_is_never_injected_or_hashed() -> None:
+    kube = cluster()
+    kube.unlabelled.add("auth")
+    assert await sync_rollouts(NS, kube, now="2026-11-23T07:00:00Z") == []  # type: ignore[arg-type]
+    assert kube.workload_patches == []
+    template = kube.workloads[("Deployment", "bot")]["spec"]["template"]
+    assert "annotations" not in template["metadata"]
+    # Labelling the Secret is the fix: the next sync rolls the bot with the env injected.
+    kube.unlabelled.clear()
+    applied = await sync_rollouts(NS, kube, now="2026-11-23T07:01:00Z")  # type: ignore[arg-type]
+    assert [p.workload.name for p in applied] == ["bot"]
+    env = kube.workloads[("Deployment", "bot")]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "auth"

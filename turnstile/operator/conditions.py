@@ -36,7 +36,8 @@ UNKNOWN: Final = "Unknown"
 #: Every reason this package writes, by condition (documented in docs/operator.md).
 REASONS: Final = {
     CONNECTED: (
-        "Connected", "InvalidSpec", "SecretNotFound", "SecretKeyNotFound", "Unreachable",
+        "Connected", "InvalidSpec", "SecretNotFound", "SecretKeyNotFound", "SecretNotOptedIn",
+        "Unreachable",
         "AuthenticationFailed", "ClusterUnhealthy", "SlotsNotCovered", "MasterUnknown",
         "NoQuorum", "RedisError", "InvalidSettings", "Pending",
     ),

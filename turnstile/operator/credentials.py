@@ -9,6 +9,13 @@ paths, see :mod:`turnstile.operator.render`), the status, an Event or a log line
 read (``None`` for one that does not exist) and gets back :class:`Credentials` or a
 :class:`~turnstile.operator.errors.SecretError` that names the Secret and key, never a value.
 :func:`redact` is the second line of defence for text that comes back from Redis.
+
+A Secret is used only if it is meant for stores: it carries the label
+``turnstile.dev/store-secret: "true"`` (:data:`OPT_IN_LABEL`). Admission already refuses a
+store whose author cannot read the Secrets it names; the label is the second lock, set by
+whoever may write the Secret, so a store can never make the operator read a database
+password, a token or any other Secret that was not put there for it.
+:func:`refuse_unmarked` decides it before anything is decoded or any connection is made.
 """
 
 from __future__ import annotations
@@ -17,17 +24,45 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
-from turnstile.operator.errors import SecretError
+from turnstile.operator.errors import SecretError, SecretNotOptedInError
 from turnstile.operator.specs import SecretKeyRef, StoreSpec
 
 #: Keys of a ``kubernetes.io/tls`` Secret, as cert-manager writes them.
 TLS_CERT_KEY = "tls.crt"
 TLS_KEY_KEY = "tls.key"
 REDACTED = "<redacted>"
+#: The label that marks a Secret as meant for Turnstile stores, and its one accepted value.
+OPT_IN_LABEL: Final = "turnstile.dev/store-secret"
+OPT_IN_VALUE: Final = "true"
 
 SecretData = Mapping[str, str]
 """A Secret's ``data``: key to base64 text, exactly as the API returns it."""
+
+
+@dataclass(frozen=True)
+class SecretObject:
+    """The parts of a Secret the operator looks at: its labels and its data."""
+
+    labels: Mapping[str, str]
+    data: SecretData = field(repr=False)
+
+    @property
+    def opted_in(self) -> bool:
+        return self.labels.get(OPT_IN_LABEL) == OPT_IN_VALUE
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, object]) -> SecretObject:
+        meta = body.get("metadata")
+        labels = meta.get("labels") if isinstance(meta, Mapping) else None
+        data = body.get("data")
+        return cls(
+            labels={str(k): str(v) for k, v in (labels or {}).items()},
+            data={str(k): str(v) for k, v in (data or {}).items()}
+            if isinstance(data, Mapping)
+            else {},
+        )
 
 
 @dataclass(frozen=True)
@@ -48,18 +83,39 @@ class Credentials:
         return found
 
 
+def secret_fields(spec: StoreSpec) -> list[tuple[str, str]]:
+    """``(field, Secret name)`` for every Secret reference the store uses, in spec order."""
+    tls = spec.redis.tls
+    found = [
+        ("spec.redis.passwordSecretRef", spec.redis.password.name if spec.redis.password else None),
+        ("spec.redis.tls.caSecretRef", tls.ca.name if tls.enabled and tls.ca else None),
+        ("spec.redis.tls.clientCertSecretRef", tls.client_cert_secret if tls.enabled else None),
+    ]
+    return [(where, name) for where, name in found if name]
+
+
 def secret_names(spec: StoreSpec) -> list[str]:
     """The Secrets a store refers to, in a stable order, without duplicates."""
     names: list[str] = []
-    tls = spec.redis.tls
-    for name in (
-        spec.redis.password.name if spec.redis.password else None,
-        tls.ca.name if tls.enabled and tls.ca else None,
-        tls.client_cert_secret if tls.enabled else None,
-    ):
-        if name and name not in names:
+    for _, name in secret_fields(spec):
+        if name not in names:
             names.append(name)
     return names
+
+
+def refuse_unmarked(spec: StoreSpec, secrets: Mapping[str, SecretObject | None]) -> None:
+    """Raise :class:`SecretNotOptedInError` for the first existing Secret without the label.
+
+    A Secret that does not exist is left to :func:`resolve` (``SecretNotFound``).
+    """
+    for where, name in secret_fields(spec):
+        secret = secrets.get(name)
+        if secret is not None and not secret.opted_in:
+            raise SecretNotOptedInError(
+                f"Secret {name!r} ({where}) is not labelled {OPT_IN_LABEL}={OPT_IN_VALUE}: the "
+                f"operator uses only Secrets meant for stores; if it is, run `kubectl label "
+                f"secret {name} {OPT_IN_LABEL}={OPT_IN_VALUE}` in the store's namespace"
+            )
 
 
 def _value(

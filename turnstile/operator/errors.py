@@ -11,6 +11,8 @@ The tree::
     OperatorError                       reason: InternalError
      ├── SpecError                      InvalidSpec: a spec the schema should have refused
      ├── SecretError                    SecretNotFound / SecretKeyNotFound
+     │    └── SecretNotOptedInError     SecretNotOptedIn: the Secret lacks the label
+     │                                  turnstile.dev/store-secret=true (never read further)
      ├── ConflictError                  ConfigMapConflict: two stores of one kind, one ConfigMap
      ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
      │                                  YAML mapping, so it cannot be merged without losing data
@@ -50,6 +52,12 @@ class SecretError(OperatorError):
         super().__init__(message)
         if missing_key:
             self.reason = "SecretKeyNotFound"
+
+
+class SecretNotOptedInError(SecretError):
+    """A referenced Secret exists but is not marked as meant for stores."""
+
+    reason = "SecretNotOptedIn"
 
 
 class ConflictError(OperatorError):

@@ -38,7 +38,14 @@ from turnstile.operator import conditions as cond
 from turnstile.operator import metrics
 from turnstile.operator.config import OperatorConfig
 from turnstile.operator.configmaps import Owner, is_owned, with_section, without_section
-from turnstile.operator.credentials import Credentials, redact, resolve, secret_names
+from turnstile.operator.credentials import (
+    Credentials,
+    SecretObject,
+    redact,
+    refuse_unmarked,
+    resolve,
+    secret_names,
+)
 from turnstile.operator.errors import OperatorError, SpecError
 from turnstile.operator.kube import Kube
 from turnstile.operator.probes import check
@@ -225,12 +232,16 @@ async def _remove_section(store: StoreSpec, name: str, key: str) -> None:
 
 
 async def _connect(store: StoreSpec) -> tuple[cond.Condition, Any, Credentials | None]:
-    """Resolve Secrets and probe Redis: the ``Connected`` condition and the probe report."""
+    """Resolve Secrets and probe Redis: the ``Connected`` condition and the probe report.
+
+    A Secret that is not marked for stores ends here, before any connection is attempted.
+    """
     try:
-        found: dict[str, Any] = {}
+        found: dict[str, SecretObject | None] = {}
         for name in secret_names(store):
-            found[name] = await kube().secret_data(store.namespace, name)
-        credentials = resolve(store, found)
+            found[name] = await kube().secret(store.namespace, name)
+        refuse_unmarked(store, found)
+        credentials = resolve(store, {n: s.data if s else None for n, s in found.items()})
     except OperatorError as exc:
         return cond.Condition(cond.CONNECTED, cond.FALSE, exc.reason, exc.message), None, None
     report = await check(store, credentials, timeout=CONFIG.probe_timeout)

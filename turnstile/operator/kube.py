@@ -24,6 +24,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from turnstile.operator.credentials import SecretObject
 from turnstile.operator.errors import KubeError
 
 logger = logging.getLogger(__name__)
@@ -79,12 +80,10 @@ class Kube:
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         return await asyncio.to_thread(self._request, method, path, body)
 
-    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's ``data`` (base64 values), or ``None`` when it does not exist."""
+    async def secret(self, namespace: str, name: str) -> SecretObject | None:
+        """A Secret's labels and ``data`` (base64 values), or ``None`` when it does not exist."""
         secret = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        if secret is None:
-            return None
-        return dict(secret.get("data") or {})
+        return None if secret is None else SecretObject.from_body(secret)
 
     async def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")  # type: ignore[no-any-return]

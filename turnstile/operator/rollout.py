@@ -392,13 +392,16 @@ class Snapshot:
 
     ``config_maps`` maps a ConfigMap name to its ``data``; ``secrets`` maps a Secret name to
     its ``data`` (base64 strings, never decoded: only hashed). A name missing from either
-    mapping means the object does not exist.
+    mapping means the object does not exist. ``unmarked`` names Secrets that exist but are not
+    labelled for stores (``turnstile.dev/store-secret=true``): no workload that loads a store
+    referencing one is touched (no checksum, no env injected) until it is.
     """
 
     stores: tuple[StoreRollout, ...]
     workloads: tuple[Workload, ...]
     config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    unmarked: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -514,7 +517,9 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
 
     A workload is skipped (no plan) while it is being deleted, or while any store selecting it
     has not rendered its ConfigMap key yet: rolling on half-rendered state would only roll
-    again a moment later. Unselected workloads are never touched.
+    again a moment later. Nor is it touched while one of its stores references a Secret not
+    marked for stores (``snapshot.unmarked``): the operator never injects or hashes such a
+    Secret. Unselected workloads are never touched.
     """
     plans = []
     for workload in sorted(snapshot.workloads, key=lambda w: w.ref):
@@ -542,6 +547,8 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         if any(content is None for _, _, content in config):
             continue
         secret_refs = {ref for store in stores for ref in store.secrets}
+        if any(ref.name in snapshot.unmarked for ref in secret_refs):
+            continue
         digest = checksum(
             config,
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),

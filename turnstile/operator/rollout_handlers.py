@@ -33,6 +33,7 @@ from typing import Any, Final
 import kopf
 
 from turnstile.operator import render
+from turnstile.operator.credentials import OPT_IN_LABEL, OPT_IN_VALUE
 from turnstile.operator.errors import SpecError
 from turnstile.operator.rollout import (
     Snapshot,
@@ -237,16 +238,27 @@ async def sync_rollouts(
         if data is not None:
             config_maps[name] = data
     secrets: dict[str, dict[str, str]] = {}
+    unmarked: set[str] = set()
     for name in sorted({r.name for _, s in stores for r in s.secrets}):
-        data = await kube.secret_data(namespace, name)
-        if data is not None:
-            secrets[name] = data
+        secret = await kube.secret(namespace, name)
+        if secret is None:
+            continue
+        if secret.opted_in:
+            secrets[name] = dict(secret.data)
+        else:
+            unmarked.add(name)
+    if unmarked:
+        logger.warning(
+            "%s: not rolling workloads whose stores use Secrets without the label %s=%s: %s",
+            namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
+        )  # fmt: skip
 
     snapshot = Snapshot(
         stores=tuple(s for _, s in stores),
         workloads=tuple(workloads),
         config_maps=config_maps,
         secrets=secrets,
+        unmarked=frozenset(unmarked),
     )
     applied: list[WorkloadPlan] = []
     for plan in plan_namespace(snapshot, now):

@@ -30,6 +30,7 @@ from typing import Any, Final
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from turnstile.operator.credentials import SecretObject
 from turnstile.operator.errors import KubeError
 from turnstile.operator.kube import api_client
 from turnstile.operator.rollout import WORKLOAD_KINDS
@@ -133,10 +134,10 @@ class Kube:
         got = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
         return None if got is None else dict(got.get("data") or {})
 
-    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's ``data`` (base64, not decoded), or ``None`` if it does not exist."""
+    async def secret(self, namespace: str, name: str) -> SecretObject | None:
+        """A Secret's labels and ``data`` (base64, never decoded); ``None`` if it does not exist."""
         got = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        return None if got is None else dict(got.get("data") or {})
+        return None if got is None else SecretObject.from_body(got)
 
     # --------------------------------------------------------------------------- writes
 
