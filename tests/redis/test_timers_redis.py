@@ -99,21 +99,22 @@ async def test_a_retried_claim_gets_its_timers_back_instead_of_losing_them(
     for i in range(5):
         await store.store_timer(f"c{i}", "s", float(i))
     keys = store.keys.buckets[0]
-    args = ["claim-1", 10_000, "100", 10, ""]
+    args = ["claim-1", 10_000, "100", 10, "", "1000"]
     first = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
     retry = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
     other = await store._conn.eval(CLAIM_DUE, keys.claim_keys,
-                                   ["claim-2", 10_000, "100", 10, "claim-1"])
+                                   ["claim-2", 10_000, "100", 10, "claim-1", "1000"])
     assert first == retry
     assert int(first[0]) == 5
     assert other == [0, "[]"]
     acked = await store._conn.eval(CLAIM_DUE, keys.claim_keys, args)
     assert acked == [0, "[]"]  # claim-1 was acknowledged by claim-2's call and forgotten
     await store.store_timer("x", "s", 1.0)
-    single = ["claim-3", 10_000, "x", "1.0"]
+    single = ["claim-3", 10_000, "100", "x", "1.0"]
     assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
     assert await store._conn.eval(CLAIM, keys.claim_keys, single) == [1]
-    assert await store._conn.eval(CLAIM, keys.claim_keys, ["claim-4", 10_000, "x", "1.0"]) == [0]
+    again = ["claim-4", 10_000, "100", "x", "1.0"]
+    assert await store._conn.eval(CLAIM, keys.claim_keys, again) == [0]
 
 
 async def test_timers_whose_claim_reply_was_lost_come_back_on_the_next_poll(
@@ -139,6 +140,76 @@ async def test_timers_whose_claim_reply_was_lost_come_back_on_the_next_poll(
     assert len(second) == lost[0]
     assert sorted(t.sender_id for t in first + second) == sorted(f"c{i}" for i in range(40))
     assert (await store.claim_due(100.0, limit=1000)).timers == []
+
+
+async def test_a_polled_timer_is_leased_hidden_and_due_again_when_nobody_acknowledges(
+    make_store: StoreFactory,
+):
+    pod_a, pod_b = make_store(lease=30), make_store(lease=30)
+    await pod_a.store_timer("alice", "s1", 100.0, {"k": 1})
+    (claimed,), _ = await pod_a.claim_due(100.0, limit=10)
+    assert claimed == SessionTimer("alice", "s1", 100.0, {"k": 1})
+    # Leased until 130 (the poll's cutoff plus the lease): nobody else sees or claims it.
+    assert (await pod_b.claim_due(129.0, limit=10)).timers == []
+    assert await pod_b.get_expired_timers(129.0) == []
+    pod_b._clock = lambda: 129.0
+    assert await pod_b.delete_timer("alice", only_if_scheduled_time=100.0) is False
+    # Pod A never acknowledged (it died): the timer is due again, with its scheduled time.
+    (again,), _ = await pod_b.claim_due(131.0, limit=10)
+    assert again == claimed
+    assert await pod_a.ack([claimed]) == 0  # A's lease is gone; B's is the live one
+    assert await pod_b.get_timer("alice") == claimed
+    assert await pod_b.ack([again]) == 1
+    assert await pod_b.get_timer("alice") is None
+
+
+async def test_a_renewed_lease_stays_hidden_and_a_replaced_timer_ends_the_lease(
+    make_store: StoreFactory,
+):
+    pod_a, pod_b = make_store(lease=30), make_store(lease=30)
+    await pod_a.store_timer("bob", "s1", 100.0)
+    await pod_a.store_timer("carol", "s1", 100.0)
+    bob, carol = (await pod_a.claim_due(100.0, limit=10)).timers
+    pod_a._clock = lambda: 120.0
+    assert await pod_a.extend([bob, carol]) == 2  # both leased until 150 now
+    assert (await pod_b.claim_due(149.0, limit=10)).timers == []
+    # A message arrives for carol while her old timer's callback runs: a new timer replaces it.
+    await pod_b.store_timer("carol", "s2", 500.0)
+    assert await pod_a.ack([bob, carol]) == 1  # bob deleted; carol's new timer kept
+    assert (await pod_b.get_timer("carol")).session_id == "s2"  # type: ignore[union-attr]
+    assert await pod_b.get_timer("bob") is None
+
+
+async def test_a_lease_that_ran_out_can_be_claimed_with_rasas_conditional_delete(
+    make_store: StoreFactory,
+):
+    pod_a, pod_b = make_store(lease=30), make_store(lease=30)
+    await pod_a.store_timer("dave", "s1", 100.0)
+    await pod_a.claim_due(100.0, limit=10)
+    pod_b._clock = lambda: 131.0
+    (due,) = await pod_b.get_expired_timers(131.0)
+    assert due.scheduled_time == 100.0
+    assert await pod_b.claim_timers([due]) == [due]
+    assert await pod_b.get_timer("dave") is None
+    await pod_a.store_timer("erin", "s1", 100.0)
+    await pod_a.claim_due(100.0, limit=10)
+    assert await pod_b.delete_timer("erin") is True  # a cancel removes a leased timer
+
+
+async def test_an_acknowledgement_during_an_outage_is_written_back_as_a_delete(
+    make_store: StoreFactory,
+):
+    pod_a, reader = make_store(lease=30), make_store()
+    await pod_a.store_timer("frank", "s1", 100.0)
+    (frank,), _ = await pod_a.claim_due(100.0, limit=10)
+    pod_a._fall_back(RuntimeError("simulated outage"))
+    assert await pod_a.ack([frank]) == 0
+    for _ in range(100):
+        if not pod_a.using_fallback:
+            break
+        await asyncio.sleep(0.05)
+    assert not pod_a.using_fallback
+    assert await reader.get_timer("frank") is None
 
 
 async def test_three_managers_fire_each_of_1000_due_timers_exactly_once(

@@ -1,14 +1,17 @@
-"""A poll loop that fires due timers, for services that use the timer store without Rasa.
+"""The multi-pod poll loop that fires due timers (inside Rasa via :mod:`turnstile.rasa`).
 
-Rasa wraps a custom timer store in its own manager; everyone else runs :class:`TimerManager`
-on each replica against one shared store. Every ``poll_interval`` a manager lists due timers,
-*claims* them (a delete that succeeds only while the timer is unchanged, so of all replicas
-exactly one wins each timer) and fires the ones it won. Before firing, it asks
-``current_session(sender_id)`` and drops a timer whose ``session_id`` no longer matches: the
-conversation moved on to a new session after the timer was set.
+Each replica runs one :class:`TimerManager` against one shared store. Every ``poll_interval``
+a manager *claims* due timers (``claim_due``: of all replicas exactly one gets each timer) and
+fires them. Before firing, it asks ``current_session(sender_id)`` and drops a timer whose
+``session_id`` no longer matches: the conversation moved on to a new session after the timer
+was set.
 
-Delivery is at most once: a timer is deleted by its claim *before* the callback runs, so a pod
-that dies between the two loses that timer rather than letting two pods fire it.
+Delivery survives a pod dying between claim and callback: on the Redis store a claim is a
+*lease*. The manager acknowledges each timer after its callback (``ack``, which deletes it) and
+renews the leases of callbacks still running every third of the lease; a timer whose pod died
+before acknowledging becomes due again when its lease runs out, and another pod fires it. So a
+timer is fired at least once; it is fired twice only when a pod dies (or loses Redis for longer
+than the lease) after the callback ran and before the acknowledgement reached Redis.
 
 Everything is bounded: at most ``max_batch`` timers per poll, at most ``concurrency`` callbacks
 at a time, and :meth:`TimerManager.stop` waits at most ``stop_timeout`` for a poll in progress.
@@ -71,6 +74,9 @@ class TimerManager:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        #: Claimed timers whose acknowledgement has not been sent yet (their leases are renewed).
+        self._in_flight: dict[str, SessionTimer] = {}
+        self._renewal: asyncio.Task[None] | None = None
         #: Timers fired / dropped as superseded / whose callback raised, since start.
         self.fired = 0
         self.dropped = 0
@@ -86,23 +92,35 @@ class TimerManager:
         if self.running:
             return
         self._stopping.clear()
+        loop = asyncio.get_running_loop()
+        if self._store.lease is not None and self._renewal is None:
+            self._renewal = loop.create_task(
+                self._renew(self._store.lease / 3), name="turnstile-timer-lease-renewal"
+            )
         await self._poll_guarded()
-        self._task = asyncio.get_running_loop().create_task(
-            self._loop(), name="turnstile-timer-manager"
-        )
+        self._task = loop.create_task(self._loop(), name="turnstile-timer-manager")
 
     async def stop(self) -> None:
-        """Let a poll in progress finish (up to ``stop_timeout``), then end the loop."""
+        """Let a poll in progress finish (up to ``stop_timeout``), then end the loop.
+
+        Never deletes pending timers: they stay in the store for the other pods (and for this
+        one when it starts again). Timers whose callbacks were cut short stay leased and become
+        due again when their leases run out.
+        """
         self._stopping.set()
         task, self._task = self._task, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self._stop_timeout)
-        except asyncio.TimeoutError:
-            task.cancel()
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._stop_timeout)
+            except asyncio.TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        renewal, self._renewal = self._renewal, None
+        if renewal is not None:
+            renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await renewal
 
     async def __aenter__(self) -> TimerManager:
         await self.start()
@@ -121,8 +139,28 @@ class TimerManager:
         more were due (a backlog)."""
         claimed, more = await self._store.claim_due(self._clock(), self._max_batch)
         if claimed:
-            await asyncio.gather(*(self._fire(timer) for timer in claimed))
+            for timer in claimed:
+                self._in_flight[timer.sender_id] = timer
+            try:
+                await asyncio.gather(*(self._fire(timer) for timer in claimed))
+                await self._store.ack(claimed)
+            finally:
+                for timer in claimed:
+                    if self._in_flight.get(timer.sender_id) is timer:
+                        del self._in_flight[timer.sender_id]
         return more
+
+    async def _renew(self, every: float) -> None:
+        """Renew the leases of running callbacks, so a slow callback is not fired twice."""
+        while True:
+            await asyncio.sleep(every)
+            if not self._in_flight:
+                continue
+            try:
+                await self._store.extend(list(self._in_flight.values()))
+            except TurnstileError as exc:
+                logger.warning("Timer manager: renewing %d lease(s) failed (%s)",
+                               len(self._in_flight), exc)
 
     async def _poll_guarded(self) -> bool:
         try:
@@ -159,6 +197,6 @@ class TimerManager:
                         return
                 await self._on_expired(timer)
                 self.fired += 1
-            except Exception:
+            except Exception:  # acknowledged all the same: a failing callback is not retried
                 self.failed += 1
                 logger.exception("Timer callback for %r failed", timer.sender_id)

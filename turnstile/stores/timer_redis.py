@@ -5,10 +5,13 @@
 * **Reads.** :meth:`RedisTimerStore.get_expired_timers` runs one script per bucket that returns
   the due timers *with* their data, all buckets in one pipeline (redis-py's cluster pipeline
   sends one batch per master, concurrently). Round trips do not grow with the number of timers.
-* **Claims.** A claim is one script (delete if the scheduled time still matches);
-  :meth:`RedisTimerStore.claim_timers` claims many in one pipeline, and
-  :meth:`RedisTimerStore.claim_due` (a manager's poll) pops due timers from every bucket in one
-  script each. Claim ids make a retried claim return what the lost reply carried.
+* **Claims.** Rasa's claim is one script (delete if the scheduled time still matches);
+  :meth:`RedisTimerStore.claim_timers` claims many in one pipeline. A manager's poll,
+  :meth:`RedisTimerStore.claim_due`, *leases* due timers from every bucket in one script each:
+  they stay in Redis, hidden from other pods for ``lease`` seconds, until :meth:`ack` deletes
+  them after the callback (:meth:`extend` renews them while it runs). A pod that dies in
+  between leaves leases that run out, and the timers fire on another pod. Claim ids make a
+  retried claim return what the lost reply carried.
 * **Outage.** An operation that still fails after ``fallback_after`` seconds of retries switches
   the store to memory (logged once). While in memory, nothing waits on Redis; a background task
   tries Redis every ``retry_interval`` and, once it answers, writes back what memory holds,
@@ -35,8 +38,10 @@ from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
 from turnstile.stores.timer_fallback import Entry, FallbackJournal, Tombstone, entry_sender
 from turnstile.stores.timer_scripts import (
+    ACK,
     CLAIM,
     CLAIM_DUE,
+    EXTEND,
     MERGE,
     PAGE_SIZE,
     PUT,
@@ -99,6 +104,9 @@ class RedisTimerStore(BaseTimerStore):
         self._unanswered: dict[int, str] = {}
         #: ... and the last claim id whose reply arrived (Redis may forget it).
         self._answered: dict[int, str] = {}
+        #: Timers this store leased and not yet acknowledged: sender_id -> (claim id, record's
+        #: written_at). An acknowledgement that cannot reach Redis becomes a journal tombstone.
+        self._leases: dict[str, tuple[str, float]] = {}
         self._clock = clock
         self._retry_interval = retry_interval
         self._journal: FallbackJournal | None = None
@@ -117,6 +125,10 @@ class RedisTimerStore(BaseTimerStore):
     @property
     def keys(self) -> TimerKeys:
         return self._keys
+
+    @property
+    def lease(self) -> float:
+        return self.settings.lease
 
     @property
     def using_fallback(self) -> bool:
@@ -153,6 +165,7 @@ class RedisTimerStore(BaseTimerStore):
     ) -> None:
         timer = SessionTimer.create_timer(sender_id, session_id, scheduled_time, metadata)
         record = TimerRecord(timer, self._clock())
+        self._leases.pop(sender_id, None)
         if self._journal is not None:
             self._journal.put(record)
             return
@@ -171,9 +184,12 @@ class RedisTimerStore(BaseTimerStore):
             return self._journal.delete(sender_id, only_if_scheduled_time, now=self._clock())
         expected = "" if only_if_scheduled_time is None else _num(only_if_scheduled_time)
         keys = self._keys.of(sender_id)
+        self._leases.pop(sender_id, None)
         try:
-            hits = await self._conn.eval(CLAIM, keys.claim_keys,
-                                         [uuid.uuid4().hex, self._memory_ms, sender_id, expected])
+            hits = await self._conn.eval(
+                CLAIM, keys.claim_keys,
+                [uuid.uuid4().hex, self._memory_ms, _num(self._clock()), sender_id, expected],
+            )
         except StoreUnavailableError as exc:
             journal = self._fall_back(exc)
             if only_if_scheduled_time is None:
@@ -202,22 +218,25 @@ class RedisTimerStore(BaseTimerStore):
             return self._fall_back(exc).expired(cutoff)
 
     async def claim_due(self, cutoff_time: float, limit: int) -> Claimed:
-        """Claim due timers straight from every bucket, one script per bucket.
+        """Lease due timers straight from every bucket, one script per bucket.
 
         Each bucket gives at most ``ceil(limit / buckets)`` timers (so a poll claims about
-        ``limit``); ``more`` says a bucket had more due. A bucket whose reply did not arrive
-        (its master died, say) is asked again with the same claim id on the next call, so the
-        timers Redis handed out are returned then rather than lost; buckets that answered are
-        unaffected by one that did not.
+        ``limit``); ``more`` says a bucket had more due. The timers stay in Redis, hidden until
+        ``cutoff_time + lease``; :meth:`ack` deletes them once fired. A bucket whose reply did
+        not arrive (its master died, say) is asked again with the same claim id on the next
+        call, so the timers Redis leased are returned then rather than a lease later; buckets
+        that answered are unaffected by one that did not.
         """
         if self._journal is not None:
             return await super().claim_due(cutoff_time, limit)
         per_bucket = max(1, min(PAGE_SIZE, -(-limit // len(self._keys.buckets))))
         fresh = uuid.uuid4().hex
         ids = [self._unanswered.get(b, f"{fresh}.{b}") for b in range(len(self._keys.buckets))]
+        expiry = _num(cutoff_time + self.settings.lease)
         calls: list[_Call] = [
             (CLAIM_DUE, keys,
-             [ids[b], _POP_MEMORY_MS, _num(cutoff_time), per_bucket, self._answered.get(b, "")])
+             [ids[b], _POP_MEMORY_MS, _num(cutoff_time), per_bucket, self._answered.get(b, ""),
+              expiry])
             for b, keys in enumerate(self._keys.buckets)
         ]
         replies = await self._each(calls, what="timer claim due")
@@ -229,7 +248,10 @@ class RedisTimerStore(BaseTimerStore):
                 continue
             self._unanswered.pop(bucket, None)
             self._answered[bucket] = ids[bucket]
-            claimed += _decode_arrays([reply[1]])
+            for data in _decode_records([reply[1]]):
+                timer = timer_from_dict(data)
+                self._leases[timer.sender_id] = (ids[bucket], float(data.get("written_at", 0)))
+                claimed.append(timer)
             more = more or int(reply[0]) >= per_bucket
         failures = [r for r in replies if isinstance(r, BaseException)]
         if failures and len(failures) == len(replies):
@@ -239,6 +261,63 @@ class RedisTimerStore(BaseTimerStore):
             raise failures[0]
         claimed.sort(key=_BY_TIME)
         return Claimed(claimed, more=more)  # failed buckets wait for the next regular poll
+
+    async def ack(self, timers: Sequence[SessionTimer]) -> int:
+        """Delete leased timers whose callbacks ran, if the lease is still this store's.
+
+        Returns how many were deleted. When Redis cannot be reached the acknowledgement goes
+        to the outage journal as a delete of exactly that timer (or an older one), written back
+        when Redis returns; if the lease runs out first, another pod fires the timer again.
+        """
+        owned = [(t.sender_id, lease) for t in timers
+                 if (lease := self._leases.pop(t.sender_id, None)) is not None]
+        if not owned:
+            return 0
+        if self._journal is not None:
+            return self._journal_acks(owned)
+        calls = self._lease_calls(ACK, owned, [])
+        try:
+            replies = await self._batch(calls, what="timer ack")
+        except StoreUnavailableError as exc:
+            self._fall_back(exc)
+            return self._journal_acks(owned)
+        return sum(int(r) for r in replies)
+
+    async def extend(self, timers: Sequence[SessionTimer]) -> int:
+        """Renew the leases of timers whose callbacks still run, by ``lease`` seconds from now.
+
+        Returns how many leases were still this store's. Best effort: a failure is left to
+        the lease (the timer may then fire again elsewhere).
+        """
+        owned = [(t.sender_id, lease) for t in timers
+                 if (lease := self._leases.get(t.sender_id)) is not None]
+        if not owned or self._journal is not None:
+            return 0
+        calls = self._lease_calls(EXTEND, owned, [_num(self._clock() + self.settings.lease)])
+        try:
+            replies = await self._batch(calls, what="timer lease renewal")
+        except StoreUnavailableError:
+            return 0
+        return sum(int(r) for r in replies)
+
+    def _lease_calls(
+        self, script: LuaScript, owned: Sequence[tuple[str, tuple[str, float]]], head: list[Any]
+    ) -> list[_Call]:
+        by_bucket: dict[int, list[Any]] = defaultdict(list)
+        for sender, (claim_id, _) in owned:
+            by_bucket[self._keys.bucket(sender)] += [sender, claim_id]
+        return [
+            (script, self._keys.buckets[bucket], head + args[start : start + 2 * _BATCH])
+            for bucket, args in by_bucket.items()
+            for start in range(0, len(args), 2 * _BATCH)
+        ]
+
+    def _journal_acks(self, owned: Sequence[tuple[str, tuple[str, float]]]) -> int:
+        assert self._journal is not None
+        for sender, (_, written_at) in owned:
+            if not self._journal.known(sender):
+                self._journal.restore(Tombstone(sender, written_at))
+        return 0
 
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim many due timers with one script per bucket, pipelined."""
@@ -256,7 +335,7 @@ class RedisTimerStore(BaseTimerStore):
         for bucket, members in by_bucket.items():
             for start in range(0, len(members), _BATCH):
                 chunk = members[start : start + _BATCH]
-                args: list[Any] = [claim_id, self._memory_ms]
+                args: list[Any] = [claim_id, self._memory_ms, _num(self._clock())]
                 for t in chunk:
                     args += [t.sender_id, _num(t.scheduled_time)]
                 calls.append((CLAIM, self._keys.buckets[bucket], args))
@@ -427,16 +506,25 @@ class RedisTimerStore(BaseTimerStore):
 _BY_TIME = operator.attrgetter("scheduled_time")
 
 
-def _decode_arrays(arrays: Iterable[str]) -> list[SessionTimer]:
-    """Timers from per-bucket JSON arrays, parsed as one array (one call into the C parser)."""
+def _decode_records(arrays: Iterable[str]) -> list[dict[str, Any]]:
+    """Records from per-bucket JSON arrays, parsed as one array (one call into the C parser)."""
     inner = [a[1:-1] for a in arrays if len(a) > 2]
     if not inner:
         return []
-    return [timer_from_dict(d) for d in json.loads("[" + ",".join(inner) + "]")]
+    records: list[dict[str, Any]] = json.loads("[" + ",".join(inner) + "]")
+    return records
+
+
+def _decode_arrays(arrays: Iterable[str]) -> list[SessionTimer]:
+    return [timer_from_dict(d) for d in _decode_records(arrays)]
 
 
 def _script_keys(script: LuaScript, keys: BucketKeys) -> tuple[Any, ...]:
-    """``numkeys, key...`` for a script: the claim scripts also take the claim memory."""
+    """``numkeys, key...`` for a script (each script's KEYS are documented above it)."""
     if script is CLAIM or script is CLAIM_DUE:
-        return (4, *keys.claim_keys)
-    return (2, *keys.keys)
+        return (5, *keys.claim_keys)
+    if script is READ_DUE:
+        return (2, *keys.read_keys)
+    if script is EXTEND:
+        return (2, *keys.lease_keys)
+    return (3, *keys.keys)

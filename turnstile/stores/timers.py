@@ -40,8 +40,10 @@ DEFAULT_TIMER_DB: Final = 2
 DEFAULT_POLL_INTERVAL: Final = 1.0
 #: How long a Redis operation of the timer store may retry before the store falls back to memory.
 DEFAULT_FALLBACK_AFTER: Final = 2.0
+#: How long a timer claimed by a poll stays hidden from other pods before it is due again.
+DEFAULT_LEASE: Final = 30.0
 #: The keys a timer store section may carry besides the Redis ones.
-TIMER_KEYS: Final = frozenset({"poll_interval", "buckets", "fallback_after"})
+TIMER_KEYS: Final = frozenset({"poll_interval", "buckets", "fallback_after", "lease"})
 
 
 @dataclass(frozen=True)
@@ -144,15 +146,33 @@ class BaseTimerStore(ABC):
     async def get_expired_timers(self, cutoff_time: float | None = None) -> list[SessionTimer]:
         """Timers with ``scheduled_time <= cutoff_time`` (default: now); never deletes them."""
 
+    @property
+    def lease(self) -> float | None:
+        """Seconds a timer claimed by :meth:`claim_due` stays leased, or ``None`` when a claim
+        deletes at once (a single-process store: nobody else could take it over)."""
+        return None
+
     async def claim_due(self, cutoff_time: float, limit: int) -> Claimed:
         """Claim up to about ``limit`` due timers, oldest first: what one poll should fire.
 
-        The default lists due timers and claims the oldest ``limit``; the Redis store claims
-        straight from each bucket in one script (no second round trip, no contention between
-        pods: each due timer goes to exactly one caller).
+        The caller fires them and then calls :meth:`ack`. The default lists due timers and
+        claims (deletes) the oldest ``limit``; the Redis store *leases* them straight from
+        each bucket in one script (no second round trip, no contention between pods: each due
+        timer goes to exactly one caller, and comes back if that caller never acknowledges).
         """
         due = sorted(await self.get_expired_timers(cutoff_time), key=lambda t: t.scheduled_time)
         return Claimed(await self.claim_timers(due[:limit]), more=len(due) > limit)
+
+    async def ack(self, timers: Sequence[SessionTimer]) -> int:
+        """Acknowledge timers from :meth:`claim_due` whose callbacks ran: delete their leases.
+
+        Returns how many were deleted; the default has no leases (its claims deleted).
+        """
+        return 0
+
+    async def extend(self, timers: Sequence[SessionTimer]) -> int:
+        """Renew the leases of claimed timers whose callbacks still run; see :attr:`lease`."""
+        return 0
 
     async def claim_timers(self, timers: Sequence[SessionTimer]) -> list[SessionTimer]:
         """Claim due timers: the ones returned were deleted by this call and must be fired.
@@ -249,6 +269,8 @@ class TimerSettings:
     buckets: int = DEFAULT_BUCKETS
     #: Seconds a failing Redis operation retries before the store switches to memory.
     fallback_after: float = DEFAULT_FALLBACK_AFTER
+    #: Seconds a polled timer stays leased to its poller; unacknowledged, it is due again.
+    lease: float = DEFAULT_LEASE
 
     @classmethod
     def from_kwargs(
@@ -267,6 +289,7 @@ class TimerSettings:
                                         exclusive_min=True),
             buckets=reader.integer("buckets", DEFAULT_BUCKETS, minimum=1, maximum=MAX_BUCKETS),
             fallback_after=reader.number("fallback_after", DEFAULT_FALLBACK_AFTER, minimum=0),
+            lease=reader.number("lease", DEFAULT_LEASE, minimum=0, exclusive_min=True),
         )
         warn_unknown(reader, REDIS_KEYS | TIMER_KEYS, what=section)
         return settings
