@@ -44,8 +44,10 @@ def test_store_library_exports_exactly_its_public_names() -> None:
         assert getattr(turnstile.stores, name) is not None
 
 
-def test_rasa_module_exports_the_two_drop_in_classes() -> None:
-    assert turnstile.rasa.__all__ == ["TicketLockStore", "TimerStore"]
+def test_rasa_module_exports_the_drop_in_classes_and_the_timer_manager_launcher() -> None:
+    assert turnstile.rasa.__all__ == [
+        "RasaTimerManager", "TicketLockStore", "TimerStore", "install", "installed", "uninstall",
+    ]
 
 
 def test_every_store_error_is_a_turnstile_error() -> None:

@@ -16,15 +16,20 @@ the module still imports, on a plain base, and returns Turnstile's
 :class:`~turnstile.stores.timers.SessionTimer`. Without an endpoint config timers stay in
 memory, like Rasa's default.
 
-Rasa wraps a custom timer store in its in-memory timer manager (one asyncio task per timer on
-the pod that set it); the store still persists every timer, survives Redis outages and offers
-the atomic claim, and services outside Rasa get the multi-pod poll loop from
-:class:`~turnstile.stores.timer_manager.TimerManager`.
+Rasa Pro wraps every custom timer store in its in-memory timer manager (one asyncio task per
+timer on the pod that set it, nothing recovered at start, pending timers deleted on stop), so
+timers would not survive a rollout or a dead pod. Run Rasa as ``turnstile-rasa run ...`` (or
+call :func:`turnstile.rasa.install` before Rasa builds its agent) and Rasa gets
+:class:`~turnstile.rasa.timer_manager.RasaTimerManager` instead. A store that Rasa builds
+without it logs one warning saying so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from turnstile.stores.timer_redis import RedisTimerStore
@@ -40,6 +45,44 @@ except ImportError:  # a plain base: the module imports and works without Rasa
     _TimerStoreBase = object
     _RasaTimer = _Timer
     HAS_RASA = False
+
+logger = logging.getLogger(__name__)
+
+#: Set while Turnstile's timer manager factory builds the store: a manager that keeps its
+#: timers alive is on the way, so the store does not warn.
+_MANAGED: contextvars.ContextVar[bool] = contextvars.ContextVar("turnstile_managed", default=False)
+_warned = False
+
+UNMANAGED_WARNING = (
+    "turnstile.rasa.TimerStore was built by Rasa's own timer manager factory, which wraps "
+    "every custom timer store in InMemorySessionTimerManager: timers will NOT survive "
+    "restarts, rollouts or a dead pod (its stop() deletes pending timers, nothing is recovered "
+    "at start, and only the pod that set a timer fires it). Start Rasa with "
+    "`turnstile-rasa run ...` instead of `rasa run ...`, or call turnstile.rasa.install() "
+    "before Rasa builds its agent (see docs/install.md)."
+)
+
+
+@contextmanager
+def managed_construction() -> Iterator[None]:
+    """Mark stores built inside as driven by Turnstile's timer manager."""
+    token = _MANAGED.set(True)
+    try:
+        yield
+    finally:
+        _MANAGED.reset(token)
+
+
+def _warn_unmanaged() -> None:
+    global _warned  # noqa: PLW0603 - one warning per process
+    if _warned or _MANAGED.get() or not HAS_RASA:
+        return
+    from turnstile.rasa.launcher import installed  # noqa: PLC0415 - it imports this module
+
+    if installed():  # built some other way, but Rasa's agent gets Turnstile's manager
+        return
+    _warned = True
+    logger.warning(UNMANAGED_WARNING)
 
 
 class TimerStore(_TimerStoreBase):  # type: ignore[misc]
@@ -57,6 +100,7 @@ class TimerStore(_TimerStoreBase):  # type: ignore[misc]
                 getattr(endpoint_config, "kwargs", None) or {},
                 url=getattr(endpoint_config, "url", None),
             )
+            _warn_unmanaged()
 
     def close(self) -> None:
         """Rasa's synchronous close: schedules the store's ``aclose`` on the running loop."""

@@ -77,6 +77,8 @@ class TimerManager:
         #: Claimed timers whose acknowledgement has not been sent yet (their leases are renewed).
         self._in_flight: dict[str, SessionTimer] = {}
         self._renewal: asyncio.Task[None] | None = None
+        self._ack_queue: list[SessionTimer] = []
+        self._ack_flush: asyncio.Task[None] | None = None
         #: Timers fired / dropped as superseded / whose callback raised, since start.
         self.fired = 0
         self.dropped = 0
@@ -136,19 +138,42 @@ class TimerManager:
 
     async def poll_once(self) -> bool:
         """One poll: claim up to about ``max_batch`` due timers and fire them; returns whether
-        more were due (a backlog)."""
+        more were due (a backlog). Each timer is acknowledged as soon as its callback returns
+        (callbacks that finish together share one round trip), not when the whole batch is
+        done, so a pod that dies mid-batch leaves only its running callbacks to fire again."""
         claimed, more = await self._store.claim_due(self._clock(), self._max_batch)
-        if claimed:
+        if not claimed:
+            return more
+        for timer in claimed:
+            self._in_flight[timer.sender_id] = timer
+        try:
+            await asyncio.gather(*(self._fire_and_ack(timer) for timer in claimed))
+            if self._ack_flush is not None:
+                await asyncio.shield(self._ack_flush)
+        finally:
             for timer in claimed:
-                self._in_flight[timer.sender_id] = timer
-            try:
-                await asyncio.gather(*(self._fire(timer) for timer in claimed))
-                await self._store.ack(claimed)
-            finally:
-                for timer in claimed:
-                    if self._in_flight.get(timer.sender_id) is timer:
-                        del self._in_flight[timer.sender_id]
+                if self._in_flight.get(timer.sender_id) is timer:
+                    del self._in_flight[timer.sender_id]
         return more
+
+    async def _fire_and_ack(self, timer: SessionTimer) -> None:
+        await self._fire(timer)
+        self._ack_queue.append(timer)
+        if self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.get_running_loop().create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        while self._ack_queue:
+            await asyncio.sleep(0)  # callbacks finishing in this step join the round trip
+            batch, self._ack_queue = self._ack_queue, []
+            try:
+                await self._store.ack(batch)
+            except TurnstileError as exc:  # the leases run out; the timers fire again
+                logger.warning("Timer manager: acknowledging %d timer(s) failed (%s)",
+                               len(batch), exc)
+            for timer in batch:
+                if self._in_flight.get(timer.sender_id) is timer:
+                    del self._in_flight[timer.sender_id]
 
     async def _renew(self, every: float) -> None:
         """Renew the leases of running callbacks, so a slow callback is not fired twice."""
