@@ -14,6 +14,12 @@ TURNSTILE_WORKERS              16      stores reconciled at once (bounds Redis c
 TURNSTILE_API_CONNECTIONS      64      HTTPS connections kopf may hold to the API server; watch
                                        streams hold one each, so the CLI raises it with the
                                        number of ``--namespace`` flags
+TURNSTILE_REPORT_UNWATCHED     false   ``true``: give stores outside the watched namespaces the
+                                       condition ``NamespaceNotWatched``
+                                       (:mod:`turnstile.operator.unwatched`)
+TURNSTILE_WATCHED_NAMESPACES   --      the namespaces (kopf globs, comma-separated) the
+                                       operator was started with; reporting needs them and is
+                                       off without them (the chart sets both)
 ============================== ======= ===================================================
 """
 
@@ -31,6 +37,8 @@ PROBE_TIMEOUT_ENV: Final = "TURNSTILE_PROBE_TIMEOUT"
 METRICS_PORT_ENV: Final = "TURNSTILE_METRICS_PORT"
 WORKERS_ENV: Final = "TURNSTILE_WORKERS"
 API_CONNECTIONS_ENV: Final = "TURNSTILE_API_CONNECTIONS"
+REPORT_UNWATCHED_ENV: Final = "TURNSTILE_REPORT_UNWATCHED"
+WATCHED_NAMESPACES_ENV: Final = "TURNSTILE_WATCHED_NAMESPACES"
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
@@ -55,6 +63,19 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise SpecError(name, '"true" or "false"', raw)
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     recheck_interval: float = 30.0
@@ -62,6 +83,8 @@ class OperatorConfig:
     metrics_port: int = 9090
     workers: int = 16
     api_connections: int = 64
+    report_unwatched: bool = False
+    watched_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -72,4 +95,6 @@ class OperatorConfig:
             metrics_port=_port(env, METRICS_PORT_ENV, 9090),
             workers=int(_seconds(env, WORKERS_ENV, 16, 1)),
             api_connections=int(_seconds(env, API_CONNECTIONS_ENV, 64, 16)),
+            report_unwatched=_flag(env, REPORT_UNWATCHED_ENV),
+            watched_namespaces=_names(env, WATCHED_NAMESPACES_ENV),
         )

@@ -17,6 +17,9 @@ Deleting a store runs :func:`finalize` (a kopf finalizer): it removes the sectio
 wrote and nothing else; a ConfigMap the operator created is then garbage-collected by
 Kubernetes through its ownerReferences once its last store is gone.
 
+A namespaced operator started with ``TURNSTILE_REPORT_UNWATCHED=true`` also marks stores in
+namespaces it does not watch (:mod:`turnstile.operator.unwatched`), on the same interval.
+
 Two stores of one kind naming the same ConfigMap key are found through kopf indexes
 (``lockstore_targets``, ``timerstore_targets``) and both report ``ConfigMapConflict``; neither
 writes that section until the conflict is resolved.
@@ -25,6 +28,7 @@ writes that section until the conflict is resolved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -35,7 +39,7 @@ import aiohttp
 import kopf
 
 from turnstile.operator import conditions as cond
-from turnstile.operator import metrics
+from turnstile.operator import metrics, unwatched
 from turnstile.operator.config import OperatorConfig
 from turnstile.operator.configmaps import Owner, is_owned, with_section, without_section
 from turnstile.operator.credentials import (
@@ -57,10 +61,17 @@ from turnstile.operator.render import (
     section,
     target,
 )
-from turnstile.operator.specs import API_VERSION, GROUP, KINDS, VERSION, StoreSpec, parse_store
+from turnstile.operator.specs import (
+    API_VERSION,
+    FINALIZER,
+    GROUP,
+    KINDS,
+    VERSION,
+    StoreSpec,
+    parse_store,
+)
 
 CONFIG: Final = OperatorConfig.from_env()
-FINALIZER: Final = "turnstile.dev/finalizer"
 _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
 
 logger = logging.getLogger(__name__)
@@ -362,6 +373,39 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
     _locks.pop(uid, None)
     _written.pop(uid, None)
     logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
+
+
+# ------------------------------------------------------------------ unwatched namespaces
+
+
+async def _report_unwatched() -> None:
+    while True:
+        try:
+            await unwatched.report_once(kube(), CONFIG.watched_namespaces)
+        except OperatorError as exc:
+            logger.warning("could not report stores in unwatched namespaces: %s", exc.message)
+        await asyncio.sleep(CONFIG.recheck_interval)
+
+
+_reporter: asyncio.Task[None] | None = None
+
+
+@kopf.on.startup()
+async def start_reporting_unwatched(**_: Any) -> None:
+    """Namespaced and asked to (``TURNSTILE_REPORT_UNWATCHED``): mark stores nobody watches."""
+    global _reporter  # noqa: PLW0603  (one loop per process)
+    if CONFIG.report_unwatched and CONFIG.watched_namespaces and _reporter is None:
+        _reporter = asyncio.create_task(_report_unwatched(), name="turnstile-unwatched-stores")
+
+
+@kopf.on.cleanup()
+async def stop_reporting_unwatched(**_: Any) -> None:
+    global _reporter  # noqa: PLW0603
+    if _reporter is not None:
+        _reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _reporter
+        _reporter = None
 
 
 def _first_recheck(**_: Any) -> float:

@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from turnstile.operator.credentials import SecretObject
 from turnstile.operator.errors import KubeError
+from turnstile.operator.specs import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ class Kube:
         """In-cluster ServiceAccount if present, else ``$KUBECONFIG`` / ``~/.kube/config``."""
         return cls(api_client())
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
+    def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
         params = self._api.param_serialize(
             method=method,
             resource_path=path,
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -77,8 +80,26 @@ class Kube:
             raise KubeError(f"{method} {path}: HTTP {status} {_reason(data)}", status=status)
         return json.loads(data) if data else None
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        return await asyncio.to_thread(self._request, method, path, body)
+    async def _call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        return await asyncio.to_thread(self._request, method, path, body, content_type)
+
+    async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
+        """Every store of one plural in every namespace (a cluster-wide list)."""
+        got = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{plural}")
+        return list((got or {}).get("items") or [])
+
+    async def patch_status(
+        self, namespace: str, plural: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        """JSON-merge-patch a store's ``status`` subresource (a store gone meanwhile: nothing)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status"
+        try:
+            await self._call("PATCH", path, dict(patch), "application/merge-patch+json")
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
 
     async def secret(self, namespace: str, name: str) -> SecretObject | None:
         """A Secret's labels and ``data`` (base64 values), or ``None`` when it does not exist."""

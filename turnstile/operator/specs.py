@@ -28,6 +28,8 @@ from turnstile.stores.errors import ConfigurationError
 GROUP: Final = "turnstile.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+#: The finalizer the operator puts on every store it serves.
+FINALIZER: Final = "turnstile.dev/finalizer"
 CATEGORY: Final = "turnstile"
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
