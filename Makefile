@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa bench e2e clean
+.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
 
 all: test
 
@@ -85,11 +85,22 @@ test-rasa: system-deps venv
 	  $$v/bin/python -m pytest -p no:cacheprovider -m rasa tests/rasa || rc=1; \
 	done; exit $$rc
 
+# Real `rasa run` servers (Rasa Open Source 3.6.21 installed whole, Python 3.10, uvloop) sharing
+# Redis in each mode; see tests/rasa_server. A missing Rasa fails here, never skips.
+RASA_SERVER_VENV := .venv-rasa-server
+test-rasa-server: system-deps venv
+	bash hack/rasa-server-venv.sh
+	TURNSTILE_REQUIRE_RASA=1 TURNSTILE_REQUIRE_ALL_TIERS=1 \
+	  TURNSTILE_RENDER_CLI=$(CURDIR)/$(VENV)/bin/turnstile \
+	  $(RASA_SERVER_VENV)/bin/python -m pytest -p no:cacheprovider -m rasa_server tests/rasa_server
+
 bench: deps
 	$(PY) -m bench.locks
 	$(PY) -m bench.timers
 	$(PY) -m bench.operator
 	$(PY) -m bench.rollout
+	bash hack/rasa-server-venv.sh
+	$(PY) -m bench.rasa_server
 
 e2e: venv kube
 	bash hack/e2e-kind.sh

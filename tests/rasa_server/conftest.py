@@ -45,7 +45,7 @@ REQUIRED = IN_SERVER_VENV or any(
 RENDER_CLI = os.environ.get("TURNSTILE_RENDER_CLI", str(ROOT / ".venv" / "bin" / "turnstile"))
 #: Every server of this tier holds a conversation at most this long (``spec.lockLifetime``):
 #: short, so a dead holder's ticket frees within the test's bound.
-LOCK_LIFETIME = 5
+LOCK_LIFETIME = 10
 MODES = ("standard", "cluster", "sentinel")
 
 
