@@ -33,6 +33,7 @@ import datetime as dt
 import math
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -328,6 +329,19 @@ def ratios(results: Results) -> dict[str, float]:
     return out
 
 
+def _revision() -> str:
+    """The commit the servers' Turnstile (editable install) came from, and if it had edits."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "turnstile"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return head.strip() + (" with uncommitted changes in turnstile/" if dirty.strip() else "")
+
+
 def write_report(results: Results, command: str) -> str:
     r = ratios(results)
     turnstile_msgs = sum(
@@ -359,6 +373,7 @@ def write_report(results: Results, command: str) -> str:
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  ",
         f"Machine: {machine_note()} (the driver); servers: Rasa Open Source 3.6.21, Python 3.10, "
         "Sanic on uvloop, from `.venv-rasa-server`  ",
+        f"Turnstile: {_revision()}  ",
         f"Server start-up (to `/status` with the model): {startup}",
         "",
         "Two servers per lock store, one standalone Redis shared by all four (locks in db "
