@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -99,8 +100,8 @@ class TimerManager:
             self._renewal = loop.create_task(
                 self._renew(self._store.lease / 3), name="turnstile-timer-lease-renewal"
             )
-        await self._poll_guarded()
-        self._task = loop.create_task(self._loop(), name="turnstile-timer-manager")
+        backlog = await self._poll_guarded()
+        self._task = loop.create_task(self._loop(backlog), name="turnstile-timer-manager")
 
     async def stop(self) -> None:
         """Let a poll in progress finish (up to ``stop_timeout``), then end the loop.
@@ -200,13 +201,26 @@ class TimerManager:
         self._failing = False
         return more
 
-    async def _loop(self) -> None:
+    async def _loop(self, backlog: bool) -> None:
+        """Polls start at a fixed rate, one ``poll_interval`` apart whatever a poll took, so a
+        due timer waits at most one interval plus one claim. The first poll after start-up
+        recovery comes at a random point of the first interval: pods that started together do
+        not poll in step, and N pods together poll about N times per interval."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + (0 if backlog else random.random() * self._poll_interval)
         while not self._stopping.is_set():
+            delay = next_poll - loop.time()
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
+            started = loop.time()
             if await self._poll_guarded():
                 await asyncio.sleep(0)  # a backlog: poll again at once, but let others run
+                next_poll = loop.time()
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
+            next_poll = started + self._poll_interval
 
     async def _fire(self, timer: SessionTimer) -> None:
         async with self._semaphore:
