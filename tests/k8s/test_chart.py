@@ -256,14 +256,21 @@ def test_namespaced_mode_grants_roles_only_in_watched_namespaces(helm_bin: Path)
         assert not {v for g, r, v in granted if r == "secrets"} - {"get", "list", "watch"}
         assert ("apps", "deployments", "delete") not in granted
         assert "*" not in {v for _, _, v in granted} | resources_of(role)
-    # Cluster scope: CRD discovery and namespace names only.
+    # Cluster scope: CRD discovery, namespace names, and (reportUnwatchedStores) a list of the
+    # stores and a patch of their status, to mark those in namespaces nobody watches.
     cluster_role = rendered.one("ClusterRole")
     assert rules_of(cluster_role) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
+        ("turnstile.dev", "lockstores", "list"),
+        ("turnstile.dev", "timerstores", "list"),
+        ("turnstile.dev", "lockstores/status", "patch"),
+        ("turnstile.dev", "timerstores/status", "patch"),
     }
+    for role in roles.values():  # workloads: find them and patch them, never read one by one
+        assert {v for g, r, v in rules_of(role) if r == "deployments"} == {"list", "watch", "patch"}
     assert rendered.one("ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
     peerings = {p["metadata"]["namespace"] for p in rendered.of_kind("KopfPeering")}
     assert peerings == {"bots-a", "bots-b"}
@@ -272,6 +279,12 @@ def test_namespaced_mode_grants_roles_only_in_watched_namespaces(helm_bin: Path)
     assert "--namespace=bots-a" in args and "--namespace=bots-b" in args
     assert "--all-namespaces" not in args
     assert f"--peering={RELEASE}-turnstile-operator" in args
+
+
+def test_reporting_unwatched_stores_can_be_switched_off(helm_bin: Path) -> None:
+    rendered = template(helm_bin, "--set", "reportUnwatchedStores=false")
+    assert not {r for r in resources_of(rendered.one("ClusterRole")) if "store" in r}
+    assert "TURNSTILE_REPORT_UNWATCHED" not in {e["name"] for e in rendered.container["env"]}
 
 
 def test_namespace_discovery_can_be_switched_off(helm_bin: Path) -> None:

@@ -212,11 +212,21 @@ def test_operator_may_do_its_job_in_each_watched_namespace(
         assert namespaced.can_i(verb, resource, "-n", ns, subresource=sub), (verb, resource, ns)
 
 
+#: What reportUnwatchedStores (default on) grants at cluster scope: a list of the stores and a
+#: patch of their status, to mark the ones in namespaces nobody watches. Nothing else.
+REPORTING_UNWATCHED = [
+    ("list", "lockstores.turnstile.dev", ""),
+    ("patch", "lockstores.turnstile.dev", "status"),
+    ("patch", "timerstores.turnstile.dev", "status"),
+]
+
+
 @pytest.mark.parametrize(("verb", "resource", "sub"), NEEDED_IN_WATCHED)
 def test_operator_may_do_nothing_in_a_namespace_it_does_not_watch(
     namespaced: Release, verb: str, resource: str, sub: str
 ) -> None:
-    assert not namespaced.can_i(verb, resource, "-n", namespaced.unwatched, subresource=sub)
+    allowed = namespaced.can_i(verb, resource, "-n", namespaced.unwatched, subresource=sub)
+    assert allowed is ((verb, resource, sub) in REPORTING_UNWATCHED)
 
 
 @pytest.mark.parametrize(("verb", "resource"), REFUSED_IN_WATCHED)
@@ -264,7 +274,10 @@ def test_namespaced_operator_has_only_crd_discovery_at_cluster_scope(namespaced:
         ("create", "certificatesigningrequests.certificates.k8s.io"),
     ]:
         assert not namespaced.can_i(verb, resource), (verb, resource)
-    assert not namespaced.can_i("list", "lockstores.turnstile.dev", "--all-namespaces")
+    # reportUnwatchedStores: a list of the stores everywhere, never a watch, get or patch.
+    assert namespaced.can_i("list", "lockstores.turnstile.dev", "--all-namespaces")
+    for verb in ("watch", "get", "patch", "update", "delete"):
+        assert not namespaced.can_i(verb, "lockstores.turnstile.dev", "--all-namespaces"), verb
     assert not namespaced.can_i("list", "secrets", "--all-namespaces")
 
 

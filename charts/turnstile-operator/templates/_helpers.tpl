@@ -105,6 +105,9 @@ can only return strings): watchNamespaces, or the release namespace when that li
 {{- if and .Values.metrics.dashboard.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.dashboard.enabled: the Grafana dashboard needs metrics.enabled=true (it would chart series nobody exports)" -}}
 {{- end -}}
+{{- if and .Values.admission.enabled (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) -}}
+{{- fail (printf "admission.enabled: Kubernetes %s has no ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in 1.30); upgrade the cluster, or set admission.enabled=false and rely on RBAC and the Secret label alone (docs/operator.md, \"Who may do what\")" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.livenessPort)) -}}
 {{- fail (printf "metrics.port: %d is also livenessPort; the metrics and liveness endpoints need different ports" (int .Values.metrics.port)) -}}
 {{- end -}}
@@ -137,10 +140,12 @@ docs/rollout.md; tests/k8s/test_helm_rbac.py runs the operator with exactly thes
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
-# Turnstile: rolling out the bots that mount the ConfigMap (a pod-template annotation patch).
+# Turnstile: rolling out the bots that mount the ConfigMap (list/watch to find them; patch for
+# the checksum annotation and injected env, and nothing else: the operator-patches
+# ValidatingAdmissionPolicy refuses a patch that changes any other field).
 - apiGroups: [apps]
   resources: [deployments, statefulsets]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 # kopf: events about handler progress and errors (core and events.k8s.io).
 - apiGroups: ["", events.k8s.io]
   resources: [events]
@@ -160,6 +165,16 @@ read access to namespace names, and nothing else.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if and (not .Values.clusterWide) .Values.reportUnwatchedStores }}
+# Turnstile: stores in namespaces no release watches get a NamespaceNotWatched condition
+# (a periodic list, and a status patch of those stores only).
+- apiGroups: [turnstile.dev]
+  resources: [lockstores, timerstores]
+  verbs: [list]
+- apiGroups: [turnstile.dev]
+  resources: [lockstores/status, timerstores/status]
+  verbs: [patch]
+{{- end }}
 {{- if and (not .Values.clusterWide) .Values.rbac.namespaceDiscovery }}
 # kopf: the watched namespaces appearing/disappearing (names only).
 - apiGroups: [""]
