@@ -63,7 +63,7 @@ rasa.core.timer_stores.timer_store rasa.core.timer_stores.in_memory_timer_store
 rasa.core.timer_stores.redis_timer_store rasa.core.timer_managers.timer_manager
 rasa.core.timer_managers.in_memory_timer_manager rasa.core.timer_managers.redis_timer_manager
 rasa.core.config.available_endpoints rasa.mantle.config.runtime_endpoints
-turnstile.rasa pytest pytest_asyncio pytest_timeout"
+turnstile.rasa turnstile.rasa.launcher pytest pytest_asyncio pytest_timeout"
 R36_MODULES="rasa.utils.endpoints rasa.core.lock_store rasa.core.lock rasa.shared.utils.common
 rasa.shared.utils.io turnstile.rasa pytest pytest_asyncio pytest_timeout"
 
