@@ -10,7 +10,9 @@ fails instead of skipping: a green run must mean every tier ran.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +34,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in _TIERS and not any(item.get_closest_marker(t) for t in _TIERS):
             item.add_marker(getattr(pytest.mark, tier))
+
+
+# ---- event loops ---------------------------------------------------------------------------
+#
+# Rasa serves on uvloop (Sanic's default), tools and most tests on asyncio's own loop. Every
+# async test of the store suite (the ``unit`` and ``redis`` tiers) runs on both, so nothing in
+# the stores can depend on one loop's classes. Tests on a fake clock (``looptime``, which patches
+# asyncio's loop) and the ``k8s``/``e2e`` tiers (kopf, the operator) run on asyncio only.
+# A missing uvloop is an error, not a quiet halving of the suite.
+
+_BOTH_LOOP_TIERS = ("unit", "redis")
+
+
+def _uvloop_factory() -> Any:
+    # Imported here: the Rasa venvs run other tiers and need not have it.
+    import uvloop  # noqa: PLC0415
+
+    return uvloop.new_event_loop()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Any:
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    try:
+        tier = Path(str(item.path)).relative_to(_ROOT).parts[0]
+    except ValueError:
+        tier = ""
+    if tier in _BOTH_LOOP_TIERS and item.get_closest_marker("looptime") is None:
+        factories["uvloop"] = _uvloop_factory
+    return factories

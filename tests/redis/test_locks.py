@@ -219,13 +219,14 @@ async def test_rasa_shaped_methods(make_store: StoreFactory) -> None:
 
 
 async def test_keys_carry_the_prefix_and_one_hash_tag(redis_server: RedisServer) -> None:
-    store = RedisTicketLockStore.from_kwargs(kwargs_for(redis_server, key_prefix="bot7"))
+    prefix = f"bot7x{uuid.uuid4().hex[:8]}"  # runs once per event loop on one server
+    store = RedisTicketLockStore.from_kwargs(kwargs_for(redis_server, key_prefix=prefix))
     cid = "weird}{conversation"
     try:
         await store.issue_ticket(cid, lock_lifetime=5)
         client = await store.connection.client()
-        keys = await client.keys("bot7:*")
-        assert keys == [queue_key(cid, "bot7")]
+        keys = await client.keys(f"{prefix}:*")
+        assert keys == [queue_key(cid, prefix)]
         assert 0 < await client.pttl(keys[0]) <= 5000  # an abandoned queue expires by itself
         await store.delete_lock(cid)
     finally:

@@ -148,11 +148,18 @@ async def test_with_rasa_it_is_a_rasa_lock_store_yielding_rasas_ticket_lock(with
 
 async def test_with_rasa_a_failed_wait_raises_rasas_lock_error(with_rasa: Any) -> None:
     rasa_error = sys.modules["rasa.core.lock_store"].LockError  # type: ignore[attr-defined]
-    store = with_rasa.TicketLockStore(store=InMemoryTicketLockStore(lock_lifetime=0.1))
-    store.issue_ticket("c", lock_lifetime=5)  # held elsewhere for longer than our ticket lives
-    with pytest.raises(rasa_error) as info:
+    store = with_rasa.TicketLockStore(store=InMemoryTicketLockStore(lock_lifetime=5))
+    store.issue_ticket("c", lock_lifetime=5)  # held elsewhere
+
+    async def wait() -> None:
         async with store.lock("c"):
             pytest.fail("must not be reached")
+
+    task = asyncio.create_task(wait())
+    await asyncio.sleep(0.05)
+    await store.store.delete_lock("c")  # the lock is deleted under the waiter
+    with pytest.raises(rasa_error) as info:
+        await asyncio.wait_for(task, timeout=2)
     assert isinstance(info.value.__cause__, LockError)
     await store.close()
 

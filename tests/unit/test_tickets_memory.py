@@ -115,13 +115,40 @@ async def test_wait_time_bounds_the_wait_and_frees_the_waiters_place(
     assert [t.number for t in lock.tickets] == [number]
 
 
-async def test_a_waiter_whose_ticket_expires_first_gets_lock_error(
+async def test_a_waiter_outlives_its_own_lifetime_behind_a_dead_holder_and_is_served(
     store: InMemoryTicketLockStore,
 ) -> None:
-    await store.issue_ticket("c", lock_lifetime=5)
-    with pytest.raises(LockError):
-        async with store.lock("c", lock_lifetime=0.1):
-            pytest.fail("must not be reached")
+    # The dead holder's ticket lives 1 s; the waiter's lifetime is 0.2 s, but it counts from
+    # the turn: the waiter is served when the dead ticket frees, not dropped with it.
+    await store.issue_ticket("c", lock_lifetime=1.0)
+    started = time.monotonic()
+    async with store.lock("c", lock_lifetime=0.2) as held:
+        waited = time.monotonic() - started
+        assert held.ticket.expires - time.time() > 0.1  # a whole lifetime from the turn
+    assert 0.8 < waited < 3
+
+
+async def test_a_waiting_ticket_whose_waiter_is_gone_leaves_within_its_lease(
+    store: InMemoryTicketLockStore,
+) -> None:
+    holder = await store.issue_ticket("c", lock_lifetime=30)
+    # A ticket drawn to wait whose waiter never renews it (its process died): one lease.
+    gone = await store._issue("c", "gone-waiter", 0.6)
+    served = asyncio.Event()
+
+    async def live_waiter() -> None:
+        async with store.lock("c", lock_lifetime=0.6):
+            served.set()
+
+    task = asyncio.create_task(live_waiter())
+    await asyncio.sleep(1.0)  # past both leases: only the renewed one is left
+    lock = await store.get_lock("c")
+    assert lock is not None
+    numbers = [t.number for t in lock.tickets]
+    assert holder in numbers and gone.ticket.number not in numbers and len(numbers) == 2
+    await store.finish_serving("c", holder)
+    await asyncio.wait_for(served.wait(), timeout=2)
+    await task
 
 
 async def test_deleting_the_lock_fails_the_waiters_at_once(

@@ -18,6 +18,11 @@ Every store, the operator's probe and ``turnstile check`` reach Redis through
   blocking pops included, goes through the redis-py client.
 * **Errors.** Whatever Redis raises leaves this module as a
   :class:`~turnstile.stores.errors.TurnstileError`, chained to the original.
+* **Event loops.** redis-py clients and transports belong to the loop that made them, and Rasa
+  runs more than one (its server's uvloop, ``asyncio.run`` in worker threads). :class:`PerLoop`
+  keeps one connection per loop and closes it when that loop closes, because Rasa never calls a
+  store's ``close()``: a stopped server would otherwise leave its sockets to the garbage
+  collector (``ResourceWarning: unclosed``).
 
 Operations given to :meth:`RedisConnection.run` must be safe to repeat: a reply lost to a
 failover means the caller cannot know whether the command ran. The stores' Lua scripts are
@@ -31,9 +36,10 @@ import hashlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
@@ -346,3 +352,111 @@ class RedisConnection:
             for sentinel in self._sentinel.sentinels:
                 await close_client(sentinel)
             self._sentinel = None
+
+
+# ---- one connection per event loop, closed with its loop ---------------------------------------
+
+#: Cleanups to run on a loop just before it closes, by loop (see :func:`close_with_loop`).
+_ON_CLOSE: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, list[Callable[[], Awaitable[None]]]
+] = weakref.WeakKeyDictionary()
+
+
+def close_with_loop(
+    loop: asyncio.AbstractEventLoop, cleanup: Callable[[], Awaitable[None]]
+) -> bool:
+    """Run ``cleanup()`` on ``loop`` just before the loop closes; False if it cannot be hooked.
+
+    asyncio has no "loop closing" callback, and the servers Rasa runs on close their loop with
+    ``loop.close()`` without ``shutdown_asyncgens`` (Sanic 21) or after it (``asyncio.run``). So
+    the loop's ``close`` is wrapped, once per loop: a closing loop is stopped, so the cleanups
+    run to completion with ``run_until_complete`` and the sockets are closed properly, on
+    asyncio's loop and on uvloop alike.
+    """
+    cleanups = _ON_CLOSE.get(loop)
+    if cleanups is None:
+        original = loop.close
+        cleanups = []
+
+        def close() -> None:
+            pending = list(cleanups)
+            cleanups.clear()
+            if pending and not loop.is_closed() and not loop.is_running():
+                try:
+                    loop.run_until_complete(_run_cleanups(pending))
+                except Exception:  # the loop closes whatever happens
+                    logger.debug("closing Redis connections with their loop failed",
+                                 exc_info=True)
+            original()
+
+        try:
+            loop.close = close  # type: ignore[method-assign]
+        except (AttributeError, TypeError):  # a loop class without instance attributes
+            return False
+        _ON_CLOSE[loop] = cleanups
+    cleanups.append(cleanup)
+    return True
+
+
+async def _run_cleanups(cleanups: list[Callable[[], Awaitable[None]]]) -> None:
+    for cleanup in cleanups:
+        try:
+            await cleanup()
+        except Exception:
+            logger.debug("a cleanup on loop close failed", exc_info=True)
+
+
+C = TypeVar("C")
+
+
+class PerLoop(Generic[C]):
+    """One value per event loop (a store's connection), closed with :func:`close_with_loop`."""
+
+    def __init__(
+        self, make: Callable[[], C], close: Callable[[C], Awaitable[None]]
+    ) -> None:
+        self._make = make
+        self._close = close
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, C] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> C:
+        """The running loop's value, made (and hooked to the loop's close) on first use."""
+        loop = asyncio.get_running_loop()
+        value = self._values.get(loop)
+        if value is None:
+            value = self._values[loop] = self._make()
+            ref = weakref.ref(self)
+            close_with_loop(loop, lambda: _close_one(ref, loop))
+        return value
+
+    async def close_all(self) -> None:
+        """Close the running loop's value here and the others on their own loops."""
+        values = dict(self._values)
+        self._values.clear()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - a coroutine has a running loop
+            current = None
+        for loop, value in values.items():
+            if loop is current:
+                await self._close(value)
+            elif loop.is_running():
+                fut = asyncio.run_coroutine_threadsafe(_awaited(self._close(value)), loop)
+                await asyncio.wrap_future(fut)
+
+    async def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        value = self._values.pop(loop, None)
+        if value is not None:
+            await self._close(value)
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+async def _close_one(ref: weakref.ref[PerLoop[Any]], loop: asyncio.AbstractEventLoop) -> None:
+    owner = ref()
+    if owner is not None:
+        await owner.close_loop(loop)

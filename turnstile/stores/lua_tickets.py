@@ -11,6 +11,11 @@ and live in its Cluster slot. Expired tickets are purged by every script (Redis 
 per-field TTL); ``Q`` itself gets a PEXPIRE at its last expiry so an abandoned conversation
 leaves nothing behind.
 
+Expiry: a ticket at the head lives ``lifetime`` from the moment it got there (CHECK takes the
+turn); a ticket behind others lives on a short waiting lease that its waiter renews with CHECK,
+so a message waiting behind a dead holder never expires with it, and a dead waiter leaves the
+queue within one lease (``tickets`` module doc).
+
 Numbers: a new ticket gets ``max(last number + 1, server clock in microseconds)``. The clock
 keeps numbers growing when ``Q`` is gone (all tickets returned or expired) and across a failover
 that lost the last writes (the new master issues seconds later; only clock skew between the
@@ -98,7 +103,9 @@ local function encode(n, e)
 end
 """
 
-#: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms.
+#: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms, ARGV[3] = waiting lease
+#: in ms (optional, default the lifetime): how long the ticket lives if it has to wait; its
+#: waiter renews it with CHECK. At the head it lives the lifetime.
 #: Returns {number, position (0 = head), head ttl ms, expires ms since epoch}. Repeating it with
 #: the same id returns the same ticket.
 ISSUE: Final = LuaScript(
@@ -106,6 +113,7 @@ ISSUE: Final = LuaScript(
     _CLOCK
     + r"""
 local id, lifetime = ARGV[1], tonumber(ARGV[2])
+local lease = tonumber(ARGV[3]) or lifetime
 if redis.call('EXISTS', Q) == 0 then
   -- The common case, a free conversation: no queue to read.
   local expires = now + lifetime
@@ -125,7 +133,9 @@ end
 if mine == nil then
   local n = math.max((tonumber(seq) or 0) + 1, now_us)
   redis.call('HSET', Q, '~seq', string.format('%.0f', n))
-  mine = {id = id, n = n, e = now + lifetime}
+  local life = lease
+  if #live == 0 then life = lifetime end
+  mine = {id = id, n = n, e = now + life}
   redis.call('HSET', Q, id, encode(mine.n, mine.e))
   live[#live + 1] = mine
   if #live == 1 then before = mine end
@@ -139,20 +149,33 @@ return {mine.n, position, live[1].e - now, mine.e}
 """,
 )
 
-#: CHECK. KEYS[1] = Q. ARGV[1] = ticket id.
-#: Returns {position (0 = head, -1 = gone: expired or deleted), head ttl ms}.
+#: CHECK. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = waiting lease ms, ARGV[3] = lifetime ms
+#: (both optional: without them nothing is renewed). The waiter's heartbeat and its turn: a
+#: ticket behind others is renewed to at least now + lease; a ticket at the head is *taken*,
+#: its expiry set to now + lifetime (the lifetime counts from the turn).
+#: Returns {position (0 = head, -1 = gone: expired or deleted), head ttl ms, expires ms}.
 CHECK: Final = LuaScript(
     "ticket check",
     _CLOCK
     + _HELPERS
     + r"""
-local id = ARGV[1]
+local id, lease, lifetime = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local live, _, before = load()
-settle(live, before)
+local position, mine = -1, nil
 for i, t in ipairs(live) do
-  if t.id == id then return {i - 1, live[1].e - now} end
+  if t.id == id then position, mine = i - 1, t end
 end
-return {-1, 0}
+if mine ~= nil and lease ~= nil then
+  local e = mine.e
+  if position == 0 then e = now + lifetime elseif now + lease > e then e = now + lease end
+  if e ~= mine.e then
+    mine.e = e
+    redis.call('HSET', Q, id, encode(mine.n, e))
+  end
+end
+settle(live, before)
+if mine == nil then return {-1, 0, 0} end
+return {position, live[1].e - now, mine.e}
 """,
 )
 

@@ -12,23 +12,34 @@ started to block (no lost wake-up), only the next in line is woken (no herd), it
 but a key in the conversation's slot (redis-py's async Cluster client has no pub/sub before
 5.x), and a failover cannot split the token from the release that made it: both are effects
 of one script. The wait is bounded by the head's expiry, the safety net for a dead holder, and
-by ``socket_timeout`` (a blocked read must not hit it); after any interruption the waiter asks
-again with CHECK before blocking, so a token lost with a dead master costs one round trip.
+by ``socket_timeout`` (a blocked read must not hit it) and by the waiter's lease renewal; after
+any wake-up the waiter asks with CHECK, which renews its waiting lease, or takes the turn (the
+lifetime counts from there; ``tickets`` module doc). So a token lost with a dead master costs
+one round trip.
+
+**Bounded connections.** Per store and event loop: one multiplexed script connection per Redis
+node, plus at most ``wait_connections`` (default 16) pooled connections blocked in ``BLPOP``.
+Of the waiters of one conversation in this process only the first in line blocks in Redis; the
+others wait in memory for it to leave the line (renewing their leases every few seconds). A
+burst on one conversation therefore needs one blocking connection per pod, not one per message.
+Past the cap, a waiter asks with CHECK every ``_OVERFLOW_POLL`` instead of blocking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import logging
-import weakref
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Final
 
 from turnstile.stores.cancellation import cancel_safe
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
-from turnstile.stores.connection import AnyRedis, RedisConnection, is_retryable
+from turnstile.stores.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
 from turnstile.stores.errors import LockError, LockTimeoutError
 from turnstile.stores.lua_tickets import CHECK, DELETE, ISSUE, RELEASE, SAVE, STATE
 from turnstile.stores.tickets import (
@@ -38,12 +49,18 @@ from turnstile.stores.tickets import (
     TicketLockStore,
     check_lifetime,
     default_lock_lifetime,
+    renew_interval,
+    waiting_lease,
 )
 
 logger = logging.getLogger(__name__)
 
 #: Keys of the ``lock_store`` section besides the Redis connection keys.
-LOCK_KEYS: Final = frozenset({"lock_lifetime"})
+LOCK_KEYS: Final = frozenset({"lock_lifetime", "wait_connections"})
+#: Default cap on the connections blocked in wake-up waits, per store and event loop.
+DEFAULT_WAIT_CONNECTIONS: Final = 16
+#: A waiter past that cap asks this often instead of blocking.
+_OVERFLOW_POLL: Final = 0.05
 _SECTION: Final = "lock_store"
 #: A blocked read must end before ``socket_timeout`` would cut it.
 _BLOCK_MARGIN: Final = 0.5
@@ -70,6 +87,47 @@ def wake_key(queue: str, ticket_id: str) -> str:
     return f"{queue}:w:{ticket_id}"
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A waiter of this process, in its conversation's local line (see the module doc)."""
+
+    number: int
+    turn: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _LoopState:
+    """What a store keeps per event loop: its connection and its waiters."""
+
+    def __init__(self, connection: RedisConnection, wait_connections: int) -> None:
+        self.connection = connection
+        self.free_slots = wait_connections
+        self.lines: dict[str, list[_Waiter]] = {}
+
+    def enter(self, conversation_id: str, number: int) -> _Waiter:
+        waiter = _Waiter(number)
+        line = self.lines.setdefault(conversation_id, [])
+        bisect.insort(line, waiter, key=lambda w: w.number)
+        if line[0] is waiter:
+            waiter.turn.set()
+        return waiter
+
+    def is_first(self, conversation_id: str, waiter: _Waiter) -> bool:
+        return self.lines[conversation_id][0] is waiter
+
+    def leave(self, conversation_id: str, waiter: _Waiter) -> None:
+        line = self.lines.get(conversation_id)
+        if line is None:
+            return
+        line.remove(waiter)
+        if line:
+            line[0].turn.set()
+        else:
+            del self.lines[conversation_id]
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
 class RedisTicketLockStore(TicketLockStore):
     """Ticket locks in Redis (standard, Cluster or Sentinel); see the module doc."""
 
@@ -81,16 +139,21 @@ class RedisTicketLockStore(TicketLockStore):
         settings: RedisSettings,
         *,
         lock_lifetime: float | None = None,
+        wait_connections: int = DEFAULT_WAIT_CONNECTIONS,
         client_name: str = "turnstile-locks",
     ) -> None:
         super().__init__(lock_lifetime=lock_lifetime)
         self.settings = settings
+        self.wait_connections = wait_connections
         self._client_name = client_name
         # redis-py clients belong to the loop that made them; Rasa runs some jobs under
-        # ``asyncio.run`` in another thread, so each loop gets its own connection.
-        self._connections: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, RedisConnection
-        ] = weakref.WeakKeyDictionary()
+        # ``asyncio.run`` in another thread, so each loop gets its own connection, closed
+        # when that loop closes (Rasa never calls ``close()``).
+        self._loops: PerLoop[_LoopState] = PerLoop(self._new_state, _LoopState.close)
+
+    def _new_state(self) -> _LoopState:
+        conn = self.connection_class(self.settings, client_name=self._client_name)
+        return _LoopState(conn, self.wait_connections)
 
     @classmethod
     def from_kwargs(
@@ -101,61 +164,91 @@ class RedisTicketLockStore(TicketLockStore):
         settings = RedisSettings.read(reader, default_db=1, url=url)
         lifetime = reader.number("lock_lifetime", default_lock_lifetime(), minimum=0,
                                  exclusive_min=True)
+        wait_connections = reader.integer(
+            "wait_connections", DEFAULT_WAIT_CONNECTIONS, minimum=1, maximum=10_000
+        )
         warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=_SECTION)
-        return cls(settings, lock_lifetime=lifetime)
+        return cls(settings, lock_lifetime=lifetime, wait_connections=wait_connections)
 
     @property
     def connection(self) -> RedisConnection:
         """The connection of the running event loop."""
-        loop = asyncio.get_running_loop()
-        conn = self._connections.get(loop)
-        if conn is None:
-            conn = self._connections[loop] = self.connection_class(
-                self.settings, client_name=self._client_name
-            )
-        return conn
+        return self._loops.get().connection
 
     def _key(self, conversation_id: str) -> str:
         return queue_key(conversation_id, self.settings.key_prefix)
 
-    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
-        lifetime_ms = max(int(check_lifetime(lifetime) * 1000), 1)
+    async def _issue(
+        self, conversation_id: str, ticket_id: str, lifetime: float, *, waiting: bool = True
+    ) -> Issued:
+        lifetime_ms = _ms(check_lifetime(lifetime))
+        lease_ms = _ms(waiting_lease(lifetime)) if waiting else lifetime_ms
         number, position, head_ttl, expires = await self.connection.eval(
-            ISSUE, [self._key(conversation_id)], [ticket_id, lifetime_ms]
+            ISSUE, [self._key(conversation_id)], [ticket_id, lifetime_ms, lease_ms]
         )
         ticket = Ticket(int(number), int(expires) / 1000)
-        return Issued(ticket, ticket_id, int(position) == 0, int(head_ttl) / 1000)
+        return Issued(ticket, ticket_id, int(position) == 0, int(head_ttl) / 1000, lifetime)
 
-    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
+        state = self._loops.get()
+        waiter = state.enter(conversation_id, issued.ticket.number)
+        try:
+            return await self._wait_in_line(state, waiter, issued, conversation_id, deadline)
+        finally:
+            state.leave(conversation_id, waiter)
+
+    async def _wait_in_line(
+        self,
+        state: _LoopState,
+        waiter: _Waiter,
+        issued: Issued,
+        conversation_id: str,
+        deadline: float,
+    ) -> Ticket:
         loop = asyncio.get_running_loop()
-        conn = self.connection
+        conn = state.connection
         key = self._key(conversation_id)
         wake = wake_key(key, issued.ticket_id)
+        renew = [issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)]
         head_ttl = issued.head_ttl
-        cap = max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK)
+        cap = min(
+            max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK),
+            renew_interval(issued.lifetime),
+        )
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeoutError(
                     f"conversation {conversation_id!r} was not free within the wait time"
                 )
-            # Sleep until woken, or until the head would expire (the safety net).
+            # Sleep until woken, until the head would expire (the safety net for a dead
+            # holder), or until this waiter's lease needs renewing.
             block = max(min(remaining, head_ttl + 0.005, cap), _MIN_BLOCK)
-            woken = await cancel_safe(
-                conn.run(partial(_blocking_pop, key=wake, timeout=block), what="ticket wait"),
-                settle=False,
-            )
-            if woken is True:
-                return  # token "1" is pushed only by the script that made us the head
-            if woken is None:
-                await asyncio.sleep(_INTERRUPTED_PAUSE)
-            position, ttl_ms = await conn.eval(CHECK, [key], [issued.ticket_id])
+            if not state.is_first(conversation_id, waiter):
+                waiter.turn.clear()
+                await cancel_safe(_wait_event(waiter.turn, block), settle=False)
+            elif state.free_slots > 0:
+                state.free_slots -= 1
+                try:
+                    woken = await cancel_safe(
+                        conn.run(partial(_blocking_pop, key=wake, timeout=block),
+                                 what="ticket wait"),
+                        settle=False,
+                    )
+                finally:
+                    state.free_slots += 1
+                if woken is None:
+                    await asyncio.sleep(_INTERRUPTED_PAUSE)
+            else:
+                await asyncio.sleep(min(block, _OVERFLOW_POLL))
+            # Woken or not: CHECK renews the lease, or takes the turn at the head.
+            position, ttl_ms, expires = await conn.eval(CHECK, [key], renew)
             if int(position) == 0:
-                return
+                return Ticket(issued.ticket.number, int(expires) / 1000)
             if int(position) < 0:
                 raise LockError(
-                    f"the ticket for conversation {conversation_id!r} expired or was deleted "
-                    "before its turn"
+                    f"the ticket for conversation {conversation_id!r} was deleted (or its "
+                    "waiting lease ran out) before its turn"
                 )
             head_ttl = int(ttl_ms) / 1000
 
@@ -186,19 +279,18 @@ class RedisTicketLockStore(TicketLockStore):
         await self.connection.eval(DELETE, [self._key(conversation_id)], [])
 
     async def close(self) -> None:
-        """Close the connection of the running loop and forget those of other loops."""
-        conns = dict(self._connections)
-        self._connections.clear()
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - close() is a coroutine
-            current = None
-        for loop, conn in conns.items():
-            if loop is current:
-                await conn.close()
-            elif loop.is_running():
-                fut = asyncio.run_coroutine_threadsafe(conn.close(), loop)
-                await asyncio.wrap_future(fut)
+        """Close the connection of the running loop and those of other running loops (a
+        loop that closes first closes its own)."""
+        await self._loops.close_all()
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 async def _blocking_pop(client: AnyRedis, key: str, timeout: float) -> bool | None:

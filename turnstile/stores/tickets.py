@@ -16,6 +16,17 @@ implementation shares:
 The one idea: **nobody polls**. A waiter sleeps until the release that makes it the head wakes
 it (an asyncio future here, a blocking pop in Redis, see ``redis_tickets``), with the expiry of
 the current head as the safety net for a holder that dies without releasing.
+
+**Lifetimes.** ``lock_lifetime`` keeps Rasa's meaning, the longest a message may *hold* the
+lock, and counts from when the ticket reaches the head. While a ticket waits it lives on a short
+*waiting lease* (``WAITING_LEASE``, at most the lifetime) that its live waiter renews, so:
+
+* a message queued behind a holder that died is served as soon as the dead ticket expires, however
+  long it has waited itself (it is never dropped with the dead holder);
+* a waiter that dies (its pod killed) leaves the queue within one lease, not one lifetime.
+
+Tickets drawn without a waiter (``issue_ticket``, Rasa's own API) have no one to renew them and
+live for the whole lifetime from issue, as in Rasa.
 """
 
 from __future__ import annotations
@@ -44,6 +55,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOCK_LIFETIME: Final = 60.0
 #: Rasa reads the default lifetime from this variable; so do we.
 LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
+#: Seconds a waiting ticket lives without its waiter renewing it (see the module doc); a waiter
+#: renews three times per lease, so a slow event loop loses nothing.
+WAITING_LEASE: Final = 10.0
+_RENEWALS_PER_LEASE: Final = 3
+
+
+def waiting_lease(lifetime: float) -> float:
+    """The lease of a waiting ticket with this lifetime."""
+    return min(WAITING_LEASE, lifetime)
+
+
+def renew_interval(lifetime: float) -> float:
+    """How often a waiter renews its ticket's lease at most."""
+    return waiting_lease(lifetime) / _RENEWALS_PER_LEASE
 
 
 def default_lock_lifetime(environ: dict[str, str] | None = None) -> float:
@@ -167,6 +192,8 @@ class Issued:
     at_head: bool
     #: Seconds until the current head expires: how long a waiter sleeps at most (safety net).
     head_ttl: float
+    #: The lifetime the ticket was drawn with; a waiter gets it in full once at the head.
+    lifetime: float
 
 
 # ---- the API --------------------------------------------------------------------------------
@@ -183,13 +210,18 @@ class TicketLockStore(abc.ABC):
     # -- primitives -----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
-        """Append a ticket (idempotent per ``ticket_id``)."""
+    async def _issue(
+        self, conversation_id: str, ticket_id: str, lifetime: float, *, waiting: bool = True
+    ) -> Issued:
+        """Append a ticket (idempotent per ``ticket_id``). At the head it lives ``lifetime``;
+        behind others it lives one waiting lease if ``waiting`` (its waiter renews it), else
+        ``lifetime``."""
 
     @abc.abstractmethod
-    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
-        """Return once ``issued`` is at the head; raise LockError if it expired meanwhile,
-        LockTimeoutError at ``deadline`` (``loop.time()``)."""
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
+        """Renew the waiting ticket until it is at the head, then give it its lifetime and
+        return it; raise LockError if it vanished meanwhile (deleted, or its lease ran out
+        because this waiter stalled), LockTimeoutError at ``deadline`` (``loop.time()``)."""
 
     @abc.abstractmethod
     async def _release(
@@ -223,17 +255,18 @@ class TicketLockStore(abc.ABC):
         """Hold the conversation's lock for the body of ``async with store.lock(...) as held``.
 
         Waits in FIFO order, woken by the release of the holder before. ``wait_time`` bounds the
-        wait (LockTimeoutError); without it a waiter waits while its own ticket lives, as Rasa's
-        does, and gets LockError if the ticket expires first.
+        wait (LockTimeoutError); without it a message waits as long as the messages ahead of
+        it hold the lock, each for at most its lifetime (a dead holder's ticket expires and the
+        wait goes on), and fails with LockError only if its ticket is deleted.
         """
         lifetime = self.lock_lifetime if lock_lifetime is None else check_lifetime(lock_lifetime)
-        budget = lifetime if wait_time is None else min(max(wait_time, 0.0), lifetime)
+        budget = math.inf if wait_time is None else max(wait_time, 0.0)
         return LockContext(self, conversation_id, lifetime, budget)
 
     async def issue_ticket(self, conversation_id: str, lock_lifetime: float | None = None) -> int:
         """Append a ticket to the conversation's queue and return its number (Rasa's method)."""
         lifetime = self.lock_lifetime if lock_lifetime is None else check_lifetime(lock_lifetime)
-        issued = await self._issue(conversation_id, new_ticket_id(), lifetime)
+        issued = await self._issue(conversation_id, new_ticket_id(), lifetime, waiting=False)
         return issued.ticket.number
 
     async def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
@@ -272,19 +305,24 @@ class LockContext:
         # The id is made here, before the ticket exists, so that a message cancelled while its
         # ticket is being drawn can still return it (issue and release are idempotent per id).
         ticket_id = self._ticket_id = new_ticket_id()
-        issued: Issued | None = None
         try:
             issued = await _draw(store, conversation_id, ticket_id, self._lifetime)
+            ticket = issued.ticket
             if not issued.at_head:
-                await store._wait_turn(issued, conversation_id, deadline)
+                ticket = await store._wait_turn(issued, conversation_id, deadline)
         except BaseException:
-            await _finally_release(store, conversation_id, ticket_id, drawn=issued is not None)
+            # Never held: a ticket found gone here is the waiter's error to report, not a
+            # holder that overran its lifetime.
+            await _finally_release(store, conversation_id, ticket_id, held=False)
             raise
-        return HeldTicket(conversation_id, issued.ticket, ticket_id)
+        return HeldTicket(conversation_id, ticket, ticket_id)
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._ticket_id is not None
-        await _finally_release(self._store, self._conversation_id, self._ticket_id)
+        await _finally_release(
+            self._store, self._conversation_id, self._ticket_id, held=True,
+            lifetime=self._lifetime,
+        )
 
 
 async def _draw(
@@ -296,12 +334,18 @@ async def _draw(
 
 
 async def _finally_release(
-    store: TicketLockStore, conversation_id: str, ticket_id: str, *, drawn: bool = True
+    store: TicketLockStore,
+    conversation_id: str,
+    ticket_id: str,
+    *,
+    held: bool,
+    lifetime: float = 0.0,
 ) -> None:
     """Release even if the holder is being cancelled: the next waiter must not wait for expiry.
 
-    ``drawn`` is False when the issue did not return (cancelled or failed): the ticket may or
-    may not exist, so a release that finds nothing is expected, not a warning.
+    Only a ``held`` ticket found gone is news: its holder ran past its lifetime, and the next
+    message may have been let in meanwhile. A waiter's ticket may be gone for reasons its
+    caller already sees (deleted, or never drawn because the issue was cancelled).
     """
     try:
         released = await store._release(conversation_id, ticket_id=ticket_id)
@@ -312,11 +356,12 @@ async def _finally_release(
         _BACKGROUND.add(task)
         task.add_done_callback(_release_done)
         raise
-    if not released and drawn:
+    if not released and held:
         logger.warning(
-            "ticket lock of conversation %r expired before it was released; another holder "
-            "may have run concurrently (consider a longer lock_lifetime)",
-            conversation_id,
+            "conversation %r was held longer than its lock_lifetime (%gs): its ticket was "
+            "gone at the release (expired, or deleted), so the next message may have been "
+            "handled while this one still ran (raise lock_lifetime above the slowest message)",
+            conversation_id, lifetime,
         )
 
 
@@ -400,7 +445,9 @@ class InMemoryTicketLockStore(TicketLockStore):
         self._highest = queue.last_number
         return queue.last_number
 
-    async def _issue(self, conversation_id: str, ticket_id: str, lifetime: float) -> Issued:
+    async def _issue(
+        self, conversation_id: str, ticket_id: str, lifetime: float, *, waiting: bool = True
+    ) -> Issued:
         with self._mutex:
             now = self._clock()
             queue = self._purge(conversation_id, now) or self._queues.setdefault(
@@ -408,16 +455,20 @@ class InMemoryTicketLockStore(TicketLockStore):
             )
             entry = queue.entries.get(ticket_id)
             if entry is None:
-                ticket = Ticket(self._next_number(queue), now + lifetime)
+                at_head = not queue.entries
+                life = lifetime if at_head or not waiting else waiting_lease(lifetime)
+                ticket = Ticket(self._next_number(queue), now + life)
                 entry = queue.entries[ticket_id] = _Entry(ticket, ticket_id)
             head = queue.head()
             assert head is not None
             return Issued(
-                entry.ticket, ticket_id, head is entry, max(head.ticket.expires - now, 0.0)
+                entry.ticket, ticket_id, head is entry, max(head.ticket.expires - now, 0.0),
+                lifetime,
             )
 
-    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> None:
+    async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
         loop = asyncio.get_running_loop()
+        lease = waiting_lease(issued.lifetime)
         while True:
             with self._mutex:
                 now = self._clock()
@@ -425,13 +476,16 @@ class InMemoryTicketLockStore(TicketLockStore):
                 entry = queue.entries.get(issued.ticket_id) if queue else None
                 if queue is None or entry is None:
                     raise LockError(
-                        f"the ticket for conversation {conversation_id!r} expired or was "
-                        "deleted before its turn"
+                        f"the ticket for conversation {conversation_id!r} was deleted (or its "
+                        "waiting lease ran out) before its turn"
                     )
                 head = queue.head()
                 if head is entry:
-                    return
+                    # Held from now: the lifetime counts from the turn, not from the draw.
+                    entry.ticket.expires = now + issued.lifetime
+                    return Ticket(entry.ticket.number, entry.ticket.expires)
                 assert head is not None
+                entry.ticket.expires = max(entry.ticket.expires, now + lease)  # renew
                 future: asyncio.Future[None] = loop.create_future()
                 entry.waker = (loop, future)
                 head_ttl = max(head.ticket.expires - now, 0.0)
@@ -441,11 +495,10 @@ class InMemoryTicketLockStore(TicketLockStore):
                     f"conversation {conversation_id!r} was not free within the wait time"
                 )
             try:
-                # The head's expiry is the safety net for a holder that never releases.
-                await cancel_safe(
-                    asyncio.wait_for(future, timeout=min(remaining, head_ttl + 0.001)),
-                    settle=False,
-                )
+                # The head's expiry is the safety net for a holder that never releases; the
+                # renewal interval keeps this waiter's own lease alive.
+                timeout = min(remaining, head_ttl + 0.001, renew_interval(issued.lifetime))
+                await cancel_safe(asyncio.wait_for(future, timeout=timeout), settle=False)
             except asyncio.TimeoutError:
                 pass
             finally:
