@@ -304,3 +304,23 @@ def test_the_turnstile_rasa_console_script_hands_over_to_rasas_command_line() ->
         assert expected in out.stderr
     else:  # a full Rasa install: `turnstile-rasa --version` is `rasa --version`
         assert out.returncode == 0, out.stderr
+
+
+async def test_under_plain_rasa_the_same_rollout_fires_none_of_the_timers(
+    endpoints: Path, recorder: Recorder
+) -> None:
+    """Why the launcher exists: Rasa's own factory wraps the store in its in-memory manager,
+    whose ``stop()`` deletes pending timers, and no other pod ever polls for them."""
+    assert not installed()
+    pod_a = await start_pod(endpoints, recorder, "A")
+    assert type(pod_a) is InMemorySessionTimerManager
+    for i in range(50):
+        await pod_a.schedule_timer(f"c{i}", "s1", 1.0, session_timeout_handler(recorder, "A"))
+    await pod_a.stop()  # Agent.close on a rollout
+    pod_b = await start_pod(endpoints, recorder, "B")
+    try:
+        await asyncio.sleep(2.0)
+        assert recorder.read() == []
+        assert [await pod_b.get_timer(f"c{i}") for i in range(50)] == [None] * 50
+    finally:
+        await pod_b.stop()
