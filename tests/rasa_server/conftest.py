@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,8 @@ RENDER_CLI = os.environ.get("TURNSTILE_RENDER_CLI", str(ROOT / ".venv" / "bin" /
 #: short, so a dead holder's ticket frees within the test's bound.
 LOCK_LIFETIME = 10
 MODES = ("standard", "cluster", "sentinel")
+#: Lines the tests measured (start-up, the dead holder's delay), printed after the run.
+MEASURED: list[str] = []
 
 
 def _missing_rasa() -> str | None:
@@ -63,6 +66,13 @@ def _missing_rasa() -> str | None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     missing = _missing_rasa()
     return [f"rasa_server: {missing or f'Rasa {RASA_VERSION} servers from {VENV}'}"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if MEASURED:
+        terminalreporter.write_sep("-", "rasa_server measurements")
+        for line in MEASURED:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -155,6 +165,10 @@ def pair(
         RasaServer(name, rasa_model, endpoints, workdir / name, env=env) for name in ("a", "b")
     ]
     start_all(servers)
+    MEASURED.append(
+        f"{mode}: servers ready in "
+        + ", ".join(f"{s.name} {s.ready_seconds:.1f} s" for s in servers)
+    )
     try:
         yield Pair(mode, servers[0], servers[1], endpoints, env)
     finally:
