@@ -43,7 +43,7 @@ STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.
 $(VENV45)/.installed: pyproject.toml requirements/redis45.txt
 	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
 	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e . redis pytest \
-		pytest-asyncio pytest-timeout looptime
+		pytest-asyncio pytest-timeout looptime uvloop
 	@touch $@
 
 test-redis45: $(VENV45)/.installed
