@@ -34,6 +34,7 @@ test: deps lint lint-chart
 	$(PY) -m pytest -m "unit or redis or k8s" tests
 	$(MAKE) --no-print-directory test-redis45
 	$(MAKE) --no-print-directory test-rasa
+	$(MAKE) --no-print-directory test-rasa-server
 
 # The store library against the oldest redis-py it supports (4.5.3; the main venv has 8.x).
 VENV45 := .venv-redis45
