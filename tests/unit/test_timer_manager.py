@@ -205,3 +205,59 @@ def test_bad_arguments_are_refused():
         TimerManager(store, Recorder(), poll_interval=0)
     with pytest.raises(ValueError):
         TimerManager(store, Recorder(), max_batch=0)
+
+
+class LeasingStore(InMemoryTimerStore):
+    """An in-memory store that says what the manager acknowledged and renewed, and when."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=loop_clock)
+        self.events: list[tuple[str, str]] = []
+
+    @property
+    def lease(self) -> float | None:
+        return 3.0
+
+    async def ack(self, timers) -> int:
+        self.events += [("ack", t.sender_id) for t in timers]
+        return len(timers)
+
+    async def extend(self, timers) -> int:
+        self.events += [("extend", t.sender_id) for t in timers]
+        return len(timers)
+
+
+async def test_each_timer_is_acknowledged_when_its_callback_returns_and_renewed_while_it_runs():
+    store = LeasingStore()
+    await store.store_timer("quick", "s", loop_clock() - 1)
+    await store.store_timer("slow", "s", loop_clock() - 1)
+
+    async def on_expired(timer: SessionTimer) -> None:
+        store.events.append(("fired", timer.sender_id))
+        await asyncio.sleep(5 if timer.sender_id == "slow" else 0)
+        store.events.append(("returned", timer.sender_id))
+
+    async with manager(store, on_expired, poll_interval=60):
+        await asyncio.sleep(10)
+    quick = [e for e in store.events if e[1] == "quick"]
+    assert quick == [("fired", "quick"), ("returned", "quick"), ("ack", "quick")]
+    slow = [e for e in store.events if e[1] == "slow"]
+    assert slow[0] == ("fired", "slow")
+    assert ("extend", "slow") in slow  # renewed every lease / 3 while the callback ran
+    assert slow[-1] == ("ack", "slow")
+    assert slow.index(("returned", "slow")) < slow.index(("ack", "slow"))
+    assert store.events.index(("ack", "quick")) < store.events.index(("returned", "slow"))
+
+
+async def test_a_failing_callback_is_acknowledged_not_retried():
+    store = LeasingStore()
+    await store.store_timer("bad", "s", loop_clock() - 1)
+
+    async def on_expired(timer: SessionTimer) -> None:
+        raise RuntimeError("boom")
+
+    m = manager(store, on_expired, poll_interval=1)
+    async with m:
+        await asyncio.sleep(5)
+    assert ("ack", "bad") in store.events
+    assert m.failed == 1
