@@ -207,28 +207,48 @@ async def test_exception_in_the_body_releases_the_conversation(
     assert a.get_lock("crash") is None
 
 
-async def test_waiter_whose_ticket_expires_gets_rasas_lock_error(
+async def test_waiter_outlives_its_own_lifetime_behind_a_slow_holder_and_is_served(
     lock_stores: Callable[[], Any],
 ) -> None:
-    """A message that waited past its ticket's lifetime fails with Rasa's own ``LockError``."""
+    """A message that waits longer than its lifetime is served when the holder leaves: the
+    lifetime counts from its turn (Rasa's own stores drop it with ``LockError``)."""
     a, b = lock_stores(), lock_stores()
     holding = asyncio.Event()
+    order: list[str] = []
 
     async def holder() -> None:
         async with a.lock("expire", lock_lifetime=30):
             holding.set()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.5)
+            order.append("holder")
 
     task = asyncio.create_task(holder())
     await asyncio.wait_for(holding.wait(), WAIT)
 
     async def waiter() -> None:
         async with b.lock("expire", lock_lifetime=0.5):
+            order.append("waiter")
+
+    await asyncio.wait_for(waiter(), WAIT)
+    await asyncio.wait_for(task, WAIT)
+    assert order == ["holder", "waiter"]
+
+
+async def test_a_deleted_lock_fails_its_waiter_with_rasas_lock_error(
+    lock_stores: Callable[[], Any],
+) -> None:
+    a, b = lock_stores(), lock_stores()
+    a.issue_ticket("deleted", 30)  # held elsewhere
+
+    async def waiter() -> None:
+        async with b.lock("deleted", lock_lifetime=30):
             pytest.fail("acquired a lock held by another message")
 
+    task = asyncio.create_task(waiter())
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(a.delete_lock, "deleted")
     with pytest.raises(LockError):
-        await asyncio.wait_for(waiter(), WAIT)
-    await asyncio.wait_for(task, WAIT)
+        await asyncio.wait_for(task, WAIT)
 
 
 async def test_rasas_own_lock_algorithm_over_the_contract_methods(

@@ -56,11 +56,18 @@ async def test_lock_yields_rasas_ticket_lock_and_serialises_tasks() -> None:
 
 
 async def test_a_failed_wait_raises_rasas_lock_error() -> None:
-    store = TicketLockStore(store=InMemoryTicketLockStore(lock_lifetime=0.1))
-    store.issue_ticket("c", 5)
-    with pytest.raises(rasa_lock_store.LockError):
+    store = TicketLockStore(store=InMemoryTicketLockStore(lock_lifetime=5))
+    store.issue_ticket("c", 5)  # held elsewhere
+
+    async def wait() -> None:
         async with store.lock("c"):
             pytest.fail("must not be reached")
+
+    task = asyncio.create_task(wait())
+    await asyncio.sleep(0.05)
+    store.delete_lock("c")  # deleted under the waiter
+    with pytest.raises(rasa_lock_store.LockError):
+        await asyncio.wait_for(task, timeout=2)
     await store.close()
 
 
