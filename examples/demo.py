@@ -47,6 +47,9 @@ BOT = {
                     {
                         "name": "rasa",
                         "image": "rasa/rasa-pro:3.21.0",
+                        # turnstile-rasa is `rasa` with Turnstile's timer manager installed:
+                        # pending session timers survive the rollouts shown below.
+                        "command": ["turnstile-rasa"],
                         "args": ["run", "--endpoints", "/app/config/endpoints.yml"],
                     }
                 ]
