@@ -116,7 +116,9 @@ class _FakeKube:
     def __new__(cls, api: _RacingApi) -> Any:
         kube = Kube(api_client=None)
 
-        def request(method: str, path: str, body: Any = None) -> Any:
+        def request(
+            method: str, path: str, body: Any = None, content_type: str = "application/json"
+        ) -> Any:
             if method == "GET":
                 api.reads += 1
                 return json.loads(json.dumps(api.object))

@@ -579,12 +579,19 @@ class StatusEntry(TypedDict, total=False):
     name: str
     checksum: str
     appliedAt: str
+    #: Why this workload cannot use the store fully (a bot running plain ``rasa`` with
+    #: Turnstile's timer store: ``turnstile.operator.launcher``).
+    note: str
 
 
 def status_entries(
-    store: StoreRollout, plans: Iterable[WorkloadPlan], now: str
+    store: StoreRollout,
+    plans: Iterable[WorkloadPlan],
+    now: str,
+    notes: Mapping[str, str] | None = None,
 ) -> list[StatusEntry]:
-    """``status.rollout.workloads`` for one store: every workload it selects that has a plan."""
+    """``status.rollout.workloads`` for one store: every workload it selects that has a plan;
+    ``notes`` by workload ref (``Kind/name``) are set on TimerStores' entries."""
     entries = []
     for plan in plans:
         if store.ref not in {s.ref for s in plan.stores}:
@@ -596,6 +603,9 @@ def status_entries(
             now if plan.new_checksum else plan.workload.annotations.get(APPLIED_AT_ANNOTATION, now)
         )
         entry["appliedAt"] = applied
+        note = (notes or {}).get(str(plan.workload.ref))
+        if note is not None and store.kind == "TimerStore":
+            entry["note"] = note
         entries.append(entry)
     return sorted(entries, key=lambda e: (e["kind"], e["name"]))
 

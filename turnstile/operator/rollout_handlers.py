@@ -35,6 +35,7 @@ import kopf
 from turnstile.operator import render
 from turnstile.operator.credentials import OPT_IN_LABEL, OPT_IN_VALUE
 from turnstile.operator.errors import SpecError
+from turnstile.operator.launcher import plain_rasa_containers
 from turnstile.operator.rollout import (
     Snapshot,
     StoreRollout,
@@ -226,12 +227,12 @@ async def sync_rollouts(
         stores.append((body, store))
     REFERENCED.remember(namespace, (s for _, s in stores))
     if not any(s.workloads or s.selector is not None for _, s in stores):
-        await _write_status(kube, namespace, stores, [], now)  # clears stale entries only
+        await _write_status(kube, namespace, stores, [], now, None)  # clears stale entries only
         return []
 
-    workloads = [
-        Workload.from_body(kind, body) for kind, body in await kube.list_workloads(namespace)
-    ]
+    listed = await kube.list_workloads(namespace)
+    workloads = [Workload.from_body(kind, body) for kind, body in listed]
+    notes = await _check_launchers(kube, namespace, stores, listed)
     config_maps: dict[str, dict[str, str]] = {}
     for name in sorted({s.config_map for _, s in stores if s.config_map}):
         data = await kube.config_map_data(namespace, name)
@@ -275,19 +276,68 @@ async def sync_rollouts(
                 await _announce(kube, namespace, plan, result, stores)
         applied.append(plan)
 
-    await _write_status(kube, namespace, stores, applied, now)
+    await _write_status(kube, namespace, stores, applied, now, notes)
     return applied
 
 
-async def _write_status(
+#: The launcher warning last posted per workload, so a re-sync does not repeat the Events.
+_LAUNCHER_WARNED: dict[tuple[str, str], str] = {}
+
+
+async def _check_launchers(
+    kube: Kube,
+    namespace: str,
+    stores: list[tuple[Mapping[str, Any], StoreRollout]],
+    listed: list[tuple[str, dict[str, Any]]],
+) -> dict[str, str]:
+    """Warn (Event on the workload and its TimerStores, once per change) about bots that load
+    Turnstile's timer store through plain ``rasa``; the notes go into the stores' status."""
+    timer_stores = [(b, s) for b, s in stores if s.kind == "TimerStore"]
+    notes: dict[str, str] = {}
+    if not timer_stores:
+        return notes
+    for kind, body in listed:
+        workload = Workload.from_body(kind, body)
+        ref = str(workload.ref)
+        files = {(s.config_map, s.config_key) for _, s in stores if s.selects(workload)}
+        loading = [
+            (b, s) for b, s in timer_stores
+            if s.selects(workload) or (s.config_map, s.config_key) in files
+        ]  # fmt: skip
+        template = ((body.get("spec") or {}).get("template") or {}).get("spec")
+        plain = plain_rasa_containers(template) if loading else []
+        if not plain:
+            _LAUNCHER_WARNED.pop((namespace, ref), None)
+            continue
+        message = plain[0].message(ref, [s.ref for _, s in loading])
+        notes[ref] = message
+        if _LAUNCHER_WARNED.get((namespace, ref)) == message:
+            continue
+        _LAUNCHER_WARNED[(namespace, ref)] = message
+        logger.warning("%s: %s", namespace, message)
+        await kube.post_event(
+            namespace, {**body, "kind": kind, "apiVersion": "apps/v1"},
+            "TimerManagerMissing", message, type_="Warning",
+        )  # fmt: skip
+        for store_body, _ in loading:
+            await kube.post_event(
+                namespace, {**store_body, "apiVersion": f"{GROUP}/{VERSION}"},
+                "TimerManagerMissing", message, type_="Warning",
+            )  # fmt: skip
+    return notes
+
+
+async def _write_status(  # noqa: PLR0917 - one call site each, read in order
     kube: Kube,
     namespace: str,
     stores: list[tuple[Mapping[str, Any], StoreRollout]],
     applied: list[WorkloadPlan],
     now: str,
+    notes: Mapping[str, str] | None,
 ) -> None:
     for store_body, store in stores:
-        patch = status_patch(store_body.get("status"), status_entries(store, applied, now))
+        entries = status_entries(store, applied, now, notes)
+        patch = status_patch(store_body.get("status"), entries)
         if patch is not None:
             await kube.patch_store_status(namespace, store.kind, store.name, patch)
 
@@ -368,7 +418,8 @@ class _ChangeFilter:
     """Remembers one value per object (by uid) to tell a structural change from churn.
 
     Stores are remembered by ``metadata.generation`` (spec changes only, not status or kopf's
-    own annotations), workloads by their labels (not the replica counts a rollout updates).
+    own annotations), workloads by their labels and container start lines (not the replica
+    counts a rollout updates).
     Used as a kopf ``when=`` filter so churn does not even invoke a handler. The decision is
     memoised per ``resourceVersion``, so evaluating the filter twice for one event is harmless.
     """
@@ -410,12 +461,19 @@ def _store_identity(body: Mapping[str, Any]) -> Any:
     return ((body.get("metadata") or {}).get("generation"), json.dumps(spec, sort_keys=True))
 
 
-def _workload_labels(body: Mapping[str, Any]) -> Any:
-    return dict((body.get("metadata") or {}).get("labels") or {})
+def _workload_identity(body: Mapping[str, Any]) -> Any:
+    """What a sync reads of a workload besides its checksum: its labels (selectors) and how
+    its containers start (the launcher check), not the status churn of a rollout."""
+    template = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+    starts = [
+        (c.get("name"), c.get("image"), c.get("command"), c.get("args"))
+        for c in template.get("containers") or [] if isinstance(c, Mapping)
+    ]  # fmt: skip
+    return (dict((body.get("metadata") or {}).get("labels") or {}), starts)
 
 
 _store_changed = _ChangeFilter(_store_identity)
-_workload_changed = _ChangeFilter(_workload_labels)
+_workload_changed = _ChangeFilter(_workload_identity)
 
 
 @kopf.on.event(GROUP, VERSION, "lockstores", when=_store_changed)
