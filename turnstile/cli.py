@@ -11,6 +11,10 @@ operator writes into a ConfigMap that held nothing else. ``check`` reads the fil
 does (unquoted ``${VAR}`` values expanded from the environment; an unset one is an error) and
 probes each Redis store with the store library's probe, the one the operator uses; the exit
 status is 0 when every store works, 1 when one does not, 2 for a usage or file error.
+
+The base install (redis-py only, what a bot image needs for the stores) has no YAML parser:
+``check`` and ``render`` need the ``[cli]`` extra (PyYAML), ``operator`` the ``[operator]``
+extra. A missing one is a usage error naming what to install, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
+
+#: The distribution users install; extras are named after it in messages.
+DISTRIBUTION = "rasa-turnstile"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,10 +51,22 @@ class _UsageError(Exception):
     pass
 
 
+def _require_yaml() -> Any:
+    """PyYAML, or a usage error naming the extra that brings it."""
+    try:
+        import yaml  # noqa: PLC0415
+    except ModuleNotFoundError:
+        raise _UsageError(
+            f"needs PyYAML, which the base install leaves out: pip install '{DISTRIBUTION}[cli]'"
+        ) from None
+    return yaml
+
+
 # ------------------------------------------------------------------------------ render
 
 
 def _read_manifests(paths: Sequence[str]) -> list[dict[str, Any]]:
+    yaml = _require_yaml()
     documents: list[dict[str, Any]] = []
     for path in paths:
         try:
@@ -65,6 +85,7 @@ def _read_manifests(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
+    _require_yaml()  # the renderer imports it
     from turnstile.operator.errors import OperatorError  # noqa: PLC0415
     from turnstile.operator.render import render_files  # noqa: PLC0415
     from turnstile.operator.specs import GROUP, KINDS, parse_store  # noqa: PLC0415
@@ -98,10 +119,6 @@ def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
 # ------------------------------------------------------------------------------- check
 
 
-class _RasaLoader(yaml.SafeLoader):
-    """PyYAML with Rasa's ``${VAR}`` rule: plain scalars are expanded from the environment."""
-
-
 def _expand(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
     value = str(loader.construct_scalar(node))
     expanded = os.path.expandvars(value)
@@ -113,14 +130,29 @@ def _expand(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
     return expanded
 
 
-_RasaLoader.add_implicit_resolver("!env_var", _ENV_VAR, None)
-_RasaLoader.add_constructor("!env_var", _expand)
+_LOADERS: list[type[yaml.SafeLoader]] = []
+
+
+def _rasa_loader() -> type[yaml.SafeLoader]:
+    """PyYAML with Rasa's ``${VAR}`` rule: plain scalars are expanded from the environment."""
+    if not _LOADERS:
+        yaml = _require_yaml()
+
+        class _RasaLoader(yaml.SafeLoader):  # type: ignore[name-defined,misc]
+            pass
+
+        _RasaLoader.add_implicit_resolver("!env_var", _ENV_VAR, None)
+        _RasaLoader.add_constructor("!env_var", _expand)
+        _LOADERS.append(_RasaLoader)
+    return _LOADERS[0]
 
 
 def read_endpoints(text: str) -> dict[str, Any]:
     """An endpoints.yml as Rasa reads it (``${VAR}`` expanded); a mapping or a usage error."""
+    loader = _rasa_loader()
+    yaml = _require_yaml()
     try:
-        data = yaml.load(text, Loader=_RasaLoader)
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise _UsageError(f"not valid YAML ({exc})") from None
     if data is None:
@@ -201,7 +233,7 @@ def operator_command(args: argparse.Namespace) -> int:
         import turnstile.operator.rollout_handlers  # noqa: F401, PLC0415
     except ImportError as exc:
         raise _UsageError(
-            f"the operator needs the [operator] extra (pip install 'turnstile[operator]'): {exc}"
+            f"needs the [operator] extra: pip install '{DISTRIBUTION}[operator]' ({exc})"
         ) from None
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     liveness = (
