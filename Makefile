@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
+.PHONY: all deps venv system-deps kube demo test dist test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
 
 all: test
 
@@ -30,11 +30,21 @@ deps: system-deps venv kube
 demo: deps
 	$(PY) -m examples.demo
 
-test: deps lint lint-chart
-	$(PY) -m pytest -m "unit or redis or k8s" tests
+# tests/dist installs the wheel `dist` just built into a fresh venv (TURNSTILE_DIST_DIR).
+test: deps lint lint-chart dist
+	TURNSTILE_DIST_DIR=$(CURDIR)/dist $(PY) -m pytest -m "unit or redis or k8s" tests
 	$(MAKE) --no-print-directory test-redis45
 	$(MAKE) --no-print-directory test-rasa
 	$(MAKE) --no-print-directory test-rasa-server
+
+# --- what a release publishes: sdist + wheel (twine-checked), the chart archive -------------
+# The build backend (setuptools) is pinned by the same constraints as the venv.
+dist: venv kube
+	rm -rf dist
+	PIP_CONSTRAINT=$(CURDIR)/requirements/ci.txt $(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*.tar.gz dist/*.whl
+	"$$(bash hack/build-kube.sh --print-dir)/helm" package charts/turnstile-operator --destination dist
+	@ls -1 dist
 
 # The store library against the oldest redis-py it supports (4.5.3; the main venv has 8.x).
 VENV45 := .venv-redis45
