@@ -5,7 +5,8 @@
 #
 #   docker build -t turnstile-operator:dev .
 #
-# Stage 1 builds wheels for turnstile[operator] and every dependency, pinned by the same
+# Stage 1 builds wheels for rasa-turnstile[operator] (the distribution; the import package and
+# the command are turnstile) and every dependency, pinned by the same
 # constraints CI installs (requirements/ci.txt). Stage 2 installs them offline from that wheel
 # house, so the runtime image has no compiler, no source tree and no pip cache.
 
@@ -19,12 +20,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 COPY requirements/ci.txt requirements/ci.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY turnstile/ turnstile/
 
 # The project's wheel first (no deps), then the dependency wheels pinned by CI's constraints.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip wheel --wheel-dir /wheels --constraint requirements/ci.txt "$(ls /wheels/turnstile-*.whl)[operator]"
+ && pip wheel --wheel-dir /wheels --constraint requirements/ci.txt "$(ls /wheels/rasa_turnstile-*.whl)[operator]"
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -39,7 +40,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 LABEL org.opencontainers.image.title="turnstile-operator" \
       org.opencontainers.image.description="Kubernetes operator for Turnstile's Redis lock and timer stores (Rasa)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/turnstile/turnstile" \
+      org.opencontainers.image.url="https://github.com/turnstile/turnstile"
 
 RUN groupadd --system --gid "${GID}" turnstile \
  && useradd --system --uid "${UID}" --gid "${GID}" --no-create-home --no-log-init \
@@ -48,7 +51,7 @@ RUN groupadd --system --gid "${GID}" turnstile \
 # Offline install from the builder's wheel house, mounted rather than copied so no wheel layer
 # stays in the image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "$(ls /wheels/turnstile-*.whl)[operator]" \
+    pip install --no-index --find-links=/wheels "$(ls /wheels/rasa_turnstile-*.whl)[operator]" \
  && turnstile --help >/dev/null
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
