@@ -5,4 +5,5 @@
 ``turnstile.operator`` is the Kubernetes operator (extra ``[operator]``).
 """
 
+#: The one place the version is written: pyproject reads it, tests check the chart and CHANGELOG.
 __version__ = "0.1.0"
