@@ -17,6 +17,10 @@ The tree::
      ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
      │                                  YAML mapping, so it cannot be merged without losing data
      └── KubeError                      KubernetesError: the API server refused or failed a call
+          └── ApiUnreachableError       KubernetesError: no answer at all (refused, reset,
+                                        timed out): an outage, not a fact about the store, so
+                                        the reconcile writes nothing and the next re-check
+                                        tries again
 """
 
 from __future__ import annotations
@@ -80,3 +84,7 @@ class KubeError(OperatorError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ApiUnreachableError(KubeError):
+    """The API server did not answer (connection refused, reset or timed out)."""

@@ -17,6 +17,16 @@ Deleting a store runs :func:`finalize` (a kopf finalizer): it removes the sectio
 wrote and nothing else; a ConfigMap the operator created is then garbage-collected by
 Kubernetes through its ownerReferences once its last store is gone.
 
+An API server outage stops nothing for good. The status is written by this module's own
+client (:meth:`turnstile.operator.kube.Kube.patch_status`), not handed back to kopf: kopf
+applies a timer's patch after the handler with a bounded number of retries, and when those
+run out the timer task ends and that store is never re-checked again. A reconcile that finds
+the API server silent (:class:`~turnstile.operator.errors.ApiUnreachableError`) writes
+nothing, posts no Event, logs once per outage, and the next tick tries again; the first write
+that succeeds after an outage logs that re-checks resumed (:class:`ApiHealth`). kopf's own
+requests (watches, finalizers, its annotations) retry at most 5 s apart for an hour
+(:data:`API_BACKOFFS`), so a change made right after the API returns is seen within seconds.
+
 A namespaced operator started with ``TURNSTILE_REPORT_UNWATCHED=true`` also marks stores in
 namespaces it does not watch (:mod:`turnstile.operator.unwatched`), on the same interval.
 
@@ -50,7 +60,7 @@ from turnstile.operator.credentials import (
     resolve,
     secret_names,
 )
-from turnstile.operator.errors import OperatorError, SpecError
+from turnstile.operator.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
 from turnstile.operator.kube import Kube
 from turnstile.operator.probes import check
 from turnstile.operator.render import (
@@ -74,6 +84,10 @@ from turnstile.operator.specs import (
 CONFIG: Final = OperatorConfig.from_env()
 _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
 
+#: kopf's retries of its own API calls: quick at first, then every 5 s for an hour. Its
+#: default (about 50 s in all) ends a watch's worker, and with it the operator, in an outage.
+API_BACKOFFS: Final = (0.5, 1.0, 2.0, 3.0) + (5.0,) * 720
+
 logger = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
 #: Reconciles that may probe and write at once (timers would otherwise all fire together).
@@ -83,6 +97,35 @@ _slots = asyncio.Semaphore(CONFIG.workers)
 #: ``lastTransitionTime``.
 _written: dict[str, dict[str, Any]] = {}
 _kube: Kube | None = None
+
+
+class ApiHealth:
+    """Whether the API server answered the last write; logs the start and end of an outage."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self.down_since: float | None = None
+
+    def failed(self, what: str, exc: OperatorError) -> None:
+        if self.down_since is None:
+            self.down_since = self._clock()
+            logger.warning(
+                "the API server did not answer (%s while %s); re-checks go on and write "
+                "the stores' status once it answers",
+                exc.message,
+                what,
+            )
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            lasted = self._clock() - self.down_since
+            self.down_since = None
+            logger.warning(
+                "the API server answers again after %.0f s without it: re-checks resumed", lasted
+            )
+
+
+API_HEALTH: Final = ApiHealth()
 
 
 def kube() -> Kube:
@@ -105,7 +148,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # for the indexes to be complete while holding the slots the indexing needs). Work is
     # bounded by ``_slots`` in :func:`reconcile` instead.
     settings.posting.worker_limit = max(2, CONFIG.workers // 4)
-    settings.networking.error_backoffs = [1, 2, 5, 10, 20]
+    settings.networking.error_backoffs = API_BACKOFFS
     metrics.serve(CONFIG.metrics_port)
 
 
@@ -204,6 +247,8 @@ async def _render(
                 owner=owner,
             ),
         )
+    except ApiUnreachableError:
+        raise
     except OperatorError as exc:
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message), None
     placed = {
@@ -253,6 +298,8 @@ async def _connect(store: StoreSpec) -> tuple[cond.Condition, Any, Credentials |
             found[name] = await kube().secret(store.namespace, name)
         refuse_unmarked(store, found)
         credentials = resolve(store, {n: s.data if s else None for n, s in found.items()})
+    except ApiUnreachableError:
+        raise
     except OperatorError as exc:
         return cond.Condition(cond.CONNECTED, cond.FALSE, exc.reason, exc.message), None, None
     report = await check(store, credentials, timeout=CONFIG.probe_timeout)
@@ -262,61 +309,85 @@ async def _connect(store: StoreSpec) -> tuple[cond.Condition, Any, Credentials |
 async def reconcile(
     body: kopf.Body,
     status: Mapping[str, Any],
-    patch: kopf.Patch,
-    indexes: Mapping[str, Any],
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    indexes: Mapping[str, Any],
 ) -> None:
     """Probe, render, write status and Events for one store (see the module doc)."""
     kind = str(body.get("kind"))
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid"))
-    generation = int(meta.get("generation") or 0)
-    started = time.perf_counter()
+    where = f"{kind} {meta.get('namespace')}/{meta.get('name')}"
     lock = _locks.setdefault(uid, asyncio.Lock())
     async with lock, _slots:
-        old_status = _written.get(uid) or {
-            k: v for k, v in (status or {}).items() if k != "kopf"
-        }
-        credentials: Credentials | None = None
         try:
-            store = parse_store(body)
-        except SpecError as exc:
-            invalid = (cond.FALSE, "InvalidSpec", exc.message)
-            observation = cond.Observation(
-                connected=cond.Condition(cond.CONNECTED, *invalid),
-                rendered=cond.Condition(cond.CONFIG_RENDERED, *invalid),
-            )
-        else:
-            connected, report, credentials = await _connect(store)
-            try:
-                rendered, placed = await _render(store, old_status, indexes)
-            except OperatorError as exc:
-                rendered = cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message)
-                placed = None
-            observation = cond.Observation(
-                connected=connected,
-                rendered=rendered,
-                mode=store.redis.deployment_mode,
-                report=report,
-                config_map=placed,
-                secret_env=secret_env(kind, store),
-                secret_files=secret_files(kind, store),
-                plain_env=plain_env(kind, store),
-            )
-        new_status = cond.build_status(
-            observation, old_status, generation=generation, now=cond.now_iso()
+            await _reconcile(body, status, log, indexes)
+        except ApiUnreachableError as exc:
+            API_HEALTH.failed(f"re-checking {where}", exc)
+
+
+async def _reconcile(
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    indexes: Mapping[str, Any],
+) -> None:
+    kind = str(body.get("kind"))
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid"))
+    generation = int(meta.get("generation") or 0)
+    started = time.perf_counter()
+    old_status = _written.get(uid) or {k: v for k, v in (status or {}).items() if k != "kopf"}
+    credentials: Credentials | None = None
+    try:
+        store = parse_store(body)
+    except SpecError as exc:
+        invalid = (cond.FALSE, "InvalidSpec", exc.message)
+        observation = cond.Observation(
+            connected=cond.Condition(cond.CONNECTED, *invalid),
+            rendered=cond.Condition(cond.CONFIG_RENDERED, *invalid),
         )
-        for condition in new_status["conditions"]:  # Redis error text may echo a credential
-            condition["message"] = redact(condition["message"], credentials)
-        if cond.needs_update(old_status, new_status):
-            for key, value in new_status.items():
-                patch.status[key] = value
-            _written[uid] = new_status
-        for event in cond.events(old_status, new_status):
-            message = redact(event.message, credentials)
-            kopf.event(body, type=event.type, reason=event.reason, message=message)
-            log.info("%s: %s", event.reason, message)
-        _account(kind, uid, observation, started)
+    else:
+        connected, report, credentials = await _connect(store)
+        try:
+            rendered, placed = await _render(store, old_status, indexes)
+        except ApiUnreachableError:
+            raise
+        except OperatorError as exc:
+            rendered = cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message)
+            placed = None
+        observation = cond.Observation(
+            connected=connected,
+            rendered=rendered,
+            mode=store.redis.deployment_mode,
+            report=report,
+            config_map=placed,
+            secret_env=secret_env(kind, store),
+            secret_files=secret_files(kind, store),
+            plain_env=plain_env(kind, store),
+        )
+    new_status = cond.build_status(
+        observation, old_status, generation=generation, now=cond.now_iso()
+    )
+    for condition in new_status["conditions"]:  # Redis error text may echo a credential
+        condition["message"] = redact(condition["message"], credentials)
+    if cond.needs_update(old_status, new_status):
+        try:
+            await kube().patch_status(
+                str(meta.get("namespace")), KINDS[kind].plural, str(meta.get("name")),
+                {"status": new_status},
+            )
+        except ApiUnreachableError:
+            raise
+        except KubeError as exc:
+            log.warning("could not write the status: %s; the next re-check tries again", exc)
+            return
+        _written[uid] = new_status
+    API_HEALTH.answered()
+    for event in cond.events(old_status, new_status):
+        message = redact(event.message, credentials)
+        kopf.event(body, type=event.type, reason=event.reason, message=message)
+        log.info("%s: %s", event.reason, message)
+    _account(kind, uid, observation, started)
 
 
 def _account(kind: str, uid: str, observation: cond.Observation, started: float) -> None:
@@ -339,18 +410,14 @@ def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: kwargs[key] for key in _INDEX_IDS.values() if key in kwargs}
 
 
-async def on_change(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
-) -> None:
+async def on_change(body: kopf.Body, status: kopf.Status, logger: Any, **kwargs: Any) -> None:
     """Created, spec changed, or found at start-up: reconcile now."""
-    await reconcile(body, status, patch, _indexes(kwargs), logger)
+    await reconcile(body, status, logger, _indexes(kwargs))
 
 
-async def on_timer(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **kwargs: Any
-) -> None:
+async def on_timer(body: kopf.Body, status: kopf.Status, logger: Any, **kwargs: Any) -> None:
     """The periodic re-check."""
-    await reconcile(body, status, patch, _indexes(kwargs), logger)
+    await reconcile(body, status, logger, _indexes(kwargs))
 
 
 async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) -> None:

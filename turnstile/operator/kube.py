@@ -7,8 +7,10 @@ JSON between them and the API server through the ``kubernetes`` client's authent
 
 A write that loses a race (HTTP 409: someone changed the ConfigMap since it was read, or
 created it first) is retried with a fresh read, a bounded number of times. A missing object
-reads as ``None``. Everything else raises :class:`~turnstile.operator.errors.KubeError`, whose
-message names the method, path and status, never a Secret's content.
+reads as ``None``. No answer at all (refused, reset, timed out) raises
+:class:`~turnstile.operator.errors.ApiUnreachableError`. Everything else raises
+:class:`~turnstile.operator.errors.KubeError`, whose message names the method, path and
+status, never a Secret's content.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from turnstile.operator.credentials import SecretObject
-from turnstile.operator.errors import KubeError
+from turnstile.operator.errors import ApiUnreachableError, KubeError
 from turnstile.operator.specs import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
 
 CONFLICT_ATTEMPTS: Final = 8
+#: (connect, read) seconds for one call: a hung API server must not hold a store's lock (and
+#: with it every later re-check of that store) forever.
+REQUEST_TIMEOUT: Final = (5.0, 30.0)
 
 
 def api_client() -> Any:
@@ -67,13 +72,15 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._api.call_api(*params)
+            response = self._api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
             data = response.read()
             status = response.status
         except ApiException as exc:
             status, data = exc.status, (exc.body or b"")
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"{method} {path}: {type(exc).__name__}") from exc
+            raise ApiUnreachableError(
+                f"{method} {path}: the API server did not answer ({type(exc).__name__})"
+            ) from exc
         if status == 404 and method == "GET":
             return None
         if not 200 <= status < 300:

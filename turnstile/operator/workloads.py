@@ -31,8 +31,8 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from turnstile.operator.credentials import SecretObject
-from turnstile.operator.errors import KubeError
-from turnstile.operator.kube import api_client
+from turnstile.operator.errors import ApiUnreachableError, KubeError
+from turnstile.operator.kube import REQUEST_TIMEOUT, api_client
 from turnstile.operator.rollout import WORKLOAD_KINDS
 
 __all__ = [
@@ -84,7 +84,7 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._api.call_api(*params)
+            response = self._api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -92,7 +92,9 @@ class Kube:
                 f"{method} {path}: HTTP {exc.status} {exc.reason}", status=exc.status
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"{method} {path}: {exc}") from exc
+            raise ApiUnreachableError(
+                f"{method} {path}: the API server did not answer ({type(exc).__name__})"
+            ) from exc
         data = response.read()
         if response.status == 404:
             return None
