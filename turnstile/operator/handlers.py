@@ -87,6 +87,9 @@ _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore
 #: kopf's retries of its own API calls: quick at first, then every 5 s for an hour. Its
 #: default (about 50 s in all) ends a watch's worker, and with it the operator, in an outage.
 API_BACKOFFS: Final = (0.5, 1.0, 2.0, 3.0) + (5.0,) * 720
+#: Seconds a replica's peering record lives without a heartbeat (kopf renews it 5-10 s before
+#: it runs out): with peering, a replica killed without a goodbye is replaced within this.
+PEERING_LIFETIME: Final = 20
 
 logger = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
@@ -149,6 +152,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # bounded by ``_slots`` in :func:`reconcile` instead.
     settings.posting.worker_limit = max(2, CONFIG.workers // 4)
     settings.networking.error_backoffs = API_BACKOFFS
+    # kopf pauses every peer when two share a priority ("Pausing all operators, including
+    # self"), so with replicas > 1 nothing was reconciled. A random priority per process makes
+    # exactly one replica (the highest) active; the others pause until its record is gone
+    # (at once on a clean stop, within PEERING_LIFETIME after a crash).
+    settings.peering.priority = random.SystemRandom().randrange(1, 2**31)
+    settings.peering.lifetime = PEERING_LIFETIME
     metrics.serve(CONFIG.metrics_port)
 
 
