@@ -60,6 +60,7 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> A
         tier = Path(str(item.path)).relative_to(_ROOT).parts[0]
     except ValueError:
         tier = ""
-    if tier in _BOTH_LOOP_TIERS and item.get_closest_marker("looptime") is None:
+    asyncio_only = item.get_closest_marker("looptime") or item.get_closest_marker("asyncio_only")
+    if tier in _BOTH_LOOP_TIERS and asyncio_only is None:
         factories["uvloop"] = _uvloop_factory
     return factories

@@ -571,4 +571,6 @@ def test_a_real_rollout_with_injected_env_passes_the_operator_policy(
     }  # fmt: skip
     assert env["MODE"] == {"name": "MODE", "value": "live"}  # the user's entry is untouched
     assert "denied request" not in op.logs()
-    cp.kubectl("-n", ns, "delete", "lockstore", "bot-locks", "--timeout=60s")
+    # Cleanup only: the store's Redis (port 1) never answers, and its finalizer can take longer
+    # than this wait (a known open point, see the closing note of this change).
+    cp.kubectl("-n", ns, "delete", "lockstore", "bot-locks", "--timeout=60s", check=False)
