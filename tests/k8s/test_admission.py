@@ -573,4 +573,4 @@ def test_a_real_rollout_with_injected_env_passes_the_operator_policy(
     assert "denied request" not in op.logs()
     # Cleanup only: the store's Redis (port 1) never answers, and its finalizer can take longer
     # than this wait (a known open point, see the closing note of this change).
-    cp.kubectl("-n", ns, "delete", "lockstore", "bot-locks", "--timeout=60s", check=False)
+    cp.kubectl("-n", ns, "delete", "lockstore", "bot-locks", "--wait=false", check=False)
