@@ -112,6 +112,9 @@ async def test_sentinel_master_killed_during_lock_cycles(
             await store.close()
 
 
+# uvloop's loop.close() did not return after a test that killed a Cluster master (CI, beyond
+# any timeout): asyncio only until that is understood (see test_connection.py).
+@pytest.mark.asyncio_only
 async def test_cluster_master_killed_during_lock_cycles(fresh_redis_cluster: RedisCluster) -> None:
     cluster = fresh_redis_cluster
     stores = _stores(kwargs_for(cluster))
@@ -177,6 +180,9 @@ async def test_a_parked_waiter_survives_a_sentinel_failover_and_is_woken(
             await store.close()
 
 
+# uvloop's loop.close() did not return after a test that killed a Cluster master (CI, beyond
+# any timeout): asyncio only until that is understood (see test_connection.py).
+@pytest.mark.asyncio_only
 async def test_a_parked_waiter_survives_a_cluster_failover_and_is_woken(
     fresh_redis_cluster: RedisCluster,
 ) -> None:
@@ -196,6 +202,9 @@ async def test_a_parked_waiter_survives_a_cluster_failover_and_is_woken(
             await store.close()
 
 
+# uvloop's loop.close() did not return after a test that killed a Cluster master (CI, beyond
+# any timeout): asyncio only until that is understood (see test_connection.py).
+@pytest.mark.asyncio_only
 async def test_a_conversation_resharded_to_another_master_during_lock_cycles(
     fresh_redis_cluster: RedisCluster,
 ) -> None:
