@@ -127,11 +127,21 @@ class LuaScript:
     async def run_on(
         self, conn: MultiplexedConnection, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
-        """Run it on a multiplexed connection (see ``multiplexed``)."""
-        try:
-            return await conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
-        except rex.NoScriptError:
-            return await conn.call("EVAL", self.source, len(keys), *keys, *args)
+        """Run it on a multiplexed connection (see ``multiplexed``).
+
+        ``EVAL`` until Redis has run it once on this connection, ``EVALSHA`` after. Sending
+        ``EVALSHA`` blind and retrying with ``EVAL`` on ``NOSCRIPT`` would reorder callers: a
+        caller arriving after the first ``EVAL`` could overtake the earlier callers' retries,
+        and tickets must be drawn in arrival order.
+        """
+        if self.sha in conn.scripts:
+            try:
+                return await conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            except rex.NoScriptError:  # SCRIPT FLUSH, or a restart behind the same address
+                conn.scripts.discard(self.sha)
+        result = await conn.call("EVAL", self.source, len(keys), *keys, *args)
+        conn.scripts.add(self.sha)
+        return result
 
 
 class RedisConnection:
@@ -150,6 +160,10 @@ class RedisConnection:
         # commands, pipelines and the probe use the redis-py client.
         self._lanes: dict[tuple[str, int], MultiplexedConnection] = {}
         self._dialing: dict[tuple[str, int], asyncio.Lock] = {}
+        # Callers queued for a client or a lane. While any are, later callers queue behind
+        # them instead of taking the fast path: commands reach Redis in the order they were
+        # called, so tickets are drawn in arrival order even while a cold connection dials.
+        self._queued = 0
 
     @property
     def is_cluster(self) -> bool:
@@ -224,11 +238,16 @@ class RedisConnection:
         """The current client, built on first use."""
         if self._closed:
             raise TurnstileError("the Redis connection is closed")
-        if self._client is None:
-            async with self._refresh_lock:
+        if self._client is not None and not self._queued:
+            return self._client
+        self._queued += 1
+        try:
+            async with self._refresh_lock:  # FIFO: callers leave in the order they came
                 if self._client is None:
                     self._client = await self._build()
-        return self._client
+                return self._client
+        finally:
+            self._queued -= 1
 
     async def _refresh(self, seen_generation: int) -> None:
         """Replace the client after a failure, once for all tasks that saw the same failure."""
@@ -255,7 +274,7 @@ class RedisConnection:
             generation = self._generation
             try:
                 client = self._client
-                if client is None or self._closed:
+                if client is None or self._closed or self._queued:
                     client = await self.client()
                 return await op(client)
             except TurnstileError:
@@ -319,23 +338,27 @@ class RedisConnection:
         """The open multiplexed connection to the node for ``keys``, dialled once on demand."""
         address = self._lane_address(client, keys)
         lane = self._lanes.get(address)
-        if lane is not None and lane.is_open:
+        if lane is not None and lane.is_open and not self._queued:
             return lane
         dialing = self._dialing.setdefault(address, asyncio.Lock())
-        async with dialing:  # one dial per node, however many callers arrive meanwhile
-            lane = self._lanes.get(address)
-            if lane is None or not lane.is_open:
-                lane = await open_multiplexed(
-                    address,
-                    self.settings,
-                    db=0 if self.is_cluster else self.settings.db,
-                    client_name=self._client_name,
-                )
-                if self._closed:
-                    lane.close()
-                    raise TurnstileError("the Redis connection is closed")
-                self._lanes[address] = lane
-            return lane
+        self._queued += 1
+        try:
+            async with dialing:  # one dial per node; FIFO for the callers arriving meanwhile
+                lane = self._lanes.get(address)
+                if lane is None or not lane.is_open:
+                    lane = await open_multiplexed(
+                        address,
+                        self.settings,
+                        db=0 if self.is_cluster else self.settings.db,
+                        client_name=self._client_name,
+                    )
+                    if self._closed:
+                        lane.close()
+                        raise TurnstileError("the Redis connection is closed")
+                    self._lanes[address] = lane
+                return lane
+        finally:
+            self._queued -= 1
 
     def _close_lanes(self) -> None:
         lanes, self._lanes = self._lanes, {}

@@ -92,6 +92,9 @@ class MultiplexedConnection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: str | None = None
+        #: SHA1s of the scripts Redis confirmed it holds, as seen on this connection (a new
+        #: connection, as after a failover, starts empty: see ``LuaScript.run_on``).
+        self.scripts: set[str] = set()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
