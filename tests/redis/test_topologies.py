@@ -158,7 +158,7 @@ def test_cluster_failover(fresh_redis_cluster: RedisCluster) -> None:
     assert new is not old
     assert new.role() == "master"
     assert cluster.master_for_key(key) is new
-    assert new.execute("GET", key) == "v"
+    assert new.execute("GET", key) == "v", new.execute("INFO", "replication")
     for node in cluster.live_nodes():
         assert cluster.cluster_info(node)["cluster_state"] == "ok", node
 
