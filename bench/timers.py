@@ -50,10 +50,10 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from bench._common import interleaved_rates, machine_note, markdown_table, percentile
 from tests.platform.redis_servers import RedisCluster, RedisServer
-from turnstile.stores.buckets import key_slot
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import SessionTimer, TimerRecord
+from turnstile.stores.timers.api import SessionTimer, TimerRecord
+from turnstile.stores.timers.buckets import key_slot
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.redis import RedisTimerStore
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bench-timers.md"

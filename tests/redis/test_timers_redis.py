@@ -18,12 +18,12 @@ import redis as sync_redis
 
 from tests.platform.redis_servers import RedisCluster, store_kwargs
 from tests.unit.test_timer_contract import TimerStoreContract
-from turnstile.stores.buckets import key_slot
 from turnstile.stores.errors import StoreUnavailableError
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timer_scripts import CLAIM, CLAIM_DUE
-from turnstile.stores.timers import BaseTimerStore, SessionTimer
+from turnstile.stores.timers.api import BaseTimerStore, SessionTimer
+from turnstile.stores.timers.buckets import key_slot
+from turnstile.stores.timers.lua import CLAIM, CLAIM_DUE
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.redis import RedisTimerStore
 
 MODES = ("standard", "cluster", "sentinel")
 _FIXTURES = {"standard": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}

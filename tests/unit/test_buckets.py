@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from turnstile.stores.buckets import (
+from turnstile.stores.timers.buckets import (
     CLUSTER_SLOTS,
     DEFAULT_BUCKETS,
     bucket_of,
@@ -17,14 +17,14 @@ from turnstile.stores.buckets import (
     bucket_tags,
     key_slot,
 )
-from turnstile.stores.timer_scripts import TimerKeys
+from turnstile.stores.timers.lua import TimerKeys
 
 
 def test_a_conversation_maps_to_the_same_bucket_in_another_process_with_another_hash_seed():
     senders = [f"user-{i}" for i in range(200)]
     here = [bucket_of(s, 64) for s in senders]
     code = (
-        "from turnstile.stores.buckets import bucket_of;"
+        "from turnstile.stores.timers.buckets import bucket_of;"
         "print([bucket_of(f'user-{i}', 64) for i in range(200)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
