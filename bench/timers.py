@@ -47,11 +47,11 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.crc import key_slot
 
 from bench._common import interleaved_rates, machine_note, markdown_table, percentile
 from tests.platform.redis_servers import RedisCluster, RedisServer
 from turnstile.stores.timers.api import SessionTimer, TimerRecord
-from turnstile.stores.timers.buckets import key_slot
 from turnstile.stores.timers.manager import TimerManager
 from turnstile.stores.timers.redis import RedisTimerStore
 
@@ -365,7 +365,7 @@ async def bench_cluster(cluster: RedisCluster, quick: bool, res: Results) -> Non
         ):
             per_master = Counter({m.port: 0 for m in masters})
             for zkey in zkeys:
-                owner = cluster.master_for_slot(key_slot(zkey))
+                owner = cluster.master_for_slot(key_slot(zkey.encode()))
                 per_master[owner.port] += int(await client.zcard(zkey))
             res.spread[name] = [per_master[m.port] for m in masters]
     finally:

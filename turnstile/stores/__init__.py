@@ -30,7 +30,6 @@ from turnstile.stores.config import RedisSettings, SettingsReader
 from turnstile.stores.errors import (
     ConfigurationError,
     LockError,
-    LockNotOwnedError,
     LockTimeoutError,
     StoreUnavailableError,
     TurnstileError,
@@ -61,7 +60,6 @@ __all__ = [
     "InMemoryTimerStore",
     "LockContext",
     "LockError",
-    "LockNotOwnedError",
     "LockTimeoutError",
     "ProbeReport",
     "RedisConnection",

@@ -29,6 +29,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
 from turnstile.stores._redis.connection import FATAL, RedisConnection, close_client
 from turnstile.stores.config import RedisSettings
@@ -36,7 +37,7 @@ from turnstile.stores.errors import ConfigurationError, StoreUnavailableError, T
 
 __all__ = ["CLUSTER_SLOTS", "ProbeReport", "probe"]
 
-CLUSTER_SLOTS: Final = 16384
+CLUSTER_SLOTS: Final = REDIS_CLUSTER_HASH_SLOTS
 #: How long one probe may take by default; a probe is a check, not a store operation.
 DEFAULT_TIMEOUT: Final = 5.0
 
