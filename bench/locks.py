@@ -379,7 +379,9 @@ class Topologies:
         }
 
 
-async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) -> None:
+async def measure(  # noqa: PLR0915 -- the benchmark script, one measurement after another
+    top: Topologies, res: Results, seconds: float, handoffs: int
+) -> None:
     stores = {
         mode: (RedisTicketLockStore.from_kwargs(kw), RedisTicketLockStore.from_kwargs(kw))
         for mode, kw in top.kwargs().items()

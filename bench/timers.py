@@ -413,8 +413,9 @@ def _counting(counter: dict[str, int], key: str, fn: Callable[..., Any]) -> Call
     return counted
 
 
-async def lag_pod(side: str, endpoints: str, *, pod: int, total: int, out: str
-                  ) -> dict[str, Any]:
+async def lag_pod(  # noqa: C901, PLR0915 -- one pod process of the benchmark, its steps in order
+    side: str, endpoints: str, *, pod: int, total: int, out: str
+) -> dict[str, Any]:
     """One pod process (run in ``.venv-rasa-pro``): Rasa's agent path for the timer side."""
     import logging  # noqa: PLC0415 - pod processes only
 
