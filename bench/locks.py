@@ -53,8 +53,9 @@ from bench._common import (
 )
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
 from turnstile.rasa import TicketLockStore as RasaAdapter
-from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
-from turnstile.stores.redis_tickets import RedisTicketLockStore
+from turnstile.stores._redis.connection import AnyRedis, RedisConnection
+from turnstile.stores._redis.scripts import LuaScript
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 try:
     import redis_lock
@@ -378,7 +379,9 @@ class Topologies:
         }
 
 
-async def measure(top: Topologies, res: Results, seconds: float, handoffs: int) -> None:
+async def measure(  # noqa: PLR0915 -- the benchmark script, one measurement after another
+    top: Topologies, res: Results, seconds: float, handoffs: int
+) -> None:
     stores = {
         mode: (RedisTicketLockStore.from_kwargs(kw), RedisTicketLockStore.from_kwargs(kw))
         for mode, kw in top.kwargs().items()
@@ -598,7 +601,7 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
             "~5-10 us of Redis time where PING costs ~0. Sent through redis-py, each command "
             "borrows a pooled connection and reads its reply under a timeout task: about six "
             "event-loop iterations per command. Turnstile sends its scripts over one "
-            "multiplexed connection per node (`turnstile/stores/multiplexed.py`): the reply "
+            "multiplexed connection per node (`turnstile/stores/_redis/multiplexed.py`): the reply "
             "resolves a future in the iteration that reads it, and concurrent callers are "
             "pipelined. That is what lifts a cycle of two scripts to the two-PING ceiling "
             "measured with redis-py; the row `scripts via redis-py` is the same store with "

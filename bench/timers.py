@@ -47,13 +47,13 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.crc import key_slot
 
 from bench._common import interleaved_rates, machine_note, markdown_table, percentile
 from tests.platform.redis_servers import RedisCluster, RedisServer
-from turnstile.stores.buckets import key_slot
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import SessionTimer, TimerRecord
+from turnstile.stores.timers.api import SessionTimer, TimerRecord
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.redis import RedisTimerStore
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bench-timers.md"
@@ -365,7 +365,7 @@ async def bench_cluster(cluster: RedisCluster, quick: bool, res: Results) -> Non
         ):
             per_master = Counter({m.port: 0 for m in masters})
             for zkey in zkeys:
-                owner = cluster.master_for_slot(key_slot(zkey))
+                owner = cluster.master_for_slot(key_slot(zkey.encode()))
                 per_master[owner.port] += int(await client.zcard(zkey))
             res.spread[name] = [per_master[m.port] for m in masters]
     finally:
@@ -413,8 +413,9 @@ def _counting(counter: dict[str, int], key: str, fn: Callable[..., Any]) -> Call
     return counted
 
 
-async def lag_pod(side: str, endpoints: str, *, pod: int, total: int, out: str
-                  ) -> dict[str, Any]:
+async def lag_pod(  # noqa: C901, PLR0915 -- one pod process of the benchmark, its steps in order
+    side: str, endpoints: str, *, pod: int, total: int, out: str
+) -> dict[str, Any]:
     """One pod process (run in ``.venv-rasa-pro``): Rasa's agent path for the timer side."""
     import logging  # noqa: PLC0415 - pod processes only
 

@@ -137,7 +137,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 -- the demo script, step after step as the reader follows it
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         step("Redis in three modes (real redis-server / redis-sentinel on loopback)")

@@ -8,8 +8,8 @@ import pytest
 
 from tests.rasa.conftest import RASA_VERSION, require_rasa
 from turnstile.rasa.locks import HAS_RASA, TicketLockStore
-from turnstile.stores.redis_tickets import RedisTicketLockStore
-from turnstile.stores.tickets import InMemoryTicketLockStore
+from turnstile.stores.locks.memory import InMemoryTicketLockStore
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 require_rasa()
 if RASA_VERSION is not None:  # without Rasa every test here is skipped, loudly (conftest.py)

@@ -36,7 +36,7 @@ from tests.rasa_server.servers import (
     send,
     tracker_events,
 )
-from turnstile.stores.redis_tickets import RedisTicketLockStore
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.timeout(300)]
 

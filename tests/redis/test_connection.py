@@ -10,8 +10,8 @@ import pytest
 
 from tests.platform.redis_fixtures import REDIS_PASSWORD
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.stores._redis.connection import RedisConnection
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.connection import RedisConnection
 from turnstile.stores.errors import StoreUnavailableError
 
 

@@ -21,7 +21,7 @@ from tests.platform.redis_fixtures import REDIS_ACL_PASSWORD, REDIS_ACL_USER, RE
 from tests.platform.redis_servers import RedisServer, store_kwargs
 from turnstile.stores.config import RedisSettings, SettingsReader
 from turnstile.stores.errors import LockError, LockTimeoutError
-from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
+from turnstile.stores.locks.redis import RedisTicketLockStore, queue_key
 
 MODES = ("standard", "cluster", "sentinel")
 

@@ -22,7 +22,7 @@ from redis.crc import key_slot
 
 from tests.platform.redis_servers import RedisCluster, SentinelGroup
 from tests.redis.test_locks import kwargs_for, wait_for_tickets
-from turnstile.stores.redis_tickets import RedisTicketLockStore, queue_key
+from turnstile.stores.locks.redis import RedisTicketLockStore, queue_key
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,11 @@ from redis import exceptions as rex
 
 from tests.platform.redis_fixtures import REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_PASSWORD
 from tests.platform.redis_servers import RedisServer
+from turnstile.stores._redis.connection import RedisConnection
+from turnstile.stores._redis.multiplexed import MultiplexedConnection, open_multiplexed
+from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.connection import LuaScript, RedisConnection
 from turnstile.stores.errors import StoreUnavailableError
-from turnstile.stores.multiplexed import MultiplexedConnection, open_multiplexed
 
 NAME = "turnstile-mux-test"
 

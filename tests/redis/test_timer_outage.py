@@ -18,9 +18,9 @@ import pytest
 from tests.platform.redis_fixtures import require_redis
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
 from tests.redis.test_timers_redis import kwargs_for
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import SessionTimer
+from turnstile.stores.timers.api import SessionTimer
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.redis import RedisTimerStore
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ async def test_timers_stored_while_redis_was_stopped_are_in_redis_after_it_resta
         for i in range(100):
             await pod.store_timer(f"before{i}", "s", now + 3600)
         persistent_redis.terminate()
-        with caplog.at_level(logging.INFO, logger="turnstile.stores.timer_redis"):
+        with caplog.at_level(logging.INFO, logger="turnstile.stores.timers.redis"):
             for i in range(100):
                 await pod.store_timer(f"gap{i}", "s", now + 3600, {"i": i})
             await pod.store_timer("due-in-gap", "s", now - 1)

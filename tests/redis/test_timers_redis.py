@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+from redis.crc import key_slot
 
 from tests.platform.redis_servers import RedisCluster, store_kwargs
 from tests.unit.test_timer_contract import TimerStoreContract
-from turnstile.stores.buckets import key_slot
 from turnstile.stores.errors import StoreUnavailableError
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timer_scripts import CLAIM, CLAIM_DUE
-from turnstile.stores.timers import BaseTimerStore, SessionTimer
+from turnstile.stores.timers.api import BaseTimerStore, SessionTimer
+from turnstile.stores.timers.lua import CLAIM, CLAIM_DUE
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.redis import RedisTimerStore
 
 MODES = ("standard", "cluster", "sentinel")
 _FIXTURES = {"standard": "redis_server", "cluster": "redis_cluster", "sentinel": "redis_sentinel"}
@@ -328,7 +328,7 @@ async def test_a_cluster_spreads_timers_over_all_masters_within_1_5x_of_a_share(
             client = sync_redis.Redis(host=master.host, port=master.port, decode_responses=True)
             try:
                 for key in client.scan_iter(match="spread:turnstile:timers:*:due", count=1000):
-                    assert redis_cluster.master_for_slot(key_slot(key)) is master
+                    assert redis_cluster.master_for_slot(key_slot(key.encode())) is master
                     per_master[master.port] += int(client.zcard(key))
             finally:
                 client.close()

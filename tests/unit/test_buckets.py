@@ -8,23 +8,28 @@ import sys
 from collections import Counter
 
 import pytest
+from redis.crc import key_slot as redis_key_slot
 
-from turnstile.stores.buckets import (
+from turnstile.stores.timers.buckets import (
     CLUSTER_SLOTS,
     DEFAULT_BUCKETS,
     bucket_of,
     bucket_tag,
     bucket_tags,
-    key_slot,
 )
-from turnstile.stores.timer_scripts import TimerKeys
+from turnstile.stores.timers.lua import TimerKeys
+
+
+def key_slot(key: str) -> int:
+    """The Cluster slot of a text key, by redis-py's ``key_slot`` (the one the library uses)."""
+    return redis_key_slot(key.encode())
 
 
 def test_a_conversation_maps_to_the_same_bucket_in_another_process_with_another_hash_seed():
     senders = [f"user-{i}" for i in range(200)]
     here = [bucket_of(s, 64) for s in senders]
     code = (
-        "from turnstile.stores.buckets import bucket_of;"
+        "from turnstile.stores.timers.buckets import bucket_of;"
         "print([bucket_of(f'user-{i}', 64) for i in range(200)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -7,8 +7,9 @@ import hashlib
 import pytest
 from redis import exceptions as rex
 
+from turnstile.stores._redis.connection import RedisConnection, is_retryable
+from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.connection import LuaScript, RedisConnection, is_retryable
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from turnstile.stores.errors import LockError
-from turnstile.stores.redis_tickets import RedisTicketLockStore
-from turnstile.stores.tickets import InMemoryTicketLockStore
+from turnstile.stores.locks.memory import InMemoryTicketLockStore
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 
 class _Endpoint:

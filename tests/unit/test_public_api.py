@@ -18,7 +18,6 @@ EXPECTED_STORES = {
     "InMemoryTimerStore",
     "LockContext",
     "LockError",
-    "LockNotOwnedError",
     "LockTimeoutError",
     "ProbeReport",
     "RedisConnection",
@@ -56,7 +55,6 @@ def test_every_store_error_is_a_turnstile_error() -> None:
         turnstile.stores.StoreUnavailableError,
         turnstile.stores.LockError,
         turnstile.stores.LockTimeoutError,
-        turnstile.stores.LockNotOwnedError,
     ]
     assert all(issubclass(e, turnstile.stores.TurnstileError) for e in errors)
 

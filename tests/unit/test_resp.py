@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from turnstile.stores.connection import is_retryable
-from turnstile.stores.multiplexed import error_for
-from turnstile.stores.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
+from turnstile.stores._redis.connection import is_retryable
+from turnstile.stores._redis.multiplexed import error_for
+from turnstile.stores._redis.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 
 
 def test_encode_writes_an_array_of_bulk_strings() -> None:

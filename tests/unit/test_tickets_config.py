@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from turnstile.stores.errors import ConfigurationError
-from turnstile.stores.redis_tickets import (
+from turnstile.stores.locks.redis import (
     RedisTicketLockStore,
     conversation_tag,
     queue_key,

@@ -10,13 +10,13 @@ from collections import deque
 import pytest
 
 from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
-from turnstile.stores.tickets import (
+from turnstile.stores.locks.api import (
     DEFAULT_LOCK_LIFETIME,
-    InMemoryTicketLockStore,
     Ticket,
     TicketLock,
     default_lock_lifetime,
 )
+from turnstile.stores.locks.memory import InMemoryTicketLockStore
 
 
 @pytest.fixture

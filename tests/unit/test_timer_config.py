@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from turnstile.stores.buckets import DEFAULT_BUCKETS
 from turnstile.stores.errors import ConfigurationError
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import TimerSettings
+from turnstile.stores.timers.api import TimerSettings
+from turnstile.stores.timers.buckets import DEFAULT_BUCKETS
+from turnstile.stores.timers.redis import RedisTimerStore
 
 
 def test_defaults_match_rasas_timer_store():

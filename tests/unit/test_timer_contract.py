@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from turnstile.stores.timers import BaseTimerStore, InMemoryTimerStore, SessionTimer
+from turnstile.stores.timers.api import BaseTimerStore, SessionTimer
+from turnstile.stores.timers.memory import InMemoryTimerStore
 
 NOW = time.time()
 

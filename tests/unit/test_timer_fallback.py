@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
-from turnstile.stores.timer_fallback import FallbackJournal, Tombstone
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import SessionTimer, TimerRecord
+from turnstile.stores.timers.api import SessionTimer, TimerRecord
+from turnstile.stores.timers.fallback import FallbackJournal, Tombstone
+from turnstile.stores.timers.redis import RedisTimerStore
 
 
 def record(sender: str, scheduled: float, written_at: float) -> TimerRecord:

@@ -8,8 +8,9 @@ import logging
 import pytest
 
 from turnstile.stores.errors import StoreUnavailableError
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timers import InMemoryTimerStore, SessionTimer
+from turnstile.stores.timers.api import SessionTimer
+from turnstile.stores.timers.manager import TimerManager
+from turnstile.stores.timers.memory import InMemoryTimerStore
 
 pytestmark = pytest.mark.looptime
 

@@ -19,8 +19,8 @@ import pytest
 import turnstile.rasa
 import turnstile.rasa.timers as adapter
 from turnstile.stores.errors import ConfigurationError
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import InMemoryTimerStore
+from turnstile.stores.timers.memory import InMemoryTimerStore
+from turnstile.stores.timers.redis import RedisTimerStore
 
 
 class EndpointConfig:

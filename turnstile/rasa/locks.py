@@ -10,7 +10,7 @@
 Rasa builds it as ``TicketLockStore(endpoint_config=...)`` and uses it only as
 ``async with lock_store.lock(conversation_id)``. That method is the fast path: one round trip to
 draw a ticket, a wake-up instead of Rasa's one-second polling, one round trip to return it
-(``turnstile.stores.redis_tickets``). Without an endpoint config the store keeps its locks in
+(``turnstile.stores.locks.redis``). Without an endpoint config the store keeps its locks in
 memory, like Rasa's default.
 
 When Rasa is importable the class subclasses ``rasa.core.lock_store.LockStore``, yields Rasa's
@@ -30,15 +30,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from turnstile.stores.errors import LockError
-from turnstile.stores.redis_tickets import RedisTicketLockStore
-from turnstile.stores.tickets import (
-    HeldTicket,
-    InMemoryTicketLockStore,
-    LockContext,
-    Ticket,
-    TicketLock,
-)
-from turnstile.stores.tickets import TicketLockStore as _Store
+from turnstile.stores.locks.api import HeldTicket, LockContext, Ticket, TicketLock
+from turnstile.stores.locks.api import TicketLockStore as _Store
+from turnstile.stores.locks.memory import InMemoryTicketLockStore
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ it, nothing recovered at start, and a ``stop()`` that deletes every pending time
 store. Rasa has no plugin hook for timer managers, so Turnstile brings its own:
 
 * :class:`RasaTimerManager` is a Rasa ``SessionTimerManager`` on Turnstile's store. It runs
-  :class:`~turnstile.stores.timer_manager.TimerManager` (recovery at start, one batched claim
+  :class:`~turnstile.stores.timers.manager.TimerManager` (recovery at start, one batched claim
   per poll across all pods, leases acknowledged after the callback) and calls the callback
   Rasa's agent sets (``MessageProcessor.handle_session_timeout``) with Rasa's arguments
   ``(sender_id, session_id, scheduled_time)``. ``stop()`` never deletes pending timers.
@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from turnstile.rasa.timers import TimerStore, managed_construction
-from turnstile.stores.timer_manager import TimerManager
-from turnstile.stores.timers import SessionTimer
+from turnstile.stores.timers.api import SessionTimer
+from turnstile.stores.timers.manager import TimerManager
 
 try:
     from rasa.core.timer_managers.timer_manager import SessionTimerManager as _ManagerBase

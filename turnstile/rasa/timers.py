@@ -13,7 +13,7 @@ Rasa builds it as ``TimerStore(endpoint_config=...)`` with the section's keys in
 ``rasa.core.timer_stores.timer_store.SessionTimerStore``; when Rasa is importable this class is
 one and returns Rasa's ``SessionTimer`` (built with ``SessionTimer.create_timer``). Without Rasa
 the module still imports, on a plain base, and returns Turnstile's
-:class:`~turnstile.stores.timers.SessionTimer`. Without an endpoint config timers stay in
+:class:`~turnstile.stores.timers.api.SessionTimer`. Without an endpoint config timers stay in
 memory, like Rasa's default.
 
 Rasa Pro wraps every custom timer store in its in-memory timer manager (one asyncio task per
@@ -32,9 +32,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from turnstile.stores.timer_redis import RedisTimerStore
-from turnstile.stores.timers import BaseTimerStore, InMemoryTimerStore
-from turnstile.stores.timers import SessionTimer as _Timer
+from turnstile.stores.timers.api import BaseTimerStore
+from turnstile.stores.timers.api import SessionTimer as _Timer
+from turnstile.stores.timers.memory import InMemoryTimerStore
+from turnstile.stores.timers.redis import RedisTimerStore
 
 try:
     from rasa.core.timer_stores.timer_store import SessionTimer as _RasaTimer

@@ -11,8 +11,7 @@ The tree::
      │                               and what is accepted); raised at construction
      ├── StoreUnavailableError       Redis did not answer within the retry budget
      └── LockError
-          ├── LockTimeoutError       the lock was not acquired within ``wait_time``
-          └── LockNotOwnedError      a ticket was released or extended after it expired
+          └── LockTimeoutError       the lock was not acquired within ``wait_time``
 """
 
 from __future__ import annotations
@@ -44,7 +43,3 @@ class LockError(TurnstileError):
 
 class LockTimeoutError(LockError, TimeoutError):
     """The lock was not acquired within the wait time."""
-
-
-class LockNotOwnedError(LockError):
-    """The ticket expired (or was never issued) before the caller released or extended it."""

@@ -12,7 +12,7 @@ and imports nothing but redis-py:
   sees as healthy, so a node that leaves shows up as a smaller number.
 * ``sentinel``: the sentinels name a master for the service, ``SENTINEL CKQUORUM`` says they
   can still elect a new one, and the master they name answers ``PING`` through
-  :class:`~turnstile.stores.connection.RedisConnection` (the same path a store takes).
+  :class:`~turnstile.stores._redis.connection.RedisConnection` (the same path a store takes).
 
 A probe never raises for a Redis problem: it returns a :class:`ProbeReport` with ``ok=False``,
 a short ``reason`` (a CamelCase word the operator uses as a condition reason) and a
@@ -29,14 +29,15 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
+from turnstile.stores._redis.connection import FATAL, RedisConnection, close_client
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.connection import FATAL, RedisConnection, close_client
 from turnstile.stores.errors import ConfigurationError, StoreUnavailableError, TurnstileError
 
 __all__ = ["CLUSTER_SLOTS", "ProbeReport", "probe"]
 
-CLUSTER_SLOTS: Final = 16384
+CLUSTER_SLOTS: Final = REDIS_CLUSTER_HASH_SLOTS
 #: How long one probe may take by default; a probe is a check, not a store operation.
 DEFAULT_TIMEOUT: Final = 5.0
 

@@ -77,7 +77,7 @@ class ReplyParser:
         value, self._pos = result
         return value
 
-    def _parse(self, pos: int) -> Any:
+    def _parse(self, pos: int) -> Any:  # noqa: C901, PLR0912 -- one branch per RESP2 type, read best flat
         buf = self._buf
         end = buf.find(_CRLF, pos)
         if end < 0:

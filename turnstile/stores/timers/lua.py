@@ -1,6 +1,6 @@
 """The Redis keys and Lua scripts of the timer store.
 
-Each bucket (see :mod:`turnstile.stores.buckets`) is five keys under one hash tag::
+Each bucket (see :mod:`turnstile.stores.timers.buckets`) is five keys under one hash tag::
 
     [<key_prefix>:]turnstile:timers:{<tag>}:due    sorted set  sender_id -> when it is due
     [<key_prefix>:]turnstile:timers:{<tag>}:data   hash        sender_id -> JSON record
@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from turnstile.stores.buckets import bucket_of, bucket_tags
-from turnstile.stores.connection import LuaScript
+from turnstile.stores._redis.scripts import LuaScript
+from turnstile.stores.timers.buckets import bucket_of, bucket_tags
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,11 @@ written for that (they take caller-made ids and are idempotent per id).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
@@ -49,9 +47,10 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from turnstile.stores._redis.multiplexed import MultiplexedConnection, open_multiplexed
+from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
-from turnstile.stores.multiplexed import MultiplexedConnection, open_multiplexed
 
 logger = logging.getLogger(__name__)
 
@@ -108,40 +107,6 @@ async def close_client(client: Any) -> None:
         await closer()
     except (rex.RedisError, OSError):  # closing a dead connection is not news
         logger.debug("ignoring an error while closing a Redis client", exc_info=True)
-
-
-@dataclass(frozen=True)
-class LuaScript:
-    """A Lua script run with ``EVALSHA``, falling back to ``EVAL`` when Redis lacks it.
-
-    A new master after a failover has an empty script cache, so the fallback is not rare.
-    """
-
-    name: str
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-    async def run_on(
-        self, conn: MultiplexedConnection, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        """Run it on a multiplexed connection (see ``multiplexed``).
-
-        ``EVAL`` until Redis has run it once on this connection, ``EVALSHA`` after. Sending
-        ``EVALSHA`` blind and retrying with ``EVAL`` on ``NOSCRIPT`` would reorder callers: a
-        caller arriving after the first ``EVAL`` could overtake the earlier callers' retries,
-        and tickets must be drawn in arrival order.
-        """
-        if self.sha in conn.scripts:
-            try:
-                return await conn.call("EVALSHA", self.sha, len(keys), *keys, *args)
-            except rex.NoScriptError:  # SCRIPT FLUSH, or a restart behind the same address
-                conn.scripts.discard(self.sha)
-        result = await conn.call("EVAL", self.source, len(keys), *keys, *args)
-        conn.scripts.add(self.sha)
-        return result
 
 
 class RedisConnection:

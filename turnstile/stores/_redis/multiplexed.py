@@ -32,8 +32,8 @@ from typing import Any, Final, cast
 
 from redis import exceptions as rex
 
+from turnstile.stores._redis.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 
 logger = logging.getLogger(__name__)
 

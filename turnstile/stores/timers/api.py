@@ -1,4 +1,4 @@
-"""Session timers: the value, the store contract, the in-memory store and the settings.
+"""Session timers: the value, the store contract and the settings.
 
 Rasa keeps one inactivity timer per conversation. A timer store persists them so that they
 survive restarts and so that, with several replicas, exactly one pod fires each timer. The
@@ -11,9 +11,10 @@ contract is Rasa's ``SessionTimerStore`` (see ``docs/timers.md``), restated by
   fires it;
 * ``get_expired_timers`` lists due timers and never deletes them.
 
-:class:`InMemoryTimerStore` is the single-process store (and the fallback the Redis store keeps
-while Redis is unreachable); :class:`~turnstile.stores.timer_redis.RedisTimerStore` is the
-shared one. :class:`TimerSettings` reads both from Rasa's ``endpoints.yml`` keys.
+:class:`~turnstile.stores.timers.memory.InMemoryTimerStore` is the single-process store (and
+the fallback the Redis store keeps while Redis is unreachable);
+:class:`~turnstile.stores.timers.redis.RedisTimerStore` is the shared one. :class:`TimerSettings`
+reads both from Rasa's ``endpoints.yml`` keys.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from turnstile.stores.buckets import DEFAULT_BUCKETS, MAX_BUCKETS
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
+from turnstile.stores.timers.buckets import DEFAULT_BUCKETS, MAX_BUCKETS
 
 logger = logging.getLogger(__name__)
 
@@ -212,58 +212,12 @@ class BaseTimerStore(ABC):
 _CLOSING: set[asyncio.Task[None]] = set()
 
 
-class InMemoryTimerStore(BaseTimerStore):
-    """Timers in a dict: one process, lost on restart. Rasa's default, and the Redis fallback."""
-
-    def __init__(self, *, clock: Clock = time.time) -> None:
-        self._timers: dict[str, SessionTimer] = {}
-        self._clock = clock
-
-    def __len__(self) -> int:
-        return len(self._timers)
-
-    async def store_timer(
-        self,
-        sender_id: str,
-        session_id: str | None,
-        scheduled_time: float,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._timers[sender_id] = SessionTimer.create_timer(
-            sender_id, session_id, scheduled_time, metadata
-        )
-
-    async def delete_timer(
-        self, sender_id: str, only_if_scheduled_time: float | None = None
-    ) -> bool:
-        timer = self._timers.get(sender_id)
-        if timer is None:
-            return False
-        if only_if_scheduled_time is not None and timer.scheduled_time != only_if_scheduled_time:
-            return False
-        del self._timers[sender_id]
-        return True
-
-    async def get_timer(self, sender_id: str) -> SessionTimer | None:
-        return self._timers.get(sender_id)
-
-    async def get_expired_timers(self, cutoff_time: float | None = None) -> list[SessionTimer]:
-        cutoff = self._clock() if cutoff_time is None else cutoff_time
-        return [t for t in self._timers.values() if t.scheduled_time <= cutoff]
-
-    async def aclose(self) -> None:
-        self._timers.clear()
-
-    def close(self) -> None:
-        self._timers.clear()
-
-
 @dataclass(frozen=True)
 class TimerSettings:
     """A Redis timer store's settings: the lock store's Redis keys plus the timer keys."""
 
     redis: RedisSettings = field(default_factory=lambda: RedisSettings(db=DEFAULT_TIMER_DB))
-    #: Seconds between two polls of a :class:`~turnstile.stores.timer_manager.TimerManager`.
+    #: Seconds between two polls of a :class:`~turnstile.stores.timers.manager.TimerManager`.
     poll_interval: float = DEFAULT_POLL_INTERVAL
     #: How many buckets timers are spread over; every pod must use the same number.
     buckets: int = DEFAULT_BUCKETS

@@ -3,7 +3,7 @@
 One conversation's tickets live in one hash, ``<prefix>turnstile:lock:{<conversation>}``; the
 braces are a Cluster hash tag, so the hash and the wake-up lists derived from its name share a
 slot and every script runs unchanged on standalone, Sentinel and Cluster (scripts and data
-layout: ``lua_tickets``). Issuing, checking and releasing are one script each, so a lock cycle
+layout: ``locks.lua``). Issuing, checking and releasing are one script each, so a lock cycle
 with nobody waiting is two round trips: ISSUE (answers "you are at the head") and RELEASE.
 
 **Wake-up by blocking pop.** A waiter blocks in ``BLPOP`` on its own wake-up list; the script
@@ -37,12 +37,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Final
 
-from turnstile.stores.cancellation import cancel_safe
+from turnstile.stores._redis.cancellation import cancel_safe
+from turnstile.stores._redis.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
-from turnstile.stores.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
 from turnstile.stores.errors import LockError, LockTimeoutError
-from turnstile.stores.lua_tickets import CHECK, DELETE, ISSUE, RELEASE, SAVE, STATE
-from turnstile.stores.tickets import (
+from turnstile.stores.locks.api import (
     Issued,
     Ticket,
     TicketLock,
@@ -52,6 +51,7 @@ from turnstile.stores.tickets import (
     renew_interval,
     waiting_lease,
 )
+from turnstile.stores.locks.lua import CHECK, DELETE, ISSUE, RELEASE, SAVE, STATE
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Redis timer store: buckets over Cluster shards, batched reads and claims, outage fallback.
 
-* **Layout.** Timers are spread over buckets (:mod:`turnstile.stores.buckets`); the keys and
-  scripts are in :mod:`turnstile.stores.timer_scripts`.
+* **Layout.** Timers are spread over buckets (:mod:`turnstile.stores.timers.buckets`); the keys and
+  scripts are in :mod:`turnstile.stores.timers.lua`.
 * **Reads.** :meth:`RedisTimerStore.get_expired_timers` runs one script per bucket that returns
   the due timers *with* their data, all buckets in one pipeline (redis-py's cluster pipeline
   sends one batch per master, concurrently). Round trips do not grow with the number of timers.
@@ -15,7 +15,7 @@
 * **Outage.** An operation that still fails after ``fallback_after`` seconds of retries switches
   the store to memory (logged once). While in memory, nothing waits on Redis; a background task
   tries Redis every ``retry_interval`` and, once it answers, writes back what memory holds,
-  newer wins (:mod:`turnstile.stores.timer_fallback`), and switches back (logged once).
+  newer wins (:mod:`turnstile.stores.timers.fallback`), and switches back (logged once).
 """
 
 from __future__ import annotations
@@ -34,10 +34,20 @@ from typing import Any, Final
 
 from redis import exceptions as rex
 
-from turnstile.stores.connection import AnyRedis, LuaScript, RedisConnection
+from turnstile.stores._redis.connection import AnyRedis, RedisConnection
+from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
-from turnstile.stores.timer_fallback import Entry, FallbackJournal, Tombstone, entry_sender
-from turnstile.stores.timer_scripts import (
+from turnstile.stores.timers.api import (
+    BaseTimerStore,
+    Claimed,
+    Clock,
+    SessionTimer,
+    TimerRecord,
+    TimerSettings,
+    timer_from_dict,
+)
+from turnstile.stores.timers.fallback import Entry, FallbackJournal, Tombstone, entry_sender
+from turnstile.stores.timers.lua import (
     ACK,
     CLAIM,
     CLAIM_DUE,
@@ -48,15 +58,6 @@ from turnstile.stores.timer_scripts import (
     READ_DUE,
     BucketKeys,
     TimerKeys,
-)
-from turnstile.stores.timers import (
-    BaseTimerStore,
-    Claimed,
-    Clock,
-    SessionTimer,
-    TimerRecord,
-    TimerSettings,
-    timer_from_dict,
 )
 
 logger = logging.getLogger(__name__)

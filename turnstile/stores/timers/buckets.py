@@ -30,8 +30,10 @@ import hashlib
 from functools import lru_cache
 from typing import Final
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
+
 #: Redis Cluster's slot count.
-CLUSTER_SLOTS: Final = 16384
+CLUSTER_SLOTS: Final = REDIS_CLUSTER_HASH_SLOTS
 _SLOT_BITS: Final = 14
 #: How far after its target slot a bucket's tag may land (0.1 % of the slot space).
 _SLOT_WINDOW: Final = 16
@@ -45,17 +47,6 @@ def bucket_of(sender_id: str, count: int) -> int:
     """The bucket of a conversation: stable across processes, hosts and Python versions."""
     digest = hashlib.blake2b(sender_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
-
-
-def key_slot(key: str) -> int:
-    """The Redis Cluster slot of ``key``, honouring ``{hash tags}`` like Redis does."""
-    raw = key.encode()
-    start = raw.find(b"{")
-    if start != -1:
-        end = raw.find(b"}", start + 1)
-        if end > start + 1:
-            raw = raw[start + 1 : end]
-    return binascii.crc_hqx(raw, 0) % CLUSTER_SLOTS
 
 
 def target_slot(index: int) -> int:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from turnstile.stores.connection import LuaScript
+from turnstile.stores._redis.scripts import LuaScript
 
 # The clock, first in every script: ``now`` in ms and ``now_us`` in µs since the epoch.
 _CLOCK: Final = r"""

@@ -30,12 +30,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from turnstile.stores.errors import TurnstileError
-from turnstile.stores.timers import (
-    DEFAULT_POLL_INTERVAL,
-    BaseTimerStore,
-    Clock,
-    SessionTimer,
-)
+from turnstile.stores.timers.api import DEFAULT_POLL_INTERVAL, BaseTimerStore, Clock, SessionTimer
 
 logger = logging.getLogger(__name__)
 

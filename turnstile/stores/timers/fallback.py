@@ -8,7 +8,7 @@ replaces (or deletes) what Redis holds for that conversation only if Redis holds
 record whose ``written_at`` is not greater than the entry's version. A conversation another pod
 wrote to Redis after this pod lost Redis keeps that pod's timer.
 
-This module is pure bookkeeping; :mod:`turnstile.stores.timer_redis` does the I/O.
+This module is pure bookkeeping; :mod:`turnstile.stores.timers.redis` does the I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from turnstile.stores.timers import SessionTimer, TimerRecord
+from turnstile.stores.timers.api import SessionTimer, TimerRecord
 
 
 @dataclass(frozen=True)
