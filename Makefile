@@ -53,6 +53,7 @@ STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.
 	tests/unit/test_buckets.py tests/unit/test_probe.py tests/unit/test_resp.py
 $(VENV45)/.installed: pyproject.toml requirements/redis45.txt
 	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
+	PIP_CONSTRAINT=$(CURDIR)/requirements/ci.txt \
 	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e . redis pytest \
 		pytest-asyncio pytest-timeout looptime uvloop
 	@touch $@

@@ -106,8 +106,10 @@ build() {  # NAME VENV PYTHON PINS MODULES
     fi
     # --no-deps: exactly the pinned set, nothing Rasa declares but does not import here.
     "${pip[@]}" install -q --no-deps --no-compile -r "$pins"
-    # Turnstile itself, editable, built with the venv's own setuptools (no download).
-    "${pip[@]}" install -q --no-deps --no-compile --no-build-isolation -e "$ROOT"
+    # Turnstile itself, editable, built in an isolated env with the setuptools that
+    # requirements/ci.txt pins (PEP 639 needs >= 77; Rasa 3.6 keeps its own 70.3 in the venv).
+    PIP_CONSTRAINT="$ROOT/requirements/ci.txt" \
+        "${pip[@]}" install -q --no-deps --no-compile -e "$ROOT"
     # Every installed package's requirements must hold; only Rasa's deliberately absent
     # dependencies ("<rasa> requires X, which is not installed") are allowed.
     local problems

@@ -25,7 +25,8 @@ def test_pyproject_takes_the_version_from_the_package() -> None:
 def test_distribution_name_license_and_urls_are_declared() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "rasa-turnstile"
-    assert project["license"] == {"text": "Apache-2.0"}  # PEP 639 string: see pyproject
+    assert project["license"] == "Apache-2.0"  # PEP 639: an SPDX expression
+    assert project["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert {"Homepage", "Source", "Issues", "Changelog"} <= set(project["urls"])
     assert project["optional-dependencies"]["cli"] == ["PyYAML>=6"]
