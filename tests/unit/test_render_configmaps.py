@@ -7,18 +7,16 @@ from typing import Any
 
 import yaml
 
-from turnstile.operator.configmaps import (
-    MANAGED_BY,
-    PRE_EXISTING,
-    SECTIONS,
+from turnstile.operator.decide.configmaps import (
     Owner,
     is_owned,
     with_section,
     without_section,
     writer_of,
 )
-from turnstile.operator.errors import KubeError
-from turnstile.operator.kube import Kube
+from turnstile.operator.kube.client import Kube
+from turnstile.operator.model.errors import KubeError
+from turnstile.operator.model.kinds import MANAGED_BY, PRE_EXISTING, SECTIONS
 
 LOCKS = Owner("turnstile.dev/v1alpha1", "LockStore", "locks", "uid-1")
 OTHER = Owner("turnstile.dev/v1alpha1", "LockStore", "other", "uid-2")

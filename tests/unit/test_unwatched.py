@@ -7,9 +7,15 @@ from typing import Any
 import pytest
 
 from turnstile.operator.config import OperatorConfig
-from turnstile.operator.errors import SpecError
-from turnstile.operator.specs import FINALIZER
-from turnstile.operator.unwatched import REASON, message, report_once, status_patch, watches
+from turnstile.operator.handlers.unwatched import (
+    REASON,
+    message,
+    report_once,
+    status_patch,
+    watches,
+)
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import FINALIZER
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 

@@ -16,7 +16,7 @@ watch a namespace write the same condition once instead of taking turns. An oper
 serves the namespace replaces the conditions with its own at its first reconcile.
 
 :func:`watches` and :func:`status_patch` are pure; :func:`report_once` does the I/O;
-:mod:`turnstile.operator.handlers` runs it once per re-check interval. Every replica reports
+:mod:`turnstile.operator.handlers.stores` runs it once per re-check interval. Every replica reports
 (kopf's peering covers only the watched namespaces); the patch is identical and only sent when
 the condition is not there yet.
 """
@@ -28,9 +28,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from turnstile.operator import conditions as cond
-from turnstile.operator.kube import Kube
-from turnstile.operator.specs import FINALIZER, KINDS
+from turnstile.operator.decide import conditions as cond
+from turnstile.operator.kube.client import Kube
+from turnstile.operator.model.kinds import FINALIZER, KINDS
 
 REASON: Final = "NamespaceNotWatched"
 

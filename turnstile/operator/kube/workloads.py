@@ -1,6 +1,6 @@
 """Thin Kubernetes I/O for config rollout: read what a namespace holds, write what was decided.
 
-Every decision lives in :mod:`turnstile.operator.rollout`; this module only moves raw JSON
+Every decision lives in :mod:`turnstile.operator.decide.rollout`; this module only moves raw JSON
 between the API server and those pure functions. It speaks JSON paths directly (through the
 ``kubernetes`` client's authenticated ``ApiClient``) instead of the generated models: rollout
 needs a handful of fields, strategic-merge and merge patches with explicit content types, and
@@ -10,7 +10,7 @@ Calls are blocking and run in a worker thread (:func:`asyncio.to_thread`), so th
 loop never waits on the network.
 
 Errors: a call the API server refuses or fails raises
-:class:`~turnstile.operator.errors.KubeError` (method, path, status). A 404 is not an error
+:class:`~turnstile.operator.model.errors.KubeError` (method, path, status). A 404 is not an error
 here: a missing object reads as ``None``, and a workload deleted between read and patch is
 simply skipped.
 """
@@ -30,10 +30,10 @@ from typing import Any, Final
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from turnstile.operator.credentials import SecretObject
-from turnstile.operator.errors import ApiUnreachableError, KubeError
-from turnstile.operator.kube import REQUEST_TIMEOUT, api_client
-from turnstile.operator.rollout import WORKLOAD_KINDS
+from turnstile.operator.decide.credentials import SecretObject
+from turnstile.operator.kube.client import REQUEST_TIMEOUT, api_client
+from turnstile.operator.model.errors import ApiUnreachableError, KubeError
+from turnstile.operator.model.kinds import WORKLOAD_KINDS
 
 __all__ = [
     "STORE_PLURALS",

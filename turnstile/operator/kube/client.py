@@ -1,15 +1,15 @@
 """The one thin layer that reads and writes Kubernetes objects for the store handlers.
 
-Decisions are made elsewhere (:mod:`turnstile.operator.configmaps` decides a ConfigMap's new
-content, :mod:`turnstile.operator.credentials` what Secret data means); this module moves raw
+Decisions are made elsewhere (:mod:`turnstile.operator.decide.configmaps` decides a ConfigMap's new
+content, :mod:`turnstile.operator.decide.credentials` what Secret data means); this module moves raw
 JSON between them and the API server through the ``kubernetes`` client's authenticated
 ``ApiClient``. Calls are blocking and run in worker threads so kopf's event loop never waits.
 
 A write that loses a race (HTTP 409: someone changed the ConfigMap since it was read, or
 created it first) is retried with a fresh read, a bounded number of times. A missing object
 reads as ``None``. No answer at all (refused, reset, timed out) raises
-:class:`~turnstile.operator.errors.ApiUnreachableError`. Everything else raises
-:class:`~turnstile.operator.errors.KubeError`, whose message names the method, path and
+:class:`~turnstile.operator.model.errors.ApiUnreachableError`. Everything else raises
+:class:`~turnstile.operator.model.errors.KubeError`, whose message names the method, path and
 status, never a Secret's content.
 """
 
@@ -26,9 +26,9 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from turnstile.operator.credentials import SecretObject
-from turnstile.operator.errors import ApiUnreachableError, KubeError
-from turnstile.operator.specs import GROUP, VERSION
+from turnstile.operator.decide.credentials import SecretObject
+from turnstile.operator.model.errors import ApiUnreachableError, KubeError
+from turnstile.operator.model.kinds import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast
 
-from turnstile.operator.errors import SpecError
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
 from turnstile.stores.config import parse_address
 from turnstile.stores.errors import ConfigurationError
-
-GROUP: Final = "turnstile.dev"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-#: The finalizer the operator puts on every store it serves.
-FINALIZER: Final = "turnstile.dev/finalizer"
-CATEGORY: Final = "turnstile"
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
 Implementation = Literal["turnstile", "rasa"]
@@ -41,55 +35,6 @@ DEFAULT_SENTINEL_SERVICE: Final = "mymaster"
 DEFAULT_PORT: Final = 6379
 
 
-@dataclass(frozen=True)
-class KindInfo:
-    """Everything that differs between the two kinds."""
-
-    kind: str
-    plural: str
-    singular: str
-    short_name: str
-    #: The top-level key of ``endpoints.yml`` this kind renders.
-    section: str
-    #: ``type:`` for ``implementation: turnstile`` and ``implementation: rasa``.
-    turnstile_type: str
-    rasa_type: str
-    #: The env var a bot pod must set from the password Secret.
-    password_env: str
-    #: Where a bot pod mounts the TLS Secrets (``ca.crt``, ``tls.crt``, ``tls.key``).
-    tls_dir: str
-    #: The kind-specific spec field, its ``endpoints.yml`` key and its description.
-    extra_field: str
-    extra_key: str
-
-
-LOCK_STORE: Final = KindInfo(
-    kind="LockStore",
-    plural="lockstores",
-    singular="lockstore",
-    short_name="lks",
-    section="lock_store",
-    turnstile_type="turnstile.rasa.TicketLockStore",
-    rasa_type="concurrent_redis",
-    password_env="TURNSTILE_LOCK_STORE_PASSWORD",
-    tls_dir="/etc/turnstile/lock_store",
-    extra_field="lockLifetime",
-    extra_key="lock_lifetime",
-)
-TIMER_STORE: Final = KindInfo(
-    kind="TimerStore",
-    plural="timerstores",
-    singular="timerstore",
-    short_name="tms",
-    section="timer_store",
-    turnstile_type="turnstile.rasa.TimerStore",
-    rasa_type="redis",
-    password_env="TURNSTILE_TIMER_STORE_PASSWORD",
-    tls_dir="/etc/turnstile/timer_store",
-    extra_field="pollInterval",
-    extra_key="poll_interval",
-)
-KINDS: Final[dict[str, KindInfo]] = {LOCK_STORE.kind: LOCK_STORE, TIMER_STORE.kind: TIMER_STORE}
 #: Rasa's built-in lock store reads the ticket lifetime from this env var, not from the file.
 RASA_LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
 

@@ -27,16 +27,10 @@ from typing import Any, Final
 
 import yaml
 
-from turnstile.operator.credentials import TLS_CERT_KEY, TLS_KEY_KEY
-from turnstile.operator.errors import ConflictError, EndpointsYamlError
-from turnstile.operator.specs import (
-    KINDS,
-    LOCK_STORE,
-    RASA_LOCK_LIFETIME_ENV,
-    KindInfo,
-    StoreSpec,
-    parse_spec,
-)
+from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
+from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
+from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
+from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
 
 CA_FILE = "ca.crt"
 

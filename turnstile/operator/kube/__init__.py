@@ -1,0 +1,1 @@
+"""The one Kubernetes client the operator uses: :class:`~.client.Kube`."""
