@@ -38,7 +38,7 @@ def merge(target: dict[str, Any], patch: dict[str, Any], *, strategic: bool = Tr
 
 
 class FakeKube:
-    """The :class:`~turnstile.operator.kube.workloads.Kube` surface, over dicts."""
+    """The :class:`~turnstile.operator.kube.client.Kube` surface, over dicts."""
 
     def __init__(self) -> None:
         self.stores: list[dict[str, Any]] = []

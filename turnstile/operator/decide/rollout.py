@@ -17,7 +17,7 @@ before; everything is recomputed from a :class:`Snapshot` of one namespace.
 Everything in this module is pure (no I/O, no clock): :func:`plan_namespace` turns a snapshot
 into :class:`WorkloadPlan` s (checksum + the minimal strategic-merge patch, or ``None``), and
 :func:`status_patch` into the store's ``status.rollout``. The thin Kubernetes I/O lives in
-:mod:`turnstile.operator.kube.workloads`; the kopf wiring and the debounce in
+:mod:`turnstile.operator.kube.client`; the kopf wiring and the debounce in
 :mod:`turnstile.operator.handlers.rollout`.
 
 Errors: a ``spec.rollout`` the CRD schema should have refused raises

@@ -44,7 +44,7 @@ from turnstile.operator.decide.rollout import (
     store_rollout,
 )
 from turnstile.operator.handlers.debounce import DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Debouncer
-from turnstile.operator.kube.workloads import Kube
+from turnstile.operator.kube.client import Kube
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import (
     API_VERSION,

@@ -18,7 +18,8 @@ wrote and nothing else; a ConfigMap the operator created is then garbage-collect
 Kubernetes through its ownerReferences once its last store is gone.
 
 An API server outage stops nothing for good. The status is written by this module's own
-client (:meth:`turnstile.operator.kube.client.Kube.patch_status`), not handed back to kopf: kopf
+client (:meth:`turnstile.operator.kube.client.Kube.patch_store_status`), not handed back to
+kopf: kopf
 applies a timer's patch after the handler with a bounded number of retries, and when those
 run out the timer task ends and that store is never re-checked again. A reconcile that finds
 the API server silent (:class:`~turnstile.operator.model.errors.ApiUnreachableError`) writes
@@ -375,9 +376,8 @@ async def _reconcile(
         condition["message"] = redact(condition["message"], credentials)
     if cond.needs_update(old_status, new_status):
         try:
-            await kube().patch_status(
-                str(meta.get("namespace")), KINDS[kind].plural, str(meta.get("name")),
-                {"status": new_status},
+            await kube().patch_store_status(
+                str(meta.get("namespace")), kind, str(meta.get("name")), {"status": new_status}
             )
         except ApiUnreachableError:
             raise

@@ -87,7 +87,7 @@ async def report_once(kube: Kube, patterns: Sequence[str], *, now: str | None = 
             patch = status_patch(body, now=now or cond.now_iso())
             if patch is None:
                 continue
-            await kube.patch_status(namespace, info.plural, name, patch)
+            await kube.patch_store_status(namespace, info.kind, name, patch)
             logger.warning("%s %s/%s: %s", info.kind, namespace, name, message(namespace))
             patched += 1
     return patched
