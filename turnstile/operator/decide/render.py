@@ -77,17 +77,25 @@ def section(store: StoreSpec) -> dict[str, Any]:
         out["username"] = redis.username
     if redis.password is not None:
         out["password"] = "${" + info.password_env + "}"
-    if redis.tls.enabled:
-        out["use_ssl"] = True
-        if redis.tls.ca is not None:
-            out["ssl_ca_certs"] = f"{info.tls_dir}/{CA_FILE}"
-        if redis.tls.client_cert_secret:
-            out["ssl_certfile"] = f"{info.tls_dir}/{TLS_CERT_KEY}"
-            out["ssl_keyfile"] = f"{info.tls_dir}/{TLS_KEY_KEY}"
+    out.update(_tls_keys(store))
     if store.extra is not None and not (
         info is LOCK_STORE and store.implementation == "rasa"
     ):
         out[info.extra_key] = _number(store.extra)
+    return out
+
+
+def _tls_keys(store: StoreSpec) -> dict[str, Any]:
+    """``use_ssl`` and the mounted TLS files of the section, in Rasa's order."""
+    tls, tls_dir = store.redis.tls, store.info.tls_dir
+    if not tls.enabled:
+        return {}
+    out: dict[str, Any] = {"use_ssl": True}
+    if tls.ca is not None:
+        out["ssl_ca_certs"] = f"{tls_dir}/{CA_FILE}"
+    if tls.client_cert_secret:
+        out["ssl_certfile"] = f"{tls_dir}/{TLS_CERT_KEY}"
+        out["ssl_keyfile"] = f"{tls_dir}/{TLS_KEY_KEY}"
     return out
 
 

@@ -132,25 +132,9 @@ async def sync_rollouts(
     call with unchanged state patches nothing and writes no status.
     """
     now = now or _now()
-    bodies = await kube.list_stores(namespace)
-    stores: list[tuple[Mapping[str, Any], StoreRollout]] = []
-    for body in bodies:
-        try:
-            store = _read_store(body)
-        except SpecError as exc:
-            # Dropping one store would change the checksum of the workloads it selects and
-            # roll them; refusing the whole namespace until it is fixed never guesses.
-            meta = body.get("metadata") or {}
-            logger.error(
-                "%s/%s: %s; not rolling anything in %s until fixed",
-                body.get("kind"),
-                meta.get("name"),
-                exc,
-                namespace,
-            )
-            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
-            return []
-        stores.append((body, store))
+    stores = await _read_stores(kube, namespace)
+    if stores is None:
+        return []
     REFERENCED.remember(namespace, (s for _, s in stores))
     if not any(s.workloads or s.selector is not None for _, s in stores):
         await _write_status(kube, namespace, stores, [], now, None)  # clears stale entries only
@@ -159,27 +143,8 @@ async def sync_rollouts(
     listed = await kube.list_workloads(namespace)
     workloads = [Workload.from_body(kind, body) for kind, body in listed]
     notes = await _check_launchers(kube, namespace, stores, listed)
-    config_maps: dict[str, dict[str, str]] = {}
-    for name in sorted({s.config_map for _, s in stores if s.config_map}):
-        data = await kube.config_map_data(namespace, name)
-        if data is not None:
-            config_maps[name] = data
-    secrets: dict[str, dict[str, str]] = {}
-    unmarked: set[str] = set()
-    for name in sorted({r.name for _, s in stores for r in s.secrets}):
-        secret = await kube.secret(namespace, name)
-        if secret is None:
-            continue
-        if secret.opted_in:
-            secrets[name] = dict(secret.data)
-        else:
-            unmarked.add(name)
-    if unmarked:
-        logger.warning(
-            "%s: not rolling workloads whose stores use Secrets without the label %s=%s: %s",
-            namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
-        )  # fmt: skip
-
+    config_maps = await _read_config_maps(kube, namespace, stores)
+    secrets, unmarked = await _read_secrets(kube, namespace, stores)
     snapshot = Snapshot(
         stores=tuple(s for _, s in stores),
         workloads=tuple(workloads),
@@ -204,6 +169,65 @@ async def sync_rollouts(
 
     await _write_status(kube, namespace, stores, applied, now, notes)
     return applied
+
+
+_Stores = list[tuple[Mapping[str, Any], StoreRollout]]
+
+
+async def _read_stores(kube: Kube, namespace: str) -> _Stores | None:
+    """The namespace's stores as ``(body, rollout)``; ``None`` (and an Event) if one is invalid."""
+    stores: _Stores = []
+    for body in await kube.list_stores(namespace):
+        try:
+            store = _read_store(body)
+        except SpecError as exc:
+            # Dropping one store would change the checksum of the workloads it selects and
+            # roll them; refusing the whole namespace until it is fixed never guesses.
+            meta = body.get("metadata") or {}
+            logger.error(
+                "%s/%s: %s; not rolling anything in %s until fixed",
+                body.get("kind"),
+                meta.get("name"),
+                exc,
+                namespace,
+            )
+            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
+            return None
+        stores.append((body, store))
+    return stores
+
+
+async def _read_config_maps(
+    kube: Kube, namespace: str, stores: _Stores
+) -> dict[str, dict[str, str]]:
+    config_maps: dict[str, dict[str, str]] = {}
+    for name in sorted({s.config_map for _, s in stores if s.config_map}):
+        data = await kube.config_map_data(namespace, name)
+        if data is not None:
+            config_maps[name] = data
+    return config_maps
+
+
+async def _read_secrets(
+    kube: Kube, namespace: str, stores: _Stores
+) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """The opted-in Secrets' data, and the names of those without the opt-in label."""
+    secrets: dict[str, dict[str, str]] = {}
+    unmarked: set[str] = set()
+    for name in sorted({r.name for _, s in stores for r in s.secrets}):
+        secret = await kube.secret(namespace, name)
+        if secret is None:
+            continue
+        if secret.opted_in:
+            secrets[name] = dict(secret.data)
+        else:
+            unmarked.add(name)
+    if unmarked:
+        logger.warning(
+            "%s: not rolling workloads whose stores use Secrets without the label %s=%s: %s",
+            namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
+        )  # fmt: skip
+    return secrets, unmarked
 
 
 #: The launcher warning last posted per workload, so a re-sync does not repeat the Events.

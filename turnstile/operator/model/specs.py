@@ -198,12 +198,40 @@ class _Fields:
 
 
 def parse_redis(fields: _Fields) -> RedisSpec:
-    """``spec.redis``, with every cross-field rule of the CRD."""
+    """``spec.redis``, with every cross-field rule of the CRD (checked in the CRD's order)."""
     mode = cast(DeploymentMode, fields.choice("deploymentMode", DEPLOYMENT_MODES, "standard"))
     host = fields.string("host")
     if host is not None and "://" in host:
         raise SpecError(fields.name("host"), RULES["host_scheme"], host)
     port = fields.integer("port", minimum=1, maximum=65535) or DEFAULT_PORT
+    endpoints = _endpoints(fields)
+    db = fields.integer("db", minimum=0)
+    prefix = fields.string("keyPrefix")
+    if prefix is not None and not _KEY_PREFIX.match(prefix):
+        raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
+    service = fields.string("sentinelService")
+    _check_mode(fields, mode, host=host, endpoints=endpoints, db=db, service=service)
+    password = fields.secret_ref("passwordSecretRef", default_key="password")
+    username = fields.string("username")
+    if username is not None and password is None:
+        raise SpecError(fields.name("username"), RULES["username_password"], username)
+    tls = _tls(fields.sub("tls"))
+    return RedisSpec(
+        deployment_mode=mode,
+        host=host,
+        port=port,
+        endpoints=tuple(endpoints),
+        sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
+        db=db,
+        key_prefix=prefix,
+        socket_timeout=fields.number("socketTimeout", above=0, maximum=300),
+        username=username,
+        password=password,
+        tls=tls,
+    )
+
+
+def _endpoints(fields: _Fields) -> list[str]:
     raw_endpoints = fields.values.get("endpoints") or []
     if not isinstance(raw_endpoints, list):
         raise SpecError(fields.name("endpoints"), 'a list of "host:port" strings', raw_endpoints)
@@ -216,11 +244,19 @@ def parse_redis(fields: _Fields) -> RedisSpec:
                 f"{fields.name('endpoints')}[{index}]", RULES["endpoint"], item
             ) from None
         endpoints.append(item.strip())
-    db = fields.integer("db", minimum=0)
-    prefix = fields.string("keyPrefix")
-    if prefix is not None and not _KEY_PREFIX.match(prefix):
-        raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
-    service = fields.string("sentinelService")
+    return endpoints
+
+
+def _check_mode(
+    fields: _Fields,
+    mode: DeploymentMode,
+    *,
+    host: str | None,
+    endpoints: list[str],
+    db: int | None,
+    service: str | None,
+) -> None:
+    """The rules that tie ``deploymentMode`` to the other connection fields."""
     if mode == "sentinel" and not endpoints:
         raise SpecError(fields.name("endpoints"), RULES["sentinel_endpoints"], [])
     if mode == "cluster" and db:
@@ -233,11 +269,9 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         raise SpecError(fields.name("endpoints"), RULES["standard_endpoints"], endpoints)
     if mode != "sentinel" and service is not None:
         raise SpecError(fields.name("sentinelService"), RULES["sentinel_service"], service)
-    password = fields.secret_ref("passwordSecretRef", default_key="password")
-    username = fields.string("username")
-    if username is not None and password is None:
-        raise SpecError(fields.name("username"), RULES["username_password"], username)
-    tls_fields = fields.sub("tls")
+
+
+def _tls(tls_fields: _Fields) -> TlsSpec:
     enabled = tls_fields.boolean("enabled", False)
     ca = tls_fields.secret_ref("caSecretRef", default_key="ca.crt")
     client = tls_fields.sub("clientCertSecretRef")
@@ -246,19 +280,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         raise SpecError(client.name("name"), "the name of a kubernetes.io/tls Secret")
     if (ca is not None or client_name is not None) and not enabled:
         raise SpecError(tls_fields.name("enabled"), RULES["tls_refs"], enabled)
-    return RedisSpec(
-        deployment_mode=mode,
-        host=host,
-        port=port,
-        endpoints=tuple(endpoints),
-        sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
-        db=db,
-        key_prefix=prefix,
-        socket_timeout=fields.number("socketTimeout", above=0, maximum=300),
-        username=username,
-        password=password,
-        tls=TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name),
-    )
+    return TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name)
 
 
 def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> StoreSpec:
