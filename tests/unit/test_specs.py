@@ -47,7 +47,7 @@ def test_parse_store_reads_metadata() -> None:
         }
     )
     assert (store.name, store.namespace, store.uid, store.generation) == ("t", "ns", "u-1", 4)
-    assert store.extra == 0.5
+    assert store.poll_interval == 0.5
 
 
 @pytest.mark.parametrize(

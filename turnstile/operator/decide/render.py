@@ -29,7 +29,7 @@ import yaml
 
 from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
-from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
+from turnstile.operator.model.kinds import KINDS, KindInfo
 from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
 
 CA_FILE = "ca.crt"
@@ -78,10 +78,10 @@ def section(store: StoreSpec) -> dict[str, Any]:
     if redis.password is not None:
         out["password"] = "${" + info.password_env + "}"
     out.update(_tls_keys(store))
-    if store.extra is not None and not (
-        info is LOCK_STORE and store.implementation == "rasa"
-    ):
-        out[info.extra_key] = _number(store.extra)
+    if store.lock_lifetime is not None and store.implementation != "rasa":
+        out["lock_lifetime"] = store.lock_lifetime  # with rasa: TICKET_LOCK_LIFETIME, below
+    if store.poll_interval is not None:
+        out["poll_interval"] = _number(store.poll_interval)
     return out
 
 
@@ -131,8 +131,8 @@ def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str,
     ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands here.
     """
     store = _store(kind, spec)
-    if store.info is LOCK_STORE and store.implementation == "rasa" and store.extra is not None:
-        return [(RASA_LOCK_LIFETIME_ENV, str(int(store.extra)))]
+    if store.implementation == "rasa" and store.lock_lifetime is not None:
+        return [(RASA_LOCK_LIFETIME_ENV, str(store.lock_lifetime))]
     return []
 
 

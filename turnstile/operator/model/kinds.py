@@ -36,9 +36,6 @@ class KindInfo:
     password_env: str
     #: Where a bot pod mounts the TLS Secrets (``ca.crt``, ``tls.crt``, ``tls.key``).
     tls_dir: str
-    #: The kind-specific spec field, its ``endpoints.yml`` key and its description.
-    extra_field: str
-    extra_key: str
 
 
 LOCK_STORE: Final = KindInfo(
@@ -51,8 +48,6 @@ LOCK_STORE: Final = KindInfo(
     rasa_type="concurrent_redis",
     password_env="TURNSTILE_LOCK_STORE_PASSWORD",
     tls_dir="/etc/turnstile/lock_store",
-    extra_field="lockLifetime",
-    extra_key="lock_lifetime",
 )
 TIMER_STORE: Final = KindInfo(
     kind="TimerStore",
@@ -64,8 +59,6 @@ TIMER_STORE: Final = KindInfo(
     rasa_type="redis",
     password_env="TURNSTILE_TIMER_STORE_PASSWORD",
     tls_dir="/etc/turnstile/timer_store",
-    extra_field="pollInterval",
-    extra_key="poll_interval",
 )
 KINDS: Final[dict[str, KindInfo]] = {LOCK_STORE.kind: LOCK_STORE, TIMER_STORE.kind: TIMER_STORE}
 

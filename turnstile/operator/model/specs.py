@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast
 
+from turnstile.operator.model import schema
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
 from turnstile.stores.config import parse_address
@@ -38,11 +39,9 @@ DEFAULT_PORT: Final = 6379
 #: Rasa's built-in lock store reads the ticket lifetime from this env var, not from the file.
 RASA_LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
 
-_KEY_PREFIX: Final = re.compile(r"^[A-Za-z0-9]+$")
-_DNS_SUBDOMAIN: Final = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-_CONFIGMAP_KEY: Final = re.compile(r"^[-._a-zA-Z0-9]+$")
+_KEY_PREFIX: Final = re.compile(schema.KEY_PREFIX)
+_DNS_SUBDOMAIN: Final = re.compile(schema.DNS_SUBDOMAIN)
+_CONFIGMAP_KEY: Final = re.compile(schema.CONFIGMAP_KEY)
 
 #: One sentence per rule, shared by the CRD's CEL validations and :func:`parse_store`.
 RULES: Final = {
@@ -106,8 +105,10 @@ class StoreSpec:
     redis: RedisSpec
     implementation: Implementation = "turnstile"
     config_map: ConfigMapRef | None = None
-    #: ``lockLifetime`` (seconds, LockStore) or ``pollInterval`` (seconds, TimerStore).
-    extra: float | None = None
+    #: ``lockLifetime`` seconds (LockStore only).
+    lock_lifetime: int | None = None
+    #: ``pollInterval`` seconds (TimerStore only).
+    poll_interval: float | None = None
     uid: str = ""
     generation: int = 0
 
@@ -166,6 +167,12 @@ class _Fields:
             raise SpecError(self.name(key), f"an integer from {minimum}{top}", value)
         return value
 
+    def bounded(self, key: str, bounds: schema.Bounds) -> float | None:
+        """A number within ``bounds`` (:mod:`~turnstile.operator.model.schema`), or ``None``."""
+        if bounds.integer:
+            return self.integer(key, minimum=int(bounds.minimum), maximum=int(bounds.maximum))
+        return self.number(key, above=bounds.minimum, maximum=bounds.maximum)
+
     def number(self, key: str, *, above: float, maximum: float) -> float | None:
         value = self.values.get(key)
         if value is None:
@@ -203,9 +210,9 @@ def parse_redis(fields: _Fields) -> RedisSpec:
     host = fields.string("host")
     if host is not None and "://" in host:
         raise SpecError(fields.name("host"), RULES["host_scheme"], host)
-    port = fields.integer("port", minimum=1, maximum=65535) or DEFAULT_PORT
+    port = _int(fields.bounded("port", schema.PORT)) or DEFAULT_PORT
     endpoints = _endpoints(fields)
-    db = fields.integer("db", minimum=0)
+    db = _int(fields.bounded("db", schema.DB))
     prefix = fields.string("keyPrefix")
     if prefix is not None and not _KEY_PREFIX.match(prefix):
         raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
@@ -224,7 +231,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
         db=db,
         key_prefix=prefix,
-        socket_timeout=fields.number("socketTimeout", above=0, maximum=300),
+        socket_timeout=fields.bounded("socketTimeout", schema.SOCKET_TIMEOUT),
         username=username,
         password=password,
         tls=tls,
@@ -299,20 +306,17 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
     if fields.has("configMap"):
         cm = fields.sub("configMap")
         cm_name = cm.string("name")
-        if not cm_name or len(cm_name) > 253 or not _DNS_SUBDOMAIN.match(cm_name):
+        if not cm_name or len(cm_name) > schema.NAME_MAX or not _DNS_SUBDOMAIN.match(cm_name):
             raise SpecError(
                 cm.name("name"), "a ConfigMap name (lowercase DNS subdomain)", cm_name
             )
         cm_key = cm.string("key", default=DEFAULT_CONFIGMAP_KEY) or DEFAULT_CONFIGMAP_KEY
-        if len(cm_key) > 253 or not _CONFIGMAP_KEY.match(cm_key):
+        if len(cm_key) > schema.NAME_MAX or not _CONFIGMAP_KEY.match(cm_key):
             raise SpecError(cm.name("key"), "a ConfigMap key (letters, digits, -, _ and .)", cm_key)
         config_map = ConfigMapRef(name=cm_name, key=cm_key)
-    extra: float | None
-    if info is LOCK_STORE:
-        lifetime = fields.integer("lockLifetime", minimum=1, maximum=86400)
-        extra = None if lifetime is None else float(lifetime)
-    else:
-        extra = fields.number("pollInterval", above=0, maximum=60)
+    is_lock = info is LOCK_STORE
+    lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
+    poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
     return StoreSpec(
         kind=info.kind,
         namespace=namespace,
@@ -320,8 +324,13 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
         redis=redis,
         implementation=implementation,
         config_map=config_map,
-        extra=extra,
+        lock_lifetime=lock_lifetime,
+        poll_interval=poll_interval,
     )
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def parse_store(body: Mapping[str, Any]) -> StoreSpec:
