@@ -7,13 +7,8 @@ from typing import Any
 import pytest
 
 from turnstile.operator.config import OperatorConfig
-from turnstile.operator.handlers.unwatched import (
-    REASON,
-    message,
-    report_once,
-    status_patch,
-    watches,
-)
+from turnstile.operator.decide.unwatched import REASON, message, status_patch, watches
+from turnstile.operator.handlers.unwatched import report_once
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import FINALIZER, KINDS
 

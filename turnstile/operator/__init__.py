@@ -14,7 +14,8 @@ Four layers, each importing only the ones below it (import-linter contracts in
   :mod:`~turnstile.operator.decide.conditions` the status and the Events;
   :mod:`~turnstile.operator.decide.credentials` what Secret data means;
   :mod:`~turnstile.operator.decide.rollout` each workload's checksum and patch;
-  :mod:`~turnstile.operator.decide.launcher` whether a bot starts through plain ``rasa``.
+  :mod:`~turnstile.operator.decide.launcher` whether a bot starts through plain ``rasa``;
+  :mod:`~turnstile.operator.decide.unwatched` which stores no operator serves.
 * :mod:`~turnstile.operator.kube` -- the one Kubernetes client (reads, writes, status
   patches, Events; one 404/409 policy). No decisions.
 * :mod:`~turnstile.operator.handlers` -- the kopf glue:

@@ -58,6 +58,7 @@ from turnstile.operator.model.kinds import (
     VERSION,
     WORKLOAD_API_VERSION,
 )
+from turnstile.operator.model.specs import parse_spec
 
 __all__ = ["Debouncer", "sync_rollouts"]
 
@@ -90,12 +91,12 @@ def _now() -> str:
 
 def _read_store(body: Mapping[str, Any]) -> StoreRollout:
     kind = str(body.get("kind", ""))
-    spec = body.get("spec") or {}
+    parsed = parse_spec(kind, body.get("spec") or {})  # once, for the three renderings below
     return store_rollout(
         body,
-        render.secret_env(kind, spec),
-        files=render.secret_files(kind, spec),
-        values=render.plain_env(kind, spec),
+        render.secret_env(kind, parsed),
+        files=render.secret_files(kind, parsed),
+        values=render.plain_env(kind, parsed),
     )
 
 
