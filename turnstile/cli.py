@@ -86,9 +86,10 @@ def _read_manifests(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
     _require_yaml()  # the renderer imports it
-    from turnstile.operator.errors import OperatorError  # noqa: PLC0415
-    from turnstile.operator.render import render_files  # noqa: PLC0415
-    from turnstile.operator.specs import GROUP, KINDS, parse_store  # noqa: PLC0415
+    from turnstile.operator.decide.render import render_files  # noqa: PLC0415
+    from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
+    from turnstile.operator.model.kinds import GROUP, KINDS  # noqa: PLC0415
+    from turnstile.operator.model.specs import parse_store  # noqa: PLC0415
 
     stores = []
     for doc in _read_manifests(paths):
@@ -229,8 +230,8 @@ def operator_command(args: argparse.Namespace) -> int:
     try:
         import kopf  # noqa: PLC0415
 
-        import turnstile.operator.handlers  # noqa: PLC0415
-        import turnstile.operator.rollout_handlers  # noqa: F401, PLC0415
+        import turnstile.operator.handlers.rollout  # noqa: PLC0415
+        import turnstile.operator.handlers.stores  # noqa: F401, PLC0415
     except ImportError as exc:
         raise _UsageError(
             f"needs the [operator] extra: pip install '{DISTRIBUTION}[operator]' ({exc})"

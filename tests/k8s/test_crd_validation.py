@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.platform.control_plane import ControlPlane
-from turnstile.operator.specs import RULES
+from turnstile.operator.model.specs import RULES
 
 pytestmark = pytest.mark.k8s
 

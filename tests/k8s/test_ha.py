@@ -18,7 +18,7 @@ from tests.k8s.test_operator import Cluster, crds, store  # noqa: F401 (fixture)
 from tests.platform.control_plane import ControlPlane
 from tests.platform.operator_process import OperatorProcess
 from tests.platform.redis_servers import RedisServer
-from turnstile.operator.handlers import PEERING_LIFETIME
+from turnstile.operator.handlers.stores import PEERING_LIFETIME
 
 pytestmark = pytest.mark.k8s
 

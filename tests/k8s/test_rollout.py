@@ -28,7 +28,7 @@ import pytest
 from tests.platform.control_plane import ControlPlane, free_port
 from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.redis_servers import RedisServer
-from turnstile.operator.rollout import CHECKSUM_ANNOTATION
+from turnstile.operator.model.kinds import CHECKSUM_ANNOTATION
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -82,7 +82,7 @@ class Operator:
         else:
             argv = [sys.executable, "-m", "kopf", "run", "--standalone",
                     f"--liveness=http://127.0.0.1:{self._liveness}/healthz",
-                    "-m", "turnstile.operator.rollout_handlers"]  # fmt: skip
+                    "-m", "turnstile.operator.handlers.rollout"]  # fmt: skip
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         env = {**self.cp.env(), "PYTHONPATH": str(REPO)}

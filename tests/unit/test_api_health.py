@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from turnstile.operator.errors import ApiUnreachableError
-from turnstile.operator.handlers import ApiHealth
+from turnstile.operator.handlers.stores import ApiHealth
+from turnstile.operator.model.errors import ApiUnreachableError
 
 
 class Clock:
@@ -24,7 +24,7 @@ def test_an_outage_logs_once_when_it_starts_and_once_when_it_ends(
     clock = Clock()
     health = ApiHealth(clock)
     error = ApiUnreachableError("GET /x: the API server did not answer (MaxRetryError)")
-    with caplog.at_level(logging.WARNING, logger="turnstile.operator.handlers"):
+    with caplog.at_level(logging.WARNING, logger="turnstile.operator.handlers.stores"):
         health.answered()
         for _ in range(3):
             health.failed("re-checking LockStore ns/a", error)

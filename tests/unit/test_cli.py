@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from turnstile.cli import main, read_endpoints, render_command
-from turnstile.operator.render import render_files, section
-from turnstile.operator.specs import parse_store
+from turnstile.operator.decide.render import render_files, section
+from turnstile.operator.model.specs import parse_store
 
 MANIFESTS = """\
 apiVersion: v1
@@ -142,5 +142,6 @@ def test_operator_entry_point_loads_store_and_rollout_handlers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    assert "['turnstile.operator.handlers', 'turnstile.operator.rollout_handlers']" in out
+    for handlers in ("turnstile.operator.handlers.stores", "turnstile.operator.handlers.rollout"):
+        assert f"'{handlers}'" in out
     assert "False ['a', 'b'] True http://0.0.0.0:8081/healthz" in out

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from turnstile.operator import conditions as cond
-from turnstile.operator.credentials import redact, resolve
-from turnstile.operator.errors import SecretError
-from turnstile.operator.specs import parse_store
+from turnstile.operator.decide import conditions as cond
+from turnstile.operator.decide.credentials import redact, resolve
+from turnstile.operator.model.errors import SecretError
+from turnstile.operator.model.specs import parse_store
 from turnstile.stores.probe import ProbeReport
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"

@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from turnstile.operator.crds import crd, file_name, main, render_crd
-from turnstile.operator.specs import KINDS, LOCK_STORE, RULES, TIMER_STORE
+from turnstile.operator.model.crds import crd, file_name, main, render_crd
+from turnstile.operator.model.kinds import KINDS, LOCK_STORE, TIMER_STORE
+from turnstile.operator.model.specs import RULES
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -17,7 +18,7 @@ def test_crd_files_are_up_to_date() -> None:
     for info in KINDS.values():
         path = CRDS / file_name(info)
         assert path.read_text() == render_crd(info), (
-            f"{path} is stale: run `python -m turnstile.operator.crds --write crds/`"
+            f"{path} is stale: run `python -m turnstile.operator.model.crds --write crds/`"
         )
 
 

@@ -1,5 +1,5 @@
 """Which bot containers the operator reports for running plain ``rasa`` with Turnstile's
-timer store (``turnstile.operator.launcher``)."""
+timer store (``turnstile.operator.decide.launcher``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from turnstile.operator.launcher import plain_rasa, plain_rasa_containers
+from turnstile.operator.decide.launcher import plain_rasa, plain_rasa_containers
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from turnstile.operator.errors import ConflictError, EndpointsYamlError
-from turnstile.operator.render import (
+from turnstile.operator.decide.render import (
     checksum,
     conflicts,
     load_endpoints,
@@ -31,7 +30,8 @@ from turnstile.operator.render import (
     secret_files,
     section,
 )
-from turnstile.operator.specs import StoreSpec, parse_store
+from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
+from turnstile.operator.model.specs import StoreSpec, parse_store
 from turnstile.stores.config import RedisSettings, SettingsReader
 
 PASSWORD = "hunter2-Sup3r-s3cret"

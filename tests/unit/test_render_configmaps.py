@@ -6,19 +6,18 @@ import json
 from typing import Any
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
-from turnstile.operator.configmaps import (
-    MANAGED_BY,
-    PRE_EXISTING,
-    SECTIONS,
+from turnstile.operator.decide.configmaps import (
     Owner,
     is_owned,
     with_section,
     without_section,
     writer_of,
 )
-from turnstile.operator.errors import KubeError
-from turnstile.operator.kube import Kube
+from turnstile.operator.kube.client import Kube
+from turnstile.operator.model.errors import KubeError
+from turnstile.operator.model.kinds import MANAGED_BY, PRE_EXISTING, SECTIONS
 
 LOCKS = Owner("turnstile.dev/v1alpha1", "LockStore", "locks", "uid-1")
 OTHER = Owner("turnstile.dev/v1alpha1", "LockStore", "other", "uid-2")
@@ -110,29 +109,45 @@ class _RacingApi:
         self.writes: list[dict[str, Any]] = []
 
 
+class _Response:
+    """What a typed-API call returns with ``_preload_content=False``."""
+
+    def __init__(self, body: Any) -> None:
+        self.data = json.dumps(body).encode()
+
+
+class _FakeCoreV1:
+    """The ``CoreV1Api`` calls ``update_configmap`` makes, answered from ``_RacingApi``."""
+
+    def __init__(self, api: _RacingApi) -> None:
+        self.api = api
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> _Response:
+        self.api.reads += 1
+        return _Response(self.api.object)
+
+    def replace_namespaced_config_map(
+        self, name: str, namespace: str, body: Any, **_: Any
+    ) -> _Response:
+        api = self.api
+        if api.conflicts:
+            api.conflicts -= 1
+            # someone else wrote meanwhile: their change lands, ours is refused
+            api.object["data"]["endpoints.yml"] += "action_endpoint:\n  url: http://a\n"
+            api.object["metadata"]["resourceVersion"] = "2"
+            raise ApiException(status=409, reason="Conflict")
+        api.writes.append(body)
+        api.object = body
+        return _Response(body)
+
+
 class _FakeKube:
-    """``Kube`` with its transport replaced; everything above ``_request`` is the real code."""
+    """``Kube`` with its CoreV1Api replaced; everything above the typed API is the real code
+    (the 404/409 policy in ``Kube._send`` included)."""
 
     def __new__(cls, api: _RacingApi) -> Any:
         kube = Kube(api_client=None)
-
-        def request(
-            method: str, path: str, body: Any = None, content_type: str = "application/json"
-        ) -> Any:
-            if method == "GET":
-                api.reads += 1
-                return json.loads(json.dumps(api.object))
-            if api.conflicts:
-                api.conflicts -= 1
-                # someone else wrote meanwhile: their change lands, ours is refused
-                api.object["data"]["endpoints.yml"] += "action_endpoint:\n  url: http://a\n"
-                api.object["metadata"]["resourceVersion"] = "2"
-                raise KubeError(f"{method} {path}: HTTP 409 conflict", status=409)
-            api.writes.append(body)
-            api.object = body
-            return body
-
-        kube._request = request  # type: ignore[method-assign]
+        kube._core = _FakeCoreV1(api)
         return kube
 
 

@@ -8,11 +8,7 @@ from typing import Any
 
 import pytest
 
-from turnstile.operator.errors import SpecError
-from turnstile.operator.rollout import (
-    APPLIED_AT_ANNOTATION,
-    CHECKSUM_ANNOTATION,
-    INJECTED_ENV_ANNOTATION,
+from turnstile.operator.decide.rollout import (
     EnvFromSecret,
     LabelSelector,
     Requirement,
@@ -27,6 +23,12 @@ from turnstile.operator.rollout import (
     status_patch,
     store_rollout,
     workload_patch,
+)
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import (
+    APPLIED_AT_ANNOTATION,
+    CHECKSUM_ANNOTATION,
+    INJECTED_ENV_ANNOTATION,
 )
 
 NOW = "2026-11-23T07:00:00Z"

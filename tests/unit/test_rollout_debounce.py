@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from turnstile.operator.rollout_handlers import Debouncer
+from turnstile.operator.handlers.debounce import Debouncer
 
 SETTLE = 0.05
 
@@ -80,7 +80,7 @@ async def test_a_poke_during_a_sync_schedules_exactly_one_more() -> None:
 
 
 async def test_a_failed_sync_is_retried(monkeypatch) -> None:
-    monkeypatch.setattr("turnstile.operator.rollout_handlers.RETRY_INITIAL", SETTLE)
+    monkeypatch.setattr("turnstile.operator.handlers.debounce.RETRY_INITIAL", SETTLE)
     action = Recorder(fail_first=2)
     debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
     debouncer.poke("ns")

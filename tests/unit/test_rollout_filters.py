@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnstile.operator.rollout_handlers import (
+from turnstile.operator.handlers.rollout import (
     REFERENCED,
     _config_map_relevant,
     _secret_referenced,

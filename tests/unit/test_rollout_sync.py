@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from turnstile.operator.credentials import OPT_IN_LABEL, SecretObject
-from turnstile.operator.rollout import CHECKSUM_ANNOTATION
-from turnstile.operator.rollout_handlers import sync_rollouts
+from turnstile.operator.decide.credentials import SecretObject
+from turnstile.operator.handlers.rollout import sync_rollouts
+from turnstile.operator.model.kinds import CHECKSUM_ANNOTATION, OPT_IN_LABEL
 
 NS = "bots"
 
@@ -38,7 +38,7 @@ def merge(target: dict[str, Any], patch: dict[str, Any], *, strategic: bool = Tr
 
 
 class FakeKube:
-    """The :class:`~turnstile.operator.workloads.Kube` surface, over dicts."""
+    """The :class:`~turnstile.operator.kube.client.Kube` surface, over dicts."""
 
     def __init__(self) -> None:
         self.stores: list[dict[str, Any]] = []

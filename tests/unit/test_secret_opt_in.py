@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from turnstile.operator.credentials import (
-    OPT_IN_LABEL,
+from turnstile.operator.decide.credentials import (
     SecretObject,
     refuse_unmarked,
     resolve,
     secret_fields,
 )
-from turnstile.operator.errors import SecretError, SecretNotOptedInError
-from turnstile.operator.specs import parse_store
+from turnstile.operator.model.errors import SecretError, SecretNotOptedInError
+from turnstile.operator.model.kinds import OPT_IN_LABEL
+from turnstile.operator.model.specs import parse_store
 
 PASSWORD = "pa55-w0rd-never-shown"
 MARKED = {OPT_IN_LABEL: "true"}

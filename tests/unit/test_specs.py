@@ -6,15 +6,9 @@ from typing import Any
 
 import pytest
 
-from turnstile.operator.errors import SpecError
-from turnstile.operator.specs import (
-    KINDS,
-    LOCK_STORE,
-    RULES,
-    TIMER_STORE,
-    parse_spec,
-    parse_store,
-)
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import KINDS, LOCK_STORE, TIMER_STORE
+from turnstile.operator.model.specs import RULES, parse_spec, parse_store
 
 
 def _spec(**redis: Any) -> dict[str, Any]:
@@ -53,7 +47,7 @@ def test_parse_store_reads_metadata() -> None:
         }
     )
     assert (store.name, store.namespace, store.uid, store.generation) == ("t", "ns", "u-1", 4)
-    assert store.extra == 0.5
+    assert store.poll_interval == 0.5
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from turnstile.operator.config import OperatorConfig
-from turnstile.operator.errors import SpecError
-from turnstile.operator.specs import FINALIZER
-from turnstile.operator.unwatched import REASON, message, report_once, status_patch, watches
+from turnstile.operator.decide.unwatched import REASON, message, status_patch, watches
+from turnstile.operator.handlers.unwatched import report_once
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import FINALIZER, KINDS
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -72,8 +73,8 @@ class FakeKube:
     async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
         return self.stores.get(plural, [])
 
-    async def patch_status(self, namespace: str, plural: str, name: str, patch: Any) -> None:
-        self.patches.append((namespace, plural, name))
+    async def patch_store_status(self, namespace: str, kind: str, name: str, patch: Any) -> None:
+        self.patches.append((namespace, KINDS[kind].plural, name))
 
 
 async def test_only_stores_outside_the_watched_namespaces_are_patched() -> None:

@@ -1,6 +1,6 @@
 """The operator's own settings, read once from the environment.
 
-kopf registers handlers when :mod:`turnstile.operator.handlers` is imported, and a timer's
+kopf registers handlers when :mod:`turnstile.operator.handlers.stores` is imported, and a timer's
 interval is fixed at registration; so the CLI (``turnstile operator --recheck-interval 10``)
 writes these variables before importing the handlers, and a container may set them directly.
 
@@ -16,7 +16,7 @@ TURNSTILE_API_CONNECTIONS      64      HTTPS connections kopf may hold to the AP
                                        number of ``--namespace`` flags
 TURNSTILE_REPORT_UNWATCHED     false   ``true``: give stores outside the watched namespaces the
                                        condition ``NamespaceNotWatched``
-                                       (:mod:`turnstile.operator.unwatched`)
+                                       (:mod:`turnstile.operator.handlers.unwatched`)
 TURNSTILE_WATCHED_NAMESPACES   --      the namespaces (kopf globs, comma-separated) the
                                        operator was started with; reporting needs them and is
                                        off without them (the chart sets both)
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from turnstile.operator.errors import SpecError
+from turnstile.operator.model.errors import SpecError
 
 RECHECK_INTERVAL_ENV: Final = "TURNSTILE_RECHECK_INTERVAL"
 PROBE_TIMEOUT_ENV: Final = "TURNSTILE_PROBE_TIMEOUT"

@@ -1,8 +1,8 @@
 """Run the store library's probe for a store, with the store's Secrets, as a bot would connect.
 
 The probe itself is :func:`turnstile.stores.probe.probe` (shared with ``turnstile check`` and bot
-images). This module turns a :class:`~turnstile.operator.specs.StoreSpec` plus resolved
-:class:`~turnstile.operator.credentials.Credentials` into
+images). This module turns a :class:`~turnstile.operator.model.specs.StoreSpec` plus resolved
+:class:`~turnstile.operator.decide.credentials.Credentials` into
 :class:`~turnstile.stores.config.RedisSettings` (:func:`settings_for`, pure) and, for TLS, writes
 the certificate material to a private temporary directory that exists only for the probe.
 """
@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from turnstile.operator.credentials import Credentials, redact
-from turnstile.operator.specs import StoreSpec
+from turnstile.operator.decide.credentials import Credentials, redact
+from turnstile.operator.model.specs import StoreSpec
 from turnstile.stores.config import RedisSettings, parse_address
 from turnstile.stores.probe import ProbeReport, probe
 

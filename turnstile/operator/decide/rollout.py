@@ -17,11 +17,12 @@ before; everything is recomputed from a :class:`Snapshot` of one namespace.
 Everything in this module is pure (no I/O, no clock): :func:`plan_namespace` turns a snapshot
 into :class:`WorkloadPlan` s (checksum + the minimal strategic-merge patch, or ``None``), and
 :func:`status_patch` into the store's ``status.rollout``. The thin Kubernetes I/O lives in
-:mod:`turnstile.operator.workloads`; the kopf wiring and the debounce in
-:mod:`turnstile.operator.rollout_handlers`.
+:mod:`turnstile.operator.kube.client`; the kopf wiring and the debounce in
+:mod:`turnstile.operator.handlers.rollout`.
 
 Errors: a ``spec.rollout`` the CRD schema should have refused raises
-:class:`~turnstile.operator.errors.SpecError` naming the field, the value and what is accepted.
+:class:`~turnstile.operator.model.errors.SpecError` naming the field, the value and what is
+accepted.
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypedDict, cast
+from typing import Any, Final, TypedDict, cast
 
-from turnstile.operator.errors import SpecError
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import (
+    APPLIED_AT_ANNOTATION,
+    CHECKSUM_ANNOTATION,
+    INJECTED_ENV_ANNOTATION,
+    STORE_KINDS,
+    WORKLOAD_KINDS,
+)
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
@@ -61,17 +69,6 @@ __all__ = [
     "workload_patch",
 ]
 
-#: Pod-template annotation holding the checksum; changing it is what rolls the workload.
-CHECKSUM_ANNOTATION: Final = "turnstile.dev/config-checksum"
-#: Workload (not template) annotation: when the current checksum was written. Never rolls.
-APPLIED_AT_ANNOTATION: Final = "turnstile.dev/config-applied-at"
-#: Workload (not template) annotation: env names Turnstile injected, so it may update them
-#: later without ever touching an entry the user wrote.
-INJECTED_ENV_ANNOTATION: Final = "turnstile.dev/injected-env"
-
-WorkloadKind = Literal["Deployment", "StatefulSet"]
-WORKLOAD_KINDS: Final[tuple[WorkloadKind, ...]] = ("Deployment", "StatefulSet")
-STORE_KINDS: Final = ("LockStore", "TimerStore")
 DEFAULT_CONFIG_KEY: Final = "endpoints.yml"
 
 #: Bumped if the checksum's input encoding ever changes (that change would roll everything once).
@@ -580,7 +577,7 @@ class StatusEntry(TypedDict, total=False):
     checksum: str
     appliedAt: str
     #: Why this workload cannot use the store fully (a bot running plain ``rasa`` with
-    #: Turnstile's timer store: ``turnstile.operator.launcher``).
+    #: Turnstile's timer store: ``turnstile.operator.decide.launcher``).
     note: str
 
 

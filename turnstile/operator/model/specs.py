@@ -21,16 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast
 
-from turnstile.operator.errors import SpecError
+from turnstile.operator.model import schema
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
 from turnstile.stores.config import parse_address
 from turnstile.stores.errors import ConfigurationError
-
-GROUP: Final = "turnstile.dev"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-#: The finalizer the operator puts on every store it serves.
-FINALIZER: Final = "turnstile.dev/finalizer"
-CATEGORY: Final = "turnstile"
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
 Implementation = Literal["turnstile", "rasa"]
@@ -41,63 +36,12 @@ DEFAULT_SENTINEL_SERVICE: Final = "mymaster"
 DEFAULT_PORT: Final = 6379
 
 
-@dataclass(frozen=True)
-class KindInfo:
-    """Everything that differs between the two kinds."""
-
-    kind: str
-    plural: str
-    singular: str
-    short_name: str
-    #: The top-level key of ``endpoints.yml`` this kind renders.
-    section: str
-    #: ``type:`` for ``implementation: turnstile`` and ``implementation: rasa``.
-    turnstile_type: str
-    rasa_type: str
-    #: The env var a bot pod must set from the password Secret.
-    password_env: str
-    #: Where a bot pod mounts the TLS Secrets (``ca.crt``, ``tls.crt``, ``tls.key``).
-    tls_dir: str
-    #: The kind-specific spec field, its ``endpoints.yml`` key and its description.
-    extra_field: str
-    extra_key: str
-
-
-LOCK_STORE: Final = KindInfo(
-    kind="LockStore",
-    plural="lockstores",
-    singular="lockstore",
-    short_name="lks",
-    section="lock_store",
-    turnstile_type="turnstile.rasa.TicketLockStore",
-    rasa_type="concurrent_redis",
-    password_env="TURNSTILE_LOCK_STORE_PASSWORD",
-    tls_dir="/etc/turnstile/lock_store",
-    extra_field="lockLifetime",
-    extra_key="lock_lifetime",
-)
-TIMER_STORE: Final = KindInfo(
-    kind="TimerStore",
-    plural="timerstores",
-    singular="timerstore",
-    short_name="tms",
-    section="timer_store",
-    turnstile_type="turnstile.rasa.TimerStore",
-    rasa_type="redis",
-    password_env="TURNSTILE_TIMER_STORE_PASSWORD",
-    tls_dir="/etc/turnstile/timer_store",
-    extra_field="pollInterval",
-    extra_key="poll_interval",
-)
-KINDS: Final[dict[str, KindInfo]] = {LOCK_STORE.kind: LOCK_STORE, TIMER_STORE.kind: TIMER_STORE}
 #: Rasa's built-in lock store reads the ticket lifetime from this env var, not from the file.
 RASA_LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
 
-_KEY_PREFIX: Final = re.compile(r"^[A-Za-z0-9]+$")
-_DNS_SUBDOMAIN: Final = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-_CONFIGMAP_KEY: Final = re.compile(r"^[-._a-zA-Z0-9]+$")
+_KEY_PREFIX: Final = re.compile(schema.KEY_PREFIX)
+_DNS_SUBDOMAIN: Final = re.compile(schema.DNS_SUBDOMAIN)
+_CONFIGMAP_KEY: Final = re.compile(schema.CONFIGMAP_KEY)
 
 #: One sentence per rule, shared by the CRD's CEL validations and :func:`parse_store`.
 RULES: Final = {
@@ -161,8 +105,10 @@ class StoreSpec:
     redis: RedisSpec
     implementation: Implementation = "turnstile"
     config_map: ConfigMapRef | None = None
-    #: ``lockLifetime`` (seconds, LockStore) or ``pollInterval`` (seconds, TimerStore).
-    extra: float | None = None
+    #: ``lockLifetime`` seconds (LockStore only).
+    lock_lifetime: int | None = None
+    #: ``pollInterval`` seconds (TimerStore only).
+    poll_interval: float | None = None
     uid: str = ""
     generation: int = 0
 
@@ -221,6 +167,12 @@ class _Fields:
             raise SpecError(self.name(key), f"an integer from {minimum}{top}", value)
         return value
 
+    def bounded(self, key: str, bounds: schema.Bounds) -> float | None:
+        """A number within ``bounds`` (:mod:`~turnstile.operator.model.schema`), or ``None``."""
+        if bounds.integer:
+            return self.integer(key, minimum=int(bounds.minimum), maximum=int(bounds.maximum))
+        return self.number(key, above=bounds.minimum, maximum=bounds.maximum)
+
     def number(self, key: str, *, above: float, maximum: float) -> float | None:
         value = self.values.get(key)
         if value is None:
@@ -253,12 +205,40 @@ class _Fields:
 
 
 def parse_redis(fields: _Fields) -> RedisSpec:
-    """``spec.redis``, with every cross-field rule of the CRD."""
+    """``spec.redis``, with every cross-field rule of the CRD (checked in the CRD's order)."""
     mode = cast(DeploymentMode, fields.choice("deploymentMode", DEPLOYMENT_MODES, "standard"))
     host = fields.string("host")
     if host is not None and "://" in host:
         raise SpecError(fields.name("host"), RULES["host_scheme"], host)
-    port = fields.integer("port", minimum=1, maximum=65535) or DEFAULT_PORT
+    port = _int(fields.bounded("port", schema.PORT)) or DEFAULT_PORT
+    endpoints = _endpoints(fields)
+    db = _int(fields.bounded("db", schema.DB))
+    prefix = fields.string("keyPrefix")
+    if prefix is not None and not _KEY_PREFIX.match(prefix):
+        raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
+    service = fields.string("sentinelService")
+    _check_mode(fields, mode, host=host, endpoints=endpoints, db=db, service=service)
+    password = fields.secret_ref("passwordSecretRef", default_key="password")
+    username = fields.string("username")
+    if username is not None and password is None:
+        raise SpecError(fields.name("username"), RULES["username_password"], username)
+    tls = _tls(fields.sub("tls"))
+    return RedisSpec(
+        deployment_mode=mode,
+        host=host,
+        port=port,
+        endpoints=tuple(endpoints),
+        sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
+        db=db,
+        key_prefix=prefix,
+        socket_timeout=fields.bounded("socketTimeout", schema.SOCKET_TIMEOUT),
+        username=username,
+        password=password,
+        tls=tls,
+    )
+
+
+def _endpoints(fields: _Fields) -> list[str]:
     raw_endpoints = fields.values.get("endpoints") or []
     if not isinstance(raw_endpoints, list):
         raise SpecError(fields.name("endpoints"), 'a list of "host:port" strings', raw_endpoints)
@@ -271,11 +251,19 @@ def parse_redis(fields: _Fields) -> RedisSpec:
                 f"{fields.name('endpoints')}[{index}]", RULES["endpoint"], item
             ) from None
         endpoints.append(item.strip())
-    db = fields.integer("db", minimum=0)
-    prefix = fields.string("keyPrefix")
-    if prefix is not None and not _KEY_PREFIX.match(prefix):
-        raise SpecError(fields.name("keyPrefix"), RULES["key_prefix"], prefix)
-    service = fields.string("sentinelService")
+    return endpoints
+
+
+def _check_mode(
+    fields: _Fields,
+    mode: DeploymentMode,
+    *,
+    host: str | None,
+    endpoints: list[str],
+    db: int | None,
+    service: str | None,
+) -> None:
+    """The rules that tie ``deploymentMode`` to the other connection fields."""
     if mode == "sentinel" and not endpoints:
         raise SpecError(fields.name("endpoints"), RULES["sentinel_endpoints"], [])
     if mode == "cluster" and db:
@@ -288,11 +276,9 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         raise SpecError(fields.name("endpoints"), RULES["standard_endpoints"], endpoints)
     if mode != "sentinel" and service is not None:
         raise SpecError(fields.name("sentinelService"), RULES["sentinel_service"], service)
-    password = fields.secret_ref("passwordSecretRef", default_key="password")
-    username = fields.string("username")
-    if username is not None and password is None:
-        raise SpecError(fields.name("username"), RULES["username_password"], username)
-    tls_fields = fields.sub("tls")
+
+
+def _tls(tls_fields: _Fields) -> TlsSpec:
     enabled = tls_fields.boolean("enabled", False)
     ca = tls_fields.secret_ref("caSecretRef", default_key="ca.crt")
     client = tls_fields.sub("clientCertSecretRef")
@@ -301,19 +287,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         raise SpecError(client.name("name"), "the name of a kubernetes.io/tls Secret")
     if (ca is not None or client_name is not None) and not enabled:
         raise SpecError(tls_fields.name("enabled"), RULES["tls_refs"], enabled)
-    return RedisSpec(
-        deployment_mode=mode,
-        host=host,
-        port=port,
-        endpoints=tuple(endpoints),
-        sentinel_service=service or (DEFAULT_SENTINEL_SERVICE if mode == "sentinel" else None),
-        db=db,
-        key_prefix=prefix,
-        socket_timeout=fields.number("socketTimeout", above=0, maximum=300),
-        username=username,
-        password=password,
-        tls=TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name),
-    )
+    return TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name)
 
 
 def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> StoreSpec:
@@ -332,20 +306,17 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
     if fields.has("configMap"):
         cm = fields.sub("configMap")
         cm_name = cm.string("name")
-        if not cm_name or len(cm_name) > 253 or not _DNS_SUBDOMAIN.match(cm_name):
+        if not cm_name or len(cm_name) > schema.NAME_MAX or not _DNS_SUBDOMAIN.match(cm_name):
             raise SpecError(
                 cm.name("name"), "a ConfigMap name (lowercase DNS subdomain)", cm_name
             )
         cm_key = cm.string("key", default=DEFAULT_CONFIGMAP_KEY) or DEFAULT_CONFIGMAP_KEY
-        if len(cm_key) > 253 or not _CONFIGMAP_KEY.match(cm_key):
+        if len(cm_key) > schema.NAME_MAX or not _CONFIGMAP_KEY.match(cm_key):
             raise SpecError(cm.name("key"), "a ConfigMap key (letters, digits, -, _ and .)", cm_key)
         config_map = ConfigMapRef(name=cm_name, key=cm_key)
-    extra: float | None
-    if info is LOCK_STORE:
-        lifetime = fields.integer("lockLifetime", minimum=1, maximum=86400)
-        extra = None if lifetime is None else float(lifetime)
-    else:
-        extra = fields.number("pollInterval", above=0, maximum=60)
+    is_lock = info is LOCK_STORE
+    lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
+    poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
     return StoreSpec(
         kind=info.kind,
         namespace=namespace,
@@ -353,8 +324,13 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
         redis=redis,
         implementation=implementation,
         config_map=config_map,
-        extra=extra,
+        lock_lifetime=lock_lifetime,
+        poll_interval=poll_interval,
     )
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def parse_store(body: Mapping[str, Any]) -> StoreSpec:

@@ -3,11 +3,11 @@
 A store names Secrets (``spec.redis.passwordSecretRef``, ``spec.redis.tls.caSecretRef``,
 ``spec.redis.tls.clientCertSecretRef``); the operator reads them only to probe Redis itself.
 They never reach the ConfigMap (the rendered section holds ``${VAR}`` references and file
-paths, see :mod:`turnstile.operator.render`), the status, an Event or a log line.
+paths, see :mod:`turnstile.operator.decide.render`), the status, an Event or a log line.
 
 :func:`resolve` is pure: the thin Kubernetes layer hands it the data of the Secrets it could
 read (``None`` for one that does not exist) and gets back :class:`Credentials` or a
-:class:`~turnstile.operator.errors.SecretError` that names the Secret and key, never a value.
+:class:`~turnstile.operator.model.errors.SecretError` that names the Secret and key, never a value.
 :func:`redact` is the second line of defence for text that comes back from Redis.
 
 A Secret is used only if it is meant for stores: it carries the label
@@ -24,18 +24,16 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
 
-from turnstile.operator.errors import SecretError, SecretNotOptedInError
-from turnstile.operator.specs import SecretKeyRef, StoreSpec
+from turnstile.operator.model.errors import SecretError, SecretNotOptedInError
+from turnstile.operator.model.kinds import OPT_IN_LABEL, OPT_IN_VALUE
+from turnstile.operator.model.specs import SecretKeyRef, StoreSpec
 
 #: Keys of a ``kubernetes.io/tls`` Secret, as cert-manager writes them.
 TLS_CERT_KEY = "tls.crt"
 TLS_KEY_KEY = "tls.key"
 REDACTED = "<redacted>"
 #: The label that marks a Secret as meant for Turnstile stores, and its one accepted value.
-OPT_IN_LABEL: Final = "turnstile.dev/store-secret"
-OPT_IN_VALUE: Final = "true"
 
 SecretData = Mapping[str, str]
 """A Secret's ``data``: key to base64 text, exactly as the API returns it."""

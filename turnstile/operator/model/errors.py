@@ -3,7 +3,7 @@
 Every failure a store can be in ends as a condition on that store, never as a crash: each
 exception below carries the condition ``reason`` it maps to, and a message that names the
 field, Secret or ConfigMap at fault. No message ever carries a Secret's value (credentials are
-kept out of exception text by construction, and :func:`turnstile.operator.credentials.redact`
+kept out of exception text by construction, and :func:`turnstile.operator.decide.credentials.redact`
 scrubs what comes back from Redis as a second line of defence).
 
 The tree::

@@ -27,16 +27,10 @@ from typing import Any, Final
 
 import yaml
 
-from turnstile.operator.credentials import TLS_CERT_KEY, TLS_KEY_KEY
-from turnstile.operator.errors import ConflictError, EndpointsYamlError
-from turnstile.operator.specs import (
-    KINDS,
-    LOCK_STORE,
-    RASA_LOCK_LIFETIME_ENV,
-    KindInfo,
-    StoreSpec,
-    parse_spec,
-)
+from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
+from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
+from turnstile.operator.model.kinds import KINDS, KindInfo
+from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
 
 CA_FILE = "ca.crt"
 
@@ -83,17 +77,25 @@ def section(store: StoreSpec) -> dict[str, Any]:
         out["username"] = redis.username
     if redis.password is not None:
         out["password"] = "${" + info.password_env + "}"
-    if redis.tls.enabled:
-        out["use_ssl"] = True
-        if redis.tls.ca is not None:
-            out["ssl_ca_certs"] = f"{info.tls_dir}/{CA_FILE}"
-        if redis.tls.client_cert_secret:
-            out["ssl_certfile"] = f"{info.tls_dir}/{TLS_CERT_KEY}"
-            out["ssl_keyfile"] = f"{info.tls_dir}/{TLS_KEY_KEY}"
-    if store.extra is not None and not (
-        info is LOCK_STORE and store.implementation == "rasa"
-    ):
-        out[info.extra_key] = _number(store.extra)
+    out.update(_tls_keys(store))
+    if store.lock_lifetime is not None and store.implementation != "rasa":
+        out["lock_lifetime"] = store.lock_lifetime  # with rasa: TICKET_LOCK_LIFETIME, below
+    if store.poll_interval is not None:
+        out["poll_interval"] = _number(store.poll_interval)
+    return out
+
+
+def _tls_keys(store: StoreSpec) -> dict[str, Any]:
+    """``use_ssl`` and the mounted TLS files of the section, in Rasa's order."""
+    tls, tls_dir = store.redis.tls, store.info.tls_dir
+    if not tls.enabled:
+        return {}
+    out: dict[str, Any] = {"use_ssl": True}
+    if tls.ca is not None:
+        out["ssl_ca_certs"] = f"{tls_dir}/{CA_FILE}"
+    if tls.client_cert_secret:
+        out["ssl_certfile"] = f"{tls_dir}/{TLS_CERT_KEY}"
+        out["ssl_keyfile"] = f"{tls_dir}/{TLS_KEY_KEY}"
     return out
 
 
@@ -129,8 +131,8 @@ def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str,
     ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands here.
     """
     store = _store(kind, spec)
-    if store.info is LOCK_STORE and store.implementation == "rasa" and store.extra is not None:
-        return [(RASA_LOCK_LIFETIME_ENV, str(int(store.extra)))]
+    if store.implementation == "rasa" and store.lock_lifetime is not None:
+        return [(RASA_LOCK_LIFETIME_ENV, str(store.lock_lifetime))]
     return []
 
 

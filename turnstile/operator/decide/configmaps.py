@@ -2,7 +2,7 @@
 
 Rules (each one a user can observe):
 
-* The section is merged into the key with :func:`turnstile.operator.render.merge_section`;
+* The section is merged into the key with :func:`turnstile.operator.decide.render.merge_section`;
   every other section and every other key stays as it was.
 * A ConfigMap Turnstile **creates** is owned by the stores that write to it
   (``ownerReferences``), so Kubernetes garbage-collects it with the last of them.
@@ -24,13 +24,16 @@ import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from turnstile.operator.render import merge_section
-
-MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "turnstile"}
-PRE_EXISTING: Final = "turnstile.dev/pre-existing"
-SECTIONS: Final = "turnstile.dev/sections"
+from turnstile.operator.decide.render import merge_section
+from turnstile.operator.model.kinds import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    PRE_EXISTING,
+    SECTIONS,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def with_section(
     meta = body.setdefault("metadata", {})
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
-    if labels.get("app.kubernetes.io/managed-by") != "turnstile" and SECTIONS not in annotations:
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE and SECTIONS not in annotations:
         annotations[PRE_EXISTING] = "true"  # first touch of a ConfigMap someone else made
     meta["labels"] = {**labels, **MANAGED_BY}
     sections = _sections(meta)

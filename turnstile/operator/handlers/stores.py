@@ -10,25 +10,26 @@ store from interleaving.
 A reconcile never raises for a store's problem: an invalid spec, a missing Secret, an
 unreachable Redis, an API error all end in a condition with a reason and a message, and the
 next timer tick tries again (no hot loop: the interval bounds the retry rate). The status is
-written only when it says something new (:func:`turnstile.operator.conditions.needs_update`);
-Events are posted for what changed (:func:`turnstile.operator.conditions.events`).
+written only when it says something new (:func:`turnstile.operator.decide.conditions.needs_update`);
+Events are posted for what changed (:func:`turnstile.operator.decide.conditions.events`).
 
 Deleting a store runs :func:`finalize` (a kopf finalizer): it removes the section the store
 wrote and nothing else; a ConfigMap the operator created is then garbage-collected by
 Kubernetes through its ownerReferences once its last store is gone.
 
 An API server outage stops nothing for good. The status is written by this module's own
-client (:meth:`turnstile.operator.kube.Kube.patch_status`), not handed back to kopf: kopf
+client (:meth:`turnstile.operator.kube.client.Kube.patch_store_status`), not handed back to
+kopf: kopf
 applies a timer's patch after the handler with a bounded number of retries, and when those
 run out the timer task ends and that store is never re-checked again. A reconcile that finds
-the API server silent (:class:`~turnstile.operator.errors.ApiUnreachableError`) writes
+the API server silent (:class:`~turnstile.operator.model.errors.ApiUnreachableError`) writes
 nothing, posts no Event, logs once per outage, and the next tick tries again; the first write
 that succeeds after an outage logs that re-checks resumed (:class:`ApiHealth`). kopf's own
 requests (watches, finalizers, its annotations) retry at most 5 s apart for an hour
 (:data:`API_BACKOFFS`), so a change made right after the API returns is seen within seconds.
 
 A namespaced operator started with ``TURNSTILE_REPORT_UNWATCHED=true`` also marks stores in
-namespaces it does not watch (:mod:`turnstile.operator.unwatched`), on the same interval.
+namespaces it does not watch (:mod:`turnstile.operator.handlers.unwatched`), on the same interval.
 
 Two stores of one kind naming the same ConfigMap key are found through kopf indexes
 (``lockstore_targets``, ``timerstore_targets``) and both report ``ConfigMapConflict``; neither
@@ -48,11 +49,11 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
-from turnstile.operator import conditions as cond
-from turnstile.operator import metrics, unwatched
+from turnstile.operator import metrics
 from turnstile.operator.config import OperatorConfig
-from turnstile.operator.configmaps import Owner, is_owned, with_section, without_section
-from turnstile.operator.credentials import (
+from turnstile.operator.decide import conditions as cond
+from turnstile.operator.decide.configmaps import Owner, is_owned, with_section, without_section
+from turnstile.operator.decide.credentials import (
     Credentials,
     SecretObject,
     redact,
@@ -60,10 +61,7 @@ from turnstile.operator.credentials import (
     resolve,
     secret_names,
 )
-from turnstile.operator.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
-from turnstile.operator.kube import Kube
-from turnstile.operator.probes import check
-from turnstile.operator.render import (
+from turnstile.operator.decide.render import (
     conflict_message,
     plain_env,
     secret_env,
@@ -71,15 +69,12 @@ from turnstile.operator.render import (
     section,
     target,
 )
-from turnstile.operator.specs import (
-    API_VERSION,
-    FINALIZER,
-    GROUP,
-    KINDS,
-    VERSION,
-    StoreSpec,
-    parse_store,
-)
+from turnstile.operator.handlers import unwatched
+from turnstile.operator.kube.client import Kube
+from turnstile.operator.model.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
+from turnstile.operator.model.kinds import API_VERSION, FINALIZER, GROUP, KINDS, VERSION
+from turnstile.operator.model.specs import StoreSpec, parse_store
+from turnstile.operator.probes import check
 
 CONFIG: Final = OperatorConfig.from_env()
 _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
@@ -381,9 +376,8 @@ async def _reconcile(
         condition["message"] = redact(condition["message"], credentials)
     if cond.needs_update(old_status, new_status):
         try:
-            await kube().patch_status(
-                str(meta.get("namespace")), KINDS[kind].plural, str(meta.get("name")),
-                {"status": new_status},
+            await kube().patch_store_status(
+                str(meta.get("namespace")), kind, str(meta.get("name")), {"status": new_status}
             )
         except ApiUnreachableError:
             raise

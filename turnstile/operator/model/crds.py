@@ -2,11 +2,11 @@
 
 Both kinds share ``spec.redis`` (Rasa's keys in camelCase), ``spec.implementation``,
 ``spec.configMap`` and ``spec.rollout``; generating both CRDs here keeps those identical and
-keeps the CEL rule messages equal to the ones :mod:`turnstile.operator.specs` raises. The YAML
+keeps the CEL rule messages equal to the ones :mod:`turnstile.operator.model.specs` raises. The YAML
 in ``crds/`` is this module's output, checked by a unit test::
 
-    python -m turnstile.operator.crds --write crds/     # regenerate both files
-    python -m turnstile.operator.crds                   # print both (multi-document YAML)
+    python -m turnstile.operator.model.crds --write crds/     # regenerate both files
+    python -m turnstile.operator.model.crds                   # print both (multi-document YAML)
 """
 
 from __future__ import annotations
@@ -18,26 +18,22 @@ from typing import Any, Final
 
 import yaml
 
-from turnstile.operator.specs import (
-    CATEGORY,
+from turnstile.operator.model import schema
+from turnstile.operator.model.kinds import CATEGORY, GROUP, KINDS, LOCK_STORE, VERSION, KindInfo
+from turnstile.operator.model.specs import (
     DEFAULT_CONFIGMAP_KEY,
     DEFAULT_PORT,
     DEFAULT_SENTINEL_SERVICE,
     DEPLOYMENT_MODES,
-    GROUP,
     IMPLEMENTATIONS,
-    KINDS,
-    LOCK_STORE,
     RULES,
-    VERSION,
-    KindInfo,
 )
 
 _PORT: Final = (
     r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 )
 ENDPOINT_PATTERN: Final = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):" + _PORT + "$"
-DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN: Final = schema.DNS_SUBDOMAIN
 
 
 def _cel_string(text: str) -> str:
@@ -116,9 +112,7 @@ def redis_schema() -> dict[str, Any]:
                 "x-kubernetes-validations": [_rule("!self.contains('://')", "host_scheme")],
             },
             "port": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 65535,
+                **schema.PORT.schema(),
                 "default": DEFAULT_PORT,
                 "description": f"Redis port (default {DEFAULT_PORT}).",
             },
@@ -146,9 +140,7 @@ def redis_schema() -> dict[str, Any]:
                 ),
             },
             "db": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": 1023,
+                **schema.DB.schema(),
                 "description": (
                     "Redis database number (standard and sentinel modes; Rasa's default when "
                     "unset). Cluster mode has only database 0."
@@ -160,14 +152,11 @@ def redis_schema() -> dict[str, Any]:
                 "maxLength": 64,
                 "description": "Alphanumeric prefix for the store's keys.",
                 "x-kubernetes-validations": [
-                    _rule("self.matches('^[A-Za-z0-9]+$')", "key_prefix")
+                    _rule(f"self.matches('{_cel_string(schema.KEY_PREFIX)}')", "key_prefix")
                 ],
             },
             "socketTimeout": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMinimum": True,
-                "maximum": 300,
+                **schema.SOCKET_TIMEOUT.schema(),
                 "description": "Seconds after which a Redis call fails (Rasa's default: 10).",
             },
             "username": {
@@ -313,24 +302,22 @@ def rollout_schema() -> dict[str, Any]:
 
 
 def _kind_field(info: KindInfo) -> dict[str, Any]:
+    """The one spec field of each kind: ``lockLifetime`` or ``pollInterval``."""
     if info is LOCK_STORE:
-        return {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": 86400,
+        lifetime = {
+            **schema.LOCK_LIFETIME.schema(),
             "description": (
                 "Seconds a conversation's ticket lock lives (renders lock_store.lock_lifetime; "
                 "with implementation: rasa it is the TICKET_LOCK_LIFETIME env var, see "
                 "status.env)."
             ),
         }
-    return {
-        "type": "number",
-        "minimum": 0,
-        "exclusiveMinimum": True,
-        "maximum": 60,
+        return {"lockLifetime": lifetime}
+    interval = {
+        **schema.POLL_INTERVAL.schema(),
         "description": "Seconds between polls for expired timers (renders poll_interval).",
     }
+    return {"pollInterval": interval}
 
 
 def status_schema() -> dict[str, Any]:
@@ -437,20 +424,20 @@ def crd(info: KindInfo) -> dict[str, Any]:
             "properties": {
                 "name": {
                     "type": "string",
-                    "maxLength": 253,
+                    "maxLength": schema.NAME_MAX,
                     "pattern": DNS_SUBDOMAIN,
                     "description": "ConfigMap name in the store's namespace.",
                 },
                 "key": {
                     "type": "string",
-                    "maxLength": 253,
-                    "pattern": r"^[-._a-zA-Z0-9]+$",
+                    "maxLength": schema.NAME_MAX,
+                    "pattern": schema.CONFIGMAP_KEY,
                     "default": DEFAULT_CONFIGMAP_KEY,
                     "description": f"Key of the file (default {DEFAULT_CONFIGMAP_KEY}).",
                 },
             },
         },
-        info.extra_field: _kind_field(info),
+        **_kind_field(info),
         "rollout": rollout_schema(),
     }
     ready = '.status.conditions[?(@.type=="Ready")]'
@@ -523,12 +510,14 @@ def file_name(info: KindInfo) -> str:
 
 
 def render_crd(info: KindInfo) -> str:
-    header = "# Generated by `python -m turnstile.operator.crds --write crds/`; do not edit.\n"
+    header = (
+        "# Generated by `python -m turnstile.operator.model.crds --write crds/`; do not edit.\n"
+    )
     return header + yaml.safe_dump(crd(info), sort_keys=False, width=100)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m turnstile.operator.crds")
+    parser = argparse.ArgumentParser(prog="python -m turnstile.operator.model.crds")
     parser.add_argument("--write", metavar="DIR", help="write one file per CRD into DIR")
     args = parser.parse_args(argv)
     if args.write:

@@ -8,8 +8,8 @@ longer than ``TURNSTILE_ROLLOUT_MAX_DELAY_SECONDS``, default 10 s, after the fir
 then runs :func:`sync_rollouts` once.
 
 :func:`sync_rollouts` is level-triggered: it reads the namespace's current state, asks
-:mod:`turnstile.operator.rollout` for each workload's checksum and patch, and applies only the
-patches that change something. Because it never depends on which events arrived (or were
+:mod:`turnstile.operator.decide.rollout` for each workload's checksum and patch, and applies
+only the patches that change something. Because it never depends on which events arrived (or were
 missed while the operator was down), it can run any number of times: an operator restart or a
 re-list finds every checksum already in place and patches nothing, and the stores of one
 ``kubectl apply`` land inside one settle window and roll each workload once.
@@ -21,22 +21,18 @@ annotations on them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
 import kopf
 
-from turnstile.operator import render
-from turnstile.operator.credentials import OPT_IN_LABEL, OPT_IN_VALUE
-from turnstile.operator.errors import SpecError
-from turnstile.operator.launcher import plain_rasa_containers
-from turnstile.operator.rollout import (
+from turnstile.operator.decide import render
+from turnstile.operator.decide.launcher import plain_rasa_containers
+from turnstile.operator.decide.rollout import (
     Snapshot,
     StoreRollout,
     Workload,
@@ -47,24 +43,30 @@ from turnstile.operator.rollout import (
     status_patch,
     store_rollout,
 )
-from turnstile.operator.workloads import Kube
+from turnstile.operator.handlers.debounce import DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Debouncer
+from turnstile.operator.kube.client import Kube
+from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.kinds import (
+    API_VERSION,
+    GROUP,
+    LOCK_STORE,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    OPT_IN_LABEL,
+    OPT_IN_VALUE,
+    TIMER_STORE,
+    VERSION,
+    WORKLOAD_API_VERSION,
+)
+from turnstile.operator.model.specs import parse_spec
 
 __all__ = ["Debouncer", "sync_rollouts"]
 
 logger = logging.getLogger(__name__)
 
-GROUP: Final = "turnstile.dev"
-VERSION: Final = "v1alpha1"
-MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "turnstile"}
 
 SETTLE_ENV: Final = "TURNSTILE_ROLLOUT_SETTLE_SECONDS"
 MAX_DELAY_ENV: Final = "TURNSTILE_ROLLOUT_MAX_DELAY_SECONDS"
-DEFAULT_SETTLE: Final = 1.5
-DEFAULT_MAX_DELAY: Final = 10.0
-#: After a failed sync, retry after this long, doubling up to the cap (level-triggered, so a
-#: retry is always safe).
-RETRY_INITIAL: Final = 2.0
-RETRY_CAP: Final = 60.0
 
 
 def _seconds(env: str, default: float) -> float:
@@ -84,92 +86,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# ----------------------------------------------------------------------------- debounce
-
-
-class Debouncer:
-    """Runs ``action(key)`` once a key has been quiet for ``settle`` seconds.
-
-    A poke during the wait restarts the settle window, but never beyond ``max_delay`` after
-    the first poke of the burst, so a namespace that never goes quiet still syncs. A poke that
-    arrives while the action runs schedules exactly one more run. A failing action is retried
-    with a doubling delay.
-    """
-
-    def __init__(
-        self,
-        action: Callable[[str], Awaitable[None]],
-        *,
-        settle: float = DEFAULT_SETTLE,
-        max_delay: float = DEFAULT_MAX_DELAY,
-    ) -> None:
-        self._action = action
-        self.settle = settle
-        self.max_delay = max(max_delay, settle)
-        self._first: dict[str, float] = {}
-        self._last: dict[str, float] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-
-    def poke(self, key: str) -> None:
-        """Note a change under ``key``; the action runs after the settle window."""
-        now = asyncio.get_running_loop().time()
-        self._first.setdefault(key, now)
-        self._last[key] = now
-        task = self._tasks.get(key)
-        if task is None or task.done():
-            self._tasks[key] = asyncio.create_task(self._run(key), name=f"rollout-sync:{key}")
-
-    async def _run(self, key: str) -> None:
-        loop = asyncio.get_running_loop()
-        retry = RETRY_INITIAL
-        while key in self._first:
-            due = min(self._last[key] + self.settle, self._first[key] + self.max_delay)
-            if (wait := due - loop.time()) > 0:
-                await asyncio.sleep(wait)
-                continue
-            del self._first[key], self._last[key]
-            try:
-                await self._action(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("rollout sync of %r failed; retrying in %.0fs", key, retry)
-                later = loop.time() + retry - self.settle
-                self._first.setdefault(key, later)
-                self._last[key] = max(self._last.get(key, later), later)
-                retry = min(retry * 2, RETRY_CAP)
-            else:
-                retry = RETRY_INITIAL
-
-    async def idle(self) -> None:
-        """Wait until no key has a pending or running action (for tests and shutdown)."""
-        while tasks := [t for t in self._tasks.values() if not t.done()]:
-            await asyncio.wait(tasks)
-
-    async def close(self) -> None:
-        """Cancel everything pending."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        self._first.clear()
-        self._last.clear()
-
-
 # --------------------------------------------------------------------------------- sync
 
 
 def _read_store(body: Mapping[str, Any]) -> StoreRollout:
     kind = str(body.get("kind", ""))
-    spec = body.get("spec") or {}
+    parsed = parse_spec(kind, body.get("spec") or {})  # once, for the three renderings below
     return store_rollout(
         body,
-        render.secret_env(kind, spec),
-        files=render.secret_files(kind, spec),
-        values=render.plain_env(kind, spec),
+        render.secret_env(kind, parsed),
+        files=render.secret_files(kind, parsed),
+        values=render.plain_env(kind, parsed),
     )
 
 
@@ -206,25 +133,9 @@ async def sync_rollouts(
     call with unchanged state patches nothing and writes no status.
     """
     now = now or _now()
-    bodies = await kube.list_stores(namespace)
-    stores: list[tuple[Mapping[str, Any], StoreRollout]] = []
-    for body in bodies:
-        try:
-            store = _read_store(body)
-        except SpecError as exc:
-            # Dropping one store would change the checksum of the workloads it selects and
-            # roll them; refusing the whole namespace until it is fixed never guesses.
-            meta = body.get("metadata") or {}
-            logger.error(
-                "%s/%s: %s; not rolling anything in %s until fixed",
-                body.get("kind"),
-                meta.get("name"),
-                exc,
-                namespace,
-            )
-            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
-            return []
-        stores.append((body, store))
+    stores = await _read_stores(kube, namespace)
+    if stores is None:
+        return []
     REFERENCED.remember(namespace, (s for _, s in stores))
     if not any(s.workloads or s.selector is not None for _, s in stores):
         await _write_status(kube, namespace, stores, [], now, None)  # clears stale entries only
@@ -233,27 +144,8 @@ async def sync_rollouts(
     listed = await kube.list_workloads(namespace)
     workloads = [Workload.from_body(kind, body) for kind, body in listed]
     notes = await _check_launchers(kube, namespace, stores, listed)
-    config_maps: dict[str, dict[str, str]] = {}
-    for name in sorted({s.config_map for _, s in stores if s.config_map}):
-        data = await kube.config_map_data(namespace, name)
-        if data is not None:
-            config_maps[name] = data
-    secrets: dict[str, dict[str, str]] = {}
-    unmarked: set[str] = set()
-    for name in sorted({r.name for _, s in stores for r in s.secrets}):
-        secret = await kube.secret(namespace, name)
-        if secret is None:
-            continue
-        if secret.opted_in:
-            secrets[name] = dict(secret.data)
-        else:
-            unmarked.add(name)
-    if unmarked:
-        logger.warning(
-            "%s: not rolling workloads whose stores use Secrets without the label %s=%s: %s",
-            namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
-        )  # fmt: skip
-
+    config_maps = await _read_config_maps(kube, namespace, stores)
+    secrets, unmarked = await _read_secrets(kube, namespace, stores)
     snapshot = Snapshot(
         stores=tuple(s for _, s in stores),
         workloads=tuple(workloads),
@@ -278,6 +170,65 @@ async def sync_rollouts(
 
     await _write_status(kube, namespace, stores, applied, now, notes)
     return applied
+
+
+_Stores = list[tuple[Mapping[str, Any], StoreRollout]]
+
+
+async def _read_stores(kube: Kube, namespace: str) -> _Stores | None:
+    """The namespace's stores as ``(body, rollout)``; ``None`` (and an Event) if one is invalid."""
+    stores: _Stores = []
+    for body in await kube.list_stores(namespace):
+        try:
+            store = _read_store(body)
+        except SpecError as exc:
+            # Dropping one store would change the checksum of the workloads it selects and
+            # roll them; refusing the whole namespace until it is fixed never guesses.
+            meta = body.get("metadata") or {}
+            logger.error(
+                "%s/%s: %s; not rolling anything in %s until fixed",
+                body.get("kind"),
+                meta.get("name"),
+                exc,
+                namespace,
+            )
+            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
+            return None
+        stores.append((body, store))
+    return stores
+
+
+async def _read_config_maps(
+    kube: Kube, namespace: str, stores: _Stores
+) -> dict[str, dict[str, str]]:
+    config_maps: dict[str, dict[str, str]] = {}
+    for name in sorted({s.config_map for _, s in stores if s.config_map}):
+        data = await kube.config_map_data(namespace, name)
+        if data is not None:
+            config_maps[name] = data
+    return config_maps
+
+
+async def _read_secrets(
+    kube: Kube, namespace: str, stores: _Stores
+) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """The opted-in Secrets' data, and the names of those without the opt-in label."""
+    secrets: dict[str, dict[str, str]] = {}
+    unmarked: set[str] = set()
+    for name in sorted({r.name for _, s in stores for r in s.secrets}):
+        secret = await kube.secret(namespace, name)
+        if secret is None:
+            continue
+        if secret.opted_in:
+            secrets[name] = dict(secret.data)
+        else:
+            unmarked.add(name)
+    if unmarked:
+        logger.warning(
+            "%s: not rolling workloads whose stores use Secrets without the label %s=%s: %s",
+            namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
+        )  # fmt: skip
+    return secrets, unmarked
 
 
 #: The launcher warning last posted per workload, so a re-sync does not repeat the Events.
@@ -316,12 +267,12 @@ async def _check_launchers(
         _LAUNCHER_WARNED[(namespace, ref)] = message
         logger.warning("%s: %s", namespace, message)
         await kube.post_event(
-            namespace, {**body, "kind": kind, "apiVersion": "apps/v1"},
+            namespace, {**body, "kind": kind, "apiVersion": WORKLOAD_API_VERSION},
             "TimerManagerMissing", message, type_="Warning",
         )  # fmt: skip
         for store_body, _ in loading:
             await kube.post_event(
-                namespace, {**store_body, "apiVersion": f"{GROUP}/{VERSION}"},
+                namespace, {**store_body, "apiVersion": API_VERSION},
                 "TimerManagerMissing", message, type_="Warning",
             )  # fmt: skip
     return notes
@@ -358,7 +309,7 @@ async def _announce(
                 plan.workload.kind, by, what)  # fmt: skip
     await kube.post_event(
         namespace,
-        {**workload_body, "kind": plan.workload.kind, "apiVersion": "apps/v1"},
+        {**workload_body, "kind": plan.workload.kind, "apiVersion": WORKLOAD_API_VERSION},
         "ConfigRollout",
         f"Rolling for {by}: {what}",
     )
@@ -367,7 +318,7 @@ async def _announce(
         if store.ref in selected:
             await kube.post_event(
                 namespace,
-                {**body, "apiVersion": f"{GROUP}/{VERSION}"},
+                {**body, "apiVersion": API_VERSION},
                 "WorkloadRolled",
                 f"Rolled {plan.workload.ref}: {what}",
             )
@@ -476,8 +427,8 @@ _store_changed = _ChangeFilter(_store_identity)
 _workload_changed = _ChangeFilter(_workload_identity)
 
 
-@kopf.on.event(GROUP, VERSION, "lockstores", when=_store_changed)
-@kopf.on.event(GROUP, VERSION, "timerstores", when=_store_changed)
+@kopf.on.event(GROUP, VERSION, LOCK_STORE.plural, when=_store_changed)
+@kopf.on.event(GROUP, VERSION, TIMER_STORE.plural, when=_store_changed)
 async def store_event(namespace: str | None, **_: Any) -> None:
     """A store appeared, changed its spec, or went away."""
     if namespace:
@@ -487,7 +438,7 @@ async def store_event(namespace: str | None, **_: Any) -> None:
 def _config_map_relevant(
     labels: Mapping[str, str], name: str | None, namespace: str | None, **_: Any
 ) -> bool:
-    if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY["app.kubernetes.io/managed-by"]:
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
         return True
     return bool(namespace and name in REFERENCED.config_maps.get(namespace, ()))
 

@@ -15,8 +15,9 @@ fix, and nothing about the operator that wrote it, so two namespaced releases th
 watch a namespace write the same condition once instead of taking turns. An operator that later
 serves the namespace replaces the conditions with its own at its first reconcile.
 
-:func:`watches` and :func:`status_patch` are pure; :func:`report_once` does the I/O;
-:mod:`turnstile.operator.handlers` runs it once per re-check interval. Every replica reports
+:func:`watches` and :func:`status_patch` (here) are pure;
+:func:`turnstile.operator.handlers.unwatched.report_once` does the I/O and
+:mod:`turnstile.operator.handlers.stores` runs it once per re-check interval. Every replica reports
 (kopf's peering covers only the watched namespaces); the patch is identical and only sent when
 the condition is not there yet.
 """
@@ -24,17 +25,13 @@ the condition is not there yet.
 from __future__ import annotations
 
 import fnmatch
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from turnstile.operator import conditions as cond
-from turnstile.operator.kube import Kube
-from turnstile.operator.specs import FINALIZER, KINDS
+from turnstile.operator.decide import conditions as cond
+from turnstile.operator.model.kinds import FINALIZER
 
 REASON: Final = "NamespaceNotWatched"
-
-logger = logging.getLogger(__name__)
 
 
 def watches(namespace: str, patterns: Sequence[str]) -> bool:
@@ -73,21 +70,3 @@ def status_patch(body: Mapping[str, Any], *, now: str) -> dict[str, Any] | None:
     if old == merged and status.get("observedGeneration") == generation:
         return None
     return {"status": {"observedGeneration": generation, "conditions": merged}}
-
-
-async def report_once(kube: Kube, patterns: Sequence[str], *, now: str | None = None) -> int:
-    """Mark every unserved store outside ``patterns``; returns how many were patched."""
-    patched = 0
-    for info in KINDS.values():
-        for body in await kube.list_everywhere(info.plural):
-            meta = body.get("metadata") or {}
-            namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-            if not namespace or watches(namespace, patterns):
-                continue
-            patch = status_patch(body, now=now or cond.now_iso())
-            if patch is None:
-                continue
-            await kube.patch_status(namespace, info.plural, name, patch)
-            logger.warning("%s %s/%s: %s", info.kind, namespace, name, message(namespace))
-            patched += 1
-    return patched

@@ -1,0 +1,1 @@
+"""Pure facts: the kinds and names, the spec parser, the CRD generator, the errors."""
