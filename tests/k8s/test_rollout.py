@@ -543,3 +543,55 @@ def test_a_bot_running_plain_rasa_with_turnstiles_timer_store_is_reported(
     ]))  # fmt: skip
     wait_for("the note to clear", lambda: notes(cp, ns).get("plain", "x") is None)
     assert len({e["involvedObject"]["name"] for e in warnings(cp, ns)}) == 2  # no new ones
+
+
+# ------------------------------------------------ never roll onto a broken file (issue 16)
+
+
+def unparseable_events(cp: ControlPlane, ns: str) -> list[dict[str, Any]]:
+    events = cp.get_json(
+        "-n", ns, "events", "--field-selector", "reason=EndpointsUnparseable"
+    ) or {}
+    return list(events.get("items", []))
+
+
+def test_a_hand_edit_that_breaks_endpoints_yml_rolls_nothing_until_it_is_fixed(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME),
+    )
+    counts = settled(cp, ns, "bot")
+    running = template_checksum(cp, ns, "bot")
+    good = (managed_config_map(cp, ns, "bot-endpoints") or {})["endpoints.yml"]
+
+    def set_file(text: str) -> None:
+        cp.kubectl("-n", ns, "patch", "configmap", "bot-endpoints", "--type=merge",
+                   "-p", json.dumps({"data": {"endpoints.yml": text}}))  # fmt: skip
+
+    set_file(good + "action_endpoint: {url: http://actions\n")  # an unclosed flow mapping
+
+    events = wait_for("an EndpointsUnparseable Warning", lambda: unparseable_events(cp, ns))
+    on_bot = [e for e in events if e["involvedObject"]["kind"] == "Deployment"]
+    assert on_bot and on_bot[0]["involvedObject"]["name"] == "bot"
+    assert on_bot[0]["type"] == "Warning"
+    assert "bot-endpoints/endpoints.yml is not valid YAML at line" in on_bot[0]["message"]
+
+    def held() -> str | None:
+        status = (cp.get_json("-n", ns, "lockstore", "locks") or {}).get("status", {})
+        entries = (status.get("rollout") or {}).get("workloads") or []
+        return next((e.get("held") for e in entries if e["name"] == "bot"), None)
+
+    assert "not rolling" in wait_for("the hold in the store's status", held)
+    assert_replica_sets_stay(cp, ns, counts)  # no rollout onto the broken file
+    assert template_checksum(cp, ns, "bot") == running
+
+    set_file(good + "action_endpoint: {url: http://actions}\n")  # fixed: one rollout
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})
+    assert template_checksum(cp, ns, "bot") != running
+    wait_for("the hold to clear", lambda: held() is None)
+    assert len([e for e in unparseable_events(cp, ns)
+                if e["involvedObject"]["kind"] == "Deployment"]) == 1  # fmt: skip

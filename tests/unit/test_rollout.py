@@ -514,3 +514,41 @@ def test_a_workload_rolls_when_a_store_it_does_not_name_changes_the_file_it_load
         "TURNSTILE_LOCK_STORE_PASSWORD",
         "TURNSTILE_TIMER_STORE_PASSWORD",
     ]
+
+
+# --------------------------------------------------------- never roll onto a broken file
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("lock_store: [unclosed\n", "not valid YAML at line"),
+        ("- just\n- a list\n", "a list, not a mapping of sections"),
+        ("lock_store:\n\ttype: x\n", "not valid YAML at line 2"),
+    ],
+)
+def test_a_workload_is_held_on_its_config_while_the_file_does_not_parse(
+    text: str, problem: str
+) -> None:
+    store = store_rollout(store_body(rollout=by_name("bot")))
+    running = deployment("bot", checksum_value="sha256:running")
+    broken = {"bot-endpoints": {"endpoints.yml": text}}
+    [plan] = plan_namespace(snapshot([store], [running], config_maps=broken), NOW)
+    assert plan.patch is None and not plan.rolls
+    assert plan.checksum == "sha256:running"
+    assert plan.held is not None
+    assert "bot-endpoints/endpoints.yml" in plan.held and problem in plan.held
+    [entry] = status_entries(store, [plan], NOW)
+    assert entry["held"] == plan.held and entry["checksum"] == "sha256:running"
+
+    fixed = plan_namespace(snapshot([store], [running]), NOW)
+    assert fixed[0].held is None and fixed[0].rolls
+
+
+def test_a_never_rolled_workload_held_on_a_broken_file_has_no_checksum_in_status() -> None:
+    store = store_rollout(store_body(rollout=by_name("bot")))
+    broken = {"bot-endpoints": {"endpoints.yml": "{"}}
+    [plan] = plan_namespace(snapshot([store], [deployment("bot")], config_maps=broken), NOW)
+    assert plan.patch is None and plan.held
+    [entry] = status_entries(store, [plan], NOW)
+    assert "checksum" not in entry

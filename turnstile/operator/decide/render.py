@@ -139,6 +139,21 @@ def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str,
 # ------------------------------------------------------------------------- the file
 
 
+def endpoints_problem(text: str | None) -> str | None:
+    """Why ``text`` would not load as a bot's ``endpoints.yml`` (``None``: it loads).
+
+    Rasa reads the file with ruamel.yaml (YAML 1.2, ``safe``) and needs a mapping of sections.
+    ruamel is not a dependency of the operator, so this uses PyYAML's ``safe_load`` (YAML 1.1):
+    both refuse the same malformed documents (unclosed brackets or quotes, bad indentation,
+    tabs) and a top level that is not a mapping. The answer names a line, never the content.
+    """
+    try:
+        load_endpoints(text)
+    except EndpointsYamlError as exc:
+        return exc.detail
+    return None
+
+
 def load_endpoints(text: str | None) -> dict[str, Any]:
     """Parse an ``endpoints.yml``; empty is ``{}``; anything but a mapping is an error."""
     if text is None or not text.strip():
@@ -150,14 +165,14 @@ def load_endpoints(text: str | None) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise EndpointsYamlError(
             f"the existing endpoints.yml is not valid YAML{where}; fix or remove it so Turnstile "
-            "can merge its section without losing yours"
+            "can merge its section without losing yours",
+            detail=f"not valid YAML{where}",
         ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise EndpointsYamlError(
-            f"the existing endpoints.yml is a {type(data).__name__}, not a mapping of sections"
-        )
+        what = f"a {type(data).__name__}, not a mapping of sections"
+        raise EndpointsYamlError(f"the existing endpoints.yml is {what}", detail=what)
     return data
 
 

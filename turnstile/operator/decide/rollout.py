@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, cast
 
+from turnstile.operator.decide.render import endpoints_problem
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import (
     APPLIED_AT_ANNOTATION,
@@ -409,6 +410,8 @@ class WorkloadPlan:
     stores: tuple[StoreRollout, ...]
     checksum: str
     patch: dict[str, Any] | None
+    #: Why the workload is kept on what it runs (a file it loads does not parse), else ``None``.
+    held: str | None = None
 
     @property
     def new_checksum(self) -> bool:
@@ -543,6 +546,11 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             config.append((config_map, config_key, content))
         if any(content is None for _, _, content in config):
             continue
+        held = _unparseable(config)
+        if held is not None:
+            current = workload.checksum or ""
+            plans.append(WorkloadPlan(workload, stores, current, None, held=held))
+            continue
         secret_refs = {ref for store in stores for ref in store.secrets}
         if any(ref.name in snapshot.unmarked for ref in secret_refs):
             continue
@@ -557,6 +565,21 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )
     return plans
+
+
+def _unparseable(config: Iterable[tuple[str, str, str | None]]) -> str | None:
+    """Why a workload must not roll onto these files (one that a bot could not load)."""
+    problems = [
+        f"{cm}/{key} is {problem}"
+        for cm, key, content in config
+        if (problem := endpoints_problem(content)) is not None
+    ]
+    if not problems:
+        return None
+    return (
+        f"not rolling: ConfigMap {'; '.join(problems)} (Rasa needs a YAML mapping of "
+        "sections); the bots keep the configuration they run until the file is fixed"
+    )
 
 
 def _first_per_name(env: Iterable[EnvSource]) -> list[EnvSource]:
@@ -579,6 +602,8 @@ class StatusEntry(TypedDict, total=False):
     #: Why this workload cannot use the store fully (a bot running plain ``rasa`` with
     #: Turnstile's timer store: ``turnstile.operator.decide.launcher``).
     note: str
+    #: Why this workload is kept on its current configuration (``WorkloadPlan.held``).
+    held: str
 
 
 def status_entries(
@@ -593,9 +618,11 @@ def status_entries(
     for plan in plans:
         if store.ref not in {s.ref for s in plan.stores}:
             continue
-        entry = StatusEntry(
-            kind=plan.workload.kind, name=plan.workload.name, checksum=plan.checksum
-        )
+        entry = StatusEntry(kind=plan.workload.kind, name=plan.workload.name)
+        if plan.checksum:
+            entry["checksum"] = plan.checksum
+        if plan.held is not None:
+            entry["held"] = plan.held
         applied = (
             now if plan.new_checksum else plan.workload.annotations.get(APPLIED_AT_ANNOTATION, now)
         )

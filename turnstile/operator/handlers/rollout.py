@@ -65,6 +65,8 @@ __all__ = ["Debouncer", "sync_rollouts"]
 logger = logging.getLogger(__name__)
 
 
+#: The Event reason for a workload kept on its config because a file it loads does not parse.
+EVENT_UNPARSEABLE: Final = "EndpointsUnparseable"
 SETTLE_ENV: Final = "TURNSTILE_ROLLOUT_SETTLE_SECONDS"
 MAX_DELAY_ENV: Final = "TURNSTILE_ROLLOUT_MAX_DELAY_SECONDS"
 
@@ -154,7 +156,9 @@ async def sync_rollouts(
         unmarked=frozenset(unmarked),
     )
     applied: list[WorkloadPlan] = []
-    for plan in plan_namespace(snapshot, now):
+    plans = plan_namespace(snapshot, now)
+    await _warn_held(kube, namespace, plans, listed, stores)
+    for plan in plans:
         if plan.patch is not None:
             result = await kube.patch_workload(
                 namespace, plan.workload.kind, plan.workload.name, plan.patch
@@ -229,6 +233,46 @@ async def _read_secrets(
             namespace, OPT_IN_LABEL, OPT_IN_VALUE, ", ".join(sorted(unmarked)),
         )  # fmt: skip
     return secrets, unmarked
+
+
+#: The hold last reported per workload, so a re-sync does not repeat the Events.
+_HELD_WARNED: dict[tuple[str, str], str] = {}
+
+
+async def _warn_held(
+    kube: Kube,
+    namespace: str,
+    plans: Iterable[WorkloadPlan],
+    listed: list[tuple[str, dict[str, Any]]],
+    stores: _Stores,
+) -> None:
+    """A Warning Event (``EndpointsUnparseable``) on each workload kept on its current config
+    because a file it loads does not parse, and on its stores; once per change."""
+    bodies = {(kind, str((b.get("metadata") or {}).get("name"))): b for kind, b in listed}
+    held_now = set()
+    for plan in plans:
+        key = (namespace, str(plan.workload.ref))
+        if plan.held is None:
+            continue
+        held_now.add(key)
+        if _HELD_WARNED.get(key) == plan.held:
+            continue
+        _HELD_WARNED[key] = plan.held
+        logger.warning("%s/%s: %s", namespace, plan.workload.ref, plan.held)
+        body = bodies.get((plan.workload.kind, plan.workload.name)) or {}
+        await kube.post_event(
+            namespace, {**body, "kind": plan.workload.kind, "apiVersion": WORKLOAD_API_VERSION},
+            EVENT_UNPARSEABLE, plan.held, type_="Warning",
+        )  # fmt: skip
+        selected = {s.ref for s in plan.stores}
+        for store_body, store in stores:
+            if store.ref in selected:
+                await kube.post_event(
+                    namespace, {**store_body, "apiVersion": API_VERSION}, EVENT_UNPARSEABLE,
+                    f"{plan.workload.ref}: {plan.held}", type_="Warning",
+                )  # fmt: skip
+    for key in [k for k in _HELD_WARNED if k[0] == namespace and k not in held_now]:
+        del _HELD_WARNED[key]
 
 
 #: The launcher warning last posted per workload, so a re-sync does not repeat the Events.

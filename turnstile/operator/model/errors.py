@@ -75,6 +75,11 @@ class EndpointsYamlError(OperatorError):
 
     reason = "InvalidEndpointsYaml"
 
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        #: What is wrong with the file, without advice (``not valid YAML at line 3``).
+        self.detail = detail or message
+
 
 class KubeError(OperatorError):
     """The Kubernetes API refused or failed a call (after retries)."""
