@@ -100,6 +100,22 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
      'Unsupported value: "DaemonSet"'),
     ("rollout-inject-env-type", "LockStore", {**_redis(), "rollout": {"injectEnv": "yes"}},
      "spec.rollout.injectEnv: Invalid value"),
+    ("selector-in-without-values", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "app", "operator": "In"}]}}},
+     "spec.rollout.selector.matchExpressions[0].values: Invalid value: "),
+    ("selector-notin-empty-values", "TimerStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "app", "operator": "NotIn", "values": []}]}}},
+     RULES["selector_values"]),
+    ("selector-exists-with-values", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "app", "operator": "Exists", "values": ["bot"]}]}}},
+     RULES["selector_no_values"]),
+    ("selector-empty-key", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "", "operator": "Exists"}]}}},
+     "spec.rollout.selector.matchExpressions[0].key: Invalid value: "),
 ]
 
 
@@ -135,7 +151,12 @@ def test_api_server_refuses_invalid_store(
                                           "clientCertSecretRef": {"name": "client"}}},
                         "implementation": "rasa", "pollInterval": 0.5,
                         "rollout": {"workloads": [{"kind": "Deployment", "name": "bot"}],
-                                    "selector": {"matchLabels": {"app": "bot"}},
+                                    "selector": {"matchLabels": {"app": "bot"},
+                                                 "matchExpressions": [
+                                                     {"key": "tier", "operator": "In",
+                                                      "values": ["rasa"]},
+                                                     {"key": "old", "operator": "DoesNotExist"},
+                                                 ]},
                                     "injectEnv": True}}),
     ],
 )

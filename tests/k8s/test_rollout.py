@@ -595,3 +595,68 @@ def test_a_hand_edit_that_breaks_endpoints_yml_rolls_nothing_until_it_is_fixed(
     wait_for("the hold to clear", lambda: held() is None)
     assert len([e for e in unparseable_events(cp, ns)
                 if e["involvedObject"]["kind"] == "Deployment"]) == 1  # fmt: skip
+
+
+# ------------------------------------------------- a bad selector affects only its store
+
+
+def _crds_without_selector_rules() -> str:
+    """``crds/`` as a CRD from before the selector rules: bad selectors get in."""
+    import yaml  # noqa: PLC0415
+
+    docs = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        for version in doc["spec"]["versions"]:
+            rollout = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+                "rollout"
+            ]
+            items = rollout["properties"]["selector"]["properties"]["matchExpressions"]["items"]
+            items.pop("x-kubernetes-validations", None)
+            items["properties"]["key"].pop("x-kubernetes-validations", None)
+        docs.append(doc)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+
+
+def test_a_store_with_an_invalid_selector_stops_only_its_own_rollouts(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    bad_selector = {"matchExpressions": [{"key": "bot.example/uses", "operator": "In"}]}
+    cp.kubectl("apply", "-f", "-", stdin=_crds_without_selector_rules())
+    try:
+        apply(
+            cp,
+            deployment(ns, "bot"),
+            deployment(ns, "other", {"bot.example/uses": "timers"}),
+            store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME),
+            store("TimerStore", "timers", ns, redis_server, prefix="one",
+                  config_map="other-endpoints",
+                  rollout={"workloads": [{"kind": "Deployment", "name": "other"}],
+                           "selector": bad_selector}),
+        )  # fmt: skip
+
+        def rollout_condition() -> dict[str, Any] | None:
+            got = cp.get_json("-n", ns, "timerstore", "timers") or {}
+            conditions = (got.get("status") or {}).get("conditions") or []
+            by_type = {c["type"]: c for c in conditions}
+            return by_type if "Rollout" in by_type else None
+
+        conditions = wait_for("the timers store to report its selector", rollout_condition)
+        assert conditions["Rollout"]["status"] == "False"
+        assert conditions["Rollout"]["reason"] == "InvalidSelector"
+        assert conditions["Ready"]["status"] == "False"
+        assert conditions["Ready"]["reason"] == "InvalidSelector"
+        message = conditions["Rollout"]["message"]
+        assert "spec.rollout.selector.matchExpressions[0].values" in message
+        assert "In and NotIn need at least one value" in message
+
+        counts = settled(cp, ns, "bot")  # the good store's workload rolls
+        apply(cp, store("LockStore", "locks", ns, redis_server, prefix="two", rollout=BY_NAME))
+        assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1, "other": 1})
+        assert template_checksum(cp, ns, "other") is None  # the bad store's: untouched
+        invalid = cp.get_json("-n", ns, "events", "--field-selector", "reason=RolloutInvalid")
+        assert any(e["involvedObject"]["name"] == "timers" for e in (invalid or {})["items"])
+    finally:
+        cp.kubectl("-n", ns, "delete", "timerstore", "timers", "--wait=false", check=False)
+        cp.kubectl("apply", "-f", str(REPO / "crds"))

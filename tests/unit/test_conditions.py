@@ -155,3 +155,20 @@ def test_secret_values_never_reach_status_events_or_repr() -> None:
     assert PASSWORD not in repr(status)
     assert "<redacted>" in _get(status, "Connected")["message"]
     assert all(PASSWORD not in e.message for e in cond.events(None, status))
+
+
+def test_an_invalid_selector_makes_the_store_not_ready_with_its_own_reason() -> None:
+    from turnstile.operator.decide import conditions as c  # noqa: PLC0415
+    from turnstile.operator.model.errors import SpecError  # noqa: PLC0415
+
+    problem = SpecError("spec.rollout.selector.matchExpressions[0].key", "needs a key", "")
+    ok = c.Condition(c.CONNECTED, c.TRUE, "Connected")
+    rendered = c.Condition(c.CONFIG_RENDERED, c.TRUE, "Rendered")
+    status = c.build_status(
+        c.Observation(connected=ok, rendered=rendered, rollout=c.rollout(problem)),
+        None, generation=1, now="2026-01-01T00:00:00Z",
+    )  # fmt: skip
+    by_type = {x["type"]: x for x in status["conditions"]}
+    assert by_type["Ready"]["reason"] == "InvalidSelector"
+    assert "matchExpressions[0].key" in by_type["Rollout"]["message"]
+    assert c.rollout(None).is_true

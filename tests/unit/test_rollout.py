@@ -552,3 +552,18 @@ def test_a_never_rolled_workload_held_on_a_broken_file_has_no_checksum_in_status
     assert plan.patch is None and plan.held
     [entry] = status_entries(store, [plan], NOW)
     assert "checksum" not in entry
+
+
+def test_an_invalid_store_holds_only_the_workloads_it_could_touch() -> None:
+    from turnstile.operator.decide.rollout import invalid_store  # noqa: PLC0415
+
+    bad_body = store_body("TimerStore", "timers", by_name("shared", "mine"))
+    bad = invalid_store(bad_body, "spec.rollout.selector.matchExpressions[0].values: ...")
+    good = store_rollout(store_body(rollout=by_name("bot", "shared"), config_map="good"))
+    config_maps = {"good": ENDPOINTS, "bot-endpoints": ENDPOINTS}
+    workloads = [deployment("bot"), deployment("shared"), deployment("mine")]
+    plans = {p.workload.name: p for p in plan_namespace(
+        snapshot([good, bad], workloads, config_maps=config_maps), NOW)}
+    assert plans["bot"].rolls and plans["bot"].held is None  # the rest keeps rolling
+    assert not plans["shared"].rolls and "TimerStore/timers" in (plans["shared"].held or "")
+    assert "mine" not in plans  # only the invalid store selects it: nothing happens

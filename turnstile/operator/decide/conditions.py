@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from turnstile.operator.model.errors import SpecError
 from turnstile.stores.probe import ProbeReport
 
 READY: Final = "Ready"
 CONNECTED: Final = "Connected"
 CONFIG_RENDERED: Final = "ConfigRendered"
-_ORDER: Final = (READY, CONNECTED, CONFIG_RENDERED)
+#: Present when the store has ``spec.rollout``: whether the operator can act on it.
+ROLLOUT: Final = "Rollout"
+_ORDER: Final = (READY, CONNECTED, CONFIG_RENDERED, ROLLOUT)
 
 TRUE: Final = "True"
 FALSE: Final = "False"
@@ -45,6 +48,7 @@ REASONS: Final = {
         "Rendered", "NoConfigMap", "InvalidSpec", "ConfigMapConflict", "InvalidEndpointsYaml",
         "KubernetesError", "Pending",
     ),
+    ROLLOUT: ("Valid", "InvalidSelector", "InvalidRollout"),
     READY: ("Ready", "<the reason of the first condition that is not True>"),
 }
 
@@ -72,6 +76,18 @@ def connected(report: ProbeReport) -> Condition:
     if report.ok:
         return Condition(CONNECTED, TRUE, "Connected", report.message)
     return Condition(CONNECTED, FALSE, report.reason or "RedisError", report.message)
+
+
+def rollout(problem: SpecError | None) -> Condition:
+    """``Rollout`` from reading ``spec.rollout``: ``InvalidSelector`` for a bad selector."""
+    if problem is None:
+        return Condition(ROLLOUT, TRUE, "Valid", "spec.rollout is valid")
+    selector = problem.field.startswith("spec.rollout.selector")
+    reason = "InvalidSelector" if selector else "InvalidRollout"
+    return Condition(
+        ROLLOUT, FALSE, reason,
+        f"{problem.message}; this store's workloads are not rolled until it is fixed",
+    )  # fmt: skip
 
 
 def ready(*parts: Condition) -> Condition:
@@ -124,6 +140,8 @@ class Observation:
     secret_files: Sequence[tuple[str, str, str]] = ()
     plain_env: Sequence[tuple[str, str]] = ()
     notes: Sequence[str] = field(default_factory=tuple)
+    #: The ``Rollout`` condition, for a store with ``spec.rollout``.
+    rollout: Condition | None = None
 
 
 def build_status(
@@ -135,11 +153,10 @@ def build_status(
 ) -> dict[str, Any]:
     """The whole status this package owns (``None`` values delete stale fields in a merge patch)."""
     old = old_status or {}
-    conditions = [
-        ready(observation.connected, observation.rendered),
-        observation.connected,
-        observation.rendered,
-    ]
+    parts = [observation.connected, observation.rendered]
+    if observation.rollout is not None:
+        parts.append(observation.rollout)
+    conditions = [ready(*parts), *parts]
     report = observation.report
     # A failed probe keeps the last master and node count seen (so a failover that passes
     # through a failing probe is still reported as a move); a new mode forgets them.

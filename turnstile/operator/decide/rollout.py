@@ -42,6 +42,7 @@ from turnstile.operator.model.kinds import (
     STORE_KINDS,
     WORKLOAD_KINDS,
 )
+from turnstile.operator.model.specs import RULES
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
@@ -62,6 +63,7 @@ __all__ = [
     "WorkloadPlan",
     "WorkloadRef",
     "checksum",
+    "invalid_store",
     "plan_namespace",
     "referenced_secrets",
     "status_entries",
@@ -190,6 +192,8 @@ class StoreRollout:
     #: What a bot pod's env must hold: Secret references, then plain values.
     env: tuple[EnvSource, ...] = ()
     secrets: tuple[SecretRef, ...] = ()
+    #: Why the store's spec cannot be read (:func:`invalid_store`); ``None`` when it can.
+    invalid: str | None = None
 
     @property
     def ref(self) -> str:
@@ -230,13 +234,13 @@ def _selector(raw: Mapping[str, Any], path: str) -> LabelSelector:
         label_key, op = expr.get("key"), expr.get("operator")
         values = _sequence(expr.get("values"), f"{where}.values")
         if not isinstance(label_key, str) or not label_key:
-            raise SpecError(f"{where}.key", "a label key", label_key)
+            raise SpecError(f"{where}.key", RULES["selector_key"], label_key)
         if op not in _OPERATORS:
             raise SpecError(f"{where}.operator", f"one of {sorted(_OPERATORS)}", op)
         if op in ("In", "NotIn") and not values:
-            raise SpecError(f"{where}.values", f"at least one value for {op}", list(values))
+            raise SpecError(f"{where}.values", RULES["selector_values"], list(values))
         if op in ("Exists", "DoesNotExist") and values:
-            raise SpecError(f"{where}.values", f"no values for {op}", list(values))
+            raise SpecError(f"{where}.values", RULES["selector_no_values"], list(values))
         requirements.append(Requirement(label_key, op, frozenset(str(v) for v in values)))
     return LabelSelector(tuple(sorted(labels.items())), tuple(requirements))
 
@@ -330,6 +334,40 @@ def store_rollout(
         inject_env=inject,
         env=env_entries,
         secrets=tuple(sorted(secrets, key=lambda r: (r.name, r.key or ""))),
+    )
+
+
+def invalid_store(body: Mapping[str, Any], problem: str) -> StoreRollout:
+    """A store whose spec cannot be read, kept so that only *its* rollouts stop.
+
+    What can still be read leniently (its ConfigMap key, the workloads it names) says which
+    workloads it could touch: those are held on what they run (:func:`plan_namespace`), every
+    other workload of the namespace keeps rolling. Dropping the store instead would change the
+    checksum of the workloads loading its file, and roll them onto a guess.
+    """
+    def part(node: Any, key: str) -> Mapping[str, Any]:
+        value = node.get(key) if isinstance(node, Mapping) else None
+        return cast(Mapping[str, Any], value) if isinstance(value, Mapping) else {}
+
+    meta, spec = part(body, "metadata"), part(body, "spec")
+    cm, rollout = part(spec, "configMap"), part(spec, "rollout")
+    raw_named = rollout.get("workloads")
+    named: list[Any] = raw_named if isinstance(raw_named, list) else []
+    refs = {
+        WorkloadRef(w["kind"], w["name"])
+        for w in named
+        if isinstance(w, Mapping) and w.get("kind") in WORKLOAD_KINDS
+        and isinstance(w.get("name"), str) and w.get("name")
+    }  # fmt: skip
+    name = cm.get("name")
+    key = cm.get("key")
+    return StoreRollout(
+        kind=str(body.get("kind", "")),
+        name=str(meta.get("name", "")),
+        config_map=name if isinstance(name, str) and name else None,
+        config_key=key if isinstance(key, str) and key else DEFAULT_CONFIG_KEY,
+        workloads=tuple(sorted(refs)),
+        invalid=problem,
     )
 
 
@@ -525,7 +563,7 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
     for workload in sorted(snapshot.workloads, key=lambda w: w.ref):
         if workload.deleting:
             continue
-        selecting = [s for s in snapshot.stores if s.selects(workload)]
+        selecting = [s for s in snapshot.stores if s.invalid is None and s.selects(workload)]
         if not selecting:
             continue
         # The workload loads whole files, so every store rendering into a file it loads counts
@@ -546,7 +584,7 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             config.append((config_map, config_key, content))
         if any(content is None for _, _, content in config):
             continue
-        held = _unparseable(config)
+        held = _invalid(workload, files, snapshot.stores) or _unparseable(config)
         if held is not None:
             current = workload.checksum or ""
             plans.append(WorkloadPlan(workload, stores, current, None, held=held))
@@ -565,6 +603,21 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )
     return plans
+
+
+def _invalid(
+    workload: Workload, files: set[tuple[str, str]], stores: Iterable[StoreRollout]
+) -> str | None:
+    """Why a store that could touch ``workload`` stops its rollout (its spec is invalid)."""
+    broken = [
+        s for s in stores
+        if s.invalid is not None
+        and (workload.ref in s.workloads or (s.config_map, s.config_key) in files)
+    ]  # fmt: skip
+    if not broken:
+        return None
+    why = "; ".join(f"{s.ref}: {s.invalid}" for s in broken)
+    return f"not rolling until this store's spec is fixed: {why}"
 
 
 def _unparseable(config: Iterable[tuple[str, str, str | None]]) -> str | None:

@@ -37,6 +37,7 @@ from turnstile.operator.decide.rollout import (
     StoreRollout,
     Workload,
     WorkloadPlan,
+    invalid_store,
     plan_namespace,
     referenced_secrets,
     status_entries,
@@ -180,24 +181,24 @@ _Stores = list[tuple[Mapping[str, Any], StoreRollout]]
 
 
 async def _read_stores(kube: Kube, namespace: str) -> _Stores | None:
-    """The namespace's stores as ``(body, rollout)``; ``None`` (and an Event) if one is invalid."""
+    """The namespace's stores as ``(body, rollout)``; an invalid one (with an Event) as
+    :func:`~turnstile.operator.decide.rollout.invalid_store`."""
     stores: _Stores = []
     for body in await kube.list_stores(namespace):
         try:
             store = _read_store(body)
         except SpecError as exc:
-            # Dropping one store would change the checksum of the workloads it selects and
-            # roll them; refusing the whole namespace until it is fixed never guesses.
+            # Only this store's rollouts stop: the workloads it could touch are held on what
+            # they run (decide.rollout.invalid_store), the rest of the namespace keeps rolling.
             meta = body.get("metadata") or {}
             logger.error(
-                "%s/%s: %s; not rolling anything in %s until fixed",
+                "%s/%s: %s; not rolling the workloads it selects until fixed",
                 body.get("kind"),
                 meta.get("name"),
                 exc,
-                namespace,
             )
             await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
-            return None
+            store = invalid_store(body, str(exc))
         stores.append((body, store))
     return stores
 

@@ -69,6 +69,7 @@ from turnstile.operator.decide.render import (
     section,
     target,
 )
+from turnstile.operator.decide.rollout import store_rollout
 from turnstile.operator.handlers import unwatched
 from turnstile.operator.kube.client import Kube
 from turnstile.operator.model.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
@@ -362,6 +363,7 @@ async def _reconcile(
         observation = cond.Observation(
             connected=connected,
             rendered=rendered,
+            rollout=_rollout_condition(body),
             mode=store.redis.deployment_mode,
             report=report,
             config_map=placed,
@@ -393,8 +395,22 @@ async def _reconcile(
     _account(kind, uid, observation, started)
 
 
+def _rollout_condition(body: Mapping[str, Any]) -> cond.Condition | None:
+    """``Rollout`` for a store with ``spec.rollout`` (a selector the CRD should have refused)."""
+    if not (body.get("spec") or {}).get("rollout"):
+        return None
+    try:
+        store_rollout(body)
+    except SpecError as exc:
+        return cond.rollout(exc)
+    return cond.rollout(None)
+
+
 def _account(kind: str, uid: str, observation: cond.Observation, started: float) -> None:
-    ready = cond.ready(observation.connected, observation.rendered)
+    parts = [observation.connected, observation.rendered]
+    if observation.rollout is not None:
+        parts.append(observation.rollout)
+    ready = cond.ready(*parts)
     metrics.DURATION.labels(kind=kind).observe(time.perf_counter() - started)
     invalid = observation.connected.reason == "InvalidSpec"
     result = "ready" if ready.is_true else ("invalid" if invalid else "not_ready")

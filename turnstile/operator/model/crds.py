@@ -272,8 +272,29 @@ def rollout_schema() -> dict[str, Any]:
                         "items": {
                             "type": "object",
                             "required": ["key", "operator"],
+                            "x-kubernetes-validations": [
+                                _rule(
+                                    "self.operator in ['Exists', 'DoesNotExist'] || "
+                                    "(has(self.values) && size(self.values) > 0)",
+                                    "selector_values",
+                                    ".values",
+                                ),
+                                _rule(
+                                    "!(self.operator in ['Exists', 'DoesNotExist']) || "
+                                    "!has(self.values) || size(self.values) == 0",
+                                    "selector_no_values",
+                                    ".values",
+                                ),
+                            ],
                             "properties": {
-                                "key": {"type": "string", "description": "Label key."},
+                                "key": {
+                                    "type": "string",
+                                    "maxLength": 317,
+                                    "description": "Label key (non-empty).",
+                                    "x-kubernetes-validations": [
+                                        _rule("size(self) > 0", "selector_key")
+                                    ],
+                                },
                                 "operator": {
                                     "type": "string",
                                     "enum": ["In", "NotIn", "Exists", "DoesNotExist"],

@@ -56,6 +56,9 @@ RULES: Final = {
     "key_prefix": "keyPrefix must be alphanumeric (letters and digits only)",
     "tls_refs": "caSecretRef and clientCertSecretRef need tls.enabled: true",
     "username_password": "username needs passwordSecretRef (Rasa expects both or neither)",
+    "selector_key": "each matchExpressions entry needs a non-empty label key",
+    "selector_values": "operators In and NotIn need at least one value in values",
+    "selector_no_values": "operators Exists and DoesNotExist take no values",
 }
 
 
