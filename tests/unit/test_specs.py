@@ -88,7 +88,15 @@ def test_parse_store_reads_metadata() -> None:
         ("LockStore", {**_spec(), "configMap": {"name": "Bad_Name"}}, "spec.configMap.name",
          "ConfigMap name"),
         ("LockStore", {**_spec(), "lockLifetime": 0}, "spec.lockLifetime", "from 1 to 86400"),
-        ("TimerStore", {**_spec(), "pollInterval": -1}, "spec.pollInterval", "above 0"),
+        ("TimerStore", {**_spec(), "pollInterval": -1}, "spec.pollInterval", "from 0.05 to 60"),
+        ("TimerStore", {**_spec(), "pollInterval": 1e-05}, "spec.pollInterval",
+         "from 0.05 to 60"),
+        ("LockStore", {**_spec(), "configMap": {"name": "bot", "key": ".."}},
+         "spec.configMap.key", "not '.' or '..'"),
+        ("LockStore", _spec(host="redis:6379"), "spec.redis.host", "must not contain a port"),
+        ("LockStore", _spec(host="redis\n"), "spec.redis.host", "spaces, tabs or newlines"),
+        ("LockStore", _spec(username="${U}", passwordSecretRef={"name": "a"}),
+         "spec.redis.username", "must not contain ${"),
     ],
 )
 def test_invalid_specs_name_the_field_and_the_rule(

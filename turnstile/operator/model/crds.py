@@ -109,7 +109,14 @@ def redis_schema() -> dict[str, Any]:
                     "Redis host name or IP, without a scheme. Required in standard mode; in "
                     "cluster mode a seed node when endpoints is empty."
                 ),
-                "x-kubernetes-validations": [_rule("!self.contains('://')", "host_scheme")],
+                "x-kubernetes-validations": [
+                    _rule("!self.contains('://')", "host_scheme"),
+                    _rule("!self.matches('\\\\s')", "host_space"),
+                    _rule(
+                        f"!self.contains(':') || self.matches('{_cel_string(schema.IPV6_HOST)}')",
+                        "host_port",
+                    ),
+                ],
             },
             "port": {
                 **schema.PORT.schema(),
@@ -164,6 +171,7 @@ def redis_schema() -> dict[str, Any]:
                 "minLength": 1,
                 "maxLength": 256,
                 "description": "Redis ACL user name (needs passwordSecretRef).",
+                "x-kubernetes-validations": [_rule("!self.contains('${')", "username_var")],
             },
             "passwordSecretRef": password,
             "tls": {
@@ -455,6 +463,9 @@ def crd(info: KindInfo) -> dict[str, Any]:
                     "pattern": schema.CONFIGMAP_KEY,
                     "default": DEFAULT_CONFIGMAP_KEY,
                     "description": f"Key of the file (default {DEFAULT_CONFIGMAP_KEY}).",
+                    "x-kubernetes-validations": [
+                        _rule("self != '.' && self != '..'", "configmap_key")
+                    ],
                 },
             },
         },

@@ -44,8 +44,10 @@ DB: Final = Bounds(0, 1023, integer=True)
 SOCKET_TIMEOUT: Final = Bounds(0, 300, integer=False, exclusive=True)
 #: ``lockLifetime`` seconds (LockStore).
 LOCK_LIFETIME: Final = Bounds(1, 86400, integer=True)
-#: ``pollInterval`` seconds (TimerStore).
-POLL_INTERVAL: Final = Bounds(0, 60, integer=False, exclusive=True)
+#: ``pollInterval`` seconds (TimerStore). At least 0.05 s: each poll is a Redis round trip
+#: per bot replica, so 20 polls a second is already far finer than any timer needs, and a
+#: value like 1e-05 would be a busy loop against Redis.
+POLL_INTERVAL: Final = Bounds(0.05, 60, integer=False)
 
 #: ``keyPrefix``: letters and digits.
 KEY_PREFIX: Final = r"^[A-Za-z0-9]+$"
@@ -53,5 +55,7 @@ KEY_PREFIX: Final = r"^[A-Za-z0-9]+$"
 DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: A ConfigMap key.
 CONFIGMAP_KEY: Final = r"^[-._a-zA-Z0-9]+$"
+#: A ``host`` that contains ":" must be an IPv6 address (two colons at least, hex digits).
+IPV6_HOST: Final = r"^[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
 #: Longest ConfigMap name and key.
 NAME_MAX: Final = 253

@@ -42,6 +42,7 @@ RASA_LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
 _KEY_PREFIX: Final = re.compile(schema.KEY_PREFIX)
 _DNS_SUBDOMAIN: Final = re.compile(schema.DNS_SUBDOMAIN)
 _CONFIGMAP_KEY: Final = re.compile(schema.CONFIGMAP_KEY)
+_IPV6: Final = re.compile(schema.IPV6_HOST)
 
 #: One sentence per rule, shared by the CRD's CEL validations and :func:`parse_store`.
 RULES: Final = {
@@ -56,6 +57,13 @@ RULES: Final = {
     "key_prefix": "keyPrefix must be alphanumeric (letters and digits only)",
     "tls_refs": "caSecretRef and clientCertSecretRef need tls.enabled: true",
     "username_password": "username needs passwordSecretRef (Rasa expects both or neither)",
+    "configmap_key": "configMap.key must be a ConfigMap key: letters, digits, '-', '_' and '.', "
+    "but not '.' or '..'",
+    "host_port": 'host must not contain a port: set port instead (host: redis, port: 6379); '
+    'only an IPv6 address contains ":"',
+    "host_space": "host must not contain spaces, tabs or newlines",
+    "username_var": "username must not contain ${ (Rasa would expand ${...} from the bot's "
+    "environment): give the user name itself",
     "selector_key": "each matchExpressions entry needs a non-empty label key",
     "selector_values": "operators In and NotIn need at least one value in values",
     "selector_no_values": "operators Exists and DoesNotExist take no values",
@@ -174,18 +182,22 @@ class _Fields:
         """A number within ``bounds`` (:mod:`~turnstile.operator.model.schema`), or ``None``."""
         if bounds.integer:
             return self.integer(key, minimum=int(bounds.minimum), maximum=int(bounds.maximum))
-        return self.number(key, above=bounds.minimum, maximum=bounds.maximum)
+        return self.number(key, bounds)
 
-    def number(self, key: str, *, above: float, maximum: float) -> float | None:
+    def number(self, key: str, bounds: schema.Bounds) -> float | None:
         value = self.values.get(key)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(self.name(key), "a number of seconds", value)
-        if not above < value <= maximum:
+        low, high = bounds.minimum, bounds.maximum
+        if bounds.exclusive and not low < value <= high:
             raise SpecError(
-                self.name(key), f"a number of seconds above {above:g} and at most {maximum:g}",
-                value,
+                self.name(key), f"a number of seconds above {low:g} and at most {high:g}", value
+            )
+        if not bounds.exclusive and not low <= value <= high:
+            raise SpecError(
+                self.name(key), f"a number of seconds from {low:g} to {high:g}", value
             )
         return float(value)
 
@@ -213,6 +225,10 @@ def parse_redis(fields: _Fields) -> RedisSpec:
     host = fields.string("host")
     if host is not None and "://" in host:
         raise SpecError(fields.name("host"), RULES["host_scheme"], host)
+    if host is not None and any(c.isspace() for c in host):
+        raise SpecError(fields.name("host"), RULES["host_space"], host)
+    if host is not None and ":" in host and not _IPV6.match(host):
+        raise SpecError(fields.name("host"), RULES["host_port"], host)
     port = _int(fields.bounded("port", schema.PORT)) or DEFAULT_PORT
     endpoints = _endpoints(fields)
     db = _int(fields.bounded("db", schema.DB))
@@ -223,6 +239,8 @@ def parse_redis(fields: _Fields) -> RedisSpec:
     _check_mode(fields, mode, host=host, endpoints=endpoints, db=db, service=service)
     password = fields.secret_ref("passwordSecretRef", default_key="password")
     username = fields.string("username")
+    if username is not None and "${" in username:
+        raise SpecError(fields.name("username"), RULES["username_var"], username)
     if username is not None and password is None:
         raise SpecError(fields.name("username"), RULES["username_password"], username)
     tls = _tls(fields.sub("tls"))
@@ -314,8 +332,12 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
                 cm.name("name"), "a ConfigMap name (lowercase DNS subdomain)", cm_name
             )
         cm_key = cm.string("key", default=DEFAULT_CONFIGMAP_KEY) or DEFAULT_CONFIGMAP_KEY
-        if len(cm_key) > schema.NAME_MAX or not _CONFIGMAP_KEY.match(cm_key):
-            raise SpecError(cm.name("key"), "a ConfigMap key (letters, digits, -, _ and .)", cm_key)
+        if (
+            len(cm_key) > schema.NAME_MAX
+            or not _CONFIGMAP_KEY.match(cm_key)
+            or cm_key in (".", "..")
+        ):
+            raise SpecError(cm.name("key"), RULES["configmap_key"], cm_key)
         config_map = ConfigMapRef(name=cm_name, key=cm_key)
     is_lock = info is LOCK_STORE
     lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
