@@ -501,6 +501,7 @@ class RedisServer(RedisProcess):
         username: str | None = None,
         user_password: str | None = None,
         tls_auth_clients: str = "optional",
+        tls_server_names: str = "IP:127.0.0.1,DNS:localhost",
         persistence: bool = False,
         cluster: bool = False,
         cluster_node_timeout_ms: int = 1000,
@@ -523,6 +524,8 @@ class RedisServer(RedisProcess):
         self.user_password = user_password
         self.tls = tls
         self.tls_auth_clients = tls_auth_clients
+        #: The server certificate's subjectAltName (a wrong one tests host name checks).
+        self.tls_server_names = tls_server_names
         self.persistence = persistence
         self.cluster = cluster
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
@@ -557,13 +560,15 @@ class RedisServer(RedisProcess):
     def _prepare_dir(self) -> None:
         if self.tls:
             assert self.dir is not None
-            generate_certs(self.dir)
+            generate_certs(self.dir, server_names=self.tls_server_names)
 
     def ssl_context(self, client_cert: bool = True) -> ssl.SSLContext | None:
         """An SSLContext trusting our CA (and presenting the client cert), or None if not TLS."""
         if not self.tls:
             return None
         ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        # A certificate made for another name (host name tests) is still checked against the CA.
+        ctx.check_hostname = f"IP:{self.host}" in self.tls_server_names
         if client_cert:
             ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
         return ctx
@@ -670,8 +675,10 @@ class RedisServer(RedisProcess):
         self.execute("FLUSHALL")
 
 
-def generate_certs(directory: Path, days: int = 3650) -> None:
-    """Create ca.crt/key, server.crt/key (SAN IP:127.0.0.1, DNS:localhost) and client.crt/key.
+def generate_certs(
+    directory: Path, days: int = 3650, *, server_names: str = "IP:127.0.0.1,DNS:localhost"
+) -> None:
+    """Create ca.crt/key, server.crt/key (SAN ``server_names``) and client.crt/key.
 
     EC P-256 keys: generation is ~instant, unlike RSA, which keeps TLS fixture startup fast.
     """
@@ -698,7 +705,7 @@ def generate_certs(directory: Path, days: int = 3650) -> None:
         # serverAuth+clientAuth: redis reuses the server cert when it connects to other
         # nodes (replication, cluster bus).
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={server_names}\n"
     )
     (d / "client.ext").write_text(
         "basicConstraints=CA:FALSE\n"

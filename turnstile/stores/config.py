@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
 DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "sentinel")
+#: redis-py's ``ssl_cert_reqs`` values: ``required`` (the default, as in redis-py and Rasa)
+#: verifies the server's certificate; ``optional`` and ``none`` do not insist on it.
+CertReqs = Literal["required", "optional", "none"]
+CERT_REQS: Final[tuple[CertReqs, ...]] = ("required", "optional", "none")
 
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0", ""})
@@ -48,6 +52,8 @@ REDIS_KEYS: Final = frozenset(
         "ssl_certfile",
         "ssl_keyfile",
         "ssl_ca_certs",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
         "key_prefix",
         "socket_timeout",
         "deployment_mode",
@@ -212,6 +218,11 @@ class RedisSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_ca_certs: str | None = None
+    #: Verify the server's certificate: against ``ssl_ca_certs`` when given, else against the
+    #: system trust store (redis-py's and Rasa's default). ``none`` is an explicit opt-out.
+    ssl_cert_reqs: CertReqs = "required"
+    #: Check that the certificate names the host connected to (redis-py's default, True).
+    ssl_check_hostname: bool = True
     key_prefix: str | None = None
     socket_timeout: float = 10.0
     endpoints: tuple[tuple[str, int], ...] = ()
@@ -259,6 +270,10 @@ class RedisSettings:
             ssl_certfile=reader.string("ssl_certfile"),
             ssl_keyfile=reader.string("ssl_keyfile"),
             ssl_ca_certs=reader.string("ssl_ca_certs"),
+            ssl_cert_reqs=cast(
+                CertReqs, reader.choice("ssl_cert_reqs", "required", CERT_REQS)
+            ),
+            ssl_check_hostname=reader.boolean("ssl_check_hostname", True),
             key_prefix=prefix,
             socket_timeout=reader.number("socket_timeout", 10.0, minimum=0, exclusive_min=True),
             endpoints=endpoints,
@@ -267,7 +282,34 @@ class RedisSettings:
         )
         if settings.deployment_mode == "cluster" and not settings.endpoints:
             settings = replace(settings, endpoints=((settings.host, settings.port),))
+        settings.warn_weak_tls(reader.name(""))
         return settings
+
+    @property
+    def verifies_server(self) -> bool:
+        """Whether TLS insists on a certificate that the trust store (or CA file) vouches for."""
+        return self.ssl_cert_reqs == "required"
+
+    @property
+    def verifies_hostname(self) -> bool:
+        """Whether TLS checks the certificate's name (never without a verified certificate)."""
+        return self.ssl_check_hostname and self.ssl_cert_reqs != "none"
+
+    def warn_weak_tls(self, section: str = "") -> None:
+        """Log a warning when TLS is on but does not fully verify the server."""
+        where = section.rstrip(".") or "Redis store"
+        if self.use_ssl and not self.verifies_server:
+            logger.warning(
+                "%s: ssl_cert_reqs is %r: TLS to Redis (%s) does not verify the server's "
+                "certificate, so anyone on the network path can impersonate it",
+                where, self.ssl_cert_reqs, self.where,
+            )
+        elif self.use_ssl and not self.verifies_hostname:
+            logger.warning(
+                "%s: ssl_check_hostname is false: TLS to Redis (%s) accepts a trusted "
+                "certificate issued for any host name",
+                where, self.where,
+            )
 
     @property
     def connect_timeout(self) -> float:

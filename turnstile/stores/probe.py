@@ -96,7 +96,12 @@ async def probe(
     except ConfigurationError as exc:
         return ProbeReport(ok=False, mode=mode, reason="InvalidSettings", message=str(exc))
     except StoreUnavailableError as exc:
-        reason = "AuthenticationFailed" if "credentials" in str(exc) else "Unreachable"
+        text = str(exc)
+        reason = (
+            "TLSVerificationFailed" if "TLS certificate refused" in text
+            else "AuthenticationFailed" if "credentials" in text
+            else "Unreachable"
+        )
         return ProbeReport(ok=False, mode=mode, reason=reason, message=str(exc))
     except TurnstileError as exc:
         return ProbeReport(ok=False, mode=mode, reason="RedisError", message=str(exc))

@@ -47,7 +47,12 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from turnstile.stores._redis.multiplexed import MultiplexedConnection, open_multiplexed
+from turnstile.stores._redis.multiplexed import (
+    MultiplexedConnection,
+    TLSVerificationError,
+    open_multiplexed,
+    tls_failure,
+)
 from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
@@ -93,7 +98,7 @@ _BACKOFF_CAP = 0.5
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` is what a failover, restart or resharding looks like from a client."""
-    if isinstance(exc, FATAL):
+    if isinstance(exc, FATAL) or tls_failure(exc) is not None:
         return False
     if isinstance(exc, RETRYABLE):
         return True
@@ -157,8 +162,8 @@ class RedisConnection:
                 ssl_certfile=s.ssl_certfile,
                 ssl_keyfile=s.ssl_keyfile,
                 ssl_ca_certs=s.ssl_ca_certs,
-                ssl_cert_reqs="required" if s.ssl_ca_certs else "none",
-                ssl_check_hostname=bool(s.ssl_ca_certs),
+                ssl_cert_reqs=s.ssl_cert_reqs,
+                ssl_check_hostname=s.verifies_hostname,
             )
         return kwargs
 
@@ -266,6 +271,18 @@ class RedisConnection:
                     raise self._translate(exc, what) from exc
 
     def _translate(self, exc: BaseException, what: str) -> TurnstileError:
+        refused = tls_failure(exc)
+        if refused is not None or isinstance(exc, TLSVerificationError):
+            detail = refused.verify_message if refused is not None else str(exc)
+            trust = (
+                f"ssl_ca_certs ({self.settings.ssl_ca_certs})"
+                if self.settings.ssl_ca_certs
+                else "the system trust store (set ssl_ca_certs to a private CA's file)"
+            )
+            return StoreUnavailableError(
+                f"Redis ({self.settings.where}) TLS certificate refused for {what}: {detail}; "
+                f"the certificate must be trusted by {trust} and name the host connected to"
+            )
         if isinstance(exc, FATAL):
             return StoreUnavailableError(
                 f"Redis ({self.settings.where}) refused the credentials for {what}: "

@@ -63,20 +63,46 @@ def error_for(reply: ErrorReply) -> rex.RedisError:
     return cls(reply.message[len(reply.code) + 1 :])
 
 
+_CERT_REQS: Final = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+
+
 def tls_context(settings: RedisSettings) -> ssl.SSLContext:
-    """The TLS settings redis-py derives from Rasa's keys: verify the server (and its name)
-    only when ``ssl_ca_certs`` is given; present a client certificate when one is given."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    """The TLS context redis-py makes from the same keys (``RedisSSLContext``).
+
+    The server's certificate and host name are verified by default: against ``ssl_ca_certs``
+    when given, and against the system trust store always (``ssl.create_default_context``,
+    which honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``). ``ssl_cert_reqs: none`` or
+    ``ssl_check_hostname: false`` turn that off (``RedisSettings.warn_weak_tls`` logs it). A
+    client certificate is presented when one is given.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = settings.verifies_hostname
+    context.verify_mode = _CERT_REQS[settings.ssl_cert_reqs]
     if settings.ssl_ca_certs:
         context.load_verify_locations(settings.ssl_ca_certs)
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     if settings.ssl_certfile:
         context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
     return context
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind ``exc`` (redis-py wraps it), if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: ours or redis-py's ConnectionError, then the cause
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class TLSVerificationError(rex.ConnectionError):
+    """The server's TLS certificate (or its host name) was refused; retrying cannot help."""
 
 
 class MultiplexedConnection(asyncio.Protocol):
@@ -208,12 +234,16 @@ async def open_multiplexed(
                 host,
                 port,
                 ssl=context,
-                server_hostname=host if context is not None and context.check_hostname else None,
+                server_hostname=host if context is not None else None,
             ),
             timeout=settings.connect_timeout,
         )
     except asyncio.TimeoutError:
         raise rex.TimeoutError(f"connecting to {host}:{port} timed out") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSVerificationError(
+            f"the TLS certificate of {host}:{port} was refused: {exc.verify_message}"
+        ) from exc
     except OSError as exc:
         raise rex.ConnectionError(f"cannot connect to {host}:{port}: {exc.strerror}") from exc
     try:
