@@ -1112,8 +1112,11 @@ class SentinelProcess(RedisProcess):
         failover_timeout_ms: int,
         auth_pass: str | None,
         name: str,
+        requirepass: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        #: The sentinel's own password (``requirepass``; also given to its peers).
+        self.requirepass = requirepass
         self.master = master
         self.service_name = service_name
         self.quorum = quorum
@@ -1135,7 +1138,21 @@ class SentinelProcess(RedisProcess):
         ]
         if self.auth_pass is not None:
             lines.append(f'sentinel auth-pass {s} "{self.auth_pass}"')
+        if self.requirepass is not None:
+            lines += [
+                f'requirepass "{self.requirepass}"',
+                f'sentinel sentinel-pass "{self.requirepass}"',
+            ]
         return lines
+
+    def execute(self, *args: Any, timeout: float = 2.0) -> Any:
+        return execute(self.host, self.port, *args, password=self.requirepass, timeout=timeout)
+
+    def _cli_base(self) -> list[str]:
+        base = super()._cli_base()
+        if self.requirepass is not None:
+            base += ["-a", self.requirepass, "--no-auth-warning"]
+        return base
 
     def master_info(self) -> dict[str, Any]:
         return _pairs(self.execute("SENTINEL", "MASTER", self.service_name))
@@ -1157,7 +1174,8 @@ class SentinelGroup:
     and the sentinels failed back to the just-restarted old master.
 
     ``password`` protects the data nodes (``requirepass``/``masterauth``) and is given to
-    sentinels via ``sentinel auth-pass``; the sentinels themselves need no password.
+    sentinels via ``sentinel auth-pass``. ``sentinel_password`` protects the sentinels
+    themselves (``requirepass`` on each, ``sentinel sentinel-pass`` between them).
     """
 
     def __init__(
@@ -1168,12 +1186,14 @@ class SentinelGroup:
         service_name: str = "mymaster",
         *,
         password: str | None = None,
+        sentinel_password: str | None = None,
         down_after_ms: int = 2000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = 30.0,
     ) -> None:
         self.service_name = service_name
         self.password = password
+        self.sentinel_password = sentinel_password
         self.quorum = quorum
         self.startup_timeout = startup_timeout
         self.master = RedisServer(password=password, name="sentinel-master")
@@ -1192,6 +1212,7 @@ class SentinelGroup:
                 failover_timeout_ms=failover_timeout_ms,
                 auth_pass=password,
                 name=f"sentinel{i}",
+                requirepass=sentinel_password,
             )
             for i in range(sentinels)
         ]

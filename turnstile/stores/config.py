@@ -59,6 +59,9 @@ REDIS_KEYS: Final = frozenset(
         "deployment_mode",
         "endpoints",
         "sentinel_service",
+        "sentinel_username",
+        "sentinel_password",
+        "sentinel_use_ssl",
         "failover_timeout",
     }
 )
@@ -227,6 +230,12 @@ class RedisSettings:
     socket_timeout: float = 10.0
     endpoints: tuple[tuple[str, int], ...] = ()
     sentinel_service: str = "mymaster"
+    #: Credentials for the sentinels themselves (their ``requirepass`` or an ACL user), apart
+    #: from the data nodes' ``username``/``password``. Rasa 3.21 has no such keys.
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    #: TLS to the sentinels, with the same ``ssl_*`` files and verification as the data nodes.
+    sentinel_use_ssl: bool = False
     #: How long an operation keeps retrying through a failover before it gives up.
     failover_timeout: float = 30.0
 
@@ -278,12 +287,36 @@ class RedisSettings:
             socket_timeout=reader.number("socket_timeout", 10.0, minimum=0, exclusive_min=True),
             endpoints=endpoints,
             sentinel_service=reader.string("sentinel_service", "mymaster") or "mymaster",
+            sentinel_username=reader.string("sentinel_username"),
+            sentinel_password=reader.secret("sentinel_password"),
+            sentinel_use_ssl=reader.boolean("sentinel_use_ssl", False),
             failover_timeout=reader.number("failover_timeout", 30.0, minimum=0),
         )
         if settings.deployment_mode == "cluster" and not settings.endpoints:
             settings = replace(settings, endpoints=((settings.host, settings.port),))
         settings.warn_weak_tls(reader.name(""))
         return settings
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS keyword arguments for these settings (both TLS uses share them)."""
+        return {
+            "ssl": True,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_cert_reqs": self.ssl_cert_reqs,
+            "ssl_check_hostname": self.verifies_hostname,
+        }
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """redis-py keyword arguments for a connection to a sentinel (not a data node)."""
+        timeout = min(self.socket_timeout, 2.0)
+        kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if self.sentinel_password is not None:
+            kwargs.update(username=self.sentinel_username, password=self.sentinel_password)
+        if self.sentinel_use_ssl:
+            kwargs.update(self.tls_kwargs())
+        return kwargs
 
     @property
     def verifies_server(self) -> bool:
@@ -298,13 +331,13 @@ class RedisSettings:
     def warn_weak_tls(self, section: str = "") -> None:
         """Log a warning when TLS is on but does not fully verify the server."""
         where = section.rstrip(".") or "Redis store"
-        if self.use_ssl and not self.verifies_server:
+        if (self.use_ssl or self.sentinel_use_ssl) and not self.verifies_server:
             logger.warning(
                 "%s: ssl_cert_reqs is %r: TLS to Redis (%s) does not verify the server's "
                 "certificate, so anyone on the network path can impersonate it",
                 where, self.ssl_cert_reqs, self.where,
             )
-        elif self.use_ssl and not self.verifies_hostname:
+        elif (self.use_ssl or self.sentinel_use_ssl) and not self.verifies_hostname:
             logger.warning(
                 "%s: ssl_check_hostname is false: TLS to Redis (%s) accepts a trusted "
                 "certificate issued for any host name",

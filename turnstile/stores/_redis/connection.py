@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
@@ -92,8 +92,12 @@ _RETRYABLE_REPLIES = (
 _BACKOFF_FIRST = 0.02
 #: redis-py 6+ retries a refused connection 3 times with up to 10 s of backoff on its own,
 #: hidden inside one command; :meth:`RedisConnection.run` owns retries and their budget.
-_NO_RETRY = Retry(NoBackoff(), 0)
+NO_RETRY = _NO_RETRY = Retry(NoBackoff(), 0)
 _BACKOFF_CAP = 0.5
+
+
+class SentinelAuthenticationError(rex.AuthenticationError):
+    """The sentinels (not the data nodes) refused ``sentinel_username``/``sentinel_password``."""
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -157,14 +161,7 @@ class RedisConnection:
             "client_name": self._client_name,
         }
         if s.use_ssl:
-            kwargs.update(
-                ssl=True,
-                ssl_certfile=s.ssl_certfile,
-                ssl_keyfile=s.ssl_keyfile,
-                ssl_ca_certs=s.ssl_ca_certs,
-                ssl_cert_reqs=s.ssl_cert_reqs,
-                ssl_check_hostname=s.verifies_hostname,
-            )
+            kwargs.update(s.tls_kwargs())
         return kwargs
 
     async def _build(self) -> AnyRedis:
@@ -184,13 +181,18 @@ class RedisConnection:
         if s.deployment_mode == "sentinel":
             if self._sentinel is None:
                 self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                    list(s.endpoints),
-                    sentinel_kwargs={
-                        "socket_timeout": min(s.socket_timeout, 2.0),
-                        "socket_connect_timeout": min(s.socket_timeout, 2.0),
-                    },
+                    list(s.endpoints), sentinel_kwargs={**s.sentinel_kwargs(), "retry": _NO_RETRY}
                 )
-            host, port = await self._sentinel.discover_master(s.sentinel_service)
+            try:
+                host, port = await self._sentinel.discover_master(s.sentinel_service)
+            except MasterNotFoundError as exc:
+                # redis-py folds each sentinel's error into one message; a refused AUTH (or
+                # NOAUTH from a sentinel with requirepass) does not heal by asking again.
+                if "AuthenticationError" in str(exc):
+                    raise SentinelAuthenticationError(
+                        "the sentinels refused the connection credentials"
+                    ) from exc
+                raise
             if self._master is not None and self._master != (host, port):
                 logger.warning(
                     "Redis master of %r moved from %s:%d to %s:%d",
@@ -282,6 +284,13 @@ class RedisConnection:
             return StoreUnavailableError(
                 f"Redis ({self.settings.where}) TLS certificate refused for {what}: {detail}; "
                 f"the certificate must be trusted by {trust} and name the host connected to"
+            )
+        if isinstance(exc, SentinelAuthenticationError):
+            given = "set" if self.settings.sentinel_password is not None else "not set"
+            return StoreUnavailableError(
+                f"Redis ({self.settings.where}) sentinels refused the connection credentials "
+                f"for {what}: check sentinel_username/sentinel_password (sentinel_password is "
+                f"{given}; the sentinels' requirepass or ACL user, apart from password)"
             )
         if isinstance(exc, FATAL):
             return StoreUnavailableError(
