@@ -48,6 +48,7 @@ REDIS_KEYS: Final = frozenset(
         "db",
         "username",
         "password",
+        "password_file",
         "use_ssl",
         "ssl_certfile",
         "ssl_keyfile",
@@ -217,6 +218,8 @@ class RedisSettings:
     db: int = 1
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: A file holding the password (a mounted Secret), read again whenever it changes.
+    password_file: str | None = None
     use_ssl: bool = False
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -275,6 +278,7 @@ class RedisSettings:
             db=reader.integer("db", default_db, minimum=0),
             username=reader.string("username"),
             password=reader.secret("password"),
+            password_file=_password_file(reader),
             use_ssl=reader.boolean("use_ssl", False),
             ssl_certfile=reader.string("ssl_certfile"),
             ssl_keyfile=reader.string("ssl_keyfile"),
@@ -358,6 +362,25 @@ class RedisSettings:
         if self.deployment_mode == "sentinel":
             return f"sentinel {self.sentinel_service}@{nodes}"
         return f"cluster {nodes}"
+
+
+def _password_file(reader: SettingsReader) -> str | None:
+    path = reader.string("password_file")
+    if path is None:
+        return None
+    if reader.secret("password") is not None:
+        raise ConfigurationError(
+            reader.name("password_file"), path, "a file path with no password key beside it"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            reader.name("password_file"), path,
+            f"a readable file holding the password ({exc.strerror or exc})",
+        ) from None
+    return path
 
 
 def warn_unknown(reader: SettingsReader, known: Iterable[str], *, what: str) -> None:

@@ -47,6 +47,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from turnstile.stores._redis.credentials import credential_provider
 from turnstile.stores._redis.multiplexed import (
     MultiplexedConnection,
     TLSVerificationError,
@@ -123,6 +124,8 @@ class RedisConnection:
 
     def __init__(self, settings: RedisSettings, *, client_name: str = "turnstile") -> None:
         self.settings = settings
+        #: One source of credentials for the redis-py client and the multiplexed lanes.
+        self._credentials = credential_provider(settings)
         self._client_name = client_name
         self._client: AnyRedis | None = None
         self._master: tuple[str, int] | None = None
@@ -153,8 +156,7 @@ class RedisConnection:
     def _common_kwargs(self) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
-            "username": s.username,
-            "password": s.password,
+            "credential_provider": self._credentials,
             "socket_timeout": s.socket_timeout,
             "socket_connect_timeout": s.connect_timeout,
             "decode_responses": True,
@@ -342,6 +344,7 @@ class RedisConnection:
                         self.settings,
                         db=0 if self.is_cluster else self.settings.db,
                         client_name=self._client_name,
+                        credentials=self._credentials,
                     )
                     if self._closed:
                         lane.close()

@@ -19,7 +19,9 @@ its replies (redis-py's CVE-2023-28858 class of bugs). A :class:`MultiplexedConn
   the same ``redis.exceptions`` classes redis-py raises, so retry decisions stay in one place.
 
 Blocking commands (``BLPOP``) must not use it: they would hold up every reply behind them.
-The protocol is RESP2 (``resp``); the handshake is ``AUTH`` / ``SELECT`` / ``CLIENT SETNAME``.
+The protocol is RESP2 (``resp``); the handshake is ``AUTH`` / ``SELECT`` / ``CLIENT SETNAME``,
+with the credentials from the connection's ``CredentialProvider`` (``credentials``), the one the
+redis-py client uses too.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from collections import deque
 from typing import Any, Final, cast
 
 from redis import exceptions as rex
+from redis.credentials import CredentialProvider
 
+from turnstile.stores._redis.credentials import credential_provider
 from turnstile.stores._redis.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 from turnstile.stores.config import RedisSettings
 
@@ -221,7 +225,12 @@ class MultiplexedConnection(asyncio.Protocol):
 
 
 async def open_multiplexed(
-    address: tuple[str, int], settings: RedisSettings, *, db: int, client_name: str
+    address: tuple[str, int],
+    settings: RedisSettings,
+    *,
+    db: int,
+    client_name: str,
+    credentials: CredentialProvider | None = None,
 ) -> MultiplexedConnection:
     """Connect to one node and authenticate, select ``db`` and name the client."""
     host, port = address
@@ -247,7 +256,9 @@ async def open_multiplexed(
     except OSError as exc:
         raise rex.ConnectionError(f"cannot connect to {host}:{port}: {exc.strerror}") from exc
     try:
-        await _handshake(conn, settings, db=db, client_name=client_name)
+        if credentials is None:  # a caller without a provider of its own: the settings'
+            credentials = credential_provider(settings)
+        await _handshake(conn, credentials, db=db, client_name=client_name)
     except BaseException:
         conn.close()
         raise
@@ -255,18 +266,21 @@ async def open_multiplexed(
 
 
 async def _handshake(
-    conn: MultiplexedConnection, settings: RedisSettings, *, db: int, client_name: str
+    conn: MultiplexedConnection,
+    credentials: CredentialProvider | None,
+    *,
+    db: int,
+    client_name: str,
 ) -> None:
     commands: list[tuple[Any, ...]] = []
-    if settings.password is not None:
-        user = (settings.username,) if settings.username else ()
-        commands.append(("AUTH", *user, settings.password))
+    if credentials is not None:  # asked per connection: a rotated secret reaches new ones
+        commands.append(("AUTH", *await credentials.get_credentials_async()))
     if db:
         commands.append(("SELECT", db))
     commands.append(("CLIENT", "SETNAME", client_name))
     # Pipelined: every command is written before the first reply is read.
     results = await asyncio.gather(*(conn.call(*c) for c in commands), return_exceptions=True)
-    if settings.password is not None and isinstance(
+    if credentials is not None and isinstance(
         results[0], (rex.ResponseError, rex.AuthenticationError)
     ):
         # Any refusal of AUTH (WRONGPASS, or "ERR invalid password" from old servers) is about
