@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD
+from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD, require_redis
 from tests.platform.redis_servers import SentinelGroup, store_kwargs
 from turnstile.stores.config import RedisSettings, SettingsReader
 from turnstile.stores.errors import TurnstileError
@@ -80,3 +82,39 @@ async def test_a_wrong_or_missing_sentinel_password_names_the_key(
     assert not report.ok and report.reason == "AuthenticationFailed", report
     assert "sentinel_password" in report.message
     assert "not-the-sentinel-pw" not in report.message
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel_group() -> Iterator[SentinelGroup]:
+    """TLS everywhere (one CA), passwords on the data nodes and on the sentinels."""
+    require_redis("redis-server", "redis-sentinel", "redis-cli")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI missing")
+    with SentinelGroup(
+        replicas=1, sentinels=3, quorum=2, password=REDIS_PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD, tls=True,
+    ) as group:
+        yield group
+
+
+async def test_locks_and_timers_through_tls_sentinels(tls_sentinel_group: SentinelGroup) -> None:
+    group = tls_sentinel_group
+    kwargs = _kwargs(group, use_ssl=True, sentinel_use_ssl=True, ssl_ca_certs=str(group.ca_cert))
+    locks = RedisTicketLockStore.from_kwargs(kwargs)
+    timers = RedisTimerStore.from_kwargs({**kwargs, "key_prefix": "s" + uuid.uuid4().hex[:10]})
+    try:
+        async with locks.lock(f"tls-{uuid.uuid4().hex}") as held:
+            assert held.fencing_token > 0
+        await timers.store_timer("alice", "s1", 1.0)
+        assert await timers.get_timer("alice") == SessionTimer("alice", "s1", 1.0)
+        assert not timers.using_fallback
+    finally:
+        await locks.close()
+        await timers.aclose()
+    settings = RedisSettings.read(SettingsReader(kwargs, section="lock_store"))
+    report = await probe(settings)
+    assert report.ok and report.sentinels == 3, report
+    # Plain text to TLS-only sentinels does not get an answer.
+    plain = RedisSettings.read(SettingsReader({**kwargs, "sentinel_use_ssl": False}, section="x"))
+    report = await probe(plain, timeout=3)
+    assert not report.ok, report
