@@ -7,6 +7,8 @@ starts calling a new command fails here until ``turnstile.stores.acl`` lists it.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import inspect
 import re
 from types import ModuleType
@@ -109,3 +111,18 @@ def test_the_rule_is_the_commands_on_the_store_keys_only() -> None:
     assert key_pattern("timer_store") == "turnstile:timers:*"
     assert "+cluster|slots" in acl_rule("timer_store", cluster=True)
     assert "+cluster|slots" not in acl_rule("timer_store")
+
+
+@pytest.mark.parametrize("prefix", [None, "bot"])
+def test_every_key_the_stores_make_matches_the_rule_pattern(prefix: str | None) -> None:
+    lock_pattern = key_pattern("lock_store", prefix)
+    queue = lock_redis.queue_key("conversation {with} odd:chars", prefix)
+    keys = [queue]
+    if hasattr(lock_redis, "wake_key"):  # the wake-up lists, while there are any
+        keys.append(lock_redis.wake_key(queue, "ticket-id"))
+    for key in keys:
+        assert fnmatch.fnmatchcase(key, lock_pattern), (key, lock_pattern)
+    timer_pattern = key_pattern("timer_store", prefix)
+    for bucket in timer_lua.TimerKeys(4, prefix).buckets:
+        for key in dataclasses.astuple(bucket):
+            assert fnmatch.fnmatchcase(key, timer_pattern), (key, timer_pattern)
