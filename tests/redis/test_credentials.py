@@ -204,3 +204,47 @@ async def test_elasticache_iam_token_authenticates_and_is_renewed_before_expiry(
         await refused.close()
     assert time.monotonic() - started < 5
     assert renewed not in str(caught.value)
+
+
+def _auth_stats(server: RedisServer) -> tuple[int, int]:
+    stats = server.info("commandstats").get("cmdstat_auth", "")
+    fields = dict(part.split("=") for part in str(stats).split(",") if "=" in part)
+    return int(fields.get("calls", 0)), int(fields.get("failed_calls", 0))
+
+
+async def test_the_multiplexed_lane_re_auths_with_a_fresh_token(
+    fresh_redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = fresh_redis_server
+    _iam_env(monkeypatch)
+    clock = _Clock(1_767_225_600.0)
+    real = creds.ElastiCacheIAMProvider
+    made: list[creds.ElastiCacheIAMProvider] = []
+
+    def quick(*args: Any, **kwargs: Any) -> creds.ElastiCacheIAMProvider:
+        provider = real(*args, **{**kwargs, "clock": clock, "credentials": _env_credentials})
+        provider.reauth_every = 0.2  # ElastiCache's 12 h, shortened
+        made.append(provider)
+        return provider
+
+    monkeypatch.setattr(creds, "ElastiCacheIAMProvider", quick)
+    kwargs = store_kwargs(server, db=0, username=USER, failover_timeout=5)
+    token = quick(USER, "turnstile-cache", "eu-west-1").token()
+    _acl(server, f">{token}")
+    store = RedisTicketLockStore.from_kwargs(kwargs)
+    try:
+        async with store.lock("reauth"):
+            pass
+        clock.now += 900  # the token expired: the next re-AUTH signs a new one
+        renewed = made[-1].token()
+        assert renewed != token
+        _acl(server, f">{renewed}")  # only the new token is accepted from now on
+        calls, failed = _auth_stats(server)
+        await asyncio.sleep(0.7)
+        calls_after, failed_after = _auth_stats(server)
+        assert calls_after >= calls + 2, (calls, calls_after)
+        assert failed_after == failed, "a re-AUTH presented a stale token"
+        async with store.lock("reauth-after"):  # the same lane, still working
+            pass
+    finally:
+        await store.close()

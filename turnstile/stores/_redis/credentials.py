@@ -16,6 +16,8 @@ Three providers, chosen by :func:`credential_provider` from the settings:
   and ``AWS_REGION``/``AWS_DEFAULT_REGION``, the store's ``username`` as the IAM-enabled user.
   :class:`ElastiCacheIAMProvider` signs the same SigV4 presigned ``connect`` URL Rasa's
   ``AWSElasticacheRedisIAMCredentialsProvider`` makes (15 minutes valid, renewed 60 s early).
+  Its ``reauth_every`` makes the multiplexed lanes send ``AUTH`` with a fresh token every 11 h
+  (ElastiCache closes an IAM connection 12 h after its last ``AUTH``).
 
 No provider ever puts a credential into a message, a log line or a ``repr``.
 """
@@ -192,6 +194,9 @@ class ElastiCacheIAMProvider(CredentialProvider):
     #: As Rasa: ElastiCache accepts a token for 15 minutes; a new one is made 60 s before.
     TOKEN_LIFETIME: Final = 900
     REFRESH_MARGIN: Final = 60
+    #: ElastiCache closes an IAM connection 12 h after its last AUTH: the multiplexed lanes
+    #: send AUTH with a fresh token this often (seconds) to keep theirs.
+    reauth_every: float = 11 * 3600.0
 
     def __init__(
         self,

@@ -122,6 +122,11 @@ class MultiplexedConnection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: str | None = None
+        #: The periodic re-AUTH of a provider whose tokens limit a connection's life (IAM).
+        self._reauth: asyncio.TimerHandle | None = None
+        self._reauth_tasks: set[asyncio.Task[None]] = set()
+        #: How many re-AUTHs Redis accepted on this connection; the tests watch it.
+        self.reauths = 0
         #: SHA1s of the scripts Redis confirmed it holds, as seen on this connection (a new
         #: connection, as after a failover, starts empty: see ``LuaScript.run_on``).
         self.scripts: set[str] = set()
@@ -157,6 +162,9 @@ class MultiplexedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is None:
             self._lost = "the connection to Redis was closed"
+        if self._reauth is not None:
+            self._reauth.cancel()
+            self._reauth = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -212,6 +220,36 @@ class MultiplexedConnection(asyncio.Protocol):
         # Replies behind a lost one cannot be trusted to come: start over on a new connection.
         self._abort(f"a reply took longer than socket_timeout ({self._timeout:g}s)")
 
+    def reauth_every(self, credentials: CredentialProvider, interval: float) -> None:
+        """Send ``AUTH`` with fresh credentials every ``interval`` seconds while open.
+
+        ElastiCache closes an IAM-authenticated connection 12 hours after its last ``AUTH``;
+        an ``AUTH`` with a new token prolongs it. A refused re-AUTH leaves the connection as it
+        was (Redis keeps the earlier authentication) and is logged without the credentials.
+        """
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self._reauth = None
+            if not self.is_open:
+                return
+            task = loop.create_task(self._send_reauth(credentials))
+            self._reauth_tasks.add(task)
+            task.add_done_callback(self._reauth_tasks.discard)
+            self._reauth = loop.call_later(interval, tick)
+
+        self._reauth = loop.call_later(interval, tick)
+
+    async def _send_reauth(self, credentials: CredentialProvider) -> None:
+        try:
+            await self.call("AUTH", *await credentials.get_credentials_async())
+            self.reauths += 1
+        except rex.ConnectionError:
+            return  # the connection is gone; the next one authenticates afresh
+        except Exception as exc:
+            logger.warning("re-AUTH on %s was refused (%s); the connection keeps its earlier "
+                           "authentication", self._where, type(exc).__name__)
+
     def _abort(self, why: str) -> None:
         if self._lost is None:
             self._lost = why
@@ -262,6 +300,9 @@ async def open_multiplexed(
     except BaseException:
         conn.close()
         raise
+    interval = getattr(credentials, "reauth_every", None)
+    if credentials is not None and isinstance(interval, (int, float)) and interval > 0:
+        conn.reauth_every(credentials, float(interval))
     return conn
 
 
