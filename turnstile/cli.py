@@ -4,6 +4,7 @@
 
     turnstile render FILE...          print the endpoints.yml the stores in FILE(s) produce
     turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
+        [--acl]                       ... and verify each store user's ACL rule
     turnstile operator [...]          run the Kubernetes operator (needs the [operator] extra)
 
 ``render`` uses the operator's own pure renderer, so its output is byte for byte what the
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import yaml
+
+    from turnstile.stores.acl import Store
 
 #: The distribution users install; extras are named after it in messages.
 DISTRIBUTION = "rasa-turnstile"
@@ -163,7 +166,81 @@ def read_endpoints(text: str) -> dict[str, Any]:
     return data
 
 
-async def _check_sections(data: dict[str, Any], timeout: float, out: TextIO) -> int:
+class AclCheck:
+    """``turnstile check --acl``: who asks ``ACL DRYRUN`` (the store's own user by default)."""
+
+    def __init__(self, admin_user: str | None = None, admin_password: str | None = None) -> None:
+        self.admin_user = admin_user
+        self.admin_password = admin_password
+
+    def __repr__(self) -> str:  # never the password
+        return f"AclCheck(admin_user={self.admin_user!r})"
+
+
+async def _check_acl(name: str, settings: Any, master: str | None, acl: AclCheck,
+                     out: TextIO) -> bool:
+    """Print whether the store's user has the documented ACL rule; True if it has."""
+    import redis.asyncio as aioredis  # noqa: PLC0415
+    from redis import exceptions as rex  # noqa: PLC0415
+    from redis.credentials import UsernamePasswordCredentialProvider  # noqa: PLC0415
+
+    from turnstile.stores._redis.credentials import credential_provider  # noqa: PLC0415
+    from turnstile.stores.acl import (  # noqa: PLC0415
+        key_pattern,
+        missing_permissions,
+        permissions,
+    )
+
+    store: Store = "timer_store" if name == "timer_store" else "lock_store"
+    cluster = settings.deployment_mode == "cluster"
+    user = settings.username or "default"
+    if settings.deployment_mode == "standard":
+        targets = [(settings.host, settings.port)]
+    elif cluster:
+        targets = list(settings.endpoints)
+    else:
+        host, _, port = (master or "").rpartition(":")
+        targets = [(host, int(port))] if host else []
+    provider = (
+        UsernamePasswordCredentialProvider(acl.admin_user, acl.admin_password)
+        if acl.admin_password is not None else credential_provider(settings)
+    )
+    extra = settings.tls_kwargs() if settings.use_ssl else {}
+    missing: list[str] = []
+    for host, port in targets:
+        client = aioredis.Redis(
+            host=host, port=port, credential_provider=provider, decode_responses=True,
+            socket_timeout=settings.connect_timeout, **extra,
+        )
+        try:
+            missing += [f"{host}:{port}: {m}" if cluster else m for m in await missing_permissions(
+                client, user, store, settings.key_prefix, cluster=cluster
+            )]
+        except rex.NoPermissionError:
+            out.write(
+                f"{name}: ACL FAIL cannot verify: the connecting user may not run ACL DRYRUN "
+                "(pass --acl-admin-user and --acl-admin-password-env for a user that may)\n"
+            )
+            return False
+        except (rex.RedisError, OSError) as exc:
+            out.write(f"{name}: ACL FAIL cannot verify on {host}:{port}: {type(exc).__name__}\n")
+            return False
+        finally:
+            await client.aclose()
+    for line in missing:
+        out.write(f"{name}: ACL FAIL {line}\n")
+    if not missing:
+        count = len(permissions(store, cluster=cluster))
+        out.write(
+            f"{name}: ACL OK user {user!r} may run all {count} commands of the {store} rule "
+            f"on keys {key_pattern(store, settings.key_prefix)}\n"
+        )
+    return not missing
+
+
+async def _check_sections(
+    data: dict[str, Any], timeout: float, out: TextIO, acl: AclCheck | None = None
+) -> int:
     from turnstile.stores.config import RedisSettings, SettingsReader  # noqa: PLC0415
     from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
     from turnstile.stores.probe import probe  # noqa: PLC0415
@@ -190,6 +267,8 @@ async def _check_sections(data: dict[str, Any], timeout: float, out: TextIO) -> 
                 f"{name}: OK {report.mode} {settings.where} in {report.latency_ms:.1f} ms: "
                 f"{report.message}\n"
             )
+            if acl is not None and not await _check_acl(name, settings, report.master, acl, out):
+                failed += 1
         else:
             failed += 1
             out.write(f"{name}: FAIL {report.reason}: {report.message}\n")
@@ -198,12 +277,25 @@ async def _check_sections(data: dict[str, Any], timeout: float, out: TextIO) -> 
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def check_command(path: str, timeout: float, out: TextIO) -> int:
+def check_command(
+    path: str, timeout: float, out: TextIO, acl: AclCheck | None = None
+) -> int:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise _UsageError(f"{path}: {exc.strerror or exc}") from None
-    return asyncio.run(_check_sections(read_endpoints(text), timeout, out))
+    return asyncio.run(_check_sections(read_endpoints(text), timeout, out, acl))
+
+
+def _acl_check(args: argparse.Namespace) -> AclCheck | None:
+    if not args.acl:
+        return None
+    if args.acl_admin_password_env is None:
+        return AclCheck(args.acl_admin_user)
+    password = os.environ.get(args.acl_admin_password_env)
+    if password is None:
+        raise _UsageError(f"--acl-admin-password-env: {args.acl_admin_password_env} is not set")
+    return AclCheck(args.acl_admin_user, password)
 
 
 # ---------------------------------------------------------------------------- operator
@@ -269,6 +361,16 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="probe the Redis stores an endpoints.yml declares")
     check.add_argument("endpoints", metavar="ENDPOINTS_YML")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per store")
+    check.add_argument(
+        "--acl", action="store_true",
+        help="also verify the store's user has the documented ACL rule (ACL DRYRUN, Redis 7+)",
+    )
+    check.add_argument(
+        "--acl-admin-user", help="user that may run ACL DRYRUN (default: the store's own)"
+    )
+    check.add_argument(
+        "--acl-admin-password-env", metavar="VAR", help="environment variable with its password"
+    )
 
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     scope = op.add_mutually_exclusive_group()
@@ -298,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "render":
             return render_command(args.files, args.namespace, sys.stdout)
         if args.command == "check":
-            return check_command(args.endpoints, args.timeout, sys.stdout)
+            return check_command(args.endpoints, args.timeout, sys.stdout, _acl_check(args))
         return operator_command(args)
     except _UsageError as exc:
         print(f"turnstile {args.command}: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ __all__ = [
     "redis_cluster",
     "redis_password_server",
     "redis_sentinel",
+    "redis_sentinel_auth",
     "redis_server",
     "redis_tls_server",
     "require_redis",
@@ -44,6 +45,9 @@ REDIS_PASSWORD = "turnstile-default-pw"
 #: Extra ACL user (full rights) on ``redis_password_server``.
 REDIS_ACL_USER = "turnstile"
 REDIS_ACL_PASSWORD = "turnstile-acl-pw"
+#: ``requirepass`` of the sentinels of ``redis_sentinel_auth`` (the data nodes use
+#: ``REDIS_PASSWORD``).
+SENTINEL_PASSWORD = "turnstile-sentinel-pw"
 
 
 def _must_run_all_tiers() -> bool:
@@ -152,4 +156,16 @@ def fresh_redis_sentinel() -> Iterator[SentinelGroup]:
     """A private sentinel group for failover/kill tests (~2 s to start)."""
     require_redis("redis-server", "redis-sentinel", "redis-cli")
     with SentinelGroup(replicas=1, sentinels=3, quorum=2) as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_auth() -> Iterator[SentinelGroup]:
+    """Master + 1 replica (``requirepass REDIS_PASSWORD``) + 3 sentinels that require
+    ``SENTINEL_PASSWORD`` themselves (the Bitnami chart's ``auth.sentinel: true``)."""
+    require_redis("redis-server", "redis-sentinel", "redis-cli")
+    with SentinelGroup(
+        replicas=1, sentinels=3, quorum=2, password=REDIS_PASSWORD,
+        sentinel_password=SENTINEL_PASSWORD,
+    ) as group:
         yield group

@@ -501,6 +501,8 @@ class RedisServer(RedisProcess):
         username: str | None = None,
         user_password: str | None = None,
         tls_auth_clients: str = "optional",
+        tls_server_names: str = "IP:127.0.0.1,DNS:localhost",
+        tls_certs_from: Path | None = None,
         persistence: bool = False,
         cluster: bool = False,
         cluster_node_timeout_ms: int = 1000,
@@ -523,6 +525,10 @@ class RedisServer(RedisProcess):
         self.user_password = user_password
         self.tls = tls
         self.tls_auth_clients = tls_auth_clients
+        #: The server certificate's subjectAltName (a wrong one tests host name checks).
+        self.tls_server_names = tls_server_names
+        #: A directory of certificates (``generate_certs``) shared with other nodes, if any.
+        self.tls_certs_from = tls_certs_from
         self.persistence = persistence
         self.cluster = cluster
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
@@ -557,13 +563,18 @@ class RedisServer(RedisProcess):
     def _prepare_dir(self) -> None:
         if self.tls:
             assert self.dir is not None
-            generate_certs(self.dir)
+            if self.tls_certs_from is not None:
+                copy_certs(self.tls_certs_from, self.dir)
+            else:
+                generate_certs(self.dir, server_names=self.tls_server_names)
 
     def ssl_context(self, client_cert: bool = True) -> ssl.SSLContext | None:
         """An SSLContext trusting our CA (and presenting the client cert), or None if not TLS."""
         if not self.tls:
             return None
         ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        # A certificate made for another name (host name tests) is still checked against the CA.
+        ctx.check_hostname = f"IP:{self.host}" in self.tls_server_names
         if client_cert:
             ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
         return ctx
@@ -670,8 +681,10 @@ class RedisServer(RedisProcess):
         self.execute("FLUSHALL")
 
 
-def generate_certs(directory: Path, days: int = 3650) -> None:
-    """Create ca.crt/key, server.crt/key (SAN IP:127.0.0.1, DNS:localhost) and client.crt/key.
+def generate_certs(
+    directory: Path, days: int = 3650, *, server_names: str = "IP:127.0.0.1,DNS:localhost"
+) -> None:
+    """Create ca.crt/key, server.crt/key (SAN ``server_names``) and client.crt/key.
 
     EC P-256 keys: generation is ~instant, unlike RSA, which keeps TLS fixture startup fast.
     """
@@ -698,7 +711,7 @@ def generate_certs(directory: Path, days: int = 3650) -> None:
         # serverAuth+clientAuth: redis reuses the server cert when it connects to other
         # nodes (replication, cluster bus).
         "extendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={server_names}\n"
     )
     (d / "client.ext").write_text(
         "basicConstraints=CA:FALSE\n"
@@ -714,6 +727,16 @@ def generate_certs(directory: Path, days: int = 3650) -> None:
         )  # fmt: skip
     for key in ("ca.key", "server.key", "client.key"):
         (d / key).chmod(0o600)
+
+
+_CERT_FILES = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+
+
+def copy_certs(source: Path, directory: Path) -> None:
+    """Copy the files ``generate_certs`` made in ``source``: nodes that must trust each other."""
+    for name in _CERT_FILES:
+        shutil.copyfile(source / name, directory / name)
+        (directory / name).chmod(0o600 if name.endswith(".key") else 0o644)
 
 
 def _terminate_all(procs: Iterable[RedisProcess], timeout: float = 3.0) -> None:
@@ -1105,8 +1128,14 @@ class SentinelProcess(RedisProcess):
         failover_timeout_ms: int,
         auth_pass: str | None,
         name: str,
+        requirepass: str | None = None,
+        tls_certs_from: Path | None = None,
     ) -> None:
         super().__init__(name=name)
+        #: Serve TLS only (and speak TLS to the data nodes and peers), with these certificates.
+        self.tls_certs_from = tls_certs_from
+        #: The sentinel's own password (``requirepass``; also given to its peers).
+        self.requirepass = requirepass
         self.master = master
         self.service_name = service_name
         self.quorum = quorum
@@ -1128,7 +1157,44 @@ class SentinelProcess(RedisProcess):
         ]
         if self.auth_pass is not None:
             lines.append(f'sentinel auth-pass {s} "{self.auth_pass}"')
+        if self.requirepass is not None:
+            lines += [
+                f'requirepass "{self.requirepass}"',
+                f'sentinel sentinel-pass "{self.requirepass}"',
+            ]
+        if self.tls_certs_from is not None:
+            assert self.dir is not None
+            lines = [ln for ln in lines if not ln.startswith("port ")]
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f'tls-cert-file "{self.dir / "server.crt"}"',
+                f'tls-key-file "{self.dir / "server.key"}"',
+                f'tls-ca-cert-file "{self.dir / "ca.crt"}"',
+                "tls-auth-clients optional",
+                "tls-replication yes",
+            ]
         return lines
+
+    def _prepare_dir(self) -> None:
+        if self.tls_certs_from is not None:
+            assert self.dir is not None
+            copy_certs(self.tls_certs_from, self.dir)
+
+    def execute(self, *args: Any, timeout: float = 2.0) -> Any:
+        context = None
+        if self.tls_certs_from is not None:
+            context = ssl.create_default_context(cafile=str(self.tls_certs_from / "ca.crt"))
+        return execute(
+            self.host, self.port, *args, password=self.requirepass, ssl_context=context,
+            timeout=timeout,
+        )
+
+    def _cli_base(self) -> list[str]:
+        base = super()._cli_base()
+        if self.requirepass is not None:
+            base += ["-a", self.requirepass, "--no-auth-warning"]
+        return base
 
     def master_info(self) -> dict[str, Any]:
         return _pairs(self.execute("SENTINEL", "MASTER", self.service_name))
@@ -1150,7 +1216,8 @@ class SentinelGroup:
     and the sentinels failed back to the just-restarted old master.
 
     ``password`` protects the data nodes (``requirepass``/``masterauth``) and is given to
-    sentinels via ``sentinel auth-pass``; the sentinels themselves need no password.
+    sentinels via ``sentinel auth-pass``. ``sentinel_password`` protects the sentinels
+    themselves (``requirepass`` on each, ``sentinel sentinel-pass`` between them).
     """
 
     def __init__(
@@ -1161,18 +1228,31 @@ class SentinelGroup:
         service_name: str = "mymaster",
         *,
         password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
         down_after_ms: int = 2000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = 30.0,
     ) -> None:
         self.service_name = service_name
         self.password = password
+        self.sentinel_password = sentinel_password
         self.quorum = quorum
         self.startup_timeout = startup_timeout
-        self.master = RedisServer(password=password, name="sentinel-master")
+        #: With ``tls``: one CA for every node and sentinel (``ca_cert``), TLS only everywhere.
+        self.pki: Path | None = None
+        if tls:
+            self.pki = Path(tempfile.mkdtemp(prefix="turnstile-sentinel-pki-"))
+            generate_certs(self.pki)
+        tls_kw: dict[str, Any] = (
+            {"tls": True, "tls_certs_from": self.pki, "extra_config": ["tls-replication yes"]}
+            if self.pki is not None else {}
+        )
+        self.master = RedisServer(password=password, name="sentinel-master", **tls_kw)
         self.replicas = [
             RedisServer(
-                password=password, name=f"sentinel-replica{i}", replicaof=self.master.address
+                password=password, name=f"sentinel-replica{i}", replicaof=self.master.address,
+                **tls_kw,
             )
             for i in range(replicas)
         ]
@@ -1185,6 +1265,8 @@ class SentinelGroup:
                 failover_timeout_ms=failover_timeout_ms,
                 auth_pass=password,
                 name=f"sentinel{i}",
+                requirepass=sentinel_password,
+                tls_certs_from=self.pki,
             )
             for i in range(sentinels)
         ]
@@ -1225,6 +1307,15 @@ class SentinelGroup:
         # Sentinels first, so they don't start a failover while data nodes go down.
         _terminate_all(self.sentinels)
         _stop_all([*self.sentinels, *self.data_nodes])
+        if self.pki is not None:
+            shutil.rmtree(self.pki, ignore_errors=True)
+            self.pki = None
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA every node's and sentinel's certificate comes from (``tls=True``)."""
+        assert self.pki is not None, "not a TLS group"
+        return self.pki / "ca.crt"
 
     def __enter__(self) -> SentinelGroup:
         return self.start()

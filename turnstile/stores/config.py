@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
 DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "sentinel")
+#: redis-py's ``ssl_cert_reqs`` values: ``required`` (the default, as in redis-py and Rasa)
+#: verifies the server's certificate; ``optional`` and ``none`` do not insist on it.
+CertReqs = Literal["required", "optional", "none"]
+CERT_REQS: Final[tuple[CertReqs, ...]] = ("required", "optional", "none")
 
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0", ""})
@@ -44,15 +48,21 @@ REDIS_KEYS: Final = frozenset(
         "db",
         "username",
         "password",
+        "password_file",
         "use_ssl",
         "ssl_certfile",
         "ssl_keyfile",
         "ssl_ca_certs",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
         "key_prefix",
         "socket_timeout",
         "deployment_mode",
         "endpoints",
         "sentinel_service",
+        "sentinel_username",
+        "sentinel_password",
+        "sentinel_use_ssl",
         "failover_timeout",
     }
 )
@@ -208,14 +218,27 @@ class RedisSettings:
     db: int = 1
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: A file holding the password (a mounted Secret), read again whenever it changes.
+    password_file: str | None = None
     use_ssl: bool = False
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_ca_certs: str | None = None
+    #: Verify the server's certificate: against ``ssl_ca_certs`` when given, else against the
+    #: system trust store (redis-py's and Rasa's default). ``none`` is an explicit opt-out.
+    ssl_cert_reqs: CertReqs = "required"
+    #: Check that the certificate names the host connected to (redis-py's default, True).
+    ssl_check_hostname: bool = True
     key_prefix: str | None = None
     socket_timeout: float = 10.0
     endpoints: tuple[tuple[str, int], ...] = ()
     sentinel_service: str = "mymaster"
+    #: Credentials for the sentinels themselves (their ``requirepass`` or an ACL user), apart
+    #: from the data nodes' ``username``/``password``. Rasa 3.21 has no such keys.
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    #: TLS to the sentinels, with the same ``ssl_*`` files and verification as the data nodes.
+    sentinel_use_ssl: bool = False
     #: How long an operation keeps retrying through a failover before it gives up.
     failover_timeout: float = 30.0
 
@@ -255,19 +278,75 @@ class RedisSettings:
             db=reader.integer("db", default_db, minimum=0),
             username=reader.string("username"),
             password=reader.secret("password"),
+            password_file=_password_file(reader),
             use_ssl=reader.boolean("use_ssl", False),
             ssl_certfile=reader.string("ssl_certfile"),
             ssl_keyfile=reader.string("ssl_keyfile"),
             ssl_ca_certs=reader.string("ssl_ca_certs"),
+            ssl_cert_reqs=cast(
+                CertReqs, reader.choice("ssl_cert_reqs", "required", CERT_REQS)
+            ),
+            ssl_check_hostname=reader.boolean("ssl_check_hostname", True),
             key_prefix=prefix,
             socket_timeout=reader.number("socket_timeout", 10.0, minimum=0, exclusive_min=True),
             endpoints=endpoints,
             sentinel_service=reader.string("sentinel_service", "mymaster") or "mymaster",
+            sentinel_username=reader.string("sentinel_username"),
+            sentinel_password=reader.secret("sentinel_password"),
+            sentinel_use_ssl=reader.boolean("sentinel_use_ssl", False),
             failover_timeout=reader.number("failover_timeout", 30.0, minimum=0),
         )
         if settings.deployment_mode == "cluster" and not settings.endpoints:
             settings = replace(settings, endpoints=((settings.host, settings.port),))
+        settings.warn_weak_tls(reader.name(""))
         return settings
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS keyword arguments for these settings (both TLS uses share them)."""
+        return {
+            "ssl": True,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_cert_reqs": self.ssl_cert_reqs,
+            "ssl_check_hostname": self.verifies_hostname,
+        }
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """redis-py keyword arguments for a connection to a sentinel (not a data node)."""
+        timeout = min(self.socket_timeout, 2.0)
+        kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if self.sentinel_password is not None:
+            kwargs.update(username=self.sentinel_username, password=self.sentinel_password)
+        if self.sentinel_use_ssl:
+            kwargs.update(self.tls_kwargs())
+        return kwargs
+
+    @property
+    def verifies_server(self) -> bool:
+        """Whether TLS insists on a certificate that the trust store (or CA file) vouches for."""
+        return self.ssl_cert_reqs == "required"
+
+    @property
+    def verifies_hostname(self) -> bool:
+        """Whether TLS checks the certificate's name (never without a verified certificate)."""
+        return self.ssl_check_hostname and self.ssl_cert_reqs != "none"
+
+    def warn_weak_tls(self, section: str = "") -> None:
+        """Log a warning when TLS is on but does not fully verify the server."""
+        where = section.rstrip(".") or "Redis store"
+        if (self.use_ssl or self.sentinel_use_ssl) and not self.verifies_server:
+            logger.warning(
+                "%s: ssl_cert_reqs is %r: TLS to Redis (%s) does not verify the server's "
+                "certificate, so anyone on the network path can impersonate it",
+                where, self.ssl_cert_reqs, self.where,
+            )
+        elif (self.use_ssl or self.sentinel_use_ssl) and not self.verifies_hostname:
+            logger.warning(
+                "%s: ssl_check_hostname is false: TLS to Redis (%s) accepts a trusted "
+                "certificate issued for any host name",
+                where, self.where,
+            )
 
     @property
     def connect_timeout(self) -> float:
@@ -283,6 +362,25 @@ class RedisSettings:
         if self.deployment_mode == "sentinel":
             return f"sentinel {self.sentinel_service}@{nodes}"
         return f"cluster {nodes}"
+
+
+def _password_file(reader: SettingsReader) -> str | None:
+    path = reader.string("password_file")
+    if path is None:
+        return None
+    if reader.secret("password") is not None:
+        raise ConfigurationError(
+            reader.name("password_file"), path, "a file path with no password key beside it"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(
+            reader.name("password_file"), path,
+            f"a readable file holding the password ({exc.strerror or exc})",
+        ) from None
+    return path
 
 
 def warn_unknown(reader: SettingsReader, known: Iterable[str], *, what: str) -> None:

@@ -31,7 +31,8 @@ from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
-from turnstile.stores._redis.connection import FATAL, RedisConnection, close_client
+from turnstile.stores._redis.connection import FATAL, NO_RETRY, RedisConnection, close_client
+from turnstile.stores._redis.multiplexed import tls_failure
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import ConfigurationError, StoreUnavailableError, TurnstileError
 
@@ -96,7 +97,12 @@ async def probe(
     except ConfigurationError as exc:
         return ProbeReport(ok=False, mode=mode, reason="InvalidSettings", message=str(exc))
     except StoreUnavailableError as exc:
-        reason = "AuthenticationFailed" if "credentials" in str(exc) else "Unreachable"
+        text = str(exc)
+        reason = (
+            "TLSVerificationFailed" if "TLS certificate refused" in text
+            else "AuthenticationFailed" if "credentials" in text
+            else "Unreachable"
+        )
         return ProbeReport(ok=False, mode=mode, reason=reason, message=str(exc))
     except TurnstileError as exc:
         return ProbeReport(ok=False, mode=mode, reason="RedisError", message=str(exc))
@@ -223,11 +229,7 @@ async def _ask_sentinel(
 ) -> tuple[tuple[str, int] | None, str | None, int]:
     """``(master, quorum problem or None, healthy replicas)`` according to one sentinel."""
     client: Any = aioredis.Redis(
-        host=host,
-        port=port,
-        socket_timeout=min(settings.socket_timeout, 2.0),
-        socket_connect_timeout=min(settings.socket_timeout, 2.0),
-        decode_responses=True,
+        host=host, port=port, decode_responses=True, retry=NO_RETRY, **settings.sentinel_kwargs()
     )
     try:
         address = await client.execute_command(
@@ -263,13 +265,27 @@ async def _probe_sentinel(connection: RedisConnection) -> ProbeReport:
     s = connection.settings
     answers: list[tuple[tuple[str, int] | None, str | None, int]] = []
     errors: list[str] = []
+    refused = 0
     for host, port in s.endpoints:
         try:
             answers.append(await _ask_sentinel(host, port, s))
         except FATAL:
-            errors.append(f"{host}:{port}: refused the connection credentials")
+            refused += 1
+            errors.append(
+                f"{host}:{port}: refused sentinel_username/sentinel_password "
+                f"(sentinel_password is {'set' if s.sentinel_password is not None else 'not set'})"
+            )
         except (rex.RedisError, OSError) as exc:
-            errors.append(f"{host}:{port}: {type(exc).__name__}")
+            if tls_failure(exc) is not None:
+                errors.append(f"{host}:{port}: TLS certificate refused: {tls_failure(exc)}")
+            else:
+                errors.append(f"{host}:{port}: {type(exc).__name__}")
+    if not answers and refused:
+        raise _ProbeFailed(
+            "AuthenticationFailed",
+            f"no sentinel accepted the credentials for {s.sentinel_service!r} "
+            f"({'; '.join(errors)})",
+        )
     if not answers:
         raise _ProbeFailed(
             "Unreachable",

@@ -43,11 +43,17 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from turnstile.stores._redis.multiplexed import MultiplexedConnection, open_multiplexed
+from turnstile.stores._redis.credentials import credential_provider
+from turnstile.stores._redis.multiplexed import (
+    MultiplexedConnection,
+    TLSVerificationError,
+    open_multiplexed,
+    tls_failure,
+)
 from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
@@ -87,13 +93,17 @@ _RETRYABLE_REPLIES = (
 _BACKOFF_FIRST = 0.02
 #: redis-py 6+ retries a refused connection 3 times with up to 10 s of backoff on its own,
 #: hidden inside one command; :meth:`RedisConnection.run` owns retries and their budget.
-_NO_RETRY = Retry(NoBackoff(), 0)
+NO_RETRY = _NO_RETRY = Retry(NoBackoff(), 0)
 _BACKOFF_CAP = 0.5
+
+
+class SentinelAuthenticationError(rex.AuthenticationError):
+    """The sentinels (not the data nodes) refused ``sentinel_username``/``sentinel_password``."""
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` is what a failover, restart or resharding looks like from a client."""
-    if isinstance(exc, FATAL):
+    if isinstance(exc, FATAL) or tls_failure(exc) is not None:
         return False
     if isinstance(exc, RETRYABLE):
         return True
@@ -114,6 +124,8 @@ class RedisConnection:
 
     def __init__(self, settings: RedisSettings, *, client_name: str = "turnstile") -> None:
         self.settings = settings
+        #: One source of credentials for the redis-py client and the multiplexed lanes.
+        self._credentials = credential_provider(settings)
         self._client_name = client_name
         self._client: AnyRedis | None = None
         self._master: tuple[str, int] | None = None
@@ -144,22 +156,14 @@ class RedisConnection:
     def _common_kwargs(self) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
-            "username": s.username,
-            "password": s.password,
+            "credential_provider": self._credentials,
             "socket_timeout": s.socket_timeout,
             "socket_connect_timeout": s.connect_timeout,
             "decode_responses": True,
             "client_name": self._client_name,
         }
         if s.use_ssl:
-            kwargs.update(
-                ssl=True,
-                ssl_certfile=s.ssl_certfile,
-                ssl_keyfile=s.ssl_keyfile,
-                ssl_ca_certs=s.ssl_ca_certs,
-                ssl_cert_reqs="required" if s.ssl_ca_certs else "none",
-                ssl_check_hostname=bool(s.ssl_ca_certs),
-            )
+            kwargs.update(s.tls_kwargs())
         return kwargs
 
     async def _build(self) -> AnyRedis:
@@ -179,13 +183,18 @@ class RedisConnection:
         if s.deployment_mode == "sentinel":
             if self._sentinel is None:
                 self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                    list(s.endpoints),
-                    sentinel_kwargs={
-                        "socket_timeout": min(s.socket_timeout, 2.0),
-                        "socket_connect_timeout": min(s.socket_timeout, 2.0),
-                    },
+                    list(s.endpoints), sentinel_kwargs={**s.sentinel_kwargs(), "retry": _NO_RETRY}
                 )
-            host, port = await self._sentinel.discover_master(s.sentinel_service)
+            try:
+                host, port = await self._sentinel.discover_master(s.sentinel_service)
+            except MasterNotFoundError as exc:
+                # redis-py folds each sentinel's error into one message; a refused AUTH (or
+                # NOAUTH from a sentinel with requirepass) does not heal by asking again.
+                if "AuthenticationError" in str(exc):
+                    raise SentinelAuthenticationError(
+                        "the sentinels refused the connection credentials"
+                    ) from exc
+                raise
             if self._master is not None and self._master != (host, port):
                 logger.warning(
                     "Redis master of %r moved from %s:%d to %s:%d",
@@ -266,6 +275,25 @@ class RedisConnection:
                     raise self._translate(exc, what) from exc
 
     def _translate(self, exc: BaseException, what: str) -> TurnstileError:
+        refused = tls_failure(exc)
+        if refused is not None or isinstance(exc, TLSVerificationError):
+            detail = refused.verify_message if refused is not None else str(exc)
+            trust = (
+                f"ssl_ca_certs ({self.settings.ssl_ca_certs})"
+                if self.settings.ssl_ca_certs
+                else "the system trust store (set ssl_ca_certs to a private CA's file)"
+            )
+            return StoreUnavailableError(
+                f"Redis ({self.settings.where}) TLS certificate refused for {what}: {detail}; "
+                f"the certificate must be trusted by {trust} and name the host connected to"
+            )
+        if isinstance(exc, SentinelAuthenticationError):
+            given = "set" if self.settings.sentinel_password is not None else "not set"
+            return StoreUnavailableError(
+                f"Redis ({self.settings.where}) sentinels refused the connection credentials "
+                f"for {what}: check sentinel_username/sentinel_password (sentinel_password is "
+                f"{given}; the sentinels' requirepass or ACL user, apart from password)"
+            )
         if isinstance(exc, FATAL):
             return StoreUnavailableError(
                 f"Redis ({self.settings.where}) refused the credentials for {what}: "
@@ -316,6 +344,7 @@ class RedisConnection:
                         self.settings,
                         db=0 if self.is_cluster else self.settings.db,
                         client_name=self._client_name,
+                        credentials=self._credentials,
                     )
                     if self._closed:
                         lane.close()

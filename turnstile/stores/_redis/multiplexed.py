@@ -19,7 +19,9 @@ its replies (redis-py's CVE-2023-28858 class of bugs). A :class:`MultiplexedConn
   the same ``redis.exceptions`` classes redis-py raises, so retry decisions stay in one place.
 
 Blocking commands (``BLPOP``) must not use it: they would hold up every reply behind them.
-The protocol is RESP2 (``resp``); the handshake is ``AUTH`` / ``SELECT`` / ``CLIENT SETNAME``.
+The protocol is RESP2 (``resp``); the handshake is ``AUTH`` / ``SELECT`` / ``CLIENT SETNAME``,
+with the credentials from the connection's ``CredentialProvider`` (``credentials``), the one the
+redis-py client uses too.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from collections import deque
 from typing import Any, Final, cast
 
 from redis import exceptions as rex
+from redis.credentials import CredentialProvider
 
+from turnstile.stores._redis.credentials import credential_provider
 from turnstile.stores._redis.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 from turnstile.stores.config import RedisSettings
 
@@ -63,20 +67,46 @@ def error_for(reply: ErrorReply) -> rex.RedisError:
     return cls(reply.message[len(reply.code) + 1 :])
 
 
+_CERT_REQS: Final = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+
+
 def tls_context(settings: RedisSettings) -> ssl.SSLContext:
-    """The TLS settings redis-py derives from Rasa's keys: verify the server (and its name)
-    only when ``ssl_ca_certs`` is given; present a client certificate when one is given."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    """The TLS context redis-py makes from the same keys (``RedisSSLContext``).
+
+    The server's certificate and host name are verified by default: against ``ssl_ca_certs``
+    when given, and against the system trust store always (``ssl.create_default_context``,
+    which honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``). ``ssl_cert_reqs: none`` or
+    ``ssl_check_hostname: false`` turn that off (``RedisSettings.warn_weak_tls`` logs it). A
+    client certificate is presented when one is given.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = settings.verifies_hostname
+    context.verify_mode = _CERT_REQS[settings.ssl_cert_reqs]
     if settings.ssl_ca_certs:
         context.load_verify_locations(settings.ssl_ca_certs)
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     if settings.ssl_certfile:
         context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
     return context
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind ``exc`` (redis-py wraps it), if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: ours or redis-py's ConnectionError, then the cause
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class TLSVerificationError(rex.ConnectionError):
+    """The server's TLS certificate (or its host name) was refused; retrying cannot help."""
 
 
 class MultiplexedConnection(asyncio.Protocol):
@@ -92,6 +122,11 @@ class MultiplexedConnection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: str | None = None
+        #: The periodic re-AUTH of a provider whose tokens limit a connection's life (IAM).
+        self._reauth: asyncio.TimerHandle | None = None
+        self._reauth_tasks: set[asyncio.Task[None]] = set()
+        #: How many re-AUTHs Redis accepted on this connection; the tests watch it.
+        self.reauths = 0
         #: SHA1s of the scripts Redis confirmed it holds, as seen on this connection (a new
         #: connection, as after a failover, starts empty: see ``LuaScript.run_on``).
         self.scripts: set[str] = set()
@@ -127,6 +162,9 @@ class MultiplexedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is None:
             self._lost = "the connection to Redis was closed"
+        if self._reauth is not None:
+            self._reauth.cancel()
+            self._reauth = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -182,6 +220,36 @@ class MultiplexedConnection(asyncio.Protocol):
         # Replies behind a lost one cannot be trusted to come: start over on a new connection.
         self._abort(f"a reply took longer than socket_timeout ({self._timeout:g}s)")
 
+    def reauth_every(self, credentials: CredentialProvider, interval: float) -> None:
+        """Send ``AUTH`` with fresh credentials every ``interval`` seconds while open.
+
+        ElastiCache closes an IAM-authenticated connection 12 hours after its last ``AUTH``;
+        an ``AUTH`` with a new token prolongs it. A refused re-AUTH leaves the connection as it
+        was (Redis keeps the earlier authentication) and is logged without the credentials.
+        """
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self._reauth = None
+            if not self.is_open:
+                return
+            task = loop.create_task(self._send_reauth(credentials))
+            self._reauth_tasks.add(task)
+            task.add_done_callback(self._reauth_tasks.discard)
+            self._reauth = loop.call_later(interval, tick)
+
+        self._reauth = loop.call_later(interval, tick)
+
+    async def _send_reauth(self, credentials: CredentialProvider) -> None:
+        try:
+            await self.call("AUTH", *await credentials.get_credentials_async())
+            self.reauths += 1
+        except rex.ConnectionError:
+            return  # the connection is gone; the next one authenticates afresh
+        except Exception as exc:
+            logger.warning("re-AUTH on %s was refused (%s); the connection keeps its earlier "
+                           "authentication", self._where, type(exc).__name__)
+
     def _abort(self, why: str) -> None:
         if self._lost is None:
             self._lost = why
@@ -195,7 +263,12 @@ class MultiplexedConnection(asyncio.Protocol):
 
 
 async def open_multiplexed(
-    address: tuple[str, int], settings: RedisSettings, *, db: int, client_name: str
+    address: tuple[str, int],
+    settings: RedisSettings,
+    *,
+    db: int,
+    client_name: str,
+    credentials: CredentialProvider | None = None,
 ) -> MultiplexedConnection:
     """Connect to one node and authenticate, select ``db`` and name the client."""
     host, port = address
@@ -208,35 +281,47 @@ async def open_multiplexed(
                 host,
                 port,
                 ssl=context,
-                server_hostname=host if context is not None and context.check_hostname else None,
+                server_hostname=host if context is not None else None,
             ),
             timeout=settings.connect_timeout,
         )
     except asyncio.TimeoutError:
         raise rex.TimeoutError(f"connecting to {host}:{port} timed out") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSVerificationError(
+            f"the TLS certificate of {host}:{port} was refused: {exc.verify_message}"
+        ) from exc
     except OSError as exc:
         raise rex.ConnectionError(f"cannot connect to {host}:{port}: {exc.strerror}") from exc
     try:
-        await _handshake(conn, settings, db=db, client_name=client_name)
+        if credentials is None:  # a caller without a provider of its own: the settings'
+            credentials = credential_provider(settings)
+        await _handshake(conn, credentials, db=db, client_name=client_name)
     except BaseException:
         conn.close()
         raise
+    interval = getattr(credentials, "reauth_every", None)
+    if credentials is not None and isinstance(interval, (int, float)) and interval > 0:
+        conn.reauth_every(credentials, float(interval))
     return conn
 
 
 async def _handshake(
-    conn: MultiplexedConnection, settings: RedisSettings, *, db: int, client_name: str
+    conn: MultiplexedConnection,
+    credentials: CredentialProvider | None,
+    *,
+    db: int,
+    client_name: str,
 ) -> None:
     commands: list[tuple[Any, ...]] = []
-    if settings.password is not None:
-        user = (settings.username,) if settings.username else ()
-        commands.append(("AUTH", *user, settings.password))
+    if credentials is not None:  # asked per connection: a rotated secret reaches new ones
+        commands.append(("AUTH", *await credentials.get_credentials_async()))
     if db:
         commands.append(("SELECT", db))
     commands.append(("CLIENT", "SETNAME", client_name))
     # Pipelined: every command is written before the first reply is read.
     results = await asyncio.gather(*(conn.call(*c) for c in commands), return_exceptions=True)
-    if settings.password is not None and isinstance(
+    if credentials is not None and isinstance(
         results[0], (rex.ResponseError, rex.AuthenticationError)
     ):
         # Any refusal of AUTH (WRONGPASS, or "ERR invalid password" from old servers) is about
