@@ -19,6 +19,7 @@ import pytest
 
 from tests.platform.redis_fixtures import require_redis
 from tests.platform.redis_servers import RedisServer, store_kwargs
+from turnstile.stores import config
 from turnstile.stores._redis.connection import RedisConnection
 from turnstile.stores.config import RedisSettings, SettingsReader
 from turnstile.stores.errors import ConfigurationError, TurnstileError
@@ -128,11 +129,16 @@ async def test_ssl_cert_reqs_none_connects_and_warns(
     tmp_path: Path,
 ) -> None:
     _trust(monkeypatch, tmp_path)  # an empty system store: nothing is trusted
+    monkeypatch.setattr(config, "_WARNED_TLS", set())  # a fresh process, as far as warnings go
     caplog.set_level(logging.WARNING, logger="turnstile.stores.config")
     assert await _lock_cycle(_kwargs(redis_tls_server, ssl_cert_reqs="none")) > 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("does not verify the server's certificate" in w for w in warnings), warnings
     assert any("ssl_cert_reqs is 'none'" in w for w in warnings), warnings
+    # Said once per process: the same settings read again (an operator re-check) stay quiet.
+    caplog.clear()
+    assert await _lock_cycle(_kwargs(redis_tls_server, ssl_cert_reqs="none")) > 0
+    assert not [r for r in caplog.records if "ssl_cert_reqs" in r.getMessage()]
 
 
 def test_a_bad_ssl_cert_reqs_names_the_key_and_the_choices() -> None:

@@ -23,6 +23,8 @@ from typing import Any, Final, Literal, cast
 from turnstile.stores.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
+#: The weak-TLS settings already warned about (see ``RedisSettings.warn_weak_tls``).
+_WARNED_TLS: set[tuple[str, str, str, bool]] = set()
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
 DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "sentinel")
@@ -333,8 +335,16 @@ class RedisSettings:
         return self.ssl_check_hostname and self.ssl_cert_reqs != "none"
 
     def warn_weak_tls(self, section: str = "") -> None:
-        """Log a warning when TLS is on but does not fully verify the server."""
+        """Log a warning when TLS is on but does not fully verify the server.
+
+        Once per process for each store and server: the operator reads the same settings at
+        every re-check, and one line says it as well as a thousand.
+        """
         where = section.rstrip(".") or "Redis store"
+        seen = (where, self.where, self.ssl_cert_reqs, self.ssl_check_hostname)
+        if seen in _WARNED_TLS:
+            return
+        _WARNED_TLS.add(seen)
         if (self.use_ssl or self.sentinel_use_ssl) and not self.verifies_server:
             logger.warning(
                 "%s: ssl_cert_reqs is %r: TLS to Redis (%s) does not verify the server's "
