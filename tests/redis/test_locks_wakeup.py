@@ -1,11 +1,11 @@
 """The wake-up keyed by the ticket in front (``locks.lua`` module doc), on real Redis.
 
 A waiter blocks on the "done" list of the ticket directly ahead of it; each way that ticket can
-leave the line must wake it well before its safety net (the 30 s lifetimes here, and the ~3 s
-lease renewal that bounds every block): a release by id and number (the lock context), by
-number only (Rasa's ``finish_serving``), by id only (a message cancelled while drawing), and a
-waiter ahead that gives up. Each store below is another process's: only the first local waiter
-of a conversation blocks in Redis.
+leave the line must wake it well before its safety net (the 30 s lifetimes here, and the socket
+timeout and lease renewal that bound every block): a release by id and number (the lock
+context), by number only (Rasa's ``finish_serving``), by id only (a message cancelled while
+drawing), and a waiter ahead that gives up. Each store below is another process's: only the
+first local waiter of a conversation blocks in Redis.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from turnstile.stores.locks.redis import RedisTicketLockStore, queue_key
 
 make_store = test_locks.make_store  # the same fixture: standalone, Cluster, Sentinel
 
-#: Far below the lease renewal (10 s / 3) that bounds a block without a wake-up.
-PROMPT = 1.0
+#: Well below the longest block without a wake-up here: ``socket_timeout`` (2 s in the test
+#: topologies) minus the 0.5 s margin. Without the pushes these waits take ~1.3 s.
+PROMPT = 0.5
 
 
 async def _served_after(
