@@ -18,7 +18,12 @@ What is measured (lock cycles = acquire + release, on distinct conversations unl
 * handoff: from the holder starting its release to the queued waiter holding the lock;
 * the two wake-up primitives Turnstile could use, BLPOP and pub/sub, on their own;
 * Turnstile with its scripts sent through redis-py's client (``EVALSHA`` per call, a pooled
-  connection each) instead of its multiplexed connection: what the multiplexed connection buys.
+  connection each) instead of its multiplexed connection: what the multiplexed connection buys;
+* Redis CPU per uncontended lock cycle, on a fresh redis-server of its own: Turnstile's
+  ISSUE + RELEASE (``eval``/``evalsha`` time, which includes the commands the scripts call),
+  a plain ``SET NX PX`` + ``DEL``, and Rasa's ``ConcurrentRedisLockStore`` sequence (every
+  command it sends), from ``CONFIG RESETSTAT`` + ``INFO commandstats``, in alternating rounds
+  (``python -m bench.locks --cpu-only`` runs this section alone).
 
 Numbers depend on the machine and its load; nothing here asserts a speed.
 """
@@ -28,8 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import json
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -77,6 +84,10 @@ class Results:
     paired: dict[str, float] = field(default_factory=dict)
     #: name -> (client CPU µs per op, Redis µs per EVALSHA)
     costs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: name -> Redis µs per uncontended lock cycle (median over rounds, see ``server_cpu``)
+    cpu: dict[str, float] = field(default_factory=dict)
+    #: name -> the lowest round of the same (load only adds to a round, never takes away)
+    cpu_min: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add_rate(self, name: str, value: float) -> None:
@@ -352,6 +363,93 @@ async def cpu_costs(
         print(f"  {name:<24} client CPU {cpu_us:6.0f} us/op   Redis {server:5.1f} us/EVALSHA")
 
 
+#: The server-CPU section: alternating rounds of this many cycles per contender (medians).
+CPU_ROUNDS = 21
+CPU_CYCLES = 500
+#: Per-cycle Redis CPU target for Turnstile's uncontended cycle (issue #19).
+CPU_TARGET_US = 12.0
+CPU_TURNSTILE = "turnstile ISSUE + RELEASE"
+CPU_SET_DEL = "SET NX PX + DEL"
+CPU_RASA = "Rasa ConcurrentRedisLockStore sequence"
+#: Not part of a lock cycle: the measurement's own commands and connection set-up.
+_NOT_COUNTED = ("config", "info", "client", "hello", "select", "ping", "script")
+
+
+async def server_cpu(res: Results, rounds: int = CPU_ROUNDS, cycles: int = CPU_CYCLES) -> None:
+    """Redis CPU (``INFO commandstats`` usec) per uncontended lock cycle, on a fresh server.
+
+    Each contender runs ``cycles`` cycles on fresh names after a ``CONFIG RESETSTAT``; the
+    contenders alternate, ``rounds`` times, and each figure is the median over its rounds, so
+    a burst of load on the shared machine hits one round, not the result. Turnstile counts
+    ``eval`` + ``evalsha`` (a script's time includes the commands it calls, which Redis also
+    lists on their own: counting those would count them twice); the others count every
+    command they send. Rasa's sequence is ``RasaConcurrentEmulation`` (Rasa Pro is not
+    installed here; the requests are reproduced from its source).
+    """
+    with RedisServer(name="bench-locks-cpu") as server:
+        store = RedisTicketLockStore.from_kwargs(
+            {"host": server.host, "port": server.port, "db": 0}
+        )
+        plain = aioredis.Redis(host=server.host, port=server.port)
+        sync_client = redis.Redis(host=server.host, port=server.port)
+        admin = redis.Redis(host=server.host, port=server.port)
+        turnstile, rasa = Cycles(store), RasaConcurrentEmulation(sync_client)
+        names = itertools.count()
+
+        async def set_del() -> None:
+            key = f"plain-{next(names)}"
+            await plain.set(key, "token", nx=True, px=60_000)
+            await plain.delete(key)
+
+        async def rasa_cycle() -> None:
+            rasa.cycle()  # synchronous, as Rasa's store is
+
+        contenders: dict[str, tuple[Callable[[], Awaitable[None]], frozenset[str] | None]] = {
+            CPU_TURNSTILE: (turnstile.turnstile, frozenset({"eval", "evalsha"})),
+            CPU_SET_DEL: (set_del, frozenset({"set", "del"})),
+            CPU_RASA: (rasa_cycle, None),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for op, _ in contenders.values():
+            for _ in range(50):
+                await op()  # warm-up: connections, script cache
+        for _ in range(rounds):
+            for name, (op, counted) in contenders.items():
+                admin.config_resetstat()
+                for _ in range(cycles):
+                    await op()
+                samples[name].append(_usec(admin.info("commandstats"), counted) / cycles)
+        await store.close()
+        await _close(plain)
+        sync_client.close()
+        admin.close()
+    for name, values in samples.items():
+        res.cpu[name] = statistics.median(values)
+        res.cpu_min[name] = min(values)
+        print(f"  {name:<40} {res.cpu[name]:6.1f} us/cycle (median of {rounds} rounds; "
+              f"min {min(values):.1f}, max {max(values):.1f})", flush=True)
+
+
+def _usec(stats: dict[str, Any], counted: frozenset[str] | None) -> float:
+    """Total usec of the ``counted`` commands (None: all but ``_NOT_COUNTED``)."""
+    total = 0.0
+    for key, value in stats.items():
+        command = key.removeprefix("cmdstat_")
+        if command in counted if counted is not None else not command.startswith(_NOT_COUNTED):
+            total += float(value["usec"])
+    return total
+
+
+def cpu_ratios(res: Results) -> list[tuple[str, float, str, bool]]:
+    c = res.cpu
+    return [
+        ("Redis us per turnstile cycle", c[CPU_TURNSTILE], f"<= {CPU_TARGET_US:g}",
+         c[CPU_TURNSTILE] <= CPU_TARGET_US),
+        ("turnstile / SET NX PX + DEL", c[CPU_TURNSTILE] / c[CPU_SET_DEL], "-", True),
+        ("turnstile / Rasa ConcurrentRedisLockStore", c[CPU_TURNSTILE] / c[CPU_RASA], "-", True),
+    ]
+
+
 def _prl_cycle(client: redis.Redis, n: int) -> None:
     lock = redis_lock.Lock(client, f"prl-{n}", expire=60)
     lock.acquire()
@@ -529,6 +627,8 @@ async def run(quick: bool) -> Results:
     seconds = 0.6 if quick else 3.0
     handoffs = 20 if quick else 100
     res = Results()
+    print("Redis CPU per uncontended lock cycle (a fresh redis-server)", flush=True)
+    await server_cpu(res, rounds=7 if quick else CPU_ROUNDS)
     print("starting Redis: standalone, cluster (3 masters), sentinel group", flush=True)
     with (
         RedisServer(name="bench-locks") as empty,
@@ -564,6 +664,7 @@ def ratios(res: Results) -> list[tuple[str, float, str, bool]]:
         (f"multiplexed / scripts via redis-py, {CONCURRENCY} tasks", p["multiplexed many"], "-",
          True),
         ("turnstile / Rasa ConcurrentRedisLockStore, +200k keys", rasa, "-", True),
+        *cpu_ratios(res),
     ]
 
 
@@ -610,6 +711,23 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
                 ["op", "client CPU us/op", "Redis us per EVALSHA"],
                 [[k, f"{c:.0f}", f"{v:.1f}"] for k, (c, v) in res.costs.items()],
             ),
+            "## Redis CPU per uncontended lock cycle",
+            "Redis's own time (`INFO commandstats` usec after `CONFIG RESETSTAT`) per acquire + "
+            "release of a free lock, on a fresh redis-server used for nothing else; medians of "
+            f"{CPU_ROUNDS} alternating rounds of {CPU_CYCLES:,} cycles each. Turnstile counts "
+            "`eval` + `evalsha`, whose time includes the commands the scripts call; `SET NX PX` "
+            "+ `DEL` and Rasa's ConcurrentRedisLockStore sequence (reproduced, Rasa Pro is not "
+            "installed here) count every command they send. Each round sends one command at a "
+            "time (no pipelining), as a lock cycle does.",
+            markdown_table(
+                ["cycle", "Redis us per cycle (median)", "lowest round",
+                 "median vs SET NX PX + DEL"],
+                [[k, f"{v:.1f}", f"{res.cpu_min[k]:.1f}", f"{v / res.cpu[CPU_SET_DEL]:.1f}x"]
+                 for k, v in res.cpu.items()],
+            ),
+            "The machine is shared: a loaded moment inflates every figure (Redis measures wall "
+            "time per command, preemption included), so compare rows of one run, and the lowest "
+            "round as the figure closest to an idle server.",
             "## Throughput",
             markdown_table(["what", "per second"], rate_rows),
             "## Handoff: release -> the queued waiter holds the lock",
@@ -659,7 +777,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (~30 s)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/bench-locks.*")
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the Redis CPU per uncontended cycle (~20 s; writes no docs)")
     args = parser.parse_args()
+    if args.cpu_only:
+        res = Results()
+        asyncio.run(server_cpu(res))
+        for name, value, target, ok in cpu_ratios(res):
+            print(f"  {name:<56} {value:8.2f}   target {target:<8} {'met' if ok else 'NOT met'}")
+        return
     started = time.perf_counter()
     res = asyncio.run(run(args.quick))
     elapsed = time.perf_counter() - started

@@ -9,9 +9,10 @@ import pytest
 from turnstile.stores.errors import ConfigurationError
 from turnstile.stores.locks.redis import (
     RedisTicketLockStore,
+    ask_again_key,
     conversation_tag,
+    done_key,
     queue_key,
-    wake_key,
 )
 
 
@@ -93,7 +94,8 @@ def test_every_conversation_gets_one_nonempty_hash_tag(conversation: str) -> Non
     tag = key[key.index("{") + 1 : key.index("}", key.index("{"))]
     assert tag == conversation_tag(conversation) and tag
     assert key.startswith("bot1:turnstile:lock:{")
-    assert wake_key(key, "t1").startswith(key)  # same tag, same slot
+    for wake in (done_key(key, 17), ask_again_key(key)):
+        assert wake.startswith(key)  # same tag, same slot
 
 
 def test_conversation_tags_do_not_collide() -> None:

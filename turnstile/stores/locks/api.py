@@ -193,6 +193,9 @@ class Issued:
     head_ttl: float
     #: The lifetime the ticket was drawn with; a waiter gets it in full once at the head.
     lifetime: float
+    #: The number of the ticket directly ahead (0 at the head): the Redis store's waiter
+    #: blocks on its release, and ``head_ttl`` is then also bounded by its expiry.
+    ahead: int = 0
 
 
 # ---- the API --------------------------------------------------------------------------------
@@ -226,7 +229,8 @@ class TicketLockStore(abc.ABC):
     async def _release(
         self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
     ) -> bool:
-        """Remove a ticket and wake the next head; False if it was no longer there."""
+        """Remove a ticket (by id if given, else by number) and wake the next head; False if it
+        was no longer there. A caller that knows both passes both."""
 
     @abc.abstractmethod
     async def get_lock(self, conversation_id: str) -> TicketLock | None:
@@ -285,7 +289,7 @@ class LockContext:
     generator-based context manager costs a generator and two extra frames per cycle.
     """
 
-    __slots__ = ("_budget", "_conversation_id", "_lifetime", "_store", "_ticket_id")
+    __slots__ = ("_budget", "_conversation_id", "_lifetime", "_number", "_store", "_ticket_id")
 
     def __init__(
         self, store: TicketLockStore, conversation_id: str, lifetime: float, budget: float
@@ -295,6 +299,9 @@ class LockContext:
         self._lifetime = lifetime
         self._budget = budget
         self._ticket_id: str | None = None
+        #: Known once the ticket is drawn; the release names it (the Redis store wakes the
+        #: ticket behind through a list named after it).
+        self._number: int | None = None
 
     async def __aenter__(self) -> HeldTicket:
         if self._ticket_id is not None:
@@ -307,19 +314,20 @@ class LockContext:
         try:
             issued = await _draw(store, conversation_id, ticket_id, self._lifetime)
             ticket = issued.ticket
+            self._number = ticket.number
             if not issued.at_head:
                 ticket = await store._wait_turn(issued, conversation_id, deadline)
         except BaseException:
             # Never held: a ticket found gone here is the waiter's error to report, not a
             # holder that overran its lifetime.
-            await _finally_release(store, conversation_id, ticket_id, held=False)
+            await _finally_release(store, conversation_id, ticket_id, self._number, held=False)
             raise
         return HeldTicket(conversation_id, ticket, ticket_id)
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._ticket_id is not None
         await _finally_release(
-            self._store, self._conversation_id, self._ticket_id, held=True,
+            self._store, self._conversation_id, self._ticket_id, self._number, held=True,
             lifetime=self._lifetime,
         )
 
@@ -336,6 +344,7 @@ async def _finally_release(
     store: TicketLockStore,
     conversation_id: str,
     ticket_id: str,
+    number: int | None,
     *,
     held: bool,
     lifetime: float = 0.0,
@@ -347,11 +356,13 @@ async def _finally_release(
     caller already sees (deleted, or never drawn because the issue was cancelled).
     """
     try:
-        released = await store._release(conversation_id, ticket_id=ticket_id)
+        released = await store._release(conversation_id, ticket_id=ticket_id, number=number)
     except asyncio.CancelledError:
         # Cancelled mid-release: the release may or may not have run. It is idempotent, so
         # run it again in the background; the cancellation is the caller's to see.
-        task = asyncio.ensure_future(store._release(conversation_id, ticket_id=ticket_id))
+        task = asyncio.ensure_future(
+            store._release(conversation_id, ticket_id=ticket_id, number=number)
+        )
         _BACKGROUND.add(task)
         task.add_done_callback(_release_done)
         raise

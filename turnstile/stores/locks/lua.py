@@ -1,20 +1,44 @@
 """The Lua scripts of the Redis ticket lock store: each operation is one atomic round trip.
 
-Data of one conversation (``Q`` is ``KEYS[1]``, e.g. ``turnstile:lock:{conversation}``)::
+Every key a script touches is in its KEYS (Redis' EVAL contract), so the scripts run unchanged
+where Redis routes or locks a script by its declared keys: Cluster, ElastiCache (Serverless
+Valkey too), MemoryDB, Memorystore, Azure Cache, Valkey, Dragonfly (``docs/locks.md``;
+``tests/unit/test_lua_keys.py`` checks it). The keys of one conversation share its hash tag
+(``Q`` is ``KEYS[1]``, e.g. ``turnstile:lock:{conversation}``), so they share a Cluster slot::
 
-    Q              HASH   <ticket id> -> "<number> <expires ms since epoch>"
-                          "~seq"      -> last issued number
-    Q..":w:"..id   LIST   wake-up token for ticket ``id`` (BLPOP'ed by its waiter)
+    Q         HASH   "~"         -> last issued number
+                     <ticket id> -> its number
+                     "~"<id>     -> its expiry, ms since the epoch
+    Q:d:<N>   LIST   "done" tokens of ticket number N: pushed by its RELEASE when a ticket is
+                     behind it, BLPOP'ed by that ticket's waiter (the one directly behind N)
+    Q:x       LIST   "ask again" tokens, one per waiter: pushed by DELETE and SAVE
 
-The wake-up keys are derived from ``KEYS[1]`` inside the scripts, so they carry its hash tag
-and live in its Cluster slot. Expired tickets are purged by every script (Redis 7.0 has no
-per-field TTL); ``Q`` itself gets a PEXPIRE at its last expiry so an abandoned conversation
-leaves nothing behind.
+Numbers are stored as Lua numbers, which Redis 7 prints exactly (no string parsing, no
+``string.format``). A ticket id never starts with ``~``.
+
+**Wake-up keyed by the ticket in front.** ISSUE and CHECK return the number of the ticket
+directly ahead of the caller's; its waiter blocks in BLPOP on that ticket's done list and on
+``Q:x``. The RELEASE of ticket N pushes to ``Q:d:N``, a key its caller declares, since it
+knows its own number (Rasa's ``finish_serving`` passes only the number). Woken, the waiter asks
+with CHECK: it is the head now, or it has a new ticket in front (a waiter ahead of it left:
+leaving releases its ticket, which pushes its own done list) and blocks on that one's list.
+Nothing is pushed when a ticket expires (Redis 7.0 has no per-field TTL, and which ticket is
+behind is only known inside the script): the waiter's block is bounded by the expiry of the
+ticket in front and of the head (ISSUE and CHECK return the sooner one), so it asks again
+when one of them would expire. A release without a known number (a message cancelled while
+its ticket was being drawn) pushes one ``Q:x`` token per ticket behind it instead. Every wake
+list gets a PEXPIRE of ``WAKE_TTL_MS`` at each push, so a token nobody popped, or one more
+than there were waiters, goes away by itself; a stray token costs a waiter one CHECK.
+
+Expired tickets are purged by every script that reads the queue; ``Q`` gets a PEXPIRE at its
+last ticket's expiry so an abandoned conversation leaves nothing behind. So a ``Q`` that
+exists and holds one ticket holds a live one (to the millisecond), which lets RELEASE's fast
+path skip the clock.
 
 Expiry: a ticket at the head lives ``lifetime`` from the moment it got there (CHECK takes the
 turn); a ticket behind others lives on a short waiting lease that its waiter renews with CHECK,
 so a message waiting behind a dead holder never expires with it, and a dead waiter leaves the
-queue within one lease (``tickets`` module doc).
+queue within one lease (``locks.api`` module doc).
 
 Numbers: a new ticket gets ``max(last number + 1, server clock in microseconds)``. The clock
 keeps numbers growing when ``Q`` is gone (all tickets returned or expired) and across a failover
@@ -23,18 +47,12 @@ Redis hosts larger than the failover time could break that). So the number doubl
 fencing token that never goes back. (Numbers stay below 2^53: exact in Lua's doubles.)
 
 Every script is idempotent per caller-made ticket id: ``RedisConnection.run`` repeats a script
-whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one.
+whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one;
+a repeated RELEASE finds its ticket gone and pushes nothing.
 
-A script that changes who is at the head (release, purge of an expired head, save) pushes the
-token ``1`` ("you are at the head") to the new head's wake key; its waiter is blocked on it in
-BLPOP. DELETE pushes ``0`` ("ask again") to every waiter, which then finds its ticket gone.
-
-Resharding: while a conversation's slot migrates between Cluster masters, a script whose
-declared key is still on the old master runs there, but the wake key (derived, not declared)
-may not be, and Redis stops the script with "non local key". The connection retries that like
-ASK (``connection.is_retryable``); RELEASE pushes the wake-up before its own writes so that the
-retry is exact. A wake-up lost in the move (ISSUE/CHECK purging an expired head) costs the
-waiter at most one blocking-pop timeout (``socket_timeout``) before it asks again with CHECK.
+Cost: the uncontended cycle (ISSUE on a free conversation, RELEASE of the only ticket) takes
+fast paths at the top of the scripts: four and three commands, no read of the queue, no
+helpers defined (``bench/locks.py`` measures Redis' time per cycle).
 """
 
 from __future__ import annotations
@@ -43,109 +61,133 @@ from typing import Final
 
 from turnstile.stores._redis.scripts import LuaScript
 
-# The clock, first in every script: ``now`` in ms and ``now_us`` in µs since the epoch.
+#: How long a wake-up token waits to be popped (ms): a waiter starts blocking within a round
+#: trip of its CHECK, and misses nothing worse than one timed-out block if a token expires.
+WAKE_TTL_MS: Final = 10_000
+
+# The clock: ``now`` in ms and ``now_us`` in µs since the epoch (TIME's strings coerce).
 _CLOCK: Final = r"""
-local Q = KEYS[1]
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local now_us = clock[1] * 1000000 + clock[2]
 """
 
-# Shared helpers. ``load`` purges expired tickets and returns the live ones sorted by number,
-# plus the head before the purge; ``settle`` wakes a new head and sets the key's expiry.
-# They come after the fast paths of ISSUE and RELEASE, which then do not pay for the closures.
-_HELPERS: Final = r"""
+# Shared helpers of the slow paths. ``load`` purges expired tickets and returns the live ones
+# sorted by number, plus the last issued number; ``settle`` sets the key's expiry (or deletes
+# it); ``answer`` is a waiter's view: position, how long it may block, the ticket in front.
+_HELPERS: Final = (
+    f"local WAKE_TTL = {WAKE_TTL_MS}\n"
+    + r"""
 local function load()
   local flat = redis.call('HGETALL', Q)
-  local live, dead, seq, first = {}, {}, nil, nil
+  local by_id, seq = {}, 0
   for i = 1, #flat, 2 do
-    local id, value = flat[i], flat[i + 1]
-    if id == '~seq' then
-      seq = value
+    local f, v = flat[i], tonumber(flat[i + 1])
+    if f == '~' then
+      seq = v
+    elseif string.byte(f, 1) == 126 then  -- "~<id>": the expiry
+      local id = string.sub(f, 2)
+      local t = by_id[id]
+      if t == nil then t = {id = id}; by_id[id] = t end
+      t.e = v
     else
-      local sp = string.find(value, ' ', 1, true)
-      local t = {id = id, n = tonumber(string.sub(value, 1, sp - 1)),
-                 e = tonumber(string.sub(value, sp + 1))}
-      if first == nil or t.n < first.n then first = t end
-      if t.e <= now then dead[#dead + 1] = id else live[#live + 1] = t end
+      local t = by_id[f]
+      if t == nil then t = {id = f}; by_id[f] = t end
+      t.n = v
+    end
+  end
+  local live, dead = {}, {}
+  for id, t in pairs(by_id) do
+    if t.n == nil or t.e == nil or t.e <= now then
+      dead[#dead + 1] = id
+      dead[#dead + 1] = '~' .. id
+    else
+      live[#live + 1] = t
     end
   end
   if #dead > 0 then
     redis.call('HDEL', Q, unpack(dead))
   end
   table.sort(live, function(a, b) return a.n < b.n end)
-  return live, seq, first
+  return live, seq
 end
 
-local function wake(id, ttl, token)
-  local w = Q .. ':w:' .. id
-  redis.call('RPUSH', w, token or '1')
-  redis.call('PEXPIRE', w, math.max(ttl, 1))
-end
-
-local function settle(live, before)
+local function settle(live)
   if #live == 0 then
     redis.call('DEL', Q)
     return
   end
-  local head, last = live[1], 0
-  if before == nil or head.id ~= before.id then
-    wake(head.id, head.e - now)
-  end
+  local last = 0
   for _, t in ipairs(live) do
     if t.e > last then last = t.e end
   end
   redis.call('PEXPIRE', Q, math.max(last - now, 1))
 end
 
-local function encode(n, e)
-  return string.format('%.0f %.0f', n, e)
+local function find(live, id)
+  for i, t in ipairs(live) do
+    if t.id == id then return i end
+  end
+  return nil
+end
+
+local function answer(live, i)
+  if i == 1 then return 0, live[1].e - now, 0 end
+  local ahead = live[i - 1]
+  return i - 1, math.min(live[1].e, ahead.e) - now, ahead.n
+end
+"""
+)
+
+# ``ask_again`` pushes ``count`` "ask again" tokens to ``Q:x`` (``X``, declared by the scripts
+# that include it).
+_ASK_AGAIN: Final = r"""
+local function ask_again(count)
+  local tokens = {}
+  for i = 1, count do tokens[i] = '0' end
+  redis.call('RPUSH', X, unpack(tokens))
+  redis.call('PEXPIRE', X, WAKE_TTL)
 end
 """
 
 #: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms, ARGV[3] = waiting lease
 #: in ms (optional, default the lifetime): how long the ticket lives if it has to wait; its
 #: waiter renews it with CHECK. At the head it lives the lifetime.
-#: Returns {number, position (0 = head), head ttl ms, expires ms since epoch}. Repeating it with
-#: the same id returns the same ticket.
+#: Returns {number, position (0 = head), ms the waiter may block (the sooner expiry of the head
+#: and of the ticket in front), expires ms since epoch, number of the ticket in front (0 at the
+#: head)}. Repeating it with the same id returns the same ticket.
 ISSUE: Final = LuaScript(
     "ticket issue",
-    _CLOCK
-    + r"""
+    r"""
+local Q = KEYS[1]
 local id, lifetime = ARGV[1], tonumber(ARGV[2])
-local lease = tonumber(ARGV[3]) or lifetime
+"""
+    + _CLOCK
+    + r"""
 if redis.call('EXISTS', Q) == 0 then
   -- The common case, a free conversation: no queue to read.
   local expires = now + lifetime
-  redis.call('HSET', Q, '~seq', string.format('%.0f', now_us), id,
-             string.format('%.0f %.0f', now_us, expires))
+  redis.call('HSET', Q, '~', now_us, id, now_us, '~' .. id, expires)
   redis.call('PEXPIRE', Q, lifetime)
-  return {now_us, 0, lifetime, expires}
+  return {now_us, 0, lifetime, expires, 0}
 end
 """
     + _HELPERS
     + r"""
-local live, seq, before = load()
-local mine = nil
-for _, t in ipairs(live) do
-  if t.id == id then mine = t end
+local lease = tonumber(ARGV[3]) or lifetime
+local live, seq = load()
+local i = find(live, id)
+if i == nil then
+  local n = math.max(seq + 1, now_us)
+  local e = now + lease
+  if #live == 0 then e = now + lifetime end
+  live[#live + 1] = {id = id, n = n, e = e}
+  i = #live
+  redis.call('HSET', Q, '~', n, id, n, '~' .. id, e)
 end
-if mine == nil then
-  local n = math.max((tonumber(seq) or 0) + 1, now_us)
-  redis.call('HSET', Q, '~seq', string.format('%.0f', n))
-  local life = lease
-  if #live == 0 then life = lifetime end
-  mine = {id = id, n = n, e = now + life}
-  redis.call('HSET', Q, id, encode(mine.n, mine.e))
-  live[#live + 1] = mine
-  if #live == 1 then before = mine end
-end
-settle(live, before)
-local position = 0
-for i, t in ipairs(live) do
-  if t.id == id then position = i - 1 end
-end
-return {mine.n, position, live[1].e - now, mine.e}
+settle(live)
+local position, wait, ahead = answer(live, i)
+return {live[i].n, position, wait, live[i].e, ahead}
 """,
 )
 
@@ -153,67 +195,86 @@ return {mine.n, position, live[1].e - now, mine.e}
 #: (both optional: without them nothing is renewed). The waiter's heartbeat and its turn: a
 #: ticket behind others is renewed to at least now + lease; a ticket at the head is *taken*,
 #: its expiry set to now + lifetime (the lifetime counts from the turn).
-#: Returns {position (0 = head, -1 = gone: expired or deleted), head ttl ms, expires ms}.
+#: Returns {position (0 = head, -1 = gone: expired or deleted), ms the waiter may block,
+#: expires ms, number of the ticket in front (0 at the head)}.
 CHECK: Final = LuaScript(
     "ticket check",
-    _CLOCK
+    r"""
+local Q = KEYS[1]
+"""
+    + _CLOCK
     + _HELPERS
     + r"""
 local id, lease, lifetime = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local live, _, before = load()
-local position, mine = -1, nil
-for i, t in ipairs(live) do
-  if t.id == id then position, mine = i - 1, t end
+local live = load()
+local i = find(live, id)
+if i == nil then
+  settle(live)
+  return {-1, 0, 0, 0}
 end
-if mine ~= nil and lease ~= nil then
+local mine = live[i]
+if lease ~= nil then
   local e = mine.e
-  if position == 0 then e = now + lifetime elseif now + lease > e then e = now + lease end
+  if i == 1 then e = now + lifetime elseif now + lease > e then e = now + lease end
   if e ~= mine.e then
     mine.e = e
-    redis.call('HSET', Q, id, encode(mine.n, e))
+    redis.call('HSET', Q, '~' .. id, e)
   end
 end
-settle(live, before)
-if mine == nil then return {-1, 0, 0} end
-return {position, live[1].e - now, mine.e}
+settle(live)
+local position, wait, ahead = answer(live, i)
+return {position, wait, mine.e, ahead}
 """,
 )
 
-#: RELEASE. KEYS[1] = Q. ARGV[1] = ticket id or "", ARGV[2] = ticket number or "".
-#: Removes the ticket (by id, else by number), wakes the next head. Returns 1 if the ticket was
-#: live, 0 if it had expired or was already released (so a repeat returns 0, harmlessly).
+#: RELEASE. KEYS[1] = Q, KEYS[2] = Q:x, KEYS[3] = Q:d:<ARGV[2]> (only when the number is
+#: known). ARGV[1] = ticket id or "", ARGV[2] = ticket number or "".
+#: Removes the ticket (by id, else by number). If a ticket was behind it, wakes that ticket's
+#: waiter: a token on KEYS[3] if the released ticket has number ARGV[2], else one "ask again"
+#: token on KEYS[2] per ticket behind it. Returns 1 if the ticket was live, 0 if it had expired
+#: or was already released (so a repeat returns 0 and pushes nothing).
 RELEASE: Final = LuaScript(
     "ticket release",
-    _CLOCK
-    + r"""
+    r"""
+local Q = KEYS[1]
+local X = KEYS[2]
 local id, number = ARGV[1], tonumber(ARGV[2])
-if id ~= '' and redis.call('HLEN', Q) == 2 then
-  -- The common case, the only ticket ("~seq" is the other field): drop the whole queue.
-  local value = redis.call('HGET', Q, id)
-  if value then
-    local expires = tonumber(string.sub(value, string.find(value, ' ', 1, true) + 1))
-    redis.call('DEL', Q)  -- a wake-up list left by this ticket expires on its own
-    if expires > now then return 1 end
-    return 0
-  end
+if id ~= '' and redis.call('HLEN', Q) == 3 and redis.call('HEXISTS', Q, id) == 1 then
+  -- The common case, the only ticket (with "~" and its expiry field): nobody to wake, and
+  -- it is live, or Q would have expired with it.
+  redis.call('DEL', Q)
+  return 1
 end
 """
+    + _CLOCK
     + _HELPERS
+    + _ASK_AGAIN
     + r"""
-local live, _, before = load()
-local mine = nil
-for i, t in ipairs(live) do
-  if t.id == id or (number ~= nil and t.n == number) then
-    mine = table.remove(live, i)
+local live = load()
+local i = nil
+for j, t in ipairs(live) do
+  if t.id == id or (id == '' and t.n == number) then
+    i = j
     break
   end
 end
--- Wake the next head before removing the ticket: while the slot is being resharded, the push
--- to the (undeclared) wake-up list is the write that can fail, and failing before the HDEL
--- leaves the retry exactly what it was (the purge in load() is harmless to repeat).
-settle(live, before)
-if mine == nil then return 0 end
-if #live > 0 then redis.call('HDEL', Q, mine.id) end  -- else settle deleted Q
+if i == nil then
+  settle(live)
+  return 0
+end
+local mine = table.remove(live, i)
+redis.call('HDEL', Q, mine.id, '~' .. mine.id)
+local behind = #live - i + 1
+if behind > 0 then
+  if KEYS[3] ~= nil and mine.n == number then
+    local D = KEYS[3]
+    redis.call('RPUSH', D, '1')
+    redis.call('PEXPIRE', D, WAKE_TTL)
+  else
+    ask_again(behind)
+  end
+end
+settle(live)
 return 1
 """,
 )
@@ -221,11 +282,14 @@ return 1
 #: STATE. KEYS[1] = Q. No ARGV. Returns the live tickets as {number, expires ms, ...} sorted.
 STATE: Final = LuaScript(
     "ticket state",
-    _CLOCK
+    r"""
+local Q = KEYS[1]
+"""
+    + _CLOCK
     + _HELPERS
     + r"""
-local live, _, before = load()
-settle(live, before)
+local live = load()
+settle(live)
 local out = {}
 for _, t in ipairs(live) do
   out[#out + 1] = t.n
@@ -235,53 +299,64 @@ return out
 """,
 )
 
-#: SAVE. KEYS[1] = Q. ARGV = number, expires ms, number, expires ms, ...
+#: SAVE. KEYS[1] = Q, KEYS[2] = Q:x. ARGV = number, expires ms, number, expires ms, ...
 #: Replaces the tickets with the given ones (a ticket already present keeps its id, and so its
-#: waiter), drops expired ones, keeps numbering above the highest. Returns the live count.
+#: waiter), drops expired ones, keeps numbering above the highest; the waiters of the tickets
+#: that were there get an "ask again" token each (the ticket in front of them may have
+#: changed). Returns the live count.
 SAVE: Final = LuaScript(
     "ticket save",
-    _CLOCK
+    r"""
+local Q = KEYS[1]
+local X = KEYS[2]
+"""
+    + _CLOCK
     + _HELPERS
+    + _ASK_AGAIN
     + r"""
-local live, seq, before = load()
+local live, seq = load()
 local by_number = {}
 for _, t in ipairs(live) do
   by_number[t.n] = t
-  redis.call('HDEL', Q, t.id)
+  redis.call('HDEL', Q, t.id, '~' .. t.id)
 end
-local top = tonumber(seq) or 0
+local top = seq
 local saved = {}
 for i = 1, #ARGV, 2 do
   local n, e = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   if n > top then top = n end
   if e > now then
     local old = by_number[n]
-    local t = {id = old and old.id or ('n' .. string.format('%.0f', n)), n = n, e = e}
-    redis.call('HSET', Q, t.id, encode(n, e))
+    local t = {id = old and old.id or ('n' .. ARGV[i]), n = n, e = e}
+    redis.call('HSET', Q, t.id, n, '~' .. t.id, e)
     saved[#saved + 1] = t
   end
 end
-table.sort(saved, function(a, b) return a.n < b.n end)
 if #saved > 0 then
-  redis.call('HSET', Q, '~seq', string.format('%.0f', top))
+  redis.call('HSET', Q, '~', top)
 end
-settle(saved, before)
+settle(saved)
+if #live > 0 then ask_again(#live) end
 return #saved
 """,
 )
 
-#: DELETE. KEYS[1] = Q. No ARGV. Drops every ticket and wakes all waiters with token "0" (they
-#: ask again, find their ticket gone and fail). Returns the number of live tickets dropped.
+#: DELETE. KEYS[1] = Q, KEYS[2] = Q:x. No ARGV. Drops every ticket and pushes one "ask again"
+#: token per live ticket to KEYS[2] (its waiter asks, finds its ticket gone and fails).
+#: Returns the number of live tickets dropped.
 DELETE: Final = LuaScript(
     "ticket delete",
-    _CLOCK
+    r"""
+local Q = KEYS[1]
+local X = KEYS[2]
+"""
+    + _CLOCK
     + _HELPERS
+    + _ASK_AGAIN
     + r"""
 local live = load()
-for _, t in ipairs(live) do
-  wake(t.id, t.e - now, '0')
-end
 redis.call('DEL', Q)
+if #live > 0 then ask_again(#live) end
 return #live
 """,
 )

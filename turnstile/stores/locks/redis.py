@@ -1,21 +1,26 @@
 """The Redis ticket lock store, for Rasa servers run with several replicas.
 
 One conversation's tickets live in one hash, ``<prefix>turnstile:lock:{<conversation>}``; the
-braces are a Cluster hash tag, so the hash and the wake-up lists derived from its name share a
-slot and every script runs unchanged on standalone, Sentinel and Cluster (scripts and data
-layout: ``locks.lua``). Issuing, checking and releasing are one script each, so a lock cycle
-with nobody waiting is two round trips: ISSUE (answers "you are at the head") and RELEASE.
+braces are a Cluster hash tag, so the hash and its wake-up lists (named after it, and passed
+to the scripts in KEYS like every key they touch) share a slot and every script runs unchanged
+on standalone, Sentinel, Cluster and the managed services that check declared keys (scripts
+and data layout: ``locks.lua``). Issuing, checking and releasing are one script each, so a lock
+cycle with nobody waiting is two round trips: ISSUE (answers "you are at the head") and
+RELEASE.
 
-**Wake-up by blocking pop.** A waiter blocks in ``BLPOP`` on its own wake-up list; the script
-that makes it the head pushes one token there. The token outlives a waiter that has not yet
-started to block (no lost wake-up), only the next in line is woken (no herd), it needs nothing
-but a key in the conversation's slot (redis-py's async Cluster client has no pub/sub before
-5.x), and a failover cannot split the token from the release that made it: both are effects
-of one script. The wait is bounded by the head's expiry, the safety net for a dead holder, and
-by ``socket_timeout`` (a blocked read must not hit it) and by the waiter's lease renewal; after
-any wake-up the waiter asks with CHECK, which renews its waiting lease, or takes the turn (the
-lifetime counts from there; ``tickets`` module doc). So a token lost with a dead master costs
-one round trip.
+**Wake-up by blocking pop, keyed by the ticket in front.** A waiter blocks in ``BLPOP`` on the
+"done" list of the ticket directly ahead of it (ISSUE and CHECK name it) and on the
+conversation's "ask again" list; the RELEASE of that ticket pushes one token to its done list.
+The token outlives a waiter that has not yet started to block (no lost wake-up), only the one
+behind is woken (no herd), it needs nothing but keys in the conversation's slot (redis-py's
+async Cluster client has no pub/sub before 5.x), and a failover cannot split the token from the
+release that made it: both are effects of one script. The wait is bounded by the expiry of the
+head and of the ticket in front (the safety net for a dead holder or waiter, whose ticket
+expires without a push), by ``socket_timeout`` (a blocked read must not hit it) and by the
+waiter's lease renewal; after any wake-up the waiter asks with CHECK, which renews its waiting
+lease or takes the turn (the lifetime counts from there; ``locks.api`` module doc), and names
+the ticket in front again: a waiter ahead that left released its ticket, which woke this one.
+So a token lost with a dead master costs one round trip.
 
 **Bounded connections.** Per store and event loop: one multiplexed script connection per Redis
 node, plus at most ``wait_connections`` (default 16) pooled connections blocked in ``BLPOP``.
@@ -83,8 +88,14 @@ def queue_key(conversation_id: str, key_prefix: str | None = None) -> str:
     return f"{prefix}turnstile:lock:{{{conversation_tag(conversation_id)}}}"
 
 
-def wake_key(queue: str, ticket_id: str) -> str:
-    return f"{queue}:w:{ticket_id}"
+def done_key(queue: str, number: int) -> str:
+    """The list the RELEASE of ticket ``number`` pushes to; its successor's waiter pops it."""
+    return f"{queue}:d:{number}"
+
+
+def ask_again_key(queue: str) -> str:
+    """The list DELETE and SAVE push "ask again" tokens to, one per waiter."""
+    return f"{queue}:x"
 
 
 @dataclass(eq=False)
@@ -183,11 +194,13 @@ class RedisTicketLockStore(TicketLockStore):
     ) -> Issued:
         lifetime_ms = _ms(check_lifetime(lifetime))
         lease_ms = _ms(waiting_lease(lifetime)) if waiting else lifetime_ms
-        number, position, head_ttl, expires = await self.connection.eval(
+        number, position, wait_ms, expires, ahead = await self.connection.eval(
             ISSUE, [self._key(conversation_id)], [ticket_id, lifetime_ms, lease_ms]
         )
         ticket = Ticket(int(number), int(expires) / 1000)
-        return Issued(ticket, ticket_id, int(position) == 0, int(head_ttl) / 1000, lifetime)
+        return Issued(
+            ticket, ticket_id, int(position) == 0, int(wait_ms) / 1000, lifetime, int(ahead)
+        )
 
     async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
         state = self._loops.get()
@@ -208,7 +221,8 @@ class RedisTicketLockStore(TicketLockStore):
         loop = asyncio.get_running_loop()
         conn = state.connection
         key = self._key(conversation_id)
-        wake = wake_key(key, issued.ticket_id)
+        ask_again = ask_again_key(key)
+        ahead = issued.ahead
         renew = [issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)]
         head_ttl = issued.head_ttl
         cap = min(
@@ -221,8 +235,9 @@ class RedisTicketLockStore(TicketLockStore):
                 raise LockTimeoutError(
                     f"conversation {conversation_id!r} was not free within the wait time"
                 )
-            # Sleep until woken, until the head would expire (the safety net for a dead
-            # holder), or until this waiter's lease needs renewing.
+            # Sleep until woken, until the head or the ticket in front would expire (the
+            # safety net for a dead holder or waiter), or until this waiter's lease needs
+            # renewing.
             block = max(min(remaining, head_ttl + 0.005, cap), _MIN_BLOCK)
             if not state.is_first(conversation_id, waiter):
                 waiter.turn.clear()
@@ -231,7 +246,9 @@ class RedisTicketLockStore(TicketLockStore):
                 state.free_slots -= 1
                 try:
                     woken = await cancel_safe(
-                        conn.run(partial(_blocking_pop, key=wake, timeout=block),
+                        conn.run(partial(_blocking_pop,
+                                         keys=[done_key(key, ahead), ask_again],
+                                         timeout=block),
                                  what="ticket wait"),
                         settle=False,
                     )
@@ -242,7 +259,7 @@ class RedisTicketLockStore(TicketLockStore):
             else:
                 await asyncio.sleep(min(block, _OVERFLOW_POLL))
             # Woken or not: CHECK renews the lease, or takes the turn at the head.
-            position, ttl_ms, expires = await conn.eval(CHECK, [key], renew)
+            position, ttl_ms, expires, in_front = await conn.eval(CHECK, [key], renew)
             if int(position) == 0:
                 return Ticket(issued.ticket.number, int(expires) / 1000)
             if int(position) < 0:
@@ -250,15 +267,17 @@ class RedisTicketLockStore(TicketLockStore):
                     f"the ticket for conversation {conversation_id!r} was deleted (or its "
                     "waiting lease ran out) before its turn"
                 )
-            head_ttl = int(ttl_ms) / 1000
+            head_ttl, ahead = int(ttl_ms) / 1000, int(in_front)
 
     async def _release(
         self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
     ) -> bool:
+        key = self._key(conversation_id)
+        keys = [key, ask_again_key(key)]
+        if number is not None:
+            keys.append(done_key(key, number))
         found = await self.connection.eval(
-            RELEASE,
-            [self._key(conversation_id)],
-            [ticket_id or "", "" if number is None else str(number)],
+            RELEASE, keys, [ticket_id or "", "" if number is None else str(number)]
         )
         return bool(int(found))
 
@@ -273,10 +292,12 @@ class RedisTicketLockStore(TicketLockStore):
         args: list[str] = []
         for ticket in lock.tickets:
             args += [str(int(ticket.number)), str(int(ticket.expires * 1000))]
-        await self.connection.eval(SAVE, [self._key(lock.conversation_id)], args)
+        key = self._key(lock.conversation_id)
+        await self.connection.eval(SAVE, [key, ask_again_key(key)], args)
 
     async def delete_lock(self, conversation_id: str) -> None:
-        await self.connection.eval(DELETE, [self._key(conversation_id)], [])
+        key = self._key(conversation_id)
+        await self.connection.eval(DELETE, [key, ask_again_key(key)], [])
 
     async def close(self) -> None:
         """Close the connection of the running loop and those of other running loops (a
@@ -293,19 +314,19 @@ async def _wait_event(event: asyncio.Event, timeout: float) -> None:
         await asyncio.wait_for(event.wait(), timeout)
 
 
-async def _blocking_pop(client: AnyRedis, key: str, timeout: float) -> bool | None:
-    """BLPOP one wake-up token: True if made head, False on timeout or "ask again" (token
-    ``0``, from DELETE), None if interrupted.
+async def _blocking_pop(client: AnyRedis, keys: list[str], timeout: float) -> bool | None:
+    """BLPOP one wake-up token from any of ``keys``: True if woken, False on timeout, None if
+    interrupted (the caller asks with CHECK in every case).
 
     A failover-like error is not retried here: a token popped just before a master died would
     be lost with its reply, so the caller asks with CHECK first (through the retrying
     connection, which also rediscovers the master) and only then blocks again.
     """
     try:
-        reply = await client.blpop([key], timeout=round(timeout, 3))
+        reply = await client.blpop(keys, timeout=round(timeout, 3))
     except Exception as exc:
         if not is_retryable(exc):
             raise
         logger.debug("wake-up wait interrupted (%s); checking again", type(exc).__name__)
         return None
-    return reply is not None and reply[1] in ("1", b"1")
+    return reply is not None
