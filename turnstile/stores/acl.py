@@ -72,7 +72,8 @@ LOCK_PERMISSIONS: Final = (
     *_keyed(
         [
             ("HGETALL", ()), ("HDEL", ("f",)), ("RPUSH", ("v",)), ("PEXPIRE", ("1000",)),
-            ("DEL", ()), ("EXISTS", ()), ("HSET", ("f", "v")), ("HLEN", ()), ("HGET", ("f",)),
+            ("DEL", ()), ("EXISTS", ()), ("HSET", ("f", "v")), ("HLEN", ()),
+            ("HEXISTS", ("f",)),
         ],
         "inside the lock scripts",
     ),

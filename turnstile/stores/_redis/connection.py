@@ -87,8 +87,6 @@ FATAL: tuple[type[BaseException], ...] = (
 )
 _RETRYABLE_REPLIES = (
     "UNBLOCKED", "LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN",
-    # A script touching a key of a slot that is being resharded away (Redis 7).
-    "ERR Script attempted to access a non local key",
 )
 _BACKOFF_FIRST = 0.02
 #: redis-py 6+ retries a refused connection 3 times with up to 10 s of backoff on its own,
