@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -233,6 +234,36 @@ def test_unreachable_redis_is_a_condition_not_a_hot_loop(
     warnings = [e for e in k.events("nowhere") if e["reason"] == "Unreachable"]
     assert len(warnings) == 1, warnings  # not one per re-check
     assert warnings[0].get("count", 1) == 1
+
+
+#: ``kubectl delete`` of a store returns within this, whatever its Redis is doing
+#: (docs/operator.md, "Deleting a store").
+DELETE_BOUND = 10.0
+
+
+def test_a_store_whose_redis_never_answers_is_deleted_quickly(
+    operator: OperatorProcess, k: Cluster
+) -> None:
+    # A loopback "Redis" that accepts every connection (the kernel completes the handshake
+    # from the backlog) and never answers a byte: each probe waits for its whole timeout.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        port = silent.getsockname()[1]
+        k.apply(store("LockStore", "silent", {"host": "127.0.0.1", "port": port},
+                      configMap={"name": "bot-endpoints"}))
+        k.wait_condition("lks", "silent", "False", "Unreachable", type_="Connected")
+        time.sleep(2.5)  # a re-check (every 2 s) is now dialling the silent host
+        started = time.monotonic()
+        proc = k.cp.kubectl("-n", k.ns, "delete", "lks", "silent",
+                            f"--timeout={DELETE_BOUND:g}s", check=False)  # fmt: skip
+        took = time.monotonic() - started
+        assert proc.returncode == 0, proc.stderr
+        print(f"deleting a store whose Redis never answers took {took:.2f} s")
+        assert took < DELETE_BOUND
+        assert k.get("lks", "silent") is None
+        assert "lock_store" not in (k.endpoints("bot-endpoints") or {})
+    finally:
+        silent.close()
 
 
 # -------------------------------------------------------------------- ConfigMap sharing
