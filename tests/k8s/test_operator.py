@@ -269,6 +269,43 @@ def test_a_store_whose_redis_never_answers_is_deleted_quickly(
 # -------------------------------------------------------------------- ConfigMap sharing
 
 
+USERS_ENDPOINTS = """\
+# Bot endpoints: edited by hand
+action_endpoint:
+  url: "http://actions:5055/webhook"   # the action server
+
+tracker_store:
+  type: sql
+  port: 05432
+  dialect: off
+  timeout: 1:30
+  host: "${DB_HOST}"
+  password: ${DB_PASSWORD}
+# models come last
+models: {url: 'http://models', wait_time_between_pulls: 10}
+"""
+
+
+def test_a_users_endpoints_file_is_kept_byte_for_byte(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bot"},
+             "data": {"endpoints.yml": USERS_ENDPOINTS}})  # fmt: skip
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    k.apply(store("LockStore", "locks", redis, configMap={"name": "bot"}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    text = k.get("configmap", "bot")["data"]["endpoints.yml"]  # type: ignore[index]
+    # The user's file, untouched, and the store's section appended after it.
+    assert text.startswith(USERS_ENDPOINTS)
+    assert yaml.safe_load(text[len(USERS_ENDPOINTS):])["lock_store"]["port"] == redis_server.port
+    k.delete("lks", "locks")
+    wait_for("the section removed, the file as the user wrote it", lambda: (
+        (k.get("configmap", "bot") or {}).get("data", {}).get("endpoints.yml") == USERS_ENDPOINTS
+    ))  # fmt: skip
+
+
+
+
 def test_two_kinds_share_a_configmap_and_keep_a_users_sections(
     operator: OperatorProcess, k: Cluster, redis_server: RedisServer
 ) -> None:
