@@ -492,10 +492,8 @@ def test_a_secret_without_the_label_is_refused_without_connecting(
                  lambda: listener.connections > 0, op, timeout=60)  # fmt: skip
     finally:
         listener.close()
-        # Not waited for: while a re-check is still dialling the silent host, the finalizer
-        # runs only after it (an open point of the operator issue), and the namespace goes
-        # with the test run anyway.
-        cp.kubectl("-n", ns, "delete", "lockstore", "uses-db", "--wait=false", check=False)
+        # Waited for: a re-check still dialling the host is cancelled when deletion starts.
+        cp.kubectl("-n", ns, "delete", "lockstore", "uses-db", "--timeout=10s")
 
 
 def test_a_store_in_an_unwatched_namespace_says_so(

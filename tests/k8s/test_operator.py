@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -235,7 +236,74 @@ def test_unreachable_redis_is_a_condition_not_a_hot_loop(
     assert warnings[0].get("count", 1) == 1
 
 
+#: ``kubectl delete`` of a store returns within this, whatever its Redis is doing
+#: (docs/operator.md, "Deleting a store").
+DELETE_BOUND = 10.0
+
+
+def test_a_store_whose_redis_never_answers_is_deleted_quickly(
+    operator: OperatorProcess, k: Cluster
+) -> None:
+    # A loopback "Redis" that accepts every connection (the kernel completes the handshake
+    # from the backlog) and never answers a byte: each probe waits for its whole timeout.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        port = silent.getsockname()[1]
+        k.apply(store("LockStore", "silent", {"host": "127.0.0.1", "port": port},
+                      configMap={"name": "bot-endpoints"}))
+        k.wait_condition("lks", "silent", "False", "Unreachable", type_="Connected")
+        time.sleep(2.5)  # a re-check (every 2 s) is now dialling the silent host
+        started = time.monotonic()
+        proc = k.cp.kubectl("-n", k.ns, "delete", "lks", "silent",
+                            f"--timeout={DELETE_BOUND:g}s", check=False)  # fmt: skip
+        took = time.monotonic() - started
+        assert proc.returncode == 0, proc.stderr
+        print(f"deleting a store whose Redis never answers took {took:.2f} s")
+        assert took < DELETE_BOUND
+        assert k.get("lks", "silent") is None
+        assert "lock_store" not in (k.endpoints("bot-endpoints") or {})
+    finally:
+        silent.close()
+
+
 # -------------------------------------------------------------------- ConfigMap sharing
+
+
+USERS_ENDPOINTS = """\
+# Bot endpoints: edited by hand
+action_endpoint:
+  url: "http://actions:5055/webhook"   # the action server
+
+tracker_store:
+  type: sql
+  port: 05432
+  dialect: off
+  timeout: 1:30
+  host: "${DB_HOST}"
+  password: ${DB_PASSWORD}
+# models come last
+models: {url: 'http://models', wait_time_between_pulls: 10}
+"""
+
+
+def test_a_users_endpoints_file_is_kept_byte_for_byte(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    k.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bot"},
+             "data": {"endpoints.yml": USERS_ENDPOINTS}})  # fmt: skip
+    redis = {"host": redis_server.host, "port": redis_server.port}
+    k.apply(store("LockStore", "locks", redis, configMap={"name": "bot"}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    text = k.get("configmap", "bot")["data"]["endpoints.yml"]  # type: ignore[index]
+    # The user's file, untouched, and the store's section appended after it.
+    assert text.startswith(USERS_ENDPOINTS)
+    assert yaml.safe_load(text[len(USERS_ENDPOINTS):])["lock_store"]["port"] == redis_server.port
+    k.delete("lks", "locks")
+    wait_for("the section removed, the file as the user wrote it", lambda: (
+        (k.get("configmap", "bot") or {}).get("data", {}).get("endpoints.yml") == USERS_ENDPOINTS
+    ))  # fmt: skip
+
+
 
 
 def test_two_kinds_share_a_configmap_and_keep_a_users_sections(

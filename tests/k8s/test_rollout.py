@@ -660,3 +660,63 @@ def test_a_store_with_an_invalid_selector_stops_only_its_own_rollouts(
     finally:
         cp.kubectl("-n", ns, "delete", "timerstore", "timers", "--wait=false", check=False)
         cp.kubectl("apply", "-f", str(REPO / "crds"))
+
+
+# --------------------------------------------------------- drift: hand edits, hand-set checksums
+
+#: The operator here re-checks every 2 s (OperatorProcess' default); a hand-set checksum is
+#: put back within one re-check interval plus the settle window; this allows generous slack.
+RESYNC_BOUND = 2.0 + SETTLE + 6.5
+
+
+def test_a_hand_edit_of_the_stores_section_is_reverted_without_a_rollout(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME),
+    )
+    counts = settled(cp, ns, "bot")
+    running = template_checksum(cp, ns, "bot")
+    good = (managed_config_map(cp, ns, "bot-endpoints") or {})["endpoints.yml"]
+    assert "key_prefix: one" in good
+    edited = good.replace("key_prefix: one", "key_prefix: edited-by-hand")
+    started = time.monotonic()
+    cp.kubectl("-n", ns, "patch", "configmap", "bot-endpoints", "--type=merge",
+               "-p", json.dumps({"data": {"endpoints.yml": edited}}))  # fmt: skip
+
+    def reverted() -> bool | None:
+        now = (managed_config_map(cp, ns, "bot-endpoints") or {}).get("endpoints.yml")
+        return now == good or None
+
+    wait_for("the hand edit to be reverted", reverted)
+    print(f"hand edit reverted after {time.monotonic() - started:.2f} s")
+    assert_replica_sets_stay(cp, ns, counts)  # 0 rollouts for the edit and its revert
+    assert template_checksum(cp, ns, "bot") == running
+    assert "put back before any rollout" in operator.log()
+
+
+def test_a_hand_set_checksum_annotation_is_put_back(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(
+        cp,
+        deployment(ns, "bot"),
+        store("LockStore", "locks", ns, redis_server, prefix="one", rollout=BY_NAME),
+    )
+    settled(cp, ns, "bot")
+    running = template_checksum(cp, ns, "bot")
+    forged = "sha256:" + "0" * 64
+    started = time.monotonic()
+    patch = {"spec": {"template": {"metadata": {"annotations": {CHECKSUM_ANNOTATION: forged}}}}}
+    cp.kubectl("-n", ns, "patch", "deployment", "bot", "--type=merge", "-p", json.dumps(patch))
+    assert template_checksum(cp, ns, "bot") == forged
+
+    def put_back() -> bool | None:
+        return template_checksum(cp, ns, "bot") == running or None
+
+    wait_for("the checksum to be put back", put_back, timeout=RESYNC_BOUND)
+    print(f"hand-set checksum put back after {time.monotonic() - started:.2f} s")

@@ -269,3 +269,75 @@ def test_sections_are_written_in_one_order_whichever_store_came_first() -> None:
     timer_first = merge_section(merge_section(user, "timer_store", timer), "lock_store", lock)
     assert lock_first == timer_first
     assert list(load_endpoints(lock_first)) == ["action_endpoint", "lock_store", "timer_store"]
+
+
+USERS_FILE = """\
+# Bot endpoints: edited by hand, comments and all
+action_endpoint:
+  url: "http://actions:5055/webhook"   # the action server
+
+tracker_store:
+  type: sql
+  port: 05432        # 5432 to Rasa (YAML 1.2), octal 2842 to YAML 1.1
+  dialect: off
+  timeout: 1:30
+  host: "${DB_HOST}"
+  password: ${DB_PASSWORD}
+
+# locks (Turnstile writes this one)
+lock_store:
+  type: in_memory
+# models come last
+models: {url: 'http://models', wait_time_between_pulls: 10}
+"""
+
+
+def _rasa_load(text: str) -> Any:
+    """What Rasa's loader (ruamel.yaml, YAML 1.2) reads."""
+    from ruamel.yaml import YAML  # noqa: PLC0415
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def _without_lines(text: str, first: str, last_excluded: str) -> str:
+    lines = text.splitlines(keepends=True)
+    start = lines.index(first)
+    end = lines.index(last_excluded, start)
+    return "".join(lines[:start] + lines[end:])
+
+
+def test_writing_the_section_keeps_every_other_byte_of_a_users_file() -> None:
+    merged = merge_section(USERS_FILE, "lock_store", section(_store()))
+    # Only the lock_store lines changed: the rest of the file is the user's, byte for byte.
+    assert _without_lines(merged, "lock_store:\n", "# models come last\n") == _without_lines(
+        USERS_FILE, "lock_store:\n", "# models come last\n"
+    )
+    before, after = _rasa_load(USERS_FILE), _rasa_load(merged)
+    assert after["tracker_store"] == before["tracker_store"] == {
+        "type": "sql", "port": 5432, "dialect": "off", "timeout": "1:30",
+        "host": "${DB_HOST}", "password": "${DB_PASSWORD}",
+    }  # fmt: skip
+    assert '  host: "${DB_HOST}"\n' in merged  # still quoted: Rasa does not expand it
+    assert after["lock_store"] == section(_store())
+    assert list(after) == ["action_endpoint", "tracker_store", "lock_store", "models"]
+
+
+def test_adding_and_removing_a_section_leaves_the_users_file_as_it_was() -> None:
+    added = merge_section(USERS_FILE, "timer_store", section(_store("TimerStore")))
+    assert added.startswith(USERS_FILE)  # appended: nothing before it moved
+    assert _rasa_load(added)["timer_store"] == section(_store("TimerStore"))
+    assert merge_section(added, "timer_store", None) == USERS_FILE
+
+
+def test_the_operators_own_values_read_back_the_same_in_yaml_1_2() -> None:
+    store = _store(redis={"host": "redis", "keyPrefix": "1e3"})
+    text = merge_section("", "lock_store", section(store))
+    assert _rasa_load(text)["lock_store"]["key_prefix"] == "1e3"  # not the float 1000.0
+
+
+def test_a_file_rasa_would_refuse_for_a_duplicate_key_is_reported() -> None:
+    from turnstile.operator.decide.render import endpoints_problem  # noqa: PLC0415
+
+    assert endpoints_problem("lock_store:\n  type: a\nlock_store:\n  type: b\n") == (
+        "not valid YAML at line 3"
+    )

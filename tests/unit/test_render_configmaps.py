@@ -133,8 +133,12 @@ class _FakeCoreV1:
         if api.conflicts:
             api.conflicts -= 1
             # someone else wrote meanwhile: their change lands, ours is refused
-            api.object["data"]["endpoints.yml"] += "action_endpoint:\n  url: http://a\n"
-            api.object["metadata"]["resourceVersion"] = "2"
+            # (once: a second identical key would be a file Rasa's loader refuses)
+            other = "action_endpoint:\n  url: http://a\n"
+            if other not in api.object["data"]["endpoints.yml"]:
+                api.object["data"]["endpoints.yml"] += other
+            version = int(api.object["metadata"]["resourceVersion"]) + 1
+            api.object["metadata"]["resourceVersion"] = str(version)
             raise ApiException(status=409, reason="Conflict")
         api.writes.append(body)
         api.object = body

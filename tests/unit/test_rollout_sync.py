@@ -50,6 +50,8 @@ class FakeKube:
         self.workload_patches: list[tuple[str, dict[str, Any]]] = []
         self.status_patches: list[tuple[str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str]] = []
+        self.config_map_meta: dict[str, dict[str, Any]] = {}
+        self.config_map_writes: list[str] = []
 
     async def list_stores(self, namespace: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.stores)
@@ -59,6 +61,19 @@ class FakeKube:
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         return copy.deepcopy(self.config_maps.get(name))
+
+    async def update_configmap(self, namespace: str, name: str, decide: Any) -> Any:
+        if name not in self.config_maps:
+            return None  # the sync never creates one (the reconcile does)
+        meta = self.config_map_meta.setdefault(name, {"name": name, "namespace": namespace})
+        current = {"metadata": copy.deepcopy(meta), "data": copy.deepcopy(self.config_maps[name])}
+        desired = decide(copy.deepcopy(current))
+        if desired is None:
+            return current
+        self.config_map_writes.append(name)
+        self.config_map_meta[name] = desired["metadata"]
+        self.config_maps[name] = dict(desired["data"])
+        return copy.deepcopy(desired)
 
     async def secret(self, namespace: str, name: str) -> SecretObject | None:
         if name not in self.secrets:
@@ -182,3 +197,36 @@ async def test_a_secret_without_the_store_label_is_never_injected_or_hashed() ->
     assert [p.workload.name for p in applied] == ["bot"]
     env = kube.workloads[("Deployment", "bot")]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "auth"
+
+
+async def test_a_hand_edit_of_the_stores_section_is_put_back_and_rolls_nothing() -> None:
+    kube = cluster()
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    rendered = kube.config_maps["bot-endpoints"]["endpoints.yml"]
+    assert "key_prefix: one" in rendered
+    patches = len(kube.workload_patches)
+    kube.config_maps["bot-endpoints"]["endpoints.yml"] = rendered.replace(
+        "key_prefix: one", "key_prefix: edited-by-hand"
+    )
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert kube.config_maps["bot-endpoints"]["endpoints.yml"] == rendered  # put back
+    assert len(kube.workload_patches) == patches  # the bot was not rolled onto the edit
+
+
+async def test_a_hand_edit_of_a_users_section_is_kept_and_rolls() -> None:
+    kube = cluster()
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    edited = kube.config_maps["bot-endpoints"]["endpoints.yml"] + "action_endpoint:\n  url: x\n"
+    kube.config_maps["bot-endpoints"]["endpoints.yml"] = edited
+    patches = len(kube.workload_patches)
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert kube.config_maps["bot-endpoints"]["endpoints.yml"] == edited
+    assert len(kube.workload_patches) == patches + 1
+
+
+async def test_a_store_being_deleted_gets_no_section_written_back() -> None:
+    kube = cluster()
+    kube.stores[0]["metadata"]["deletionTimestamp"] = "2026-11-23T07:00:00Z"
+    kube.config_maps["bot-endpoints"] = {"endpoints.yml": "action_endpoint:\n  url: x\n"}
+    await sync_rollouts(NS, kube)  # type: ignore[arg-type]
+    assert kube.config_map_writes == []

@@ -9,6 +9,7 @@ the certificate material to a private temporary directory that exists only for t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from dataclasses import replace
@@ -61,8 +62,33 @@ def _write(path: Path, blob: bytes) -> None:
         handle.write(blob)
 
 
+#: Seconds beyond the probe timeout a whole check may take (connection set-up and close
+#: included) before it is given up as unreachable.
+CLOSE_GRACE = 1.0
+
+
 async def check(store: StoreSpec, credentials: Credentials, *, timeout: float) -> ProbeReport:
-    """Probe the store's Redis; the report's message is scrubbed of every secret value."""
+    """Probe the store's Redis; the report's message is scrubbed of every secret value.
+
+    The whole check, closing the connection included, ends within ``timeout`` plus
+    :data:`CLOSE_GRACE` seconds: a host that accepts connections and never answers costs a
+    reconcile (and so a store's deletion waiting behind it) no more than that.
+    """
+    bound = max(timeout, 0.1) + CLOSE_GRACE
+    try:
+        return await asyncio.wait_for(_check(store, credentials, timeout=timeout), timeout=bound)
+    except (TimeoutError, asyncio.TimeoutError):
+        redis = store.redis
+        where = ", ".join(redis.endpoints) or f"{redis.host or 'localhost'}:{redis.port}"
+        return ProbeReport(
+            ok=False,
+            mode=store.redis.deployment_mode,
+            reason="Unreachable",
+            message=f"Redis ({where}) did not answer within {bound:g}s",
+        )
+
+
+async def _check(store: StoreSpec, credentials: Credentials, *, timeout: float) -> ProbeReport:
     if not store.redis.tls.enabled:
         report = await probe(settings_for(store, credentials), timeout=timeout)
     else:

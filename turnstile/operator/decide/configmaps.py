@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from turnstile.operator.decide.render import merge_section
+from turnstile.operator.decide.render import conflicts, merge_section, target
+from turnstile.operator.decide.render import section as rendered_section
 from turnstile.operator.model.kinds import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -34,6 +35,7 @@ from turnstile.operator.model.kinds import (
     PRE_EXISTING,
     SECTIONS,
 )
+from turnstile.operator.model.specs import StoreSpec
 
 
 @dataclass(frozen=True)
@@ -154,3 +156,53 @@ def without_section(
         data[key] = merge_section(data[key], section, None)
     body["data"] = data
     return None if body == existing else body
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One store's section as the operator renders it: what the ConfigMap key must hold."""
+
+    key: str
+    section: str
+    content: Mapping[str, Any] = field(hash=False, compare=False)
+    owner: Owner
+
+
+def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]]:
+    """Per ConfigMap name, the sections the stores write there (as a reconcile writes them).
+
+    Stores being deleted are left out by the caller; two stores of one kind claiming one
+    section (``ConfigMapConflict``) write nothing there, so neither is listed.
+    """
+    pairs = list(stores)
+    contested = {(where, section) for where, section in conflicts(s for s, _ in pairs)}
+    out: dict[str, list[Writer]] = {}
+    for store, owner in sorted(pairs, key=lambda p: (p[0].kind, p[0].name)):
+        where = target(store)
+        if where is None or (where, store.info.section) in contested:
+            continue
+        out.setdefault(where.name, []).append(
+            Writer(where.key, store.info.section, rendered_section(store), owner)
+        )
+    return out
+
+
+def corrected(
+    existing: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    name: str,
+    sections: Iterable[Writer],
+) -> dict[str, Any] | None:
+    """The ConfigMap with every store's section as the store renders it, or ``None`` if it
+    already is: a hand edit of a section a store owns is undone, every other byte stays."""
+    body: Mapping[str, Any] | None = existing
+    changed: dict[str, Any] | None = None
+    for w in sections:
+        new = with_section(
+            body, namespace=namespace, name=name, key=w.key, section=w.section,
+            content=w.content, owner=w.owner,
+        )  # fmt: skip
+        if new is not None:
+            body = changed = new
+    return changed

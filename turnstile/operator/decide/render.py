@@ -142,13 +142,20 @@ def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str,
 def endpoints_problem(text: str | None) -> str | None:
     """Why ``text`` would not load as a bot's ``endpoints.yml`` (``None``: it loads).
 
-    Rasa reads the file with ruamel.yaml (YAML 1.2, ``safe``) and needs a mapping of sections.
-    ruamel is not a dependency of the operator, so this uses PyYAML's ``safe_load`` (YAML 1.1):
-    both refuse the same malformed documents (unclosed brackets or quotes, bad indentation,
-    tabs) and a top level that is not a mapping. The answer names a line, never the content.
+    Rasa reads the file with ruamel.yaml (YAML 1.2) and needs a mapping of sections; so does
+    this (:func:`turnstile.operator.decide.endpoints_yaml.load`: duplicate keys, unclosed
+    brackets or quotes, bad indentation, tabs, a top level that is not a mapping). Without
+    ruamel.yaml (``turnstile render`` outside the operator and Rasa) PyYAML's ``safe_load``
+    refuses the same malformed documents except duplicate keys. The answer names a line,
+    never the content.
     """
     try:
-        load_endpoints(text)
+        try:
+            from turnstile.operator.decide import endpoints_yaml  # noqa: PLC0415  (ruamel.yaml)
+        except ImportError:
+            load_endpoints(text)
+        else:
+            endpoints_yaml.load(text)
     except EndpointsYamlError as exc:
         return exc.detail
     return None
@@ -192,7 +199,22 @@ SECTION_ORDER: Final = ("lock_store", "timer_store")
 
 
 def merge_section(text: str | None, name: str, content: Mapping[str, Any] | None) -> str:
-    """``text`` with section ``name`` replaced by ``content`` (removed when ``None``)."""
+    """``text`` with section ``name`` replaced by ``content`` (removed when ``None``).
+
+    Every other byte of ``text`` stays as the user wrote it
+    (:func:`turnstile.operator.decide.endpoints_yaml.splice`, YAML 1.2 as Rasa reads it). The
+    operator image always has ruamel.yaml (the ``operator`` extra); only ``turnstile render``
+    in an environment without it (no Rasa, no operator extra) falls back to re-dumping the
+    file with PyYAML.
+    """
+    try:
+        from turnstile.operator.decide import endpoints_yaml  # noqa: PLC0415  (ruamel.yaml)
+    except ImportError:
+        return _merge_pyyaml(text, name, content)
+    return endpoints_yaml.splice(text, name, content, SECTION_ORDER)
+
+
+def _merge_pyyaml(text: str | None, name: str, content: Mapping[str, Any] | None) -> str:
     data = load_endpoints(text)
     if content is None:
         if name not in data:

@@ -21,6 +21,8 @@ annotations on them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +32,9 @@ from typing import Any, Final
 
 import kopf
 
+from turnstile.operator.config import OperatorConfig
 from turnstile.operator.decide import render
+from turnstile.operator.decide.configmaps import Owner, Writer, corrected, writers
 from turnstile.operator.decide.launcher import plain_rasa_containers
 from turnstile.operator.decide.rollout import (
     Snapshot,
@@ -46,7 +50,7 @@ from turnstile.operator.decide.rollout import (
 )
 from turnstile.operator.handlers.debounce import DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Debouncer
 from turnstile.operator.kube.client import Kube
-from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.errors import EndpointsYamlError, SpecError
 from turnstile.operator.model.kinds import (
     API_VERSION,
     GROUP,
@@ -59,7 +63,7 @@ from turnstile.operator.model.kinds import (
     VERSION,
     WORKLOAD_API_VERSION,
 )
-from turnstile.operator.model.specs import parse_spec
+from turnstile.operator.model.specs import parse_spec, parse_store
 
 __all__ = ["Debouncer", "sync_rollouts"]
 
@@ -115,6 +119,10 @@ class _Referenced:
         self.secrets[namespace] = {r.name for s in stores for r in s.secrets}
         self.config_maps[namespace] = {s.config_map for s in stores if s.config_map}
 
+    def namespaces(self) -> set[str]:
+        """Every namespace a store has been seen in (a sync there is cheap when it has none)."""
+        return set(self.secrets) | set(self.config_maps)
+
     def add_store(self, namespace: str, spec: Mapping[str, Any]) -> None:
         # Cheap and pessimistic: adding names never loses an event; the next sync trims.
         names = {r.name for r in referenced_secrets(spec)}
@@ -148,6 +156,7 @@ async def sync_rollouts(
     workloads = [Workload.from_body(kind, body) for kind, body in listed]
     notes = await _check_launchers(kube, namespace, stores, listed)
     config_maps = await _read_config_maps(kube, namespace, stores)
+    config_maps.update(await _revert_drift(kube, namespace, stores))
     secrets, unmarked = await _read_secrets(kube, namespace, stores)
     snapshot = Snapshot(
         stores=tuple(s for _, s in stores),
@@ -212,6 +221,65 @@ async def _read_config_maps(
         if data is not None:
             config_maps[name] = data
     return config_maps
+
+
+def _section_writers(stores: _Stores) -> dict[str, list[Writer]]:
+    """The sections this namespace's stores write, as they render them now."""
+    valid = []
+    for body, store in stores:
+        if store.invalid is not None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # a store being deleted gets its section removed by its finalizer
+        try:
+            spec = parse_store(body)
+        except SpecError:
+            continue  # the store's reconcile reports it (InvalidSpec) and writes nothing
+        meta = body.get("metadata") or {}
+        owner = Owner(API_VERSION, spec.kind, spec.name, str(meta.get("uid") or spec.uid))
+        valid.append((spec, owner))
+    return writers(valid)
+
+
+async def _revert_drift(
+    kube: Kube, namespace: str, stores: _Stores
+) -> dict[str, dict[str, str]]:
+    """Put every section a store owns back to what it renders, before any checksum is taken.
+
+    A hand edit of such a section (or a spec change the store's reconcile has not written
+    yet) is written as the store renders it, here, and the checksum is computed on what was
+    written: bots are never rolled onto an edit that is about to be reverted. Returns the
+    data of the ConfigMaps as they are afterwards.
+    """
+    after: dict[str, dict[str, str]] = {}
+    for name, sections in sorted(_section_writers(stores).items()):
+        wrote: list[bool] = []
+
+        def decide(
+            current: Mapping[str, Any] | None,
+            name: str = name,
+            sections: list[Writer] = sections,
+            wrote: list[bool] = wrote,
+        ) -> dict[str, Any] | None:
+            if current is None:
+                return None  # not created yet: the store's reconcile creates it
+            try:
+                new = corrected(current, namespace=namespace, name=name, sections=sections)
+            except EndpointsYamlError:
+                return None  # a file that does not parse is held below, not rewritten here
+            wrote.append(new is not None)
+            return new
+
+        body = await kube.update_configmap(namespace, name, decide)
+        if body is None:
+            continue
+        after[name] = dict(body.get("data") or {})
+        if wrote and wrote[-1]:
+            which = ", ".join(sorted({f"{w.key}/{w.section}" for w in sections}))
+            logger.warning(
+                "%s: ConfigMap %s differed from what its stores render (%s); put back before "
+                "any rollout",
+                namespace, name, which,
+            )  # fmt: skip
+    return after
 
 
 async def _read_secrets(
@@ -514,7 +582,38 @@ async def workload_event(namespace: str | None, **_: Any) -> None:
         RUNTIME.debouncer.poke(namespace)
 
 
+async def _resync_forever(interval: float) -> None:
+    """Poke every namespace with stores once per re-check interval.
+
+    Events say when something changed, not that something was changed back by hand: a
+    hand-set checksum annotation on a workload (not a change the workload filter reacts to)
+    or a hand edit nobody's event reached is corrected by this periodic sync, within one
+    interval plus the settle window.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        for namespace in sorted(REFERENCED.namespaces()):
+            RUNTIME.debouncer.poke(namespace)
+
+
+_resync: asyncio.Task[None] | None = None
+
+
+@kopf.on.startup()
+async def start_resync(**_: Any) -> None:
+    global _resync  # noqa: PLW0603  (one loop per process)
+    if _resync is None:
+        interval = OperatorConfig.from_env().recheck_interval
+        _resync = asyncio.create_task(_resync_forever(interval), name="turnstile-rollout-resync")
+
+
 @kopf.on.cleanup()
 async def stop_rollouts(**_: Any) -> None:
     """Cancel pending syncs; the next operator picks up from current state."""
+    global _resync  # noqa: PLW0603
+    if _resync is not None:
+        _resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _resync
+        _resync = None
     await RUNTIME.close()
