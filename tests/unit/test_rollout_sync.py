@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from turnstile.operator.decide.credentials import SecretObject
+from turnstile.operator.handlers import rollout as rollout_handlers
 from turnstile.operator.handlers.rollout import sync_rollouts
 from turnstile.operator.model.kinds import CHECKSUM_ANNOTATION, OPT_IN_LABEL
 
@@ -176,11 +179,17 @@ async def test_removing_spec_rollout_clears_status_rollout() -> None:
     assert len(kube.workload_patches) == patches  # nothing rolled, nothing undone
 
 
-async def test_an_invalid_store_stops_rollouts_in_its_namespace_with_a_warning() -> None:
+async def test_an_invalid_store_stops_rollouts_in_its_namespace_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rollout_handlers, "_invalid_said", {})  # a fresh operator process
     kube = cluster()
     kube.stores[0]["spec"]["rollout"]["workloads"][0]["kind"] = "DaemonSet"
     assert await sync_rollouts(NS, kube) == []  # type: ignore[arg-type]
     assert kube.workload_patches == []
+    assert kube.events == [("LockStore", "locks", "RolloutInvalid")]
+    # The periodic re-sync meets the same spec again: said once, not once per interval.
+    assert await sync_rollouts(NS, kube) == []  # type: ignore[arg-type]
     assert kube.events == [("LockStore", "locks", "RolloutInvalid")]
 
 

@@ -194,22 +194,33 @@ async def _read_stores(kube: Kube, namespace: str) -> _Stores | None:
     :func:`~turnstile.operator.decide.rollout.invalid_store`."""
     stores: _Stores = []
     for body in await kube.list_stores(namespace):
+        uid = str((body.get("metadata") or {}).get("uid"))
         try:
             store = _read_store(body)
+            _invalid_said.pop(uid, None)
         except SpecError as exc:
             # Only this store's rollouts stop: the workloads it could touch are held on what
             # they run (decide.rollout.invalid_store), the rest of the namespace keeps rolling.
-            meta = body.get("metadata") or {}
-            logger.error(
-                "%s/%s: %s; not rolling the workloads it selects until fixed",
-                body.get("kind"),
-                meta.get("name"),
-                exc,
-            )
-            await kube.post_event(namespace, body, "RolloutInvalid", str(exc), type_="Warning")
+            # Said once per problem: the periodic re-sync meets the same spec every interval.
+            if _invalid_said.get(uid) != str(exc):
+                _invalid_said[uid] = str(exc)
+                meta = body.get("metadata") or {}
+                logger.error(
+                    "%s/%s: %s; not rolling the workloads it selects until fixed",
+                    body.get("kind"),
+                    meta.get("name"),
+                    exc,
+                )
+                await kube.post_event(
+                    namespace, body, "RolloutInvalid", str(exc), type_="Warning"
+                )
             store = invalid_store(body, str(exc))
         stores.append((body, store))
     return stores
+
+
+#: Store uid -> the spec problem already logged and posted as a ``RolloutInvalid`` Event.
+_invalid_said: dict[str, str] = {}
 
 
 async def _read_config_maps(
