@@ -21,7 +21,7 @@ from tests.k8s.test_crd_validation import install_crds
 from tests.platform.control_plane import ControlPlane
 from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.operator_process import OperatorProcess
-from tests.platform.redis_fixtures import REDIS_PASSWORD
+from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
 
 pytestmark = pytest.mark.k8s
@@ -193,6 +193,32 @@ def test_sentinel_store_becomes_ready_with_the_master_in_status(
     assert section["type"] == "concurrent_redis"
     assert section["endpoints"] == redis_sentinel.endpoints
     assert section["sentinel_service"] == redis_sentinel.service_name
+
+
+def test_sentinels_with_a_password_make_a_ready_store_with_the_password_as_a_var(
+    operator: OperatorProcess, k: Cluster, redis_sentinel_auth: SentinelGroup
+) -> None:
+    group = redis_sentinel_auth
+    k.apply(
+        k.secret("redis-auth", {"password": REDIS_PASSWORD}),
+        k.secret("sentinel-auth", {"pw": SENTINEL_PASSWORD}),
+        store("LockStore", "locks", {"deploymentMode": "sentinel", "endpoints": group.endpoints,
+                                     "sentinelService": group.service_name,
+                                     "passwordSecretRef": {"name": "redis-auth"},
+                                     "sentinel": {"passwordSecretRef": {"name": "sentinel-auth",
+                                                                        "key": "pw"}}},
+              configMap={"name": "bot-endpoints"}),
+    )
+    k.wait_condition("lks", "locks", "True", "Ready")
+    status = k.get("lks", "locks")["status"]  # type: ignore[index]
+    assert status["sentinels"] == 3
+    assert {"name": "TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD", "secretName": "sentinel-auth",
+            "secretKey": "pw"} in status["secretEnv"]
+    section = k.endpoints("bot-endpoints")["lock_store"]  # type: ignore[index]
+    assert section["sentinel_password"] == "${TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD}"
+    seen = json.dumps([k.get("configmap", "bot-endpoints"), k.get("lks", "locks"),
+                       k.events("locks")]) + operator.logs()
+    assert SENTINEL_PASSWORD not in seen and REDIS_PASSWORD not in seen
 
 
 def test_a_killed_sentinel_master_shows_up_as_an_event_and_a_new_master(

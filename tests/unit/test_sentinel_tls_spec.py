@@ -23,6 +23,7 @@ from turnstile.operator.decide.credentials import (
 )
 from turnstile.operator.decide.render import render_files, secret_env, section
 from turnstile.operator.model.errors import SecretError, SecretNotOptedInError, SpecError
+from turnstile.operator.model.kinds import KINDS
 from turnstile.operator.model.specs import RULES, StoreSpec, parse_spec, parse_store
 from turnstile.operator.probes import settings_for
 from turnstile.stores.config import RedisSettings, SettingsReader
@@ -204,3 +205,12 @@ def test_verification_off_is_a_warning_event_once() -> None:
     fixed = _status(_store(host="r", tls={"enabled": True}), old=changed)
     assert fixed["tlsWarning"] is None and cond.events(changed, fixed) == []
     assert cond.tls_warning(_store(host="r", tls={"verify": False})) is None  # TLS off
+
+
+def test_the_operator_patch_policy_lets_injectenv_set_every_secret_env() -> None:
+    """injectEnv sets every ``status.secretEnv`` name; the chart's policy must allow each."""
+    chart = Path(__file__).resolve().parents[2] / "charts/turnstile-operator/templates"
+    policy = (chart / "admission.yaml").read_text()
+    line = next(x for x in policy.splitlines() if x.strip().startswith('expression: "[\'TURNSTILE'))
+    for info in KINDS.values():
+        assert f"'{info.password_env}'" in line and f"'{info.sentinel_password_env}'" in line
