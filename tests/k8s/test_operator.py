@@ -221,6 +221,24 @@ def test_sentinels_with_a_password_make_a_ready_store_with_the_password_as_a_var
     assert SENTINEL_PASSWORD not in seen and REDIS_PASSWORD not in seen
 
 
+def test_tls_verifies_by_default_and_verification_off_is_one_warning_event(
+    operator: OperatorProcess, k: Cluster, redis_tls_server: RedisServer
+) -> None:
+    server = redis_tls_server
+    redis = {"host": server.host, "port": server.port, "tls": {"enabled": True}}
+    k.apply(store("LockStore", "locks", redis))  # no CA: the system trust store refuses it
+    k.wait_condition("lks", "locks", "False", "TLSVerificationFailed", type_="Connected")
+    k.apply(store("LockStore", "locks", {**redis, "tls": {"enabled": True, "verify": False}},
+                  configMap={"name": "bot-endpoints"}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    assert k.endpoints("bot-endpoints")["lock_store"]["ssl_cert_reqs"] == "none"  # type: ignore[index]
+    assert "tls.verify is false" in k.get("lks", "locks")["status"]["tlsWarning"]  # type: ignore[index]
+    time.sleep(5)  # two re-checks (every 2 s) say nothing new
+    warned = [e for e in k.events("locks") if e["reason"] == "TLSVerificationOff"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning"
+    assert warned[0].get("count", 1) == 1
+
+
 def test_a_killed_sentinel_master_shows_up_as_an_event_and_a_new_master(
     operator: OperatorProcess, k: Cluster, fresh_redis_sentinel: SentinelGroup
 ) -> None:

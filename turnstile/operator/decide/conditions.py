@@ -43,7 +43,8 @@ REASONS: Final = {
     CONNECTED: (
         "Connected", "InvalidSpec", "SecretNotFound", "SecretKeyNotFound", "SecretNotOptedIn",
         "Unreachable",
-        "AuthenticationFailed", "ClusterUnhealthy", "SlotsNotCovered", "MasterUnknown",
+        "AuthenticationFailed", "TLSVerificationFailed", "ClusterUnhealthy", "SlotsNotCovered",
+        "MasterUnknown",
         "NoQuorum", "RedisError", "InvalidSettings", "Pending",
     ),
     CONFIG_RENDERED: (
