@@ -170,6 +170,17 @@ def test_the_tls_secrets_are_checked_too(authors: Authors) -> None:
     assert not authors.exists("timerstore", "steal-tls")
 
 
+def test_the_sentinel_password_secret_is_checked_too(authors: Authors) -> None:
+    store = _store("steal-sentinel", redis={
+        "deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+        "sentinel": {"passwordSecretRef": {"name": "payments-db"}},
+    })  # fmt: skip
+    del store["spec"]["redis"]["host"], store["spec"]["redis"]["port"]
+    error = _refused(authors.apply("author", store))
+    assert "spec.redis.sentinel.passwordSecretRef: " in error and "secrets/payments-db" in error
+    assert not authors.exists("lockstore", "steal-sentinel")
+
+
 def test_a_workload_its_author_cannot_patch_is_refused_at_create(authors: Authors) -> None:
     store = _store("hijack", rollout={
         "workloads": [{"kind": "Deployment", "name": "payments-api"}], "injectEnv": True,

@@ -110,6 +110,27 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
     ("host-with-newline", "TimerStore", _redis(host="redis\n"), RULES["host_space"]),
     ("username-with-var", "LockStore",
      _redis(username="${BOT_USER}", passwordSecretRef={"name": "auth"}), RULES["username_var"]),
+    ("sentinel-auth-in-standard", "LockStore",
+     _redis(sentinel={"passwordSecretRef": {"name": "sentinel-auth"}}), RULES["sentinel_auth"]),
+    ("sentinel-tls-in-cluster", "TimerStore",
+     {"redis": {"deploymentMode": "cluster", "endpoints": ["n1:7000"],
+                "tls": {"enabled": True}, "sentinel": {"tls": True}}}, RULES["sentinel_auth"]),
+    ("sentinel-username-without-password", "LockStore",
+     {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                "sentinel": {"username": "u"}}}, RULES["sentinel_username_password"]),
+    ("sentinel-username-with-var", "LockStore",
+     {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                "sentinel": {"username": "${U}", "passwordSecretRef": {"name": "a"}}}},
+     RULES["sentinel_username_var"]),
+    ("sentinel-tls-without-tls", "TimerStore",
+     {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                "sentinel": {"tls": True}}}, RULES["sentinel_tls"]),
+    ("sentinel-password-ref-without-name", "LockStore",
+     {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                "sentinel": {"passwordSecretRef": {"key": "pw"}}}},
+     "sentinel.passwordSecretRef.name: Required value"),
+    ("tls-verify-type", "LockStore", _redis(tls={"enabled": True, "verify": "no"}),
+     "spec.redis.tls.verify: Invalid value"),
     ("rollout-kind", "LockStore",
      {**_redis(), "rollout": {"workloads": [{"kind": "DaemonSet", "name": "bot"}]}},
      'Unsupported value: "DaemonSet"'),
@@ -175,6 +196,15 @@ def test_api_server_refuses_invalid_store(
                                                      {"key": "old", "operator": "DoesNotExist"},
                                                  ]},
                                     "injectEnv": True}}),
+        ("LockStore", {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                                 "sentinel": {"username": "sentinel-user",
+                                              "passwordSecretRef": {"name": "sentinel-auth",
+                                                                    "key": "pw"},
+                                              "tls": True},
+                                 "tls": {"enabled": True, "verify": False,
+                                         "checkHostname": False}}}),
+        ("TimerStore", {"redis": {"deploymentMode": "sentinel", "endpoints": ["s1:26379"],
+                                  "sentinel": {"passwordSecretRef": {"name": "sentinel-auth"}}}}),
     ],
 )
 def test_api_server_accepts_valid_stores_and_applies_defaults(
@@ -189,11 +219,19 @@ def test_api_server_accepts_valid_stores_and_applies_defaults(
     assert applied["redis"]["deploymentMode"] in ("standard", "cluster", "sentinel")
     if "configMap" in applied:
         assert applied["configMap"]["key"] == "endpoints.yml"
+    for field in ("sentinel", "tls"):  # kept as sent, not pruned (defaults aside)
+        for key, value in spec["redis"].get(field, {}).items():
+            kept = applied["redis"][field][key]
+            if isinstance(value, dict):
+                kept = {k: v for k, v in kept.items() if k in value}
+            assert kept == value
 
 
 def test_kubectl_explain_describes_the_fields(crds: ControlPlane) -> None:
     out = crds.kubectl("explain", "lockstore.spec.redis.passwordSecretRef").stdout
     assert "TURNSTILE_LOCK_STORE_PASSWORD" in out
+    out = crds.kubectl("explain", "lockstore.spec.redis.sentinel.passwordSecretRef").stdout
+    assert "TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD" in out
     out = crds.kubectl("explain", "timerstore.spec.pollInterval").stdout
     assert "expired timers" in out
 

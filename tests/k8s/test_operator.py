@@ -22,7 +22,7 @@ from tests.k8s.test_crd_validation import install_crds
 from tests.platform.control_plane import ControlPlane
 from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.operator_process import OperatorProcess
-from tests.platform.redis_fixtures import REDIS_PASSWORD
+from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
 
 pytestmark = pytest.mark.k8s
@@ -194,6 +194,50 @@ def test_sentinel_store_becomes_ready_with_the_master_in_status(
     assert section["type"] == "concurrent_redis"
     assert section["endpoints"] == redis_sentinel.endpoints
     assert section["sentinel_service"] == redis_sentinel.service_name
+
+
+def test_sentinels_with_a_password_make_a_ready_store_with_the_password_as_a_var(
+    operator: OperatorProcess, k: Cluster, redis_sentinel_auth: SentinelGroup
+) -> None:
+    group = redis_sentinel_auth
+    k.apply(
+        k.secret("redis-auth", {"password": REDIS_PASSWORD}),
+        k.secret("sentinel-auth", {"pw": SENTINEL_PASSWORD}),
+        store("LockStore", "locks", {"deploymentMode": "sentinel", "endpoints": group.endpoints,
+                                     "sentinelService": group.service_name,
+                                     "passwordSecretRef": {"name": "redis-auth"},
+                                     "sentinel": {"passwordSecretRef": {"name": "sentinel-auth",
+                                                                        "key": "pw"}}},
+              configMap={"name": "bot-endpoints"}),
+    )
+    k.wait_condition("lks", "locks", "True", "Ready")
+    status = k.get("lks", "locks")["status"]  # type: ignore[index]
+    assert status["sentinels"] == 3
+    assert {"name": "TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD", "secretName": "sentinel-auth",
+            "secretKey": "pw"} in status["secretEnv"]
+    section = k.endpoints("bot-endpoints")["lock_store"]  # type: ignore[index]
+    assert section["sentinel_password"] == "${TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD}"
+    seen = json.dumps([k.get("configmap", "bot-endpoints"), k.get("lks", "locks"),
+                       k.events("locks")]) + operator.logs()
+    assert SENTINEL_PASSWORD not in seen and REDIS_PASSWORD not in seen
+
+
+def test_tls_verifies_by_default_and_verification_off_is_one_warning_event(
+    operator: OperatorProcess, k: Cluster, redis_tls_server: RedisServer
+) -> None:
+    server = redis_tls_server
+    redis = {"host": server.host, "port": server.port, "tls": {"enabled": True}}
+    k.apply(store("LockStore", "locks", redis))  # no CA: the system trust store refuses it
+    k.wait_condition("lks", "locks", "False", "TLSVerificationFailed", type_="Connected")
+    k.apply(store("LockStore", "locks", {**redis, "tls": {"enabled": True, "verify": False}},
+                  configMap={"name": "bot-endpoints"}))
+    k.wait_condition("lks", "locks", "True", "Ready")
+    assert k.endpoints("bot-endpoints")["lock_store"]["ssl_cert_reqs"] == "none"  # type: ignore[index]
+    assert "tls.verify is false" in k.get("lks", "locks")["status"]["tlsWarning"]  # type: ignore[index]
+    time.sleep(5)  # two re-checks (every 2 s) say nothing new
+    warned = [e for e in k.events("locks") if e["reason"] == "TLSVerificationOff"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning"
+    assert warned[0].get("count", 1) == 1
 
 
 def test_a_killed_sentinel_master_shows_up_as_an_event_and_a_new_master(

@@ -49,10 +49,15 @@ def settings_for(
         ssl_ca_certs=ca,
         ssl_certfile=cert,
         ssl_keyfile=key,
+        ssl_cert_reqs="required" if redis.tls.verify else "none",
+        ssl_check_hostname=redis.tls.check_hostname,
         key_prefix=redis.key_prefix,
         socket_timeout=redis.socket_timeout or 10.0,
         endpoints=endpoints,
         sentinel_service=redis.sentinel_service or "mymaster",
+        sentinel_username=redis.sentinel.username,
+        sentinel_password=credentials.sentinel_password,
+        sentinel_use_ssl=redis.sentinel.tls,
     )
 
 

@@ -12,7 +12,8 @@ Next to the conditions the status holds observed facts (mode, current master, he
 probe latency), where the rendered section lives, and which Secret key each ``${VAR}`` and
 TLS file must come from. :func:`events` compares the old status with the new one and says what
 a person should hear about: a failover that moved the master, a node that left, a store that
-became (un)ready.
+became (un)ready, TLS that stopped verifying Redis (``TLSVerificationOff``, once: the status's
+``tlsWarning`` remembers it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from turnstile.operator.model.errors import SpecError
+from turnstile.operator.model.specs import StoreSpec
 from turnstile.stores.probe import ProbeReport
 
 READY: Final = "Ready"
@@ -41,7 +43,8 @@ REASONS: Final = {
     CONNECTED: (
         "Connected", "InvalidSpec", "SecretNotFound", "SecretKeyNotFound", "SecretNotOptedIn",
         "Unreachable",
-        "AuthenticationFailed", "ClusterUnhealthy", "SlotsNotCovered", "MasterUnknown",
+        "AuthenticationFailed", "TLSVerificationFailed", "ClusterUnhealthy", "SlotsNotCovered",
+        "MasterUnknown",
         "NoQuorum", "RedisError", "InvalidSettings", "Pending",
     ),
     CONFIG_RENDERED: (
@@ -142,6 +145,31 @@ class Observation:
     notes: Sequence[str] = field(default_factory=tuple)
     #: The ``Rollout`` condition, for a store with ``spec.rollout``.
     rollout: Condition | None = None
+    #: Why TLS does not fully verify Redis (:func:`tls_warning`), if it does not.
+    tls_warning: str | None = None
+
+
+#: The Event posted when a store's TLS stops verifying Redis (once, see :func:`events`).
+TLS_VERIFICATION_OFF: Final = "TLSVerificationOff"
+
+
+def tls_warning(store: StoreSpec) -> str | None:
+    """Why the store's TLS does not fully verify Redis (``None``: it does, or TLS is off)."""
+    tls = store.redis.tls
+    if not tls.enabled:
+        return None
+    if not tls.verify:
+        return (
+            "spec.redis.tls.verify is false: TLS does not verify the Redis servers' "
+            "certificates (ssl_cert_reqs: none), so anyone on the network path can impersonate "
+            "them"
+        )
+    if not tls.check_hostname:
+        return (
+            "spec.redis.tls.checkHostname is false: TLS accepts a trusted certificate issued "
+            "for any host name (ssl_check_hostname: false)"
+        )
+    return None
 
 
 def build_status(
@@ -192,6 +220,7 @@ def build_status(
         ]
         or None,
         "env": [{"name": env, "value": value} for env, value in observation.plain_env] or None,
+        "tlsWarning": observation.tls_warning,
     }
 
 
@@ -258,6 +287,10 @@ def events(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) 
                 Event("Normal", "NodeJoined", f"healthy Redis nodes went from {nodes_before} "
                       f"to {nodes_after}")
             )
+    # Said once when it appears (or changes), not at every re-check: the status remembers it.
+    weak_tls = new_status.get("tlsWarning")
+    if weak_tls and weak_tls != old.get("tlsWarning"):
+        found.append(Event("Warning", TLS_VERIFICATION_OFF, str(weak_tls)))
     was, now = _condition(old, READY), _condition(new_status, READY)
     if now and (was.get("status"), was.get("reason")) != (now.get("status"), now.get("reason")):
         if now.get("status") == TRUE:

@@ -1,6 +1,7 @@
 """Secret material a store needs, resolved from Secret data, and kept out of every text.
 
-A store names Secrets (``spec.redis.passwordSecretRef``, ``spec.redis.tls.caSecretRef``,
+A store names Secrets (``spec.redis.passwordSecretRef``,
+``spec.redis.sentinel.passwordSecretRef``, ``spec.redis.tls.caSecretRef``,
 ``spec.redis.tls.clientCertSecretRef``); the operator reads them only to probe Redis itself.
 They never reach the ConfigMap (the rendered section holds ``${VAR}`` references and file
 paths, see :mod:`turnstile.operator.decide.render`), the status, an Event or a log line.
@@ -68,13 +69,15 @@ class Credentials:
     """What the operator needs to connect as a bot would; ``repr`` shows no value."""
 
     password: str | None = field(default=None, repr=False)
+    #: The sentinels' own password (``spec.redis.sentinel.passwordSecretRef``).
+    sentinel_password: str | None = field(default=None, repr=False)
     ca_pem: bytes | None = field(default=None, repr=False)
     cert_pem: bytes | None = field(default=None, repr=False)
     key_pem: bytes | None = field(default=None, repr=False)
 
     def values(self) -> list[str]:
         """Every secret value as text, for :func:`redact`."""
-        found = [self.password] if self.password else []
+        found = [v for v in (self.password, self.sentinel_password) if v]
         for blob in (self.key_pem,):
             if blob:
                 found.append(blob.decode(errors="replace").strip())
@@ -84,8 +87,10 @@ class Credentials:
 def secret_fields(spec: StoreSpec) -> list[tuple[str, str]]:
     """``(field, Secret name)`` for every Secret reference the store uses, in spec order."""
     tls = spec.redis.tls
+    sentinel = spec.redis.sentinel.password
     found = [
         ("spec.redis.passwordSecretRef", spec.redis.password.name if spec.redis.password else None),
+        ("spec.redis.sentinel.passwordSecretRef", sentinel.name if sentinel else None),
         ("spec.redis.tls.caSecretRef", tls.ca.name if tls.enabled and tls.ca else None),
         ("spec.redis.tls.clientCertSecretRef", tls.client_cert_secret if tls.enabled else None),
     ]
@@ -143,6 +148,10 @@ def resolve(spec: StoreSpec, secrets: Mapping[str, SecretData | None]) -> Creden
     if redis.password is not None:
         raw = _value(secrets, redis.password, what="spec.redis.passwordSecretRef")
         password = raw.decode(errors="replace").rstrip("\r\n")
+    sentinel_password: str | None = None
+    if redis.sentinel.password is not None:
+        raw = _value(secrets, redis.sentinel.password, what="spec.redis.sentinel.passwordSecretRef")
+        sentinel_password = raw.decode(errors="replace").rstrip("\r\n")
     ca = cert = key = None
     if redis.tls.enabled and redis.tls.ca is not None:
         ca = _value(secrets, redis.tls.ca, what="spec.redis.tls.caSecretRef")
@@ -151,7 +160,10 @@ def resolve(spec: StoreSpec, secrets: Mapping[str, SecretData | None]) -> Creden
         what = "spec.redis.tls.clientCertSecretRef"
         cert = _value(secrets, SecretKeyRef(name, TLS_CERT_KEY), what=what)
         key = _value(secrets, SecretKeyRef(name, TLS_KEY_KEY), what=what)
-    return Credentials(password=password, ca_pem=ca, cert_pem=cert, key_pem=key)
+    return Credentials(
+        password=password, sentinel_password=sentinel_password, ca_pem=ca, cert_pem=cert,
+        key_pem=key,
+    )
 
 
 def redact(text: str, credentials: Credentials | None) -> str:

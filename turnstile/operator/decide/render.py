@@ -10,7 +10,9 @@ the bot's environment when it reads the file (Rasa expands *plain*, unquoted sca
 ``${...}``, so the reference is emitted unquoted). The names are stable and documented:
 
 * ``TURNSTILE_LOCK_STORE_PASSWORD`` for ``lock_store``,
-* ``TURNSTILE_TIMER_STORE_PASSWORD`` for ``timer_store``.
+* ``TURNSTILE_TIMER_STORE_PASSWORD`` for ``timer_store``,
+* ``TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD`` / ``TURNSTILE_TIMER_STORE_SENTINEL_PASSWORD`` for
+  the sentinels' own password (``sentinel_password``, sentinel mode).
 
 TLS material is referenced as files a bot pod mounts from the Secrets:
 ``/etc/turnstile/lock_store/{ca.crt,tls.crt,tls.key}`` and the same under ``timer_store/``.
@@ -78,6 +80,7 @@ def section(store: StoreSpec) -> dict[str, Any]:
     if redis.password is not None:
         out["password"] = "${" + info.password_env + "}"
     out.update(_tls_keys(store))
+    out.update(_sentinel_keys(store))
     if store.lock_lifetime is not None and store.implementation != "rasa":
         out["lock_lifetime"] = store.lock_lifetime  # with rasa: TICKET_LOCK_LIFETIME, below
     if store.poll_interval is not None:
@@ -96,16 +99,40 @@ def _tls_keys(store: StoreSpec) -> dict[str, Any]:
     if tls.client_cert_secret:
         out["ssl_certfile"] = f"{tls_dir}/{TLS_CERT_KEY}"
         out["ssl_keyfile"] = f"{tls_dir}/{TLS_KEY_KEY}"
+    if not tls.verify:
+        out["ssl_cert_reqs"] = "none"
+    if not tls.check_hostname:
+        out["ssl_check_hostname"] = False
+    return out
+
+
+def _sentinel_keys(store: StoreSpec) -> dict[str, Any]:
+    """The sentinels' own credentials and TLS (sentinel mode); the password as ``${VAR}``."""
+    sentinel = store.redis.sentinel
+    if store.redis.deployment_mode != "sentinel":
+        return {}
+    out: dict[str, Any] = {}
+    if sentinel.username is not None:
+        out["sentinel_username"] = sentinel.username
+    if sentinel.password is not None:
+        out["sentinel_password"] = "${" + store.info.sentinel_password_env + "}"
+    if sentinel.tls:
+        out["sentinel_use_ssl"] = True
     return out
 
 
 def secret_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str, str]]:
     """``(env var, Secret name, Secret key)`` a bot pod must set for this store to work."""
     store = _store(kind, spec)
+    info = _info(kind)
+    found: list[tuple[str, str, str]] = []
     ref = store.redis.password
-    if ref is None:
-        return []
-    return [(_info(kind).password_env, ref.name, ref.key)]
+    if ref is not None:
+        found.append((info.password_env, ref.name, ref.key))
+    sentinel = store.redis.sentinel.password
+    if sentinel is not None and store.redis.deployment_mode == "sentinel":
+        found.append((info.sentinel_password_env, sentinel.name, sentinel.key))
+    return found
 
 
 def secret_files(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str, str]]:

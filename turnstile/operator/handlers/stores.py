@@ -377,6 +377,7 @@ async def _reconcile(
             secret_env=secret_env(kind, store),
             secret_files=secret_files(kind, store),
             plain_env=plain_env(kind, store),
+            tls_warning=cond.tls_warning(store),
         )
     new_status = cond.build_status(
         observation, old_status, generation=generation, now=cond.now_iso()

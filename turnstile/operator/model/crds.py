@@ -69,6 +69,50 @@ def _secret_ref(what: str, default_key: str | None) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
+def sentinel_schema() -> dict[str, Any]:
+    """``spec.redis.sentinel``: the sentinels' own credentials and TLS (sentinel mode only)."""
+    password = _secret_ref("the sentinels' password", "password")
+    password["description"] = (
+        "Secret key holding the sentinels' password (their requirepass), apart from the data "
+        "nodes' passwordSecretRef. The rendered endpoints.yml holds "
+        "${TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD} / ${TURNSTILE_TIMER_STORE_SENTINEL_PASSWORD} "
+        "(see status.secretEnv)."
+    )
+    return {
+        "type": "object",
+        "description": (
+            "Authentication and TLS to the sentinels themselves (sentinel mode only): "
+            "sentinel_username, sentinel_password, sentinel_use_ssl."
+        ),
+        "properties": {
+            "username": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "Sentinel ACL user name (needs passwordSecretRef).",
+                "x-kubernetes-validations": [
+                    _rule("!self.contains('${')", "sentinel_username_var")
+                ],
+            },
+            "passwordSecretRef": password,
+            "tls": {
+                "type": "boolean",
+                "description": (
+                    "TLS to the sentinels, with the data nodes' certificates and verification "
+                    "(needs tls.enabled; renders sentinel_use_ssl: true)."
+                ),
+            },
+        },
+        "x-kubernetes-validations": [
+            _rule(
+                "!has(self.username) || has(self.passwordSecretRef)",
+                "sentinel_username_password",
+                ".username",
+            ),
+        ],
+    }
+
+
 def redis_schema() -> dict[str, Any]:
     """``spec.redis``: identical for both kinds."""
     password = _secret_ref("the Redis password", "password")
@@ -174,6 +218,7 @@ def redis_schema() -> dict[str, Any]:
                 "x-kubernetes-validations": [_rule("!self.contains('${')", "username_var")],
             },
             "passwordSecretRef": password,
+            "sentinel": sentinel_schema(),
             "tls": {
                 "type": "object",
                 "description": "TLS to Redis; certificates come from Secrets.",
@@ -185,6 +230,22 @@ def redis_schema() -> dict[str, Any]:
                     },
                     "caSecretRef": ca,
                     "clientCertSecretRef": client,
+                    "verify": {
+                        "type": "boolean",
+                        "description": (
+                            "Verify the servers' certificates, against caSecretRef or else the "
+                            "system trust store (default true). false renders "
+                            "ssl_cert_reqs: none: anyone on the network path can impersonate "
+                            "Redis; the operator posts a TLSVerificationOff Warning Event."
+                        ),
+                    },
+                    "checkHostname": {
+                        "type": "boolean",
+                        "description": (
+                            "Check that the certificate names the host connected to (default "
+                            "true). false renders ssl_check_hostname: false."
+                        ),
+                    },
                 },
                 "x-kubernetes-validations": [
                     _rule(
@@ -196,6 +257,17 @@ def redis_schema() -> dict[str, Any]:
             },
         },
         "x-kubernetes-validations": [
+            _rule(
+                "self.deploymentMode == 'sentinel' || !has(self.sentinel)",
+                "sentinel_auth",
+                ".sentinel",
+            ),
+            _rule(
+                "!has(self.sentinel) || !has(self.sentinel.tls) || !self.sentinel.tls || "
+                "(has(self.tls) && self.tls.enabled)",
+                "sentinel_tls",
+                ".sentinel.tls",
+            ),
             _rule(
                 "self.deploymentMode != 'sentinel' || "
                 "(has(self.endpoints) && size(self.endpoints) > 0)",
@@ -395,6 +467,13 @@ def status_schema() -> dict[str, Any]:
             },
             "sentinels": {"type": "integer", "description": "Sentinels that answered."},
             "latencyMs": {"type": "number", "description": "Duration of the last probe."},
+            "tlsWarning": {
+                "type": "string",
+                "description": (
+                    "Set while TLS does not fully verify Redis (tls.verify or "
+                    "tls.checkHostname false); a Warning Event is posted when it appears."
+                ),
+            },
             "configMap": {
                 "type": "object",
                 "description": "Where the store's section is rendered.",

@@ -34,6 +34,8 @@ class KindInfo:
     rasa_type: str
     #: The env var a bot pod must set from the password Secret.
     password_env: str
+    #: The env var a bot pod must set from the sentinels' password Secret (sentinel mode).
+    sentinel_password_env: str
     #: Where a bot pod mounts the TLS Secrets (``ca.crt``, ``tls.crt``, ``tls.key``).
     tls_dir: str
 
@@ -47,6 +49,7 @@ LOCK_STORE: Final = KindInfo(
     turnstile_type="turnstile.rasa.TicketLockStore",
     rasa_type="concurrent_redis",
     password_env="TURNSTILE_LOCK_STORE_PASSWORD",
+    sentinel_password_env="TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD",
     tls_dir="/etc/turnstile/lock_store",
 )
 TIMER_STORE: Final = KindInfo(
@@ -58,6 +61,7 @@ TIMER_STORE: Final = KindInfo(
     turnstile_type="turnstile.rasa.TimerStore",
     rasa_type="redis",
     password_env="TURNSTILE_TIMER_STORE_PASSWORD",
+    sentinel_password_env="TURNSTILE_TIMER_STORE_SENTINEL_PASSWORD",
     tls_dir="/etc/turnstile/timer_store",
 )
 KINDS: Final[dict[str, KindInfo]] = {LOCK_STORE.kind: LOCK_STORE, TIMER_STORE.kind: TIMER_STORE}

@@ -64,6 +64,13 @@ RULES: Final = {
     "host_space": "host must not contain spaces, tabs or newlines",
     "username_var": "username must not contain ${ (Rasa would expand ${...} from the bot's "
     "environment): give the user name itself",
+    "sentinel_auth": "sentinel is only used in sentinel mode (deploymentMode: sentinel)",
+    "sentinel_username_password": "sentinel.username needs sentinel.passwordSecretRef (the "
+    "sentinels get a user name only with a password)",
+    "sentinel_username_var": "sentinel.username must not contain ${ (Rasa would expand ${...} "
+    "from the bot's environment): give the user name itself",
+    "sentinel_tls": "sentinel.tls needs tls.enabled: true (the sentinels use the same "
+    "certificates and verification as the data nodes)",
     "selector_key": "each matchExpressions entry needs a non-empty label key",
     "selector_values": "operators In and NotIn need at least one value in values",
     "selector_no_values": "operators Exists and DoesNotExist take no values",
@@ -83,6 +90,20 @@ class TlsSpec:
     ca: SecretKeyRef | None = None
     #: A ``kubernetes.io/tls`` Secret (``tls.crt`` + ``tls.key``) for client authentication.
     client_cert_secret: str | None = None
+    #: Verify the server's certificate (``verify: false`` renders ``ssl_cert_reqs: none``).
+    verify: bool = True
+    #: Check the certificate's host name (``checkHostname: false``: ``ssl_check_hostname``).
+    check_hostname: bool = True
+
+
+@dataclass(frozen=True)
+class SentinelSpec:
+    """``spec.redis.sentinel``: the sentinels' own credentials and TLS (sentinel mode only)."""
+
+    username: str | None = None
+    password: SecretKeyRef | None = None
+    #: TLS to the sentinels, with the data nodes' certificates (renders ``sentinel_use_ssl``).
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,7 @@ class RedisSpec:
     username: str | None = None
     password: SecretKeyRef | None = None
     tls: TlsSpec = TlsSpec()
+    sentinel: SentinelSpec = SentinelSpec()
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
     if username is not None and password is None:
         raise SpecError(fields.name("username"), RULES["username_password"], username)
     tls = _tls(fields.sub("tls"))
+    sentinel = _sentinel(fields, mode, tls)
     return RedisSpec(
         deployment_mode=mode,
         host=host,
@@ -256,6 +279,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         username=username,
         password=password,
         tls=tls,
+        sentinel=sentinel,
     )
 
 
@@ -308,7 +332,32 @@ def _tls(tls_fields: _Fields) -> TlsSpec:
         raise SpecError(client.name("name"), "the name of a kubernetes.io/tls Secret")
     if (ca is not None or client_name is not None) and not enabled:
         raise SpecError(tls_fields.name("enabled"), RULES["tls_refs"], enabled)
-    return TlsSpec(enabled=enabled, ca=ca, client_cert_secret=client_name)
+    return TlsSpec(
+        enabled=enabled,
+        ca=ca,
+        client_cert_secret=client_name,
+        verify=tls_fields.boolean("verify", True),
+        check_hostname=tls_fields.boolean("checkHostname", True),
+    )
+
+
+def _sentinel(fields: _Fields, mode: DeploymentMode, tls: TlsSpec) -> SentinelSpec:
+    """``spec.redis.sentinel``, with the CRD's rules (in its order)."""
+    if not fields.has("sentinel"):
+        return SentinelSpec()
+    if mode != "sentinel":
+        raise SpecError(fields.name("sentinel"), RULES["sentinel_auth"], mode)
+    sub = fields.sub("sentinel")
+    username = sub.string("username")
+    if username is not None and "${" in username:
+        raise SpecError(sub.name("username"), RULES["sentinel_username_var"], username)
+    password = sub.secret_ref("passwordSecretRef", default_key="password")
+    if username is not None and password is None:
+        raise SpecError(sub.name("username"), RULES["sentinel_username_password"], username)
+    use_tls = sub.boolean("tls", False)
+    if use_tls and not tls.enabled:
+        raise SpecError(sub.name("tls"), RULES["sentinel_tls"], use_tls)
+    return SentinelSpec(username=username, password=password, tls=use_tls)
 
 
 def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> StoreSpec:
