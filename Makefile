@@ -51,9 +51,9 @@ VENV45 := .venv-redis45
 STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.py \
 	tests/unit/test_tickets_*.py tests/unit/test_lock_rasa.py tests/unit/test_timer_*.py \
 	tests/unit/test_buckets.py tests/unit/test_probe.py tests/unit/test_resp.py
-$(VENV45)/.installed: pyproject.toml requirements/redis45.txt
+$(VENV45)/.installed: pyproject.toml requirements/redis45.txt requirements/build.txt
 	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
-	PIP_CONSTRAINT=$(CURDIR)/requirements/ci.txt \
+	PIP_CONSTRAINT=$(CURDIR)/requirements/build.txt \
 	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e . redis pytest \
 		pytest-asyncio pytest-timeout looptime uvloop
 	@touch $@

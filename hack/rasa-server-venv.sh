@@ -67,9 +67,9 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # The venv's own pip (23.0.1 on 3.10.13) is what a user of this Python has; no upgrade, no
 # download of pip itself.
 "${pip[@]}" install -q -r "$PINS"
-# Built in an isolated env with the setuptools requirements/ci.txt pins (PEP 639 needs >= 77;
+# Built in an isolated env with the setuptools requirements/build.txt pins (PEP 639 needs >= 77;
 # Rasa 3.6 keeps its own 70.3 in the venv).
-PIP_CONSTRAINT="$ROOT/requirements/ci.txt" "${pip[@]}" install -q --no-deps -e "$ROOT"
+PIP_CONSTRAINT="$ROOT/requirements/build.txt" "${pip[@]}" install -q --no-deps -e "$ROOT"
 
 # Exactly the pinned set: nothing pulled in beyond it, nothing missing from it.
 extra="$(diff <(grep -v -E '^[[:space:]]*(#|$)' "$PINS" | tr 'A-Z_' 'a-z-' | sort) \

@@ -107,8 +107,8 @@ build() {  # NAME VENV PYTHON PINS MODULES
     # --no-deps: exactly the pinned set, nothing Rasa declares but does not import here.
     "${pip[@]}" install -q --no-deps --no-compile -r "$pins"
     # Turnstile itself, editable, built in an isolated env with the setuptools that
-    # requirements/ci.txt pins (PEP 639 needs >= 77; Rasa 3.6 keeps its own 70.3 in the venv).
-    PIP_CONSTRAINT="$ROOT/requirements/ci.txt" \
+    # requirements/build.txt pins (PEP 639 needs >= 77; Rasa 3.6 keeps its own 70.3 in the venv).
+    PIP_CONSTRAINT="$ROOT/requirements/build.txt" \
         "${pip[@]}" install -q --no-deps --no-compile -e "$ROOT"
     # Every installed package's requirements must hold; only Rasa's deliberately absent
     # dependencies ("<rasa> requires X, which is not installed") are allowed.

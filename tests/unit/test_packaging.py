@@ -48,3 +48,12 @@ def test_changelog_has_an_entry_for_the_version() -> None:
 def test_readme_wheel_line_names_the_version() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"dist/rasa_turnstile-{turnstile.__version__}-py3-none-any.whl" in readme
+
+
+def test_the_isolated_build_uses_the_setuptools_the_main_venv_pins() -> None:
+    def pin(name: str) -> str:
+        lines = (ROOT / "requirements" / name).read_text().splitlines()
+        [line] = [x for x in lines if x.startswith("setuptools==")]
+        return line
+
+    assert pin("build.txt") == pin("ci.txt")
