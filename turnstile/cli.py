@@ -6,6 +6,7 @@
     turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
         [--acl]                       ... and verify each store user's ACL rule
     turnstile locks show|ls|release   look at conversations' ticket locks (``cli_inspect``)
+    turnstile timers show|ls          look at pending session timers
     turnstile operator [...]          run the Kubernetes operator (needs the [operator] extra)
 
 ``render`` uses the operator's own pure renderer, so its output is byte for byte what the
@@ -410,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from turnstile.cli_inspect import locks_command  # noqa: PLC0415
 
             return locks_command(args, sys.stdout, sys.stderr)
+        if args.command == "timers":
+            from turnstile.cli_inspect import timers_command  # noqa: PLC0415
+
+            return timers_command(args, sys.stdout, sys.stderr)
         return operator_command(args)
     except _UsageError as exc:
         verb = f" {args.verb}" if getattr(args, "verb", None) else ""

@@ -1,14 +1,17 @@
-"""``turnstile locks``: look at a Redis ticket lock store and free a stuck holder.
+"""``turnstile locks`` and ``turnstile timers``: look at the Redis stores; free a stuck holder.
 
 ::
 
     turnstile locks show CONVERSATION             holder (number = fencing token) and waiters
     turnstile locks ls [--prefix P] [--limit N]   conversations with live tickets (SCAN, bounded)
     turnstile locks release CONVERSATION --ticket N   remove ticket N; the next waiter goes in
+    turnstile timers show CONVERSATION            its pending timer (metadata keys, not values)
+    turnstile timers ls [--limit N]               pending timers, soonest first (bounded)
 
-Each reads the ``lock_store`` section of ``--endpoints`` (default ``endpoints.yml``) the way
-``turnstile check`` does, and accepts only Turnstile's store type. The reading is
-``turnstile.stores.locks.inspect``; this module prints it, as aligned text or ``--json``.
+Each reads the ``lock_store`` (or ``timer_store``) section of ``--endpoints`` (default
+``endpoints.yml``) the way ``turnstile check`` does, and accepts only Turnstile's store type.
+The reading is ``turnstile.stores.locks.inspect`` and ``timers.inspect``; this module prints
+it, as aligned text or ``--json``.
 Exit status: 0, 1 when ``release`` finds no such ticket or the store fails, 2 for usage errors.
 """
 
@@ -26,9 +29,13 @@ from turnstile.cli import EXIT_FAILED, EXIT_OK, _UsageError, read_endpoints
 if TYPE_CHECKING:
     from turnstile.stores.locks.inspect import QueueView
     from turnstile.stores.locks.redis import RedisTicketLockStore
+    from turnstile.stores.timers.inspect import TimerView
+    from turnstile.stores.timers.redis import RedisTimerStore
 
 #: The lock_store types whose data ``turnstile locks`` knows how to read.
 LOCK_TYPES = frozenset({"turnstile.rasa.TicketLockStore"})
+#: The timer_store types whose data ``turnstile timers`` knows how to read.
+TIMER_TYPES = frozenset({"turnstile.rasa.TimerStore"})
 
 
 def add_parsers(sub: Any) -> None:
@@ -49,6 +56,13 @@ def add_parsers(sub: Any) -> None:
     rel.add_argument("conversation", metavar="CONVERSATION")
     rel.add_argument("--ticket", required=True, metavar="N", help="the ticket number to remove")
 
+    timers = sub.add_parser("timers", help="look at pending session timers")
+    tverbs = timers.add_subparsers(dest="verb", required=True)
+    tshow = tverbs.add_parser("show", parents=[common], help="a conversation's pending timer")
+    tshow.add_argument("conversation", metavar="CONVERSATION")
+    tls = tverbs.add_parser("ls", parents=[common], help="pending timers, soonest first")
+    tls.add_argument("--limit", default="100", help="list no more than N timers (default 100)")
+
 
 def _positive_int(name: str, raw: str, *, maximum: int | None = None) -> int:
     try:
@@ -61,29 +75,45 @@ def _positive_int(name: str, raw: str, *, maximum: int | None = None) -> int:
     return value
 
 
-def _lock_store(path: str) -> RedisTicketLockStore:
-    from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
-    from turnstile.stores.locks.redis import RedisTicketLockStore  # noqa: PLC0415
-
+def _section(path: str, name: str, types: frozenset[str]) -> tuple[dict[str, Any], str | None]:
+    """The section's keys (``url`` apart, as Rasa's EndpointConfig takes it), if the type is
+    one of ``types``; a usage error otherwise."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise _UsageError(f"--endpoints {path}: {exc.strerror or exc}") from None
-    values = read_endpoints(text).get("lock_store")
+    values = read_endpoints(text).get(name)
     if not isinstance(values, dict):
-        raise _UsageError(f"{path}: no lock_store section")
+        raise _UsageError(f"{path}: no {name} section")
     kind = str(values.get("type") or "in_memory")
-    if kind not in LOCK_TYPES:
+    if kind not in types:
         raise _UsageError(
-            f"{path}: lock_store type {kind} is not Turnstile's "
-            f"(accepted: {', '.join(sorted(LOCK_TYPES))})"
+            f"{path}: {name} type {kind} is not Turnstile's (accepted: {', '.join(sorted(types))})"
         )
-    kwargs = {k: v for k, v in values.items() if k != "url"}
     url = values.get("url")
+    return {k: v for k, v in values.items() if k != "url"}, None if url is None else str(url)
+
+
+def _lock_store(path: str) -> RedisTicketLockStore:
+    from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
+    from turnstile.stores.locks.redis import RedisTicketLockStore  # noqa: PLC0415
+
+    kwargs, url = _section(path, "lock_store", LOCK_TYPES)
     try:
-        return RedisTicketLockStore.from_kwargs(kwargs, url=None if url is None else str(url))
+        return RedisTicketLockStore.from_kwargs(kwargs, url=url)
     except ConfigurationError as exc:
         raise _UsageError(f"{path}: lock_store: {exc}") from None
+
+
+def _timer_store(path: str) -> RedisTimerStore:
+    from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
+    from turnstile.stores.timers.redis import RedisTimerStore  # noqa: PLC0415
+
+    kwargs, url = _section(path, "timer_store", TIMER_TYPES)
+    try:
+        return RedisTimerStore.from_kwargs(kwargs, url=url)
+    except ConfigurationError as exc:
+        raise _UsageError(f"{path}: timer_store: {exc}") from None
 
 
 def _when(seconds: float | None) -> str:
@@ -174,4 +204,67 @@ def locks_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return asyncio.run(run())
     except TurnstileError as exc:
         err.write(f"turnstile locks {args.verb}: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------- timers
+
+
+def _timer_row(t: TimerView, now: float) -> list[str]:
+    state = "leased (firing)" if t.leased else "pending"
+    return [t.sender_id, _when(t.due), f"{t.due - now:.1f}s", state, str(t.session_id or "-"),
+            ",".join(t.metadata_keys) or "-"]
+
+
+_TIMER_HEADER = ["conversation", "due at", "due in", "state", "session", "metadata keys"]
+
+
+async def _run_timers(args: argparse.Namespace, store: RedisTimerStore, out: TextIO) -> int:
+    from turnstile.stores.timers import inspect  # noqa: PLC0415
+
+    now = time.time()  # timer scores are on the writers' clocks
+    if args.verb == "show":
+        view = await inspect.show(store, args.conversation)
+        if args.json:
+            out.write(json.dumps({"conversation_id": args.conversation,
+                                  "timer": None if view is None else view.as_dict(now)},
+                                 indent=2) + "\n")
+        elif view is None:
+            out.write(f"conversation {args.conversation!r}: no pending timer\n")
+        else:
+            _table([_TIMER_HEADER, _timer_row(view, now)], out)
+        return EXIT_OK
+    listing = await inspect.list_timers(store, args.limit)
+    if args.json:
+        out.write(json.dumps({
+            "buckets": listing.buckets, "limit": listing.limit,
+            "stopped_at_limit": listing.stopped_at_limit,
+            "timers": [t.as_dict(now) for t in listing.timers],
+        }, indent=2) + "\n")
+        return EXIT_OK
+    stop = (f"stopped at the limit of {listing.limit}; more are pending (raise --limit)"
+            if listing.stopped_at_limit else "complete")
+    out.write(f"read {listing.buckets} bucket(s): {len(listing.timers)} timer(s), {stop}\n")
+    if listing.timers:
+        _table([_TIMER_HEADER, *(_timer_row(t, now) for t in listing.timers)], out)
+    return EXIT_OK
+
+
+def timers_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from turnstile.stores.errors import TurnstileError  # noqa: PLC0415
+
+    if args.verb == "ls":
+        args.limit = _positive_int("--limit", args.limit, maximum=100_000)
+    store = _timer_store(args.endpoints)
+
+    async def run() -> int:
+        try:
+            return await _run_timers(args, store, out)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except TurnstileError as exc:
+        err.write(f"turnstile timers {args.verb}: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILED

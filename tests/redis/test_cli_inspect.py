@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from tests.redis.test_locks import MODES, kwargs_for, wait_for_tickets
 from turnstile.cli import main
 from turnstile.stores.locks.api import HeldTicket
 from turnstile.stores.locks.redis import RedisTicketLockStore
+from turnstile.stores.timers.redis import RedisTimerStore
 
 
 @dataclass
 class Setup:
     store: RedisTicketLockStore
+    timers: RedisTimerStore
     endpoints: Path
 
 
@@ -32,14 +35,20 @@ class Setup:
 async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     fixture = {"standard": "redis_server", "cluster": "redis_cluster",
                "sentinel": "redis_sentinel"}[request.param]
-    kwargs = kwargs_for(request.getfixturevalue(fixture))
+    topology = request.getfixturevalue(fixture)
+    kwargs = kwargs_for(topology)
+    # A fresh timer key_prefix: ``timers ls`` sees this test's timers only.
+    timer_kwargs = kwargs_for(topology, key_prefix="t" + uuid.uuid4().hex[:12])
     path = tmp_path / "endpoints.yml"
-    path.write_text(yaml.safe_dump(
-        {"lock_store": {"type": "turnstile.rasa.TicketLockStore", **kwargs}}
-    ))
+    path.write_text(yaml.safe_dump({
+        "lock_store": {"type": "turnstile.rasa.TicketLockStore", **kwargs},
+        "timer_store": {"type": "turnstile.rasa.TimerStore", **timer_kwargs},
+    }))
     store = RedisTicketLockStore.from_kwargs(kwargs)
-    yield Setup(store, path)
+    timers = RedisTimerStore.from_kwargs(timer_kwargs)
+    yield Setup(store, timers, path)
     await store.close()
+    await timers.aclose()
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -150,16 +159,54 @@ async def test_a_free_conversation_shows_free(
     assert "free: no live ticket" in out
 
 
+async def test_timers_show_and_ls_list_scheduled_timers(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ep = ("--endpoints", str(setup.endpoints))
+    now = time.time()
+    first, second, third = conversation("tim"), conversation("tim"), conversation("tim")
+    await setup.timers.store_timer(second, "s2", now + 600, {"api_token": "sekrit-value"})
+    await setup.timers.store_timer(first, "s1", now + 300)
+    await setup.timers.store_timer(third, None, now + 900)
+
+    code, out, _ = await cli(capsys, "timers", "show", *ep, "--json", second)
+    assert code == 0
+    shown = json.loads(out)["timer"]
+    assert shown["scheduled_time"] == pytest.approx(now + 600)
+    assert shown["session_id"] == "s2" and shown["metadata_keys"] == ["api_token"]
+    assert 590 < shown["due_in"] <= 600 and shown["leased"] is False
+    code, out, _ = await cli(capsys, "timers", "show", *ep, second)
+    assert code == 0 and second in out and "api_token" in out
+    assert "sekrit" not in out
+    code, out, _ = await cli(capsys, "timers", "show", *ep, conversation())
+    assert code == 0 and "no pending timer" in out
+
+    code, out, _ = await cli(capsys, "timers", "ls", *ep, "--json")
+    assert code == 0
+    listing = json.loads(out)
+    assert [t["sender_id"] for t in listing["timers"]] == [first, second, third]
+    assert listing["stopped_at_limit"] is False
+    code, out, _ = await cli(capsys, "timers", "ls", *ep, "--limit", "2")
+    assert code == 0
+    assert "stopped at the limit of 2" in out
+    rows = out.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == [first, second]
+    assert "sekrit" not in out
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["ls", "--limit", "zero"], "--limit: a whole number >= 1 up to 1000000 (got 'zero')"),
     (["release", "c", "--ticket", "-3"], "--ticket: a whole number >= 1 (got '-3')"),
+    (["timers", "ls", "--limit", "0"], "--limit: a whole number >= 1 up to 100000 (got '0')"),
 ])
 def test_bad_arguments_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     path = tmp_path / "endpoints.yml"
-    path.write_text("lock_store:\n  type: turnstile.rasa.TicketLockStore\n")
-    assert main(["locks", *argv, "--endpoints", str(path)]) == 2
+    path.write_text("lock_store:\n  type: turnstile.rasa.TicketLockStore\n"
+                    "timer_store:\n  type: turnstile.rasa.TimerStore\n")
+    command = [] if argv[0] == "timers" else ["locks"]
+    assert main([*command, *argv, "--endpoints", str(path)]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -171,3 +218,20 @@ def test_other_store_types_are_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert err.count("\n") == 1
     assert "lock_store type redis is not Turnstile's" in err
     assert "hunter2" not in err
+    path.write_text("timer_store:\n  type: redis\n")
+    assert main(["timers", "ls", "--endpoints", str(path)]) == 2
+    assert "timer_store type redis is not Turnstile's" in capsys.readouterr().err
+
+
+def test_bad_settings_and_missing_files_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "endpoints.yml"
+    path.write_text("lock_store:\n  type: turnstile.rasa.TicketLockStore\n  port: many\n"
+                    "  password: hunter2-secret\n")
+    assert main(["locks", "show", "--endpoints", str(path), "c"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("turnstile locks show: ") and "port" in err and "'many'" in err
+    assert err.count("\n") == 1 and "hunter2" not in err
+    assert main(["locks", "ls", "--endpoints", str(tmp_path / "nope.yml")]) == 2
+    assert "nope.yml: No such file or directory" in capsys.readouterr().err
