@@ -135,12 +135,15 @@ def _print_queue(view: QueueView, out: TextIO) -> None:
         return
     rows = [["", "ticket", "drawn at", "expires in"]]
     for i, t in enumerate(view.tickets):
-        role = "holder" if i == 0 else f"waiter {i}"
-        rows.append([role, str(t.number), _when(t.drawn_at), f"{t.expires - view.now:.1f}s"])
+        role, what = ("holder", "lifetime") if i == 0 else (f"waiter {i}", "lease, renewed")
+        rows.append([role, str(t.number), _when(t.drawn_at),
+                     f"{t.expires - view.now:.1f}s ({what})"])
     _table(rows, out)
 
 
-async def _run(args: argparse.Namespace, store: RedisTicketLockStore, out: TextIO) -> int:
+async def _run(
+    args: argparse.Namespace, store: RedisTicketLockStore, out: TextIO, err: TextIO
+) -> int:
     from turnstile.stores.locks import inspect  # noqa: PLC0415
 
     if args.verb == "show":
@@ -173,7 +176,8 @@ async def _run(args: argparse.Namespace, store: RedisTicketLockStore, out: TextI
     numbers = [t.number for t in before.tickets]
     if not await inspect.release(store, args.conversation, args.ticket):
         listed = ", ".join(map(str, numbers)) or "none"
-        out.write(f"ticket {args.ticket} is not in the queue of conversation "
+        err.write(f"turnstile locks release: ticket {args.ticket} is not in the queue of "
+                  "conversation "
                   f"{args.conversation!r} (live tickets: {listed}); nothing released\n")
         return EXIT_FAILED
     after = await inspect.show(store, args.conversation)
@@ -196,7 +200,7 @@ def locks_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async def run() -> int:
         try:
-            return await _run(args, store, out)
+            return await _run(args, store, out, err)
         finally:
             await store.close()
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.platform.redis_servers import RedisServer
+from tests.redis.test_acl import PASSWORD as ACL_PASSWORD
+from tests.redis.test_acl import _limit
 from tests.redis.test_locks import MODES, kwargs_for, wait_for_tickets
 from turnstile.cli import main
 from turnstile.stores.locks.api import HeldTicket
@@ -129,9 +132,9 @@ async def test_show_ls_and_release_of_a_held_conversation(
         assert code == 0
         assert "scanned" in out and "stopped at the limit of 1" in out
 
-        code, out, _ = await cli(capsys, "locks", "release", *ep, cid, "--ticket", "12345")
+        code, _, err = await cli(capsys, "locks", "release", *ep, cid, "--ticket", "12345")
         assert code == 1
-        assert "ticket 12345 is not in the queue" in out
+        assert "ticket 12345 is not in the queue" in err and "nothing released" in err
 
         code, out, _ = await cli(capsys, "locks", "release", *ep, cid, "--ticket", str(holder))
         assert code == 0, out
@@ -235,3 +238,56 @@ def test_bad_settings_and_missing_files_are_one_line(
     assert err.count("\n") == 1 and "hunter2" not in err
     assert main(["locks", "ls", "--endpoints", str(tmp_path / "nope.yml")]) == 2
     assert "nope.yml: No such file or directory" in capsys.readouterr().err
+
+
+async def test_under_the_bots_own_acl_rules(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """show, release and the timer commands need only the stores' ACL rules; ls needs SCAN,
+    which the lock rule leaves out, and says so (the password never printed)."""
+    tag = uuid.uuid4().hex[:8]
+    lock_user, timer_user, prefix = f"il{tag}", f"it{tag}", f"p{tag}"
+    _limit(redis_server, lock_user, "lock_store", prefix)
+    _limit(redis_server, timer_user, "timer_store", prefix)
+    monkeypatch.setenv("INSPECT_PW", ACL_PASSWORD)
+    common = {"host": redis_server.host, "port": redis_server.port, "db": 0,
+              "key_prefix": prefix, "password": "${INSPECT_PW}"}
+    path = tmp_path / "endpoints.yml"
+    path.write_text(yaml.safe_dump({
+        "lock_store": {"type": "turnstile.rasa.TicketLockStore", "username": lock_user,
+                       **common},
+        "timer_store": {"type": "turnstile.rasa.TimerStore", "username": timer_user, **common},
+    }))
+    ep = ("--endpoints", str(path))
+    mine = {k: v for k, v in common.items() if k != "password"}  # the default user
+    store = RedisTicketLockStore.from_kwargs(mine)
+    timers = RedisTimerStore.from_kwargs(mine)
+    queue = Queue(store, conversation())
+    try:
+        await queue.add()
+        await queue.add()
+        await timers.store_timer(queue.cid, "s", time.time() + 60)
+        code, out, _ = await cli(capsys, "locks", "show", *ep, "--json", queue.cid)
+        assert code == 0 and len(json.loads(out)["waiters"]) == 1
+        code, out, err = await cli(capsys, "locks", "ls", *ep)
+        assert code == 1
+        assert "refused SCAN" in err and "use show" in err
+        code, out, _ = await cli(capsys, "timers", "ls", *ep, "--json")
+        assert code == 0 and [t["sender_id"] for t in json.loads(out)["timers"]] == [queue.cid]
+        code, out, _ = await cli(capsys, "timers", "show", *ep, queue.cid)
+        assert code == 0 and queue.cid in out
+        holder = queue.held[0].fencing_token
+        code, out, err = await cli(capsys, "locks", "release", *ep, queue.cid,
+                                   "--ticket", str(holder))
+        assert code == 0, err
+        for _ in range(300):
+            if len(queue.held) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert queue.held[1].fencing_token > holder
+        assert ACL_PASSWORD not in out + err
+    finally:
+        await queue.close()
+        await store.close()
+        await timers.aclose()

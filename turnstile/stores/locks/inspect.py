@@ -7,6 +7,8 @@ from the conversation id and the store's ``key_prefix``), ``list_conversations``
 queue keys (every master in Cluster mode), bounded by a limit, and ``release`` removes one
 ticket by number with the RELEASE script, which wakes the waiter directly behind it exactly as
 a holder's own release does. Reading a queue purges its expired tickets, as every script does.
+``show`` and ``release`` use only commands of the lock store's ACL rule (``stores.acl``);
+``list_conversations`` also needs SCAN, which that rule leaves out.
 
 A ticket's number is the Redis server clock in microseconds when it was drawn (or just above
 the number before it, ``locks.lua``), so ``drawn_at`` is when the ticket was issued; the store
@@ -19,7 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from redis import exceptions as rex
+
 from turnstile.stores._redis.connection import AnyRedis
+from turnstile.stores.errors import TurnstileError
 from turnstile.stores.locks.redis import (
     RedisTicketLockStore,
     conversation_of,
@@ -156,7 +161,16 @@ async def _scan_keys(
                 break
         return 1
 
-    nodes = await store.connection.run(op, what="SCAN")
+    try:
+        nodes = await store.connection.run(op, what="SCAN")
+    except TurnstileError as exc:
+        if isinstance(exc.__cause__, rex.NoPermissionError):
+            raise TurnstileError(
+                f"Redis ({store.settings.where}) refused SCAN to this user: the lock store's "
+                "ACL rule leaves SCAN out (a bot never lists conversations); run ls with "
+                "the credentials of a user that may SCAN, or use show, which needs no SCAN"
+            ) from exc
+        raise
     return found, nodes
 
 

@@ -6,7 +6,8 @@ module doc): unlike the store's own reads they never fall back to memory, so an 
 Redis is an error here, not an empty answer. ``show`` reads the conversation's bucket only;
 ``list_timers`` reads the ``limit + 1`` lowest scores of every bucket's ``due`` set (one
 pipeline; one batch per master in Cluster) and merges them, so its cost is bounded by the
-limit and the bucket count, never by the number of timers.
+limit and the bucket count, never by the number of timers. Both use only commands of the
+timer store's ACL rule (``stores.acl``), so the bot's own user may run them.
 
 A timer's score is its scheduled time until a poll leases it, then the lease's expiry; a
 leased timer is being fired by a pod (``leased``), and is due again when the lease runs out.
@@ -97,7 +98,9 @@ async def list_timers(store: RedisTimerStore, limit: int = DEFAULT_LIMIT) -> Tim
     async def heads(client: Any) -> list[Any]:
         pipe = client.pipeline() if cluster else client.pipeline(transaction=False)
         for keys in buckets:
-            pipe.zrange(keys.due, 0, limit, withscores=True)
+            # ZRANGEBYSCORE, not ZRANGE: the store's ACL rule grants the former
+            pipe.zrangebyscore(keys.due, "-inf", "+inf", start=0, num=limit + 1,
+                               withscores=True)
         return list(await pipe.execute())
 
     firsts = await store._conn.run(heads, what="timer list")
