@@ -5,6 +5,8 @@
     turnstile render FILE...          print the endpoints.yml the stores in FILE(s) produce
     turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
         [--acl]                       ... and verify each store user's ACL rule
+    turnstile locks show|ls|release   look at conversations' ticket locks (``cli_inspect``)
+    turnstile timers show|ls          look at pending session timers
     turnstile operator [...]          run the Kubernetes operator (needs the [operator] extra)
 
 ``render`` uses the operator's own pure renderer, so its output is byte for byte what the
@@ -372,6 +374,10 @@ def _parser() -> argparse.ArgumentParser:
         "--acl-admin-password-env", metavar="VAR", help="environment variable with its password"
     )
 
+    from turnstile.cli_inspect import add_parsers  # noqa: PLC0415
+
+    add_parsers(sub)
+
     op = sub.add_parser("operator", help="run the Kubernetes operator")
     scope = op.add_mutually_exclusive_group()
     scope.add_argument(
@@ -401,9 +407,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return render_command(args.files, args.namespace, sys.stdout)
         if args.command == "check":
             return check_command(args.endpoints, args.timeout, sys.stdout, _acl_check(args))
+        if args.command == "locks":
+            from turnstile.cli_inspect import locks_command  # noqa: PLC0415
+
+            return locks_command(args, sys.stdout, sys.stderr)
+        if args.command == "timers":
+            from turnstile.cli_inspect import timers_command  # noqa: PLC0415
+
+            return timers_command(args, sys.stdout, sys.stderr)
         return operator_command(args)
     except _UsageError as exc:
-        print(f"turnstile {args.command}: {exc}", file=sys.stderr)
+        verb = f" {args.verb}" if getattr(args, "verb", None) else ""
+        print(f"turnstile {args.command}{verb}: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -88,6 +88,31 @@ def queue_key(conversation_id: str, key_prefix: str | None = None) -> str:
     return f"{prefix}turnstile:lock:{{{conversation_tag(conversation_id)}}}"
 
 
+def queue_key_pattern(conversation_prefix: str = "", key_prefix: str | None = None) -> str:
+    """A SCAN ``MATCH`` pattern for the queues of conversations whose id starts with
+    ``conversation_prefix`` (glob characters escaped; wake-up lists do not match)."""
+    tag = conversation_tag(conversation_prefix) if conversation_prefix else ""
+    prefix = f"{key_prefix}:" if key_prefix else ""
+    return f"{_glob_escape(prefix)}turnstile:lock:{{{_glob_escape(tag)}*}}"
+
+
+def conversation_of(key: str, key_prefix: str | None = None) -> str | None:
+    """The conversation id a queue key belongs to (``queue_key``'s inverse), or None."""
+    head = f"{key_prefix}:turnstile:lock:{{" if key_prefix else "turnstile:lock:{"
+    if not key.startswith(head) or not key.endswith("}"):
+        return None
+    tag = key[len(head):-1]
+    if "{" in tag or "}" in tag:
+        return None
+    if tag == "%":
+        return ""
+    return tag.replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def done_key(queue: str, number: int) -> str:
     """The list the RELEASE of ticket ``number`` pushes to; its successor's waiter pops it."""
     return f"{queue}:d:{number}"
