@@ -54,14 +54,13 @@ STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.
 $(VENV45)/.installed: pyproject.toml requirements/redis45.txt requirements/build.txt
 	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
 	PIP_CONSTRAINT=$(CURDIR)/requirements/build.txt \
-	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e . redis pytest \
+	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e ".[cli]" redis pytest \
 		pytest-asyncio pytest-timeout looptime uvloop
 	@touch $@
 
 test-redis45: $(VENV45)/.installed
 	$(VENV45)/bin/python -c 'import redis; assert redis.__version__ == "4.5.3", redis.__version__'
-	$(VENV45)/bin/python -m pytest -p no:cacheprovider -m "unit or redis" \
-		--ignore tests/redis/test_probe_cli.py $(STORE_TESTS)
+	$(VENV45)/bin/python -m pytest -p no:cacheprovider -m "unit or redis" $(STORE_TESTS)
 
 test-unit: venv
 	$(PY) -m pytest -m unit tests

@@ -228,7 +228,8 @@ async def _check_acl(name: str, settings: Any, master: str | None, acl: AclCheck
             out.write(f"{name}: ACL FAIL cannot verify on {host}:{port}: {type(exc).__name__}\n")
             return False
         finally:
-            await client.aclose()
+            # ``aclose`` arrived in redis-py 5; 4.5 has ``close``.
+            await (getattr(client, "aclose", None) or client.close)()
     for line in missing:
         out.write(f"{name}: ACL FAIL {line}\n")
     if not missing:

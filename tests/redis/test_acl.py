@@ -116,7 +116,7 @@ async def test_dryrun_names_a_missing_command_and_pattern(redis_server: RedisSer
         # The rule of another prefix: every keyed command is missing on these keys.
         assert len(await missing_permissions(client, user, "lock_store", "other")) > 5
     finally:
-        await client.aclose()
+        await (getattr(client, "aclose", None) or client.close)()  # redis-py 4.5: close
 
 
 def test_turnstile_check_acl_names_the_missing_command_and_pattern(

@@ -58,6 +58,7 @@ CLUSTER_ONLY: Final = (
     Permission("CLUSTER|NODES", why="the probe's node health"),
     Permission("CLUSTER|INFO", why="the probe's cluster state"),
     Permission("COMMAND", why="the cluster client's command table"),
+    Permission("INFO", why="redis-py < 5's cluster client checks cluster_enabled at start"),
 )
 
 

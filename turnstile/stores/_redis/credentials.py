@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 from urllib.parse import quote
 
 from redis.credentials import CredentialProvider, UsernamePasswordCredentialProvider
@@ -294,3 +294,15 @@ def credential_provider(settings: RedisSettings) -> CredentialProvider | None:
     if settings.password is not None:
         return UsernamePasswordCredentialProvider(settings.username, settings.password)
     return None
+
+
+async def current_credentials(provider: CredentialProvider) -> Credentials:
+    """What ``provider`` says now, on every redis-py Turnstile supports.
+
+    redis-py 5.0.1 added ``get_credentials_async``; 4.5's providers have only the synchronous
+    ``get_credentials`` (Turnstile's own providers have both, and never block on I/O there).
+    """
+    get_async = getattr(provider, "get_credentials_async", None)
+    if get_async is not None:
+        return cast(Credentials, await get_async())
+    return provider.get_credentials()

@@ -35,7 +35,7 @@ from typing import Any, Final, cast
 from redis import exceptions as rex
 from redis.credentials import CredentialProvider
 
-from turnstile.stores._redis.credentials import credential_provider
+from turnstile.stores._redis.credentials import credential_provider, current_credentials
 from turnstile.stores._redis.resp import INCOMPLETE, ErrorReply, ProtocolError, ReplyParser, encode
 from turnstile.stores.config import RedisSettings
 
@@ -242,7 +242,7 @@ class MultiplexedConnection(asyncio.Protocol):
 
     async def _send_reauth(self, credentials: CredentialProvider) -> None:
         try:
-            await self.call("AUTH", *await credentials.get_credentials_async())
+            await self.call("AUTH", *await current_credentials(credentials))
             self.reauths += 1
         except rex.ConnectionError:
             return  # the connection is gone; the next one authenticates afresh
@@ -315,7 +315,7 @@ async def _handshake(
 ) -> None:
     commands: list[tuple[Any, ...]] = []
     if credentials is not None:  # asked per connection: a rotated secret reaches new ones
-        commands.append(("AUTH", *await credentials.get_credentials_async()))
+        commands.append(("AUTH", *await current_credentials(credentials)))
     if db:
         commands.append(("SELECT", db))
     commands.append(("CLIENT", "SETNAME", client_name))
