@@ -117,6 +117,23 @@ async def close_client(client: Any) -> None:
         logger.debug("ignoring an error while closing a Redis client", exc_info=True)
 
 
+async def _refuse_credentials(sentinel: Sentinel) -> bool:
+    """Whether the sentinels refuse the credentials (asked when no master was found).
+
+    redis-py 5+ names each sentinel's error in ``MasterNotFoundError``; 4.5 says only "No master
+    found", so one PING per sentinel tells a refused AUTH from sentinels that are down.
+    """
+    for node in sentinel.sentinels:
+        try:
+            await node.ping()
+        except rex.AuthenticationError:  # WRONGPASS, and NOAUTH from a sentinel with requirepass
+            return True
+        except (rex.RedisError, OSError):
+            continue  # down or unreachable: ask the next one
+        return False  # it answers with these credentials: not a credentials problem
+    return False
+
+
 class RedisConnection:
     """The client for one store's settings, with failover-aware retries (see the module doc)."""
 
@@ -188,7 +205,9 @@ class RedisConnection:
             except MasterNotFoundError as exc:
                 # redis-py folds each sentinel's error into one message; a refused AUTH (or
                 # NOAUTH from a sentinel with requirepass) does not heal by asking again.
-                if "AuthenticationError" in str(exc):
+                if "AuthenticationError" in str(exc) or await _refuse_credentials(
+                    self._sentinel
+                ):
                     raise SentinelAuthenticationError(
                         "the sentinels refused the connection credentials"
                     ) from exc
