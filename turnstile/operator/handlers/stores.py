@@ -97,6 +97,8 @@ _slots = asyncio.Semaphore(CONFIG.workers)
 #: before that status was applied; comparing against it would repeat Events and move
 #: ``lastTransitionTime``.
 _written: dict[str, dict[str, Any]] = {}
+#: Store uid -> (where, section text) it last wrote: a later difference there is a hand edit.
+_rendered: dict[str, tuple[Any, Any]] = {}
 _kube: Kube | None = None
 
 
@@ -245,24 +247,38 @@ async def _render(
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, "ConfigMapConflict", message), None
     content = section(store)
     owner = _owner(store)
-    try:
-        after = await kube().update_configmap(
-            where.namespace,
-            where.name,
-            lambda current: with_section(
-                current,
-                namespace=where.namespace,
-                name=where.name,
-                key=where.key,
-                section=store.info.section,
-                content=content,
-                owner=owner,
-            ),
+    drifted: list[bool] = []
+
+    def place(current: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        new = with_section(
+            current,
+            namespace=where.namespace,
+            name=where.name,
+            key=where.key,
+            section=store.info.section,
+            content=content,
+            owner=owner,
         )
+        # The store renders what it rendered last time, yet the ConfigMap must change: the
+        # section was edited by hand (the rollout sync may have put it back first, or not).
+        before = ((current or {}).get("data") or {}).get(where.key)
+        now = ((new or {}).get("data") or {}).get(where.key)
+        drifted[:] = [before is not None and now != before
+                      and _rendered.get(store.uid) == (where, content)]  # fmt: skip
+        return new
+
+    try:
+        after = await kube().update_configmap(where.namespace, where.name, place)
     except ApiUnreachableError:
         raise
     except OperatorError as exc:
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message), None
+    _rendered[store.uid] = (where, content)
+    if drifted and drifted[0]:
+        logger.warning(
+            "%s/%s: ConfigMap %s differed from what the store renders (%s/%s); put back",
+            store.kind, store.name, where.name, where.key, store.info.section,
+        )  # fmt: skip
     placed = {
         "name": where.name,
         "key": where.key,
@@ -493,6 +509,7 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
     metrics.record_ready(kind, uid, None)
     _locks.pop(uid, None)
     _written.pop(uid, None)
+    _rendered.pop(uid, None)
     logger.info("removed the %s section", KINDS[kind].section if kind in KINDS else kind)
 
 
