@@ -259,11 +259,12 @@ async def _render(
             content=content,
             owner=owner,
         )
-        # The store renders what it rendered last time, yet the ConfigMap must change: the
-        # section was edited by hand (the rollout sync may have put it back first, or not).
+        # The store renders what it rendered last time, yet the ConfigMap must change (``None``
+        # means nothing to write): the section was edited by hand (the rollout sync may have
+        # put it back first, or not).
         before = ((current or {}).get("data") or {}).get(where.key)
         now = ((new or {}).get("data") or {}).get(where.key)
-        drifted[:] = [before is not None and now != before
+        drifted[:] = [new is not None and before is not None and now != before
                       and _rendered.get(store.uid) == (where, content)]  # fmt: skip
         return new
 
