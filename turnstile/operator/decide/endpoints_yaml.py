@@ -46,18 +46,12 @@ def load(text: str | None) -> CommentedMap:
         data = _yaml().load(text)
     except YAMLError as exc:
         mark = exc.problem_mark if isinstance(exc, MarkedYAMLError) else None
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EndpointsYamlError(
-            f"the existing endpoints.yml is not valid YAML{where}; fix or remove it so Turnstile "
-            "can merge its section without losing yours",
-            detail=f"not valid YAML{where}",
-        ) from None
+        raise EndpointsYamlError.not_yaml(None if mark is None else mark.line + 1) from None
     if data is None:
         return CommentedMap()
     if not isinstance(data, CommentedMap):
         plain = next((t for t in (list, str, bool, int, float) if isinstance(data, t)), None)
-        what = f"a {(plain or type(data)).__name__}, not a mapping of sections"
-        raise EndpointsYamlError(f"the existing endpoints.yml is {what}", detail=what)
+        raise EndpointsYamlError.not_mapping((plain or type(data)).__name__)
     return data
 
 

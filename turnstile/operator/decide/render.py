@@ -196,17 +196,11 @@ def load_endpoints(text: str | None) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EndpointsYamlError(
-            f"the existing endpoints.yml is not valid YAML{where}; fix or remove it so Turnstile "
-            "can merge its section without losing yours",
-            detail=f"not valid YAML{where}",
-        ) from None
+        raise EndpointsYamlError.not_yaml(None if mark is None else mark.line + 1) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        what = f"a {type(data).__name__}, not a mapping of sections"
-        raise EndpointsYamlError(f"the existing endpoints.yml is {what}", detail=what)
+        raise EndpointsYamlError.not_mapping(type(data).__name__)
     return data
 
 

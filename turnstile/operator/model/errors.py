@@ -80,6 +80,22 @@ class EndpointsYamlError(OperatorError):
         #: What is wrong with the file, without advice (``not valid YAML at line 3``).
         self.detail = detail or message
 
+    @classmethod
+    def not_yaml(cls, line: int | None) -> EndpointsYamlError:
+        """The file does not parse (``line`` 1-based, when the parser knows it)."""
+        where = f" at line {line}" if line is not None else ""
+        return cls(
+            f"the existing endpoints.yml is not valid YAML{where}; fix or remove it so Turnstile "
+            "can merge its section without losing yours",
+            detail=f"not valid YAML{where}",
+        )
+
+    @classmethod
+    def not_mapping(cls, found: str) -> EndpointsYamlError:
+        """The file parses to ``found`` (a type name) instead of a mapping of sections."""
+        what = f"a {found}, not a mapping of sections"
+        return cls(f"the existing endpoints.yml is {what}", detail=what)
+
 
 class KubeError(OperatorError):
     """The Kubernetes API refused or failed a call (after retries)."""
