@@ -264,7 +264,9 @@ async def _check_sections(
             failed += 1
             out.write(f"{name}: FAIL InvalidSettings: {exc}\n")
             continue
-        report = await probe(settings, timeout=timeout)
+        # Turnstile's own stores are exercised (their scripts and keys); Rasa's are pinged.
+        exercised = name if kind.startswith("turnstile.") else None
+        report = await probe(settings, timeout=timeout, store=exercised)  # type: ignore[arg-type]
         if report.ok:
             out.write(
                 f"{name}: OK {report.mode} {settings.where} in {report.latency_ms:.1f} ms: "
@@ -275,6 +277,8 @@ async def _check_sections(
         else:
             failed += 1
             out.write(f"{name}: FAIL {report.reason}: {report.message}\n")
+            if acl is not None and report.reason == "MissingPermission":  # name all of it
+                await _check_acl(name, settings, report.master, acl, out)
     if not checked:
         raise _UsageError("the file declares no Redis lock_store or timer_store")
     return EXIT_FAILED if failed else EXIT_OK

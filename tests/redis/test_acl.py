@@ -139,10 +139,17 @@ def test_turnstile_check_acl_names_the_missing_command_and_pattern(
         f"  host: {redis_server.host}\n  port: {redis_server.port}\n  db: 0\n"
         f"  username: {user}t\n  password: ${{BOT_REDIS_PASSWORD}}\n  key_prefix: bot\n"
     )
+    # The check runs the store's operations, so the missing BLPOP shows without --acl (the
+    # waiter's wake-up is what Redis refused), and the timer user passes.
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"lock_store: FAIL MissingPermission: Redis ({redis_server.host}:"
+            f"{redis_server.port}/0) refused ticket wait to ACL user '{user}': NOPERM") in out
+    assert "'blpop'" in out, out
+    assert "timer_store: OK standard" in out and "timer scripts" in out
     # The store's own user may not run ACL DRYRUN: the check says so and how to proceed.
     assert main(["check", "--acl", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "lock_store: OK standard" in out
     assert "may not run ACL DRYRUN" in out and "--acl-admin-user" in out
     # With a user that may (the open default user here), the missing permission is named.
     assert main(["check", "--acl", "--acl-admin-user", "default",

@@ -146,7 +146,7 @@ def test_missing_secret_and_key_are_named_without_values() -> None:
 
 def test_secret_values_never_reach_status_events_or_repr() -> None:
     credentials = resolve(_pw_store(), {"auth": {"password": _b64(PASSWORD + "\n")}})
-    assert credentials.password == PASSWORD
+    assert credentials.password == PASSWORD + "\n"  # the bytes a pod's env var holds
     assert PASSWORD not in repr(credentials)
     leaked = f"ERR AUTH {PASSWORD} failed"
     down = cond.Condition(cond.CONNECTED, cond.FALSE, "AuthenticationFailed",

@@ -157,7 +157,7 @@ def test_sentinel_secret_is_resolved_opted_in_and_redacted() -> None:
     with pytest.raises(SecretError, match="sentinel-auth"):
         resolve(store, {"sentinel-auth": None})
     credentials = resolve(store, {"sentinel-auth": {"pw": _b64(SENTINEL_PW + "\n")}})
-    assert credentials.sentinel_password == SENTINEL_PW
+    assert credentials.sentinel_password == SENTINEL_PW + "\n"  # exactly what pods get
     assert SENTINEL_PW not in repr(credentials)
     assert redact(f"AUTH {SENTINEL_PW} refused", credentials) == "AUTH <redacted> refused"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from turnstile.operator.decide.credentials import Credentials, redact
 from turnstile.operator.model.specs import StoreSpec
+from turnstile.stores.acl import Store
 from turnstile.stores.config import RedisSettings, parse_address
 from turnstile.stores.probe import ProbeReport, probe
 
@@ -61,6 +62,13 @@ def settings_for(
     )
 
 
+def _exercised(store: StoreSpec) -> Store | None:
+    """Which store's operations the probe runs: Turnstile's own; Rasa's stores are pinged."""
+    if store.implementation != "turnstile":
+        return None
+    return "lock_store" if store.info.section == "lock_store" else "timer_store"
+
+
 def _write(path: Path, blob: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -95,7 +103,8 @@ async def check(store: StoreSpec, credentials: Credentials, *, timeout: float) -
 
 async def _check(store: StoreSpec, credentials: Credentials, *, timeout: float) -> ProbeReport:
     if not store.redis.tls.enabled:
-        report = await probe(settings_for(store, credentials), timeout=timeout)
+        report = await probe(settings_for(store, credentials), timeout=timeout,
+                             store=_exercised(store))
     else:
         with tempfile.TemporaryDirectory(prefix="turnstile-tls-") as raw_dir:
             tls_dir = Path(raw_dir)
@@ -107,5 +116,5 @@ async def _check(store: StoreSpec, credentials: Credentials, *, timeout: float) 
                 if blob is not None:
                     _write(tls_dir / name, blob)
             settings = settings_for(store, credentials, tls_dir=tls_dir)
-            report = await probe(settings, timeout=timeout)
+            report = await probe(settings, timeout=timeout, store=_exercised(store))
     return replace(report, message=redact(report.message, credentials))

@@ -10,6 +10,7 @@ The tree::
      ├── ConfigurationError          a store's settings are wrong (names the key, the bad value
      │                               and what is accepted); raised at construction
      ├── StoreUnavailableError       Redis did not answer within the retry budget
+     │    └── PermissionDeniedError  Redis refused a command or key to the ACL user (NOPERM)
      └── LockError
           └── LockTimeoutError       the lock was not acquired within ``wait_time``
 """
@@ -35,6 +36,11 @@ class ConfigurationError(TurnstileError, ValueError):
 
 class StoreUnavailableError(TurnstileError, ConnectionError):
     """Redis could not be reached, or kept failing, for longer than the retry budget."""
+
+
+class PermissionDeniedError(StoreUnavailableError):
+    """Redis answered ``NOPERM``: the ACL user may not run a command the store needs, or not on
+    the store's keys. Retrying cannot help; the message names what Redis refused."""
 
 
 class LockError(TurnstileError):

@@ -14,6 +14,19 @@ and imports nothing but redis-py:
   can still elect a new one, and the master they name answers ``PING`` through
   :class:`~turnstile.stores._redis.connection.RedisConnection` (the same path a store takes).
 
+With ``store`` (``lock_store`` or ``timer_store``) the probe then does what a bot will do: it runs
+the store's own operations once on a key of its own (``turnstile-probe-<random>``), so an ACL user
+that may PING but not run the store's scripts, or not on the store's keys, fails here with
+``MissingPermission`` naming what Redis refused, not at a bot's first message:
+
+* ``lock_store``: a lock cycle with a second message waiting behind it (ISSUE, the waiter's
+  wake-up BLPOP, RELEASE, CHECK);
+* ``timer_store``: a timer written and deleted, and one poll of every bucket that can claim
+  nothing (its cutoff is 1970), so no bot's timer is touched.
+
+If the user may also run ``ACL DRYRUN`` on itself, every command of the store's rule is checked
+too (``turnstile.stores.acl``) and each missing one is named.
+
 A probe never raises for a Redis problem: it returns a :class:`ProbeReport` with ``ok=False``,
 a short ``reason`` (a CamelCase word the operator uses as a condition reason) and a
 ``message`` a person can act on. Messages never contain a password.
@@ -23,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -31,14 +45,29 @@ from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
+from turnstile.stores._redis.causes import describe
 from turnstile.stores._redis.connection import FATAL, NO_RETRY, RedisConnection, close_client
 from turnstile.stores._redis.multiplexed import tls_failure
+from turnstile.stores.acl import Store, missing_permissions
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.errors import ConfigurationError, StoreUnavailableError, TurnstileError
+from turnstile.stores.errors import (
+    ConfigurationError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+    TurnstileError,
+)
+from turnstile.stores.locks.redis import RedisTicketLockStore
+from turnstile.stores.timers.api import TimerSettings
+from turnstile.stores.timers.redis import RedisTimerStore
 
 __all__ = ["CLUSTER_SLOTS", "ProbeReport", "probe"]
 
 CLUSTER_SLOTS: Final = REDIS_CLUSTER_HASH_SLOTS
+#: A plain Redis waits for a newline that a TLS handshake never sends: it looks like silence.
+_TLS_SILENCE: Final = (
+    "; with use_ssl on, a Redis that does not speak TLS on this port never answers the TLS "
+    "handshake: check use_ssl and the port"
+)
 #: How long one probe may take by default; a probe is a check, not a store operation.
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -69,8 +98,10 @@ async def probe(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     client_name: str = "turnstile-probe",
+    store: Store | None = None,
 ) -> ProbeReport:
-    """Connect as a store would and prove the declared mode works (see the module doc)."""
+    """Connect as a store would and prove the declared mode works, and with ``store`` that the
+    store's own operations run (see the module doc)."""
     budget = max(timeout, 0.1)
     settings = replace(
         settings,
@@ -85,6 +116,10 @@ async def probe(
             mode, _probe_standard
         )
         report = await asyncio.wait_for(checker(connection), timeout=budget)
+        if store is not None:
+            left = max(budget - (time.perf_counter() - started), 0.1)
+            done = await asyncio.wait_for(_exercise(settings, store, connection), timeout=left)
+            report = replace(report, message=f"{report.message}; {done}")
     except _ProbeFailed as failed:
         return ProbeReport(ok=False, mode=mode, message=failed.message, reason=failed.reason)
     except (TimeoutError, asyncio.TimeoutError):
@@ -92,10 +127,13 @@ async def probe(
             ok=False,
             mode=mode,
             reason="Unreachable",
-            message=f"Redis ({settings.where}) did not answer within {budget:g}s",
+            message=f"Redis ({settings.where}) did not answer within {budget:g}s"
+            + (_TLS_SILENCE if settings.use_ssl else ""),
         )
     except ConfigurationError as exc:
         return ProbeReport(ok=False, mode=mode, reason="InvalidSettings", message=str(exc))
+    except PermissionDeniedError as exc:
+        return ProbeReport(ok=False, mode=mode, reason="MissingPermission", message=str(exc))
     except StoreUnavailableError as exc:
         text = str(exc)
         reason = (
@@ -279,7 +317,7 @@ async def _probe_sentinel(connection: RedisConnection) -> ProbeReport:
             if tls_failure(exc) is not None:
                 errors.append(f"{host}:{port}: TLS certificate refused: {tls_failure(exc)}")
             else:
-                errors.append(f"{host}:{port}: {type(exc).__name__}")
+                errors.append(f"{host}:{port}: {describe(exc, host=host)}")
     if not answers and refused:
         raise _ProbeFailed(
             "AuthenticationFailed",
@@ -320,3 +358,95 @@ async def _probe_sentinel(connection: RedisConnection) -> ProbeReport:
             f"sentinel(s) agree a failover has quorum; {replicas} healthy replica(s){note}"
         ),
     )
+
+
+# ---- the store's own operations --------------------------------------------------------------
+
+#: How many times the probe looks whether its second message has drawn its ticket (10 ms apart).
+_DRAW_CHECKS: Final = 50
+
+
+async def _exercise(settings: RedisSettings, store: Store, connection: RedisConnection) -> str:
+    """Run ``store``'s operations once (see the module doc); what ran, as a phrase."""
+    probe_id = f"turnstile-probe-{uuid.uuid4().hex[:12]}"
+    if store == "lock_store":
+        done = await _lock_cycle(settings, probe_id)
+    else:
+        done = await _timer_cycle(settings, probe_id)
+    missing = await _dryrun(settings, store, connection)
+    if missing:
+        raise PermissionDeniedError(
+            f"Redis ({settings.where}): {done}, but ACL DRYRUN finds more the store will need: "
+            + "; ".join(missing)
+        )
+    return done
+
+
+async def _lock_cycle(settings: RedisSettings, probe_id: str) -> str:
+    locks = RedisTicketLockStore(settings, lock_lifetime=10.0, wait_connections=1)
+    waiter: asyncio.Future[None] | None = None
+    try:
+        async with locks.lock(probe_id):
+            waiter = asyncio.ensure_future(_hold_once(locks, probe_id))
+            for _ in range(_DRAW_CHECKS):  # let it draw, so it waits on the wake-up list
+                lock = await locks.get_lock(probe_id)
+                if waiter.done() or (lock is not None and len(lock.tickets) > 1):
+                    break
+                await asyncio.sleep(0.01)
+        await waiter
+    finally:
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        if waiter is not None:  # the holder's error is the one to report; the waiter's is seen
+            await asyncio.gather(waiter, return_exceptions=True)
+        await locks.close()
+    return "a lock cycle with a waiter ran (the lock scripts and BLPOP)"
+
+
+async def _hold_once(locks: RedisTicketLockStore, probe_id: str) -> None:
+    async with locks.lock(probe_id):
+        pass
+
+
+async def _timer_cycle(settings: RedisSettings, probe_id: str) -> str:
+    timers = RedisTimerStore(TimerSettings(redis=settings), client_name="turnstile-probe",
+                             fallback=False)
+    try:
+        far = time.time() + 86_400.0
+        await timers.store_timer(probe_id, None, far)
+        await timers.delete_timer(probe_id, only_if_scheduled_time=far)
+        await timers.claim_due(0.0, 1)  # nothing is due before 1970: claims nothing
+    finally:
+        await timers.aclose()
+    return "a timer was written and deleted and every bucket polled (the timer scripts)"
+
+
+async def _dryrun(settings: RedisSettings, store: Store, connection: RedisConnection) -> list[str]:
+    """What ``ACL DRYRUN`` finds missing for the store's own user; [] if it may not ask."""
+
+    user = settings.username or "default"
+
+    async def ask(client: Any) -> list[str]:
+        if isinstance(client, RedisCluster):  # ACL is per node; the rule is the same on all
+            client = _OneNode(client)
+        try:  # may this user ask at all (Redis 7+, and a rule that allows ACL DRYRUN)?
+            await client.execute_command("ACL", "DRYRUN", user, "PING")
+        except rex.ResponseError:  # NOPERM, or an older Redis: the operations above tell
+            return []
+        return await missing_permissions(
+            client, user, store, settings.key_prefix,
+            cluster=settings.deployment_mode == "cluster",
+        )
+
+    return await connection.run(ask, what="ACL DRYRUN")
+
+
+class _OneNode:
+    """A Cluster client's ``execute_command`` sent to one primary (keyless admin commands)."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self._cluster = cluster
+        self._node = cluster.get_default_node()
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await self._cluster.execute_command(*args, target_nodes=self._node)

@@ -26,7 +26,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from turnstile.operator.model.errors import SecretError, SecretNotOptedInError
+from turnstile.operator.model.errors import SecretError, SecretNotOptedInError, SecretValueError
 from turnstile.operator.model.kinds import OPT_IN_LABEL, OPT_IN_VALUE
 from turnstile.operator.model.specs import SecretKeyRef, StoreSpec
 
@@ -78,6 +78,8 @@ class Credentials:
     def values(self) -> list[str]:
         """Every secret value as text, for :func:`redact`."""
         found = [v for v in (self.password, self.sentinel_password) if v]
+        # A value with a trailing newline is still redacted where it appears without it.
+        found += [v.strip() for v in found if v.strip() and v.strip() != v]
         for blob in (self.key_pem,):
             if blob:
                 found.append(blob.decode(errors="replace").strip())
@@ -141,17 +143,68 @@ def _value(
         ) from None
 
 
+def _password(
+    secrets: Mapping[str, SecretData | None], ref: SecretKeyRef, *, what: str, env: str
+) -> str:
+    """The password exactly as a bot pod gets it: the Secret's bytes, nothing stripped.
+
+    A pod's env var from a Secret holds every byte, a trailing newline too, and Rasa puts it
+    into ``${VAR}`` as is; probing with anything else could pass where the bots fail.
+    """
+    raw = _value(secrets, ref, what=what)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretValueError(
+            f"Secret {ref.name!r} key {ref.key!r} ({what}) is not UTF-8 text: a bot gets it "
+            f"through the env var {env}, and Redis clients send passwords as UTF-8"
+        ) from None
+    if breaks_rasa_expansion(text, env):
+        raise SecretValueError(
+            f"Secret {ref.name!r} key {ref.key!r} ({what}): Rasa cannot load this password "
+            f"through ${{{env}}}: its endpoints.yml loader refuses a value in which a word "
+            f"(split at whitespace) starts with '$' and is part of the reference itself, "
+            f"such as a lone '$' or '${{'; bots would fail at start. Change the password"
+        )
+    return text
+
+
+def breaks_rasa_expansion(value: str, env: str) -> bool:
+    """Whether Rasa's ``${VAR}`` expansion refuses ``value`` put into ``${env}``.
+
+    Rasa (3.6 and Pro 3.x, ``env_var_constructor``) expands the scalar with
+    ``os.path.expandvars`` and raises when a whitespace-separated word of the result starts
+    with ``$`` and occurs in the unexpanded text.
+    """
+    reference = "${" + env + "}"
+    return any(word.startswith("$") and word in reference for word in value.split())
+
+
+def auth_hint(credentials: Credentials | None) -> str:
+    """A hint to add to a refused AUTH when a password looks like a copy slip (never the value)."""
+    if credentials is None:
+        return ""
+    for name, value in (("password", credentials.password),
+                        ("sentinel password", credentials.sentinel_password)):
+        if value and value != value.strip():
+            return (f"; note: the {name} Secret's value begins or ends with whitespace or a "
+                    f"newline, which bots receive too (was it made with `echo` without -n?)")
+    return ""
+
+
 def resolve(spec: StoreSpec, secrets: Mapping[str, SecretData | None]) -> Credentials:
     """The store's credentials from the data of the Secrets it names (see the module doc)."""
     redis = spec.redis
     password: str | None = None
     if redis.password is not None:
-        raw = _value(secrets, redis.password, what="spec.redis.passwordSecretRef")
-        password = raw.decode(errors="replace").rstrip("\r\n")
+        password = _password(secrets, redis.password, what="spec.redis.passwordSecretRef",
+                             env=spec.info.password_env)
     sentinel_password: str | None = None
     if redis.sentinel.password is not None:
-        raw = _value(secrets, redis.sentinel.password, what="spec.redis.sentinel.passwordSecretRef")
-        sentinel_password = raw.decode(errors="replace").rstrip("\r\n")
+        sentinel_password = _password(
+            secrets, redis.sentinel.password, what="spec.redis.sentinel.passwordSecretRef",
+            env=spec.info.sentinel_password_env,
+        )
     ca = cert = key = None
     if redis.tls.enabled and redis.tls.ca is not None:
         ca = _value(secrets, redis.tls.ca, what="spec.redis.tls.caSecretRef")

@@ -44,6 +44,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
@@ -56,6 +57,7 @@ from turnstile.operator.decide.configmaps import Owner, is_owned, with_section, 
 from turnstile.operator.decide.credentials import (
     Credentials,
     SecretObject,
+    auth_hint,
     redact,
     refuse_unmarked,
     resolve,
@@ -332,6 +334,8 @@ async def _connect(store: StoreSpec) -> tuple[cond.Condition, Any, Credentials |
     except OperatorError as exc:
         return cond.Condition(cond.CONNECTED, cond.FALSE, exc.reason, exc.message), None, None
     report = await check(store, credentials, timeout=CONFIG.probe_timeout)
+    if report.reason == "AuthenticationFailed":
+        report = replace(report, message=report.message + auth_hint(credentials))
     return cond.connected(report), report, credentials
 
 

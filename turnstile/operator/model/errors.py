@@ -11,7 +11,8 @@ The tree::
     OperatorError                       reason: InternalError
      ├── SpecError                      InvalidSpec: a spec the schema should have refused
      ├── SecretError                    SecretNotFound / SecretKeyNotFound
-     │    └── SecretNotOptedInError     SecretNotOptedIn: the Secret lacks the label
+     │    ├── SecretNotOptedInError     SecretNotOptedIn: the Secret lacks the label
+     │    └── SecretValueError          SecretValueUnusable: not UTF-8, or mangled by Rasa's ${VAR}
      │                                  turnstile.dev/store-secret=true (never read further)
      ├── ConflictError                  ConfigMapConflict: two stores of one kind, one ConfigMap
      ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
@@ -56,6 +57,12 @@ class SecretError(OperatorError):
         super().__init__(message)
         if missing_key:
             self.reason = "SecretKeyNotFound"
+
+
+class SecretValueError(SecretError):
+    """A referenced Secret's value cannot work in a bot (not UTF-8, or mangled by Rasa)."""
+
+    reason = "SecretValueUnusable"
 
 
 class SecretNotOptedInError(SecretError):

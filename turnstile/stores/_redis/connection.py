@@ -47,6 +47,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from turnstile.stores._redis.causes import describe, permission_denied
 from turnstile.stores._redis.credentials import credential_provider
 from turnstile.stores._redis.multiplexed import (
     MultiplexedConnection,
@@ -56,7 +57,7 @@ from turnstile.stores._redis.multiplexed import (
 )
 from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.errors import StoreUnavailableError, TurnstileError
+from turnstile.stores.errors import PermissionDeniedError, StoreUnavailableError, TurnstileError
 
 logger = logging.getLogger(__name__)
 
@@ -279,10 +280,10 @@ class RedisConnection:
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailableError(
                         f"Redis ({self.settings.where}) did not complete {what} within "
-                        f"{self.settings.failover_timeout:g}s: {type(exc).__name__}"
+                        f"{self.settings.failover_timeout:g}s: {self.cause(exc)}"
                     ) from exc
                 if attempt == 1:
-                    logger.info("Redis %s failed (%s); retrying", what, type(exc).__name__)
+                    logger.info("Redis %s failed (%s); retrying", what, self.cause(exc))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, _BACKOFF_CAP)
             try:
@@ -311,14 +312,26 @@ class RedisConnection:
                 f"for {what}: check sentinel_username/sentinel_password (sentinel_password is "
                 f"{given}; the sentinels' requirepass or ACL user, apart from password)"
             )
+        denied = permission_denied(exc)
+        if denied is not None:
+            user = self.settings.username or "default"
+            return PermissionDeniedError(
+                f"Redis ({self.settings.where}) refused {what} to ACL user {user!r}: {denied}; "
+                f"grant the store's ACL rule (docs/managed-redis.md; `turnstile check --acl` "
+                f"lists what is missing)"
+            )
         if isinstance(exc, FATAL):
             return StoreUnavailableError(
                 f"Redis ({self.settings.where}) refused the credentials for {what}: "
-                f"{type(exc).__name__}"
+                f"{type(exc).__name__}: {exc}"
             )
         return TurnstileError(
-            f"Redis ({self.settings.where}) failed {what}: {type(exc).__name__}: {exc}"
+            f"Redis ({self.settings.where}) failed {what}: {self.cause(exc)}"
         )
+
+    def cause(self, exc: BaseException) -> str:
+        """A readable cause of ``exc`` for this store's settings (``causes.describe``)."""
+        return describe(exc, host=self.settings.host, use_ssl=self.settings.use_ssl)
 
     async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a Lua script with retries; the script must be idempotent (see the module doc).

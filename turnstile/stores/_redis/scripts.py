@@ -7,6 +7,7 @@ Both stores define their scripts as :class:`LuaScript` values (``locks.lua``, ``
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,15 @@ from typing import Any
 from redis import exceptions as rex
 
 from turnstile.stores._redis.multiplexed import MultiplexedConnection
+
+#: Every script made, by SHA1, so an error naming a script (``ACL`` refusals do) can be read.
+_BY_SHA: dict[str, LuaScript] = {}
+_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+
+
+def script_by_sha(sha: str) -> LuaScript | None:
+    """The script with this SHA1, if this process made it."""
+    return _BY_SHA.get(sha)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,13 @@ class LuaScript:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        _BY_SHA[self.sha] = self
+
+    def commands_at(self, line: int) -> list[str]:
+        """The Redis commands the script calls on ``line`` (1-based, as Redis counts)."""
+        lines = self.source.splitlines()
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        return list(dict.fromkeys(name.upper() for name in _CALL.findall(text)))
 
     async def run_on(
         self, conn: MultiplexedConnection, keys: Sequence[str], args: Sequence[Any]

@@ -83,7 +83,11 @@ def _num(value: float) -> str:
 
 
 class RedisTimerStore(BaseTimerStore):
-    """Timers in Redis (standard, cluster or sentinel), with an in-memory fallback."""
+    """Timers in Redis (standard, cluster or sentinel), with an in-memory fallback.
+
+    ``fallback=False`` turns the fallback off: an operation that still fails after its retries
+    raises :class:`~turnstile.stores.errors.StoreUnavailableError` (the probe uses it).
+    """
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class RedisTimerStore(BaseTimerStore):
         clock: Clock = time.time,
         retry_interval: float = 1.0,
         client_name: str = "turnstile-timers",
+        fallback: bool = True,
     ) -> None:
         self.settings = settings or TimerSettings()
         redis = self.settings.redis
@@ -111,6 +116,7 @@ class RedisTimerStore(BaseTimerStore):
         self._clock = clock
         self._retry_interval = retry_interval
         self._journal: FallbackJournal | None = None
+        self._fallback = fallback
         self._recovery: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -142,6 +148,8 @@ class RedisTimerStore(BaseTimerStore):
         return len(self._journal) if self._journal is not None else 0
 
     def _fall_back(self, exc: BaseException) -> FallbackJournal:
+        if not self._fallback:
+            raise exc
         if self._journal is None:
             self._journal = FallbackJournal()
             logger.warning(
