@@ -441,6 +441,46 @@ def test_a_missing_secret_is_a_clear_condition_and_recovers(
     assert REDIS_PASSWORD not in operator.logs() and "wrong-password-value" not in operator.logs()
 
 
+def test_ready_means_a_bot_can_use_it_acl_and_secret_bytes(
+    operator: OperatorProcess, k: Cluster, redis_server: RedisServer
+) -> None:
+    """Ready only when the store's own operations run as the bots' ACL user, with the Secret's
+    bytes exactly as pods get them; a password Rasa cannot load is refused up front."""
+    from turnstile.stores.acl import acl_rule  # noqa: PLC0415
+
+    user, password = f"k8s{uuid.uuid4().hex[:8]}", "acl-k8s-pw"
+    # May PING (and name its connection) but not run the store's scripts: Ready before.
+    redis_server.execute("ACL", "SETUSER", user, "reset", "on", f">{password}", "resetkeys",
+                         "~*", "-@all", "+ping", "+client|setname")
+    k.apply(
+        k.secret("acl-auth", {"password": password}),
+        store("LockStore", "acl-locks", {"host": redis_server.host, "port": redis_server.port,
+                                         "db": 0, "keyPrefix": "bot", "username": user,
+                                         "passwordSecretRef": {"name": "acl-auth"}},
+              configMap={"name": "acl-bot"}),
+    )
+    c = k.wait_condition("lks", "acl-locks", "False", "MissingPermission", type_="Connected")
+    assert f"ACL user '{user}'" in c["message"] and "NOPERM" in c["message"], c["message"]
+    assert "'eval" in c["message"], c["message"]
+    assert k.condition("lks", "acl-locks")["status"] == "False"
+    # The documented rule makes it Ready on the next re-check.
+    redis_server.execute("ACL", "SETUSER", user, "reset", "on", f">{password}",
+                         *acl_rule("lock_store", "bot"))
+    c = k.wait_condition("lks", "acl-locks", "True", "Connected", type_="Connected")
+    assert "lock cycle with a waiter ran" in c["message"], c["message"]
+    k.wait_condition("lks", "acl-locks", "True")
+    # `echo pw | kubectl create secret ...`: pods get the newline, so the operator does too.
+    k.apply(k.secret("acl-auth", {"password": password + "\n"}))
+    c = k.wait_condition("lks", "acl-locks", "False", "AuthenticationFailed", type_="Connected")
+    assert "was it made with `echo` without -n?" in c["message"], c["message"]
+    # A password Rasa's ${VAR} expansion refuses would stop every bot at start.
+    k.apply(k.secret("acl-auth", {"password": "a $ b"}))
+    c = k.wait_condition("lks", "acl-locks", "False", "SecretValueUnusable", type_="Connected")
+    assert "${TURNSTILE_LOCK_STORE_PASSWORD}" in c["message"]
+    seen = json.dumps([k.get("lks", "acl-locks"), k.events("acl-locks")]) + operator.logs()
+    assert password not in seen and "a $ b" not in seen
+
+
 # -------------------------------------------------------------------------- lifecycle
 
 
