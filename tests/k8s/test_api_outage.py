@@ -5,7 +5,7 @@ its kube-apiserver, keeps it down for ``TURNSTILE_TEST_API_OUTAGE`` seconds (def
 kopf default retries ran out after about 40 s, which is what ended every re-check for good, so
 60 s proves the fix while the whole CI stays under its budget; set 300 for the issue's
 5 minutes), starts it again on the same port and etcd, and then kills Redis: every store must
-notice, and a spec change made after the outage must be rendered.
+notice, and a spec change made after the outage must be rendered within seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ pytestmark = pytest.mark.k8s
 
 OUTAGE = float(os.environ.get("TURNSTILE_TEST_API_OUTAGE", "60"))
 STORES = 3
+#: A change made after the outage is rendered within this (kopf retries once a second; the
+#: issue measured 15.6 s after a 20 s outage with kopf's default backoffs).
+RENDER_BOUND = 10.0
 NAMESPACE = "outage"
 
 
@@ -90,7 +93,7 @@ def test_rechecks_resume_after_an_api_outage(
         changed = time.monotonic()
         wait_for("the change made after the outage rendered",
                  lambda: (k.endpoints(f"{names[0]}-endpoints") or {}).get("lock_store", {})
-                 .get("key_prefix") == "after" or None, timeout=60)
+                 .get("key_prefix") == "after" or None, timeout=RENDER_BOUND)
         rendered = time.monotonic() - changed
         print(f"\noutage {OUTAGE:.0f} s: re-checks resumed {resumed:.1f} s after the API "
               f"was restarted; {STORES}/{STORES} stores saw Redis die within {noticed:.1f} s; "
