@@ -22,9 +22,9 @@ from tests.platform.control_plane import ControlPlane, _terminate
 from tests.platform.operator_process import OperatorProcess
 from tests.platform.redis_servers import RedisServer
 
-pytestmark = pytest.mark.k8s
-
 OUTAGE = float(os.environ.get("TURNSTILE_TEST_API_OUTAGE", "60"))
+#: The outage itself plus the bounded waits around it (the suite's default is 180 s).
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(int(OUTAGE) + 240)]
 STORES = 3
 #: A change made after the outage is rendered within this (kopf retries once a second; the
 #: issue measured 15.6 s after a 20 s outage with kopf's default backoffs).
