@@ -24,6 +24,7 @@ import pytest
 from tests.platform.redis_servers import RedisServer
 from tests.redis import test_locks
 from tests.redis.test_locks import StoreFactory, conversation, kwargs_for, wait_for_tickets
+from turnstile.stores.locks import inspect
 from turnstile.stores.locks.redis import RedisTicketLockStore, queue_key
 
 make_store = test_locks.make_store  # the same fixture: standalone, Cluster, Sentinel
@@ -200,3 +201,22 @@ async def test_the_lease_is_renewed_across_a_short_redis_stall(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_show_gives_a_holder_on_a_lease_its_deadline_and_rasas_tickets_their_lifetime(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(lock_lease=LEASE, lock_lifetime=LIFETIME)
+    cid, rasa_cid = conversation(), conversation()
+    async with store.lock(cid):
+        view = await inspect.show(store, cid)
+    holder = view.holder
+    assert holder is not None and holder.deadline is not None
+    assert 0 < holder.expires - view.now <= LEASE
+    assert LIFETIME - 5 < holder.deadline - view.now <= LIFETIME
+    assert view.as_dict()["holder"]["deadline_in"] == round(holder.deadline - view.now, 3)
+    # Rasa's synchronous issue_ticket has no holder to renew it: the whole lifetime, no lease.
+    await store.issue_ticket(rasa_cid)
+    [ticket] = (await inspect.show(store, rasa_cid)).tickets
+    assert ticket.deadline is None and ticket.expires - view.now > LIFETIME - 5
+    await store.delete_lock(rasa_cid)
