@@ -113,3 +113,28 @@ async def test_a_cancelled_holder_leaves_no_renewal_running() -> None:
     calls = store.calls
     await asyncio.sleep(LEASE)
     assert store.calls == calls
+
+
+async def test_each_holder_renews_a_third_of_a_lease_after_its_turn_and_short_ones_never() -> None:
+    loop = asyncio.get_running_loop()
+    first: dict[str, float] = {}
+    store = ScriptedStore(lambda n: renewed())
+    scripted = store._renew
+
+    async def renew(conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+        first.setdefault(conversation_id, loop.time() - start)
+        return await scripted(conversation_id, ticket_id, lease)
+
+    store._renew = renew  # type: ignore[method-assign]
+    start = loop.time()
+
+    async def hold(cid: str, enter: float, seconds: float) -> None:
+        await asyncio.sleep(enter)
+        async with store.lock(cid):
+            await asyncio.sleep(seconds)
+
+    await asyncio.gather(hold("a", 0, 0.1), hold("b", 0.05, 1.0), hold("c", 0.15, 0.15),
+                         hold("d", 0.3, 1.0))
+    assert set(first) == {"b", "d"}  # a and c left within a third of a lease
+    assert first["b"] == pytest.approx(0.05 + LEASE / 3, abs=0.01)
+    assert first["d"] == pytest.approx(0.3 + LEASE / 3, abs=0.01)

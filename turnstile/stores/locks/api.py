@@ -56,6 +56,7 @@ import math
 import os
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -280,6 +281,13 @@ class TicketLockStore(abc.ABC):
             default_lock_lifetime() if lock_lifetime is None else lock_lifetime
         )
         self.lock_lease = check_lease(lock_lease)
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LeaseKeeper] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: The last loop's keeper, looked up without a weak dictionary (the hot path).
+        self._last_keeper: tuple[weakref.ref[asyncio.AbstractEventLoop], _LeaseKeeper] | None = (
+            None
+        )
 
     def hold_lease(self, lifetime: float) -> float | None:
         """The lease a ticket held through ``lock()`` with this lifetime lives on, or None
@@ -288,6 +296,17 @@ class TicketLockStore(abc.ABC):
         if lease is None or lease >= lifetime or not self.renews_holders:
             return None
         return lease
+
+    def _lease_keeper(self, loop: asyncio.AbstractEventLoop, lease: float) -> _LeaseKeeper:
+        """The keeper of this store's holders on ``loop`` (one lease per store)."""
+        cached = self._last_keeper
+        if cached is not None and cached[0]() is loop:
+            return cached[1]
+        keeper = self._keepers.get(loop)
+        if keeper is None:
+            keeper = self._keepers[loop] = _LeaseKeeper(lease / _RENEWALS_PER_LEASE)
+        self._last_keeper = (weakref.ref(loop), keeper)
+        return keeper
 
     # -- primitives -----------------------------------------------------------------------
 
@@ -427,20 +446,61 @@ class LockContext:
         )
 
 
+class _LeaseKeeper:
+    """Starts the renewals of one store's holders on one loop, with one timer for all of them.
+
+    A holder is added at its turn and removed at its exit; the timer fires a third of a lease
+    after the turn of the oldest holder still in, starts the renewal of every holder that is
+    due, and is set again for the next one. Holders share the store's lease and come in turn
+    order, so the oldest is the first in the dict. A cycle therefore costs a dict insert and
+    delete, not a timer of its own; a timer is made at most once per third of a lease while
+    holders keep coming, and one left pending after the last holder left just finds nobody.
+    """
+
+    __slots__ = ("_interval", "_timer", "_waiting")
+
+    def __init__(self, interval: float) -> None:
+        # No reference to the loop (a store may cache its keeper): the timer runs on it.
+        self._interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: dict[_HolderLease, None] = {}
+
+    def add(self, lease: _HolderLease, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting[lease] = None
+        if self._timer is None:
+            self._timer = loop.call_at(lease.turn + self._interval, self._fire, loop)
+
+    def discard(self, lease: _HolderLease) -> None:
+        self._waiting.pop(lease, None)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._waiting:
+            lease = next(iter(self._waiting))
+            due = lease.turn + self._interval
+            if due > now:
+                self._timer = loop.call_at(due, self._fire, loop)
+                return
+            del self._waiting[lease]
+            lease.start()
+
+
 class _HolderLease:
     """Renews a held ticket's lease in the background while the ``async with`` body runs.
 
-    Nothing runs for a body shorter than a third of a lease: the first renewal is a timer
-    (``call_later``), cancelled on exit. The renewals then run in one task, every third of a
-    lease, until the store's reply says the deadline is reached; after that, one last renewal
-    just past the ticket's expiry finds it gone (the holder ran past ``lock_lifetime``). The
-    task checks ``_stopped`` after every await, so even a cancellation swallowed somewhere
-    (``wait_for`` on Python 3.10) cannot report a ticket its holder has already released.
+    Nothing runs for a body shorter than a third of a lease: the holder waits in its store's
+    :class:`_LeaseKeeper` and leaves it on exit. The renewals then run in one task, every third
+    of a lease, until the store's reply says the deadline is reached; after that, one last
+    renewal just past the ticket's expiry finds it gone (the holder ran past
+    ``lock_lifetime``). The task checks ``_stopped`` after every await, so even a cancellation
+    swallowed somewhere (``wait_for`` on Python 3.10) cannot report a ticket its holder has
+    already released.
     """
 
     __slots__ = (
-        "_deadline_reached", "_event", "_handle", "_lease", "_lifetime", "_loop", "_stopped",
-        "_task", "conversation_id", "expires_at", "lost", "number", "store", "ticket_id",
+        "_deadline_reached", "_event", "_keeper", "_lease", "_lifetime", "_loop", "_stopped",
+        "_task", "conversation_id", "expires_at", "lost", "number", "store", "ticket_id", "turn",
     )
 
     def __init__(  # noqa: PLR0917 - one private call site, in LockContext
@@ -459,17 +519,17 @@ class _HolderLease:
         self._lease = lease
         self._lifetime = lifetime
         self._loop = loop = asyncio.get_running_loop()
+        self.turn = loop.time()
         #: ``loop.time()`` by which the ticket expires unless renewed (a lower bound: the
         #: store set it when it answered, before this line ran).
-        self.expires_at = loop.time() + lease
+        self.expires_at = self.turn + lease
         self.lost = False
         self._event: asyncio.Event | None = None
         self._stopped = False
         self._deadline_reached = False
         self._task: asyncio.Task[None] | None = None
-        self._handle: asyncio.TimerHandle | None = loop.call_later(
-            lease / _RENEWALS_PER_LEASE, self._start
-        )
+        self._keeper = store._lease_keeper(loop, lease)
+        self._keeper.add(self, loop)
 
     @property
     def event(self) -> asyncio.Event:
@@ -479,20 +539,19 @@ class _HolderLease:
                 self._event.set()
         return self._event
 
-    def _start(self) -> None:
-        self._handle = None
+    def start(self) -> None:
+        """Start renewing (the keeper found the holder still in a third of a lease on)."""
         if not self._stopped:
             self._task = self._loop.create_task(self._keep())
             _BACKGROUND.add(self._task)
             self._task.add_done_callback(_renewal_done)
 
     def stop(self) -> None:
-        """Stop renewing (the holder is leaving); leaves no timer and no running task."""
+        """Stop renewing (the holder is leaving); leaves no running task."""
         self._stopped = True
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self._task is not None:
+        if self._task is None:
+            self._keeper.discard(self)
+        else:
             self._task.cancel()
 
     async def _keep(self) -> None:
