@@ -1,6 +1,6 @@
 """What the lock store's options cost on the lock cycle: each variant against its baseline.
 
-Run ``python -m bench.lock_costs`` (about 1 minute) or ``python -m bench.lock_costs --quick``
+Run ``python -m bench.lock_costs`` (about 2 minutes) or ``python -m bench.lock_costs --quick``
 (under 30 s). It starts its own redis-server through ``tests.platform.redis_servers``, prints the
 rates and ratios, and writes ``docs/bench-lock-costs.md``.
 
@@ -249,9 +249,9 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
         "## Uncontended lock cycle (empty body)",
         "Acquire + release of a free conversation, a fresh one per cycle. Scripts per cycle are "
         "Redis' own count (`INFO commandstats`, `eval` + `evalsha`): 2.00 is ISSUE + RELEASE. A "
-        "holder lease is given in the same ISSUE (one more hash field) and its first renewal is "
-        "a timer cancelled on exit, so a body shorter than a third of the lease costs no round "
-        "trip.",
+        "holder lease is given in the same ISSUE (one more hash field), and a holder waits for "
+        "its first renewal in a list walked by one timer per store and loop, which it leaves "
+        "on exit: a body shorter than a third of the lease costs no round trip.",
         markdown_table(
             ["variant", "1 task, cycles/s", "ratio", f"{CONCURRENCY} tasks, cycles/s", "ratio",
              "baseline", "scripts per cycle", "client CPU us per cycle", "CPU ratio"],
