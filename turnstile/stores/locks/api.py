@@ -35,8 +35,9 @@ expires one lease later, under a hard deadline of turn + ``lock_lifetime`` kept 
 and while the ``async with`` body runs a background renewal (:class:`_HolderLease`) extends it
 every third of a lease, never past the deadline. So a holder whose process dies is overtaken
 within about one lease, while a live holder keeps the lock for up to ``lock_lifetime``, Rasa's
-meaning unchanged. A body shorter than a third of a lease costs nothing more: the renewal is a
-timer that is cancelled before it fires. A renewal that finds the ticket gone or no longer at
+meaning unchanged. A body shorter than a third of a lease costs no round trip: its holder only
+waits in a list that one timer per store and loop walks (:class:`_LeaseKeeper`), and leaves it
+on exit. A renewal that finds the ticket gone or no longer at
 the head (the body ran past ``lock_lifetime``, the event loop was stalled for longer than the
 lease, someone released the ticket by hand) marks the ticket lost: ``HeldTicket.lost`` and
 ``HeldTicket.lost_event``, plus one warning naming the conversation and the fencing token. A
