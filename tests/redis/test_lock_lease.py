@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.redis_servers import RedisServer
+from tests.platform.redis_servers import RedisServer, SentinelGroup
 from tests.redis import test_locks
 from tests.redis.test_locks import StoreFactory, conversation, kwargs_for, wait_for_tickets
 from turnstile.stores.locks import inspect
@@ -120,7 +120,7 @@ async def test_a_live_holder_slower_than_its_lease_is_never_overtaken(
 async def test_a_holder_past_its_lifetime_is_overtaken_and_learns_it(
     make_store: StoreFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lifetime = 2.0
+    lifetime = 1.5
     holder_store = make_store(lock_lease=LEASE, lock_lifetime=lifetime)
     waiter_store = make_store(lock_lease=LEASE, lock_lifetime=LIFETIME)
     cid = conversation()
@@ -191,7 +191,7 @@ async def test_the_lease_is_renewed_across_a_short_redis_stall(
                 await asyncio.sleep(1.2)  # covers at least one renewal (every 0.67 s)
             finally:
                 os.kill(pid, signal.SIGCONT)
-            await asyncio.sleep(lease)  # past the lease the ticket had before the stall
+            await asyncio.sleep(1.0)  # past the expiry the ticket had before the stall
             assert not held.lost
             events.append("holder out")
         await asyncio.wait_for(task, timeout=10)
@@ -220,3 +220,40 @@ async def test_show_gives_a_holder_on_a_lease_its_deadline_and_rasas_tickets_the
     [ticket] = (await inspect.show(store, rasa_cid)).tickets
     assert ticket.deadline is None and ticket.expires - view.now > LIFETIME - 5
     await store.delete_lock(rasa_cid)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio_only  # the connection's failover path is the same on both loops
+async def test_the_lease_is_renewed_on_the_new_master_after_a_sentinel_failover(
+    fresh_redis_sentinel: SentinelGroup,
+) -> None:
+    """The master killed with -9 while a holder runs: the renewal rides the failover (the
+    connection retries and finds the new master) and lands before the replicated ticket's
+    lease runs out, so the holder keeps its lock and the waiter is not let in early."""
+    group = fresh_redis_sentinel
+    stores = [RedisTicketLockStore.from_kwargs(
+        kwargs_for(group, lock_lease=10, lock_lifetime=LIFETIME)) for _ in range(2)]
+    cid = conversation()
+    events: list[str] = []
+
+    async def waiter() -> None:
+        async with stores[1].lock(cid):
+            events.append("waiter in")
+
+    try:
+        async with stores[0].lock(cid) as held:
+            task = asyncio.create_task(waiter())
+            await wait_for_tickets(stores[0], cid, 2)
+            await asyncio.sleep(0.5)  # replicated
+            old = group.kill_master()
+            await asyncio.to_thread(group.wait_for_failover, old, 30.0)
+            before = (await stores[0].state(cid))[0][0].expires
+            await asyncio.sleep(10 / 3 + 0.5)  # one renewal on the new master
+            after = (await stores[0].state(cid))[0][0].expires
+            assert after > before and not held.lost
+            events.append("holder out")
+        await asyncio.wait_for(task, timeout=15)
+        assert events == ["holder out", "waiter in"]
+    finally:
+        for store in stores:
+            await store.close()
