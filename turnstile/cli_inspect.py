@@ -136,6 +136,8 @@ def _print_queue(view: QueueView, out: TextIO) -> None:
     rows = [["", "ticket", "drawn at", "expires in"]]
     for i, t in enumerate(view.tickets):
         role, what = ("holder", "lifetime") if i == 0 else (f"waiter {i}", "lease, renewed")
+        if t.deadline is not None:
+            what = f"lease, renewed up to {t.deadline - view.now:.1f}s"
         rows.append([role, str(t.number), _when(t.drawn_at),
                      f"{t.expires - view.now:.1f}s ({what})"])
     _table(rows, out)

@@ -158,7 +158,7 @@ TIMER_SCRIPTS = scripts_of(timer_lua)
 
 
 def test_the_scripts_are_found() -> None:
-    assert {"ISSUE", "CHECK", "RELEASE", "STATE", "SAVE", "DELETE"} <= set(LOCK_SCRIPTS)
+    assert {"ISSUE", "CHECK", "RENEW", "RELEASE", "STATE", "SAVE", "DELETE"} <= set(LOCK_SCRIPTS)
     assert len(TIMER_SCRIPTS) >= 7
 
 

@@ -11,7 +11,10 @@ Rasa builds it as ``TicketLockStore(endpoint_config=...)`` and uses it only as
 ``async with lock_store.lock(conversation_id)``. That method is the fast path: one round trip to
 draw a ticket, a wake-up instead of Rasa's one-second polling, one round trip to return it
 (``turnstile.stores.locks.redis``). Without an endpoint config the store keeps its locks in
-memory, like Rasa's default.
+memory, like Rasa's default. ``lock_lease`` (default 10 s, 0 = off) keeps a ticket held by
+``lock()`` on a renewed lease, so a pod killed mid-message frees the conversation within one lease
+while ``lock_lifetime`` stays the longest a message may hold it (``docs/locks.md``, "Holder
+leases"); the synchronous ``issue_ticket`` has no holder to renew it and keeps the lifetime.
 
 When Rasa is importable the class subclasses ``rasa.core.lock_store.LockStore``, yields Rasa's
 ``TicketLock`` and raises Rasa's ``LockError`` when the wait fails, so Rasa sees the contract it

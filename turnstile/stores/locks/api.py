@@ -28,6 +28,22 @@ lock, and counts from when the ticket reaches the head. While a ticket waits it 
 
 Tickets drawn without a waiter (``issue_ticket``, Rasa's own API) have no one to renew them and
 live for the whole lifetime from issue, as in Rasa.
+
+**Holder leases.** With ``lock_lease`` set (default ``DEFAULT_LOCK_LEASE``, 10 s; 0 turns it
+off), a ticket held through :meth:`TicketLockStore.lock` lives on a lease too: at its turn it
+expires one lease later, under a hard deadline of turn + ``lock_lifetime`` kept by the store,
+and while the ``async with`` body runs a background renewal (:class:`_HolderLease`) extends it
+every third of a lease, never past the deadline. So a holder whose process dies is overtaken
+within about one lease, while a live holder keeps the lock for up to ``lock_lifetime``, Rasa's
+meaning unchanged. A body shorter than a third of a lease costs no round trip: its holder only
+waits in a list that one timer per store and loop walks (:class:`_LeaseKeeper`), and leaves it
+on exit. A renewal that finds the ticket gone or no longer at
+the head (the body ran past ``lock_lifetime``, the event loop was stalled for longer than the
+lease, someone released the ticket by hand) marks the ticket lost: ``HeldTicket.lost`` and
+``HeldTicket.lost_event``, plus one warning naming the conversation and the fencing token. A
+Redis error during a renewal is retried until the lease would run out. Stores that cannot lose
+a holder without losing its process (the in-memory store) accept the option and keep the whole
+lifetime.
 """
 
 from __future__ import annotations
@@ -41,9 +57,10 @@ import math
 import os
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores.errors import ConfigurationError
@@ -58,6 +75,15 @@ LOCK_LIFETIME_ENV: Final = "TICKET_LOCK_LIFETIME"
 #: renews three times per lease, so a slow event loop loses nothing.
 WAITING_LEASE: Final = 10.0
 _RENEWALS_PER_LEASE: Final = 3
+#: Seconds a held ticket lives without its holder renewing it (``lock_lease``; 0 = off).
+DEFAULT_LOCK_LEASE: Final = 10.0
+#: The shortest lease accepted: its renewals run three times as often.
+MIN_LOCK_LEASE: Final = 0.5
+#: After a Redis error, a holder's renewal tries again after this, doubling up to a cap.
+_RENEW_RETRY_FIRST: Final = 0.05
+_RENEW_RETRY_CAP: Final = 1.0
+#: A holder whose lease reached its deadline asks once more this long after it expires.
+_EXPIRY_MARGIN: Final = 0.05
 
 
 def waiting_lease(lifetime: float) -> float:
@@ -91,6 +117,21 @@ def check_lifetime(value: float, *, key: str = "lock_lifetime") -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigurationError(key, value, "a number of seconds > 0")
     return float(value)
+
+
+#: What ``lock_lease`` accepts, as its errors say it.
+LEASE_ACCEPTED: Final = f"0 (off) or a number of seconds >= {MIN_LOCK_LEASE:g}"
+
+
+def check_lease(value: float | None, *, key: str = "lock_lease") -> float | None:
+    """A holder lease: 0 or None (off), else a finite number of seconds >= ``MIN_LOCK_LEASE``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(key, value, LEASE_ACCEPTED)
+    if not math.isfinite(value) or value < 0 or 0 < value < MIN_LOCK_LEASE:
+        raise ConfigurationError(key, value, LEASE_ACCEPTED)
+    return float(value) or None
 
 
 def new_ticket_id() -> str:
@@ -170,12 +211,26 @@ class HeldTicket:
     conversation_id: str
     ticket: Ticket
     ticket_id: str
+    #: The background renewal of a ticket held on a lease (None: held for the whole lifetime).
+    lease: _HolderLease | None = field(default=None, compare=False, repr=False)
 
     @property
     def fencing_token(self) -> int:
         """Grows with every ticket of the conversation; pass it to storage that can reject
         writes from a holder whose ticket expired and was overtaken."""
         return self.ticket.number
+
+    @property
+    def lost(self) -> bool:
+        """True once a renewal of the lease found the ticket gone or overtaken (the next
+        message may be running). A ticket held without a lease never learns it before release."""
+        return self.lease is not None and self.lease.lost
+
+    @property
+    def lost_event(self) -> asyncio.Event:
+        """Set when :attr:`lost` becomes true, for a body that wants to stop at once
+        (never set for a ticket held without a lease)."""
+        return asyncio.Event() if self.lease is None else self.lease.event
 
     def as_ticket_lock(self) -> TicketLock:
         """A ``TicketLock`` with this ticket at the head, for callers that expect Rasa's value."""
@@ -198,16 +253,61 @@ class Issued:
     ahead: int = 0
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """The reply to renewing a held ticket's lease."""
+
+    #: 0: still the head; -1: gone (expired, released, deleted); > 0: no longer the head.
+    position: int
+    #: Seconds until the ticket expires (after the renewal).
+    ttl: float
+    #: Seconds until its hard deadline (its expiry when it has none): renewals stop there.
+    deadline_ttl: float
+
+
 # ---- the API --------------------------------------------------------------------------------
 
 
 class TicketLockStore(abc.ABC):
     """An async ticket lock store (see the module doc). Subclasses provide the primitives."""
 
-    def __init__(self, *, lock_lifetime: float | None = None) -> None:
+    #: Whether a holder of this store can die while the store lives on (another process).
+    #: The in-memory store's holders die with it, so it keeps the whole lifetime instead.
+    renews_holders: ClassVar[bool] = True
+
+    def __init__(
+        self, *, lock_lifetime: float | None = None, lock_lease: float | None = DEFAULT_LOCK_LEASE
+    ) -> None:
         self.lock_lifetime = check_lifetime(
             default_lock_lifetime() if lock_lifetime is None else lock_lifetime
         )
+        self.lock_lease = check_lease(lock_lease)
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LeaseKeeper] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: The last loop's keeper, looked up without a weak dictionary (the hot path).
+        self._last_keeper: tuple[weakref.ref[asyncio.AbstractEventLoop], _LeaseKeeper] | None = (
+            None
+        )
+
+    def hold_lease(self, lifetime: float) -> float | None:
+        """The lease a ticket held through ``lock()`` with this lifetime lives on, or None
+        when it gets the whole lifetime (leases off, or not shorter than the lifetime)."""
+        lease = self.lock_lease
+        if lease is None or lease >= lifetime or not self.renews_holders:
+            return None
+        return lease
+
+    def _lease_keeper(self, loop: asyncio.AbstractEventLoop, lease: float) -> _LeaseKeeper:
+        """The keeper of this store's holders on ``loop`` (one lease per store)."""
+        cached = self._last_keeper
+        if cached is not None and cached[0]() is loop:
+            return cached[1]
+        keeper = self._keepers.get(loop)
+        if keeper is None:
+            keeper = self._keepers[loop] = _LeaseKeeper(lease / _RENEWALS_PER_LEASE)
+        self._last_keeper = (weakref.ref(loop), keeper)
+        return keeper
 
     # -- primitives -----------------------------------------------------------------------
 
@@ -224,6 +324,10 @@ class TicketLockStore(abc.ABC):
         """Renew the waiting ticket until it is at the head, then give it its lifetime and
         return it; raise LockError if it vanished meanwhile (deleted, or its lease ran out
         because this waiter stalled), LockTimeoutError at ``deadline`` (``loop.time()``)."""
+
+    @abc.abstractmethod
+    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+        """Extend a held ticket's expiry to ``now + lease``, never past its deadline."""
 
     @abc.abstractmethod
     async def _release(
@@ -289,7 +393,9 @@ class LockContext:
     generator-based context manager costs a generator and two extra frames per cycle.
     """
 
-    __slots__ = ("_budget", "_conversation_id", "_lifetime", "_number", "_store", "_ticket_id")
+    __slots__ = (
+        "_budget", "_conversation_id", "_lease", "_lifetime", "_number", "_store", "_ticket_id",
+    )
 
     def __init__(
         self, store: TicketLockStore, conversation_id: str, lifetime: float, budget: float
@@ -302,6 +408,7 @@ class LockContext:
         #: Known once the ticket is drawn; the release names it (the Redis store wakes the
         #: ticket behind through a list named after it).
         self._number: int | None = None
+        self._lease: _HolderLease | None = None
 
     async def __aenter__(self) -> HeldTicket:
         if self._ticket_id is not None:
@@ -322,13 +429,189 @@ class LockContext:
             # holder that overran its lifetime.
             await _finally_release(store, conversation_id, ticket_id, self._number, held=False)
             raise
-        return HeldTicket(conversation_id, ticket, ticket_id)
+        lease = store.hold_lease(self._lifetime)
+        if lease is None:
+            return HeldTicket(conversation_id, ticket, ticket_id)
+        self._lease = _HolderLease(store, conversation_id, ticket_id, ticket.number, lease,
+                                   self._lifetime)
+        return HeldTicket(conversation_id, ticket, ticket_id, self._lease)
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._ticket_id is not None
+        lease = self._lease
+        if lease is not None:
+            lease.stop()  # before the release, so no renewal can report the released ticket
         await _finally_release(
-            self._store, self._conversation_id, self._ticket_id, self._number, held=True,
-            lifetime=self._lifetime,
+            self._store, self._conversation_id, self._ticket_id, self._number,
+            held=lease is None or not lease.lost, lifetime=self._lifetime,
+        )
+
+
+class _LeaseKeeper:
+    """Starts the renewals of one store's holders on one loop, with one timer for all of them.
+
+    A holder is added at its turn and removed at its exit; the timer fires a third of a lease
+    after the turn of the oldest holder still in, starts the renewal of every holder that is
+    due, and is set again for the next one. Holders share the store's lease and come in turn
+    order, so the oldest is the first in the dict. A cycle therefore costs a dict insert and
+    delete, not a timer of its own; a timer is made at most once per third of a lease while
+    holders keep coming, and one left pending after the last holder left just finds nobody.
+    """
+
+    __slots__ = ("_interval", "_timer", "_waiting")
+
+    def __init__(self, interval: float) -> None:
+        # No reference to the loop (a store may cache its keeper): the timer runs on it.
+        self._interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: dict[_HolderLease, None] = {}
+
+    def add(self, lease: _HolderLease, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting[lease] = None
+        if self._timer is None:
+            self._timer = loop.call_at(lease.turn + self._interval, self._fire, loop)
+
+    def discard(self, lease: _HolderLease) -> None:
+        self._waiting.pop(lease, None)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        while self._waiting:
+            lease = next(iter(self._waiting))
+            due = lease.turn + self._interval
+            if due > now:
+                self._timer = loop.call_at(due, self._fire, loop)
+                return
+            del self._waiting[lease]
+            lease.start()
+
+
+class _HolderLease:
+    """Renews a held ticket's lease in the background while the ``async with`` body runs.
+
+    Nothing runs for a body shorter than a third of a lease: the holder waits in its store's
+    :class:`_LeaseKeeper` and leaves it on exit. The renewals then run in one task, every third
+    of a lease, until the store's reply says the deadline is reached; after that, one last
+    renewal just past the ticket's expiry finds it gone (the holder ran past
+    ``lock_lifetime``). The task checks ``_stopped`` after every await, so even a cancellation
+    swallowed somewhere (``wait_for`` on Python 3.10) cannot report a ticket its holder has
+    already released.
+    """
+
+    __slots__ = (
+        "_deadline_reached", "_event", "_keeper", "_lease", "_lifetime", "_loop", "_stopped",
+        "_task", "conversation_id", "expires_at", "lost", "number", "store", "ticket_id", "turn",
+    )
+
+    def __init__(  # noqa: PLR0917 - one private call site, in LockContext
+        self,
+        store: TicketLockStore,
+        conversation_id: str,
+        ticket_id: str,
+        number: int,
+        lease: float,
+        lifetime: float,
+    ) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.ticket_id = ticket_id
+        self.number = number
+        self._lease = lease
+        self._lifetime = lifetime
+        self._loop = loop = asyncio.get_running_loop()
+        self.turn = loop.time()
+        #: ``loop.time()`` by which the ticket expires unless renewed (a lower bound: the
+        #: store set it when it answered, before this line ran).
+        self.expires_at = self.turn + lease
+        self.lost = False
+        self._event: asyncio.Event | None = None
+        self._stopped = False
+        self._deadline_reached = False
+        self._task: asyncio.Task[None] | None = None
+        self._keeper = store._lease_keeper(loop, lease)
+        self._keeper.add(self, loop)
+
+    @property
+    def event(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self.lost:
+                self._event.set()
+        return self._event
+
+    def start(self) -> None:
+        """Start renewing (the keeper found the holder still in a third of a lease on)."""
+        if not self._stopped:
+            self._task = self._loop.create_task(self._keep())
+            _BACKGROUND.add(self._task)
+            self._task.add_done_callback(_renewal_done)
+
+    def stop(self) -> None:
+        """Stop renewing (the holder is leaving); leaves no running task."""
+        self._stopped = True
+        if self._task is None:
+            self._keeper.discard(self)
+        else:
+            self._task.cancel()
+
+    async def _keep(self) -> None:
+        loop = self._loop
+        next_at = loop.time()
+        retry = _RENEW_RETRY_FIRST
+        while not self._stopped and not self.lost:
+            await asyncio.sleep(max(next_at - loop.time(), 0.0))
+            if self._stopped:
+                return
+            sent = loop.time()
+            try:
+                renewal = await asyncio.wait_for(
+                    self.store._renew(self.conversation_id, self.ticket_id, self._lease),
+                    timeout=max(self.expires_at - sent, _RENEW_RETRY_FIRST),
+                )
+            except Exception as exc:  # Redis errors, and the timeout of this attempt
+                if self._stopped:
+                    return
+                if loop.time() >= self.expires_at:
+                    self._lose(f"its lease ({self._lease:g}s) could not be renewed in time "
+                               f"({type(exc).__name__}: {exc})")
+                    return
+                logger.debug("renewing the lease of conversation %r failed (%s); retrying",
+                             self.conversation_id, type(exc).__name__)
+                next_at = min(loop.time() + retry, self.expires_at)
+                retry = min(retry * 2, _RENEW_RETRY_CAP)
+                continue
+            if self._stopped:
+                return
+            retry = _RENEW_RETRY_FIRST
+            if renewal.position != 0:
+                self._lose(self._why_gone(renewal))
+                return
+            self.expires_at = sent + renewal.ttl
+            if renewal.ttl >= renewal.deadline_ttl:
+                # At the deadline: no renewal can help; ask once more after the expiry.
+                self._deadline_reached = True
+                next_at = loop.time() + renewal.ttl + _EXPIRY_MARGIN
+            else:
+                next_at = sent + self._lease / _RENEWALS_PER_LEASE
+
+    def _why_gone(self, renewal: Renewal) -> str:
+        if renewal.position > 0:
+            return "its ticket is no longer at the head of the queue (saved over by save_lock?)"
+        if self._deadline_reached:
+            return f"it ran past its lock_lifetime ({self._lifetime:g}s) and its ticket expired"
+        return ("its ticket was gone at a lease renewal (released by hand, deleted, or expired "
+                f"after the event loop or Redis stalled for longer than the {self._lease:g}s "
+                "lease)")
+
+    def _lose(self, reason: str) -> None:
+        self.lost = True
+        if self._event is not None:
+            self._event.set()
+        logger.warning(
+            "conversation %r lost its lock (ticket %d, the fencing token): %s; the next message "
+            "may be handled while this one still runs",
+            self.conversation_id, self.number, reason,
         )
 
 
@@ -376,10 +659,16 @@ async def _finally_release(
 
 
 #: Background releases, kept referenced until done (the loop holds tasks only weakly).
-_BACKGROUND: set[asyncio.Future[bool]] = set()
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 def _release_done(task: asyncio.Future[bool]) -> None:
     _BACKGROUND.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.warning("releasing a ticket failed", exc_info=task.exception())
+
+
+def _renewal_done(task: asyncio.Future[None]) -> None:
+    _BACKGROUND.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("renewing a lock lease failed", exc_info=task.exception())

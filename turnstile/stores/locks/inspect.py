@@ -11,9 +11,12 @@ a holder's own release does. Reading a queue purges its expired tickets, as ever
 ``list_conversations`` also needs SCAN, which that rule leaves out.
 
 A ticket's number is the Redis server clock in microseconds when it was drawn (or just above
-the number before it, ``locks.lua``), so ``drawn_at`` is when the ticket was issued; the store
-does not record when the head took its turn (its expiry is that moment plus the lifetime the
-holder asked for, ``lock_lifetime`` by default).
+the number before it, ``locks.lua``), so ``drawn_at`` is when the ticket was issued. A holder on
+a lease (``lock_lease``) has a ``deadline``, its turn plus its lifetime, and an expiry one lease
+ahead that its live holder keeps renewing: a holder whose expiry keeps falling towards 0 is dead
+and is overtaken when it gets there. A holder without a deadline holds for its whole lifetime;
+the store does not record when it took its turn (its expiry is that moment plus the lifetime
+the holder asked for, ``lock_lifetime`` by default).
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ _CLOCK_NUMBERS: Final = 1_000_000_000 * 1_000_000
 
 @dataclass(frozen=True)
 class TicketView:
-    """One live ticket: its number (the fencing token) and when it expires."""
+    """One live ticket: its number (the fencing token), when it expires and, for a holder on a
+    lease, its hard deadline."""
 
     number: int
     expires: float  # seconds since the epoch, Redis server clock
+    deadline: float | None = None  # likewise; None: no lease, it holds until ``expires``
 
     @property
     def drawn_at(self) -> float | None:
@@ -58,6 +63,8 @@ class TicketView:
             "expires": self.expires,
             "expires_in": round(self.expires - now, 3),
             "drawn_at": self.drawn_at,
+            "deadline": self.deadline,
+            "deadline_in": None if self.deadline is None else round(self.deadline - now, 3),
         }
 
 
@@ -125,9 +132,9 @@ async def server_time(store: RedisTicketLockStore) -> float:
 
 async def show(store: RedisTicketLockStore, conversation_id: str) -> QueueView:
     """One conversation's live tickets, without SCAN."""
-    lock = await store.get_lock(conversation_id)
+    state = await store.state(conversation_id)
     now = await server_time(store)
-    tickets = [] if lock is None else [TicketView(t.number, t.expires) for t in lock.tickets]
+    tickets = [TicketView(t.number, t.expires, deadline) for t, deadline in state]
     return QueueView(conversation_id, queue_key(conversation_id, store.settings.key_prefix),
                      now, tickets)
 

@@ -9,6 +9,8 @@ Valkey too), MemoryDB, Memorystore, Azure Cache, Valkey, Dragonfly (``docs/locks
     Q         HASH   "~"         -> last issued number
                      <ticket id> -> its number
                      "~"<id>     -> its expiry, ms since the epoch
+                     "~~"<id>    -> its hard deadline, ms since the epoch: only a holder on
+                                    a lease has one (turn + lifetime; RENEW never passes it)
     Q:d:<N>   LIST   "done" tokens of ticket number N: pushed by its RELEASE when a ticket is
                      behind it, BLPOP'ed by that ticket's waiter (the one directly behind N)
     Q:x       LIST   "ask again" tokens, one per waiter: pushed by DELETE and SAVE
@@ -40,6 +42,14 @@ turn); a ticket behind others lives on a short waiting lease that its waiter ren
 so a message waiting behind a dead holder never expires with it, and a dead waiter leaves the
 queue within one lease (``locks.api`` module doc).
 
+**Holder leases.** When the caller passes a *hold lease* (ISSUE's and CHECK's optional last
+ARGV, shorter than the lifetime), a ticket that reaches the head lives one hold lease instead of
+the whole lifetime, and gets a hard deadline (``"~~"<id>``: turn + lifetime). Its holder renews
+it with RENEW while it runs; RENEW sets the expiry to ``min(now + lease, deadline)``, so however
+often it runs, the ticket never outlives ``lifetime`` from its turn, and a holder that dies is
+overtaken within one lease. Tickets without a deadline (issued without a hold lease, such as
+Rasa's ``issue_ticket``, or before a lease existed) are never extended by RENEW.
+
 Numbers: a new ticket gets ``max(last number + 1, server clock in microseconds)``. The clock
 keeps numbers growing when ``Q`` is gone (all tickets returned or expired) and across a failover
 that lost the last writes (the new master issues seconds later; only clock skew between the
@@ -52,7 +62,9 @@ a repeated RELEASE finds its ticket gone and pushes nothing.
 
 Cost: the uncontended cycle (ISSUE on a free conversation, RELEASE of the only ticket) takes
 fast paths at the top of the scripts: four and three commands, no read of the queue, no
-helpers defined (``bench/locks.py`` measures Redis' time per cycle).
+helpers defined (``bench/locks.py`` measures Redis' time per cycle); a hold lease adds one
+field to ISSUE's HSET and nothing else. RENEW runs only for a holder still running a third of
+a lease after its turn (``bench/lock_costs.py`` counts renewals per second of hold).
 """
 
 from __future__ import annotations
@@ -73,8 +85,10 @@ local now_us = clock[1] * 1000000 + clock[2]
 """
 
 # Shared helpers of the slow paths. ``load`` purges expired tickets and returns the live ones
-# sorted by number, plus the last issued number; ``settle`` sets the key's expiry (or deletes
-# it); ``answer`` is a waiter's view: position, how long it may block, the ticket in front.
+# sorted by number (``{id, n, e, d}``, ``d`` the deadline of a holder on a lease or nil), plus
+# the last issued number; ``settle`` sets the key's expiry (or deletes it); ``answer`` is a
+# waiter's view: position, how long it may block, the ticket in front; ``take`` gives a ticket
+# at the head its turn: the lifetime, or one hold lease under a deadline.
 _HELPERS: Final = (
     f"local WAKE_TTL = {WAKE_TTL_MS}\n"
     + r"""
@@ -85,6 +99,11 @@ local function load()
     local f, v = flat[i], tonumber(flat[i + 1])
     if f == '~' then
       seq = v
+    elseif string.byte(f, 2) == 126 and string.byte(f, 1) == 126 then  -- "~~<id>"
+      local id = string.sub(f, 3)
+      local t = by_id[id]
+      if t == nil then t = {id = id}; by_id[id] = t end
+      t.d = v
     elseif string.byte(f, 1) == 126 then  -- "~<id>": the expiry
       local id = string.sub(f, 2)
       local t = by_id[id]
@@ -101,6 +120,7 @@ local function load()
     if t.n == nil or t.e == nil or t.e <= now then
       dead[#dead + 1] = id
       dead[#dead + 1] = '~' .. id
+      dead[#dead + 1] = '~~' .. id
     else
       live[#live + 1] = t
     end
@@ -136,6 +156,17 @@ local function answer(live, i)
   local ahead = live[i - 1]
   return i - 1, math.min(live[1].e, ahead.e) - now, ahead.n
 end
+
+local function take(t, lifetime, hold)
+  if hold == nil or hold >= lifetime then
+    t.e = now + lifetime
+    return false
+  end
+  -- A deadline already set means the turn was taken (a repeated CHECK): keep it.
+  if t.d == nil then t.d = now + lifetime end
+  t.e = math.min(now + hold, t.d)
+  return true
+end
 """
 )
 
@@ -152,7 +183,9 @@ end
 
 #: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms, ARGV[3] = waiting lease
 #: in ms (optional, default the lifetime): how long the ticket lives if it has to wait; its
-#: waiter renews it with CHECK. At the head it lives the lifetime.
+#: waiter renews it with CHECK. ARGV[4] = hold lease in ms (optional): at the head the ticket
+#: lives the lifetime, or, with a hold lease shorter than it, one hold lease under a deadline of
+#: now + lifetime (its holder renews it with RENEW).
 #: Returns {number, position (0 = head), ms the waiter may block (the sooner expiry of the head
 #: and of the ticket in front), expires ms since epoch, number of the ticket in front (0 at the
 #: head)}. Repeating it with the same id returns the same ticket.
@@ -160,12 +193,19 @@ ISSUE: Final = LuaScript(
     "ticket issue",
     r"""
 local Q = KEYS[1]
-local id, lifetime = ARGV[1], tonumber(ARGV[2])
+local id, lifetime, hold = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 """
     + _CLOCK
     + r"""
 if redis.call('EXISTS', Q) == 0 then
   -- The common case, a free conversation: no queue to read.
+  if hold ~= nil and hold < lifetime then
+    local expires = now + hold
+    redis.call('HSET', Q, '~', now_us, id, now_us, '~' .. id, expires, '~~' .. id,
+               now + lifetime)
+    redis.call('PEXPIRE', Q, hold)
+    return {now_us, 0, hold, expires, 0}
+  end
   local expires = now + lifetime
   redis.call('HSET', Q, '~', now_us, id, now_us, '~' .. id, expires)
   redis.call('PEXPIRE', Q, lifetime)
@@ -178,12 +218,14 @@ local lease = tonumber(ARGV[3]) or lifetime
 local live, seq = load()
 local i = find(live, id)
 if i == nil then
-  local n = math.max(seq + 1, now_us)
-  local e = now + lease
-  if #live == 0 then e = now + lifetime end
-  live[#live + 1] = {id = id, n = n, e = e}
+  local t = {id = id, n = math.max(seq + 1, now_us), e = now + lease}
+  if #live == 0 and take(t, lifetime, hold) then
+    redis.call('HSET', Q, '~', t.n, id, t.n, '~' .. id, t.e, '~~' .. id, t.d)
+  else
+    redis.call('HSET', Q, '~', t.n, id, t.n, '~' .. id, t.e)
+  end
+  live[#live + 1] = t
   i = #live
-  redis.call('HSET', Q, '~', n, id, n, '~' .. id, e)
 end
 settle(live)
 local position, wait, ahead = answer(live, i)
@@ -192,9 +234,11 @@ return {live[i].n, position, wait, live[i].e, ahead}
 )
 
 #: CHECK. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = waiting lease ms, ARGV[3] = lifetime ms
-#: (both optional: without them nothing is renewed). The waiter's heartbeat and its turn: a
-#: ticket behind others is renewed to at least now + lease; a ticket at the head is *taken*,
-#: its expiry set to now + lifetime (the lifetime counts from the turn).
+#: (both optional: without them nothing is renewed), ARGV[4] = hold lease ms (optional). The
+#: waiter's heartbeat and its turn: a ticket behind others is renewed to at least now + lease;
+#: a ticket at the head is *taken*, its expiry set to now + lifetime (the lifetime counts from
+#: the turn), or, with a hold lease shorter than the lifetime, to now + hold lease under a
+#: deadline of now + lifetime (kept if already set: a repeated CHECK does not move it).
 #: Returns {position (0 = head, -1 = gone: expired or deleted), ms the waiter may block,
 #: expires ms, number of the ticket in front (0 at the head)}.
 CHECK: Final = LuaScript(
@@ -206,6 +250,7 @@ local Q = KEYS[1]
     + _HELPERS
     + r"""
 local id, lease, lifetime = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
 local live = load()
 local i = find(live, id)
 if i == nil then
@@ -214,11 +259,15 @@ if i == nil then
 end
 local mine = live[i]
 if lease ~= nil then
-  local e = mine.e
-  if i == 1 then e = now + lifetime elseif now + lease > e then e = now + lease end
-  if e ~= mine.e then
-    mine.e = e
-    redis.call('HSET', Q, '~' .. id, e)
+  if i == 1 then
+    if take(mine, lifetime, hold) then
+      redis.call('HSET', Q, '~' .. id, mine.e, '~~' .. id, mine.d)
+    else
+      redis.call('HSET', Q, '~' .. id, mine.e)
+    end
+  elseif now + lease > mine.e then
+    mine.e = now + lease
+    redis.call('HSET', Q, '~' .. id, mine.e)
   end
 end
 settle(live)
@@ -231,17 +280,20 @@ return {position, wait, mine.e, ahead}
 #: known). ARGV[1] = ticket id or "", ARGV[2] = ticket number or "".
 #: Removes the ticket (by id, else by number). If a ticket was behind it, wakes that ticket's
 #: waiter: a token on KEYS[3] if the released ticket has number ARGV[2], else one "ask again"
-#: token on KEYS[2] per ticket behind it. Returns 1 if the ticket was live, 0 if it had expired
-#: or was already released (so a repeat returns 0 and pushes nothing).
+#: token on KEYS[2] per ticket behind it. The ticket's deadline field, if any, goes with it.
+#: Returns 1 if the ticket was live, 0 if it had expired or was already released (so a repeat
+#: returns 0 and pushes nothing).
 RELEASE: Final = LuaScript(
     "ticket release",
     r"""
 local Q = KEYS[1]
 local X = KEYS[2]
 local id, number = ARGV[1], tonumber(ARGV[2])
-if id ~= '' and redis.call('HLEN', Q) == 3 and redis.call('HEXISTS', Q, id) == 1 then
-  -- The common case, the only ticket (with "~" and its expiry field): nobody to wake, and
-  -- it is live, or Q would have expired with it.
+local fields = id ~= '' and redis.call('HLEN', Q) or 0
+if (fields == 3 or fields == 4) and redis.call('HEXISTS', Q, id) == 1 then
+  -- The common case, the only ticket (with "~", its expiry field and, on a hold lease, its
+  -- deadline; a second ticket would add two fields): nobody to wake, and it is live, or Q
+  -- would have expired with it.
   redis.call('DEL', Q)
   return 1
 end
@@ -263,7 +315,7 @@ if i == nil then
   return 0
 end
 local mine = table.remove(live, i)
-redis.call('HDEL', Q, mine.id, '~' .. mine.id)
+redis.call('HDEL', Q, mine.id, '~' .. mine.id, '~~' .. mine.id)
 local behind = #live - i + 1
 if behind > 0 then
   if KEYS[3] ~= nil and mine.n == number then
@@ -279,7 +331,41 @@ return 1
 """,
 )
 
-#: STATE. KEYS[1] = Q. No ARGV. Returns the live tickets as {number, expires ms, ...} sorted.
+#: RENEW. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = hold lease ms. The holder's heartbeat:
+#: a ticket at the head with a deadline lives until min(now + lease, deadline), never less than
+#: it already had; a ticket without a deadline is left as it is. Returns {position (0 = head,
+#: -1 = gone: expired, released or deleted; > 0: no longer the head, and not renewed), ms until
+#: its expiry, ms until its deadline (its expiry when it has none)}.
+RENEW: Final = LuaScript(
+    "ticket renew",
+    r"""
+local Q = KEYS[1]
+"""
+    + _CLOCK
+    + _HELPERS
+    + r"""
+local id, lease = ARGV[1], tonumber(ARGV[2])
+local live = load()
+local i = find(live, id)
+if i == nil then
+  settle(live)
+  return {-1, 0, 0}
+end
+local mine = live[i]
+if i == 1 and mine.d ~= nil then
+  local e = math.min(now + lease, mine.d)
+  if e > mine.e then
+    mine.e = e
+    redis.call('HSET', Q, '~' .. id, e)
+  end
+end
+settle(live)
+return {i - 1, mine.e - now, (mine.d or mine.e) - now}
+""",
+)
+
+#: STATE. KEYS[1] = Q. No ARGV. Returns the live tickets sorted, as {number, expires ms,
+#: deadline ms (0 if the ticket has none: not a holder on a lease), ...}.
 STATE: Final = LuaScript(
     "ticket state",
     r"""
@@ -294,6 +380,7 @@ local out = {}
 for _, t in ipairs(live) do
   out[#out + 1] = t.n
   out[#out + 1] = t.e
+  out[#out + 1] = t.d or 0
 end
 return out
 """,
@@ -301,9 +388,9 @@ return out
 
 #: SAVE. KEYS[1] = Q, KEYS[2] = Q:x. ARGV = number, expires ms, number, expires ms, ...
 #: Replaces the tickets with the given ones (a ticket already present keeps its id, and so its
-#: waiter), drops expired ones, keeps numbering above the highest; the waiters of the tickets
-#: that were there get an "ask again" token each (the ticket in front of them may have
-#: changed). Returns the live count.
+#: waiter and its deadline, if any), drops expired ones, keeps numbering above the highest; the
+#: waiters of the tickets that were there get an "ask again" token each (the ticket in front of
+#: them may have changed). Returns the live count.
 SAVE: Final = LuaScript(
     "ticket save",
     r"""
@@ -318,7 +405,7 @@ local live, seq = load()
 local by_number = {}
 for _, t in ipairs(live) do
   by_number[t.n] = t
-  redis.call('HDEL', Q, t.id, '~' .. t.id)
+  redis.call('HDEL', Q, t.id, '~' .. t.id, '~~' .. t.id)
 end
 local top = seq
 local saved = {}
@@ -329,6 +416,7 @@ for i = 1, #ARGV, 2 do
     local old = by_number[n]
     local t = {id = old and old.id or ('n' .. ARGV[i]), n = n, e = e}
     redis.call('HSET', Q, t.id, n, '~' .. t.id, e)
+    if old and old.d then redis.call('HSET', Q, '~~' .. t.id, old.d) end
     saved[#saved + 1] = t
   end
 end

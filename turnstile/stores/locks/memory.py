@@ -2,6 +2,10 @@
 
 No polling here either: a waiter sleeps on an asyncio future of its own loop until the release
 that makes it the head resolves it (see ``locks.api`` for the ticket and lifetime rules).
+
+``lock_lease`` is accepted and checked like the Redis store's, but a holder keeps its ticket for
+the whole lifetime: a holder here cannot die without the process, and the store, dying with it,
+so a lease would only add the risk of a stalled event loop losing a live holder's lock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass, field
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores.errors import LockError, LockTimeoutError
 from turnstile.stores.locks.api import (
+    DEFAULT_LOCK_LEASE,
     Issued,
+    Renewal,
     Ticket,
     TicketLock,
     TicketLockStore,
@@ -48,13 +54,17 @@ class InMemoryTicketLockStore(TicketLockStore):
     thread): state sits behind a thread lock and waiters are woken on their own loop.
     """
 
+    #: Holders die with the process (see the module doc): no holder leases.
+    renews_holders = False
+
     def __init__(
         self,
         *,
         lock_lifetime: float | None = None,
+        lock_lease: float | None = DEFAULT_LOCK_LEASE,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(lock_lifetime=lock_lifetime)
+        super().__init__(lock_lifetime=lock_lifetime, lock_lease=lock_lease)
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
         self._mutex = threading.Lock()
@@ -152,6 +162,20 @@ class InMemoryTicketLockStore(TicketLockStore):
                 with self._mutex:
                     if entry.waker is not None and entry.waker[1] is future:
                         entry.waker = None
+
+    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+        # Tickets here have no deadline (no holder leases): the head is left as it is.
+        with self._mutex:
+            now = self._clock()
+            queue = self._purge(conversation_id, now)
+            entry = queue.entries.get(ticket_id) if queue else None
+            if queue is None or entry is None:
+                return Renewal(-1, 0.0, 0.0)
+            ttl = entry.ticket.expires - now
+            position = sorted(e.ticket.number for e in queue.entries.values()).index(
+                entry.ticket.number
+            )
+            return Renewal(position, ttl, ttl)
 
     async def _release(
         self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None

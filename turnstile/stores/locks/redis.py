@@ -28,6 +28,10 @@ Of the waiters of one conversation in this process only the first in line blocks
 others wait in memory for it to leave the line (renewing their leases every few seconds). A
 burst on one conversation therefore needs one blocking connection per pod, not one per message.
 Past the cap, a waiter asks with CHECK every ``_OVERFLOW_POLL`` instead of blocking.
+
+**Holder leases** (``lock_lease``, ``locks.api`` module doc): ISSUE and CHECK give a ticket that
+takes its turn one lease and a deadline (turn + lifetime) in the same script, so the cycle
+stays two round trips; the holder's background renewal is the RENEW script.
 """
 
 from __future__ import annotations
@@ -45,23 +49,27 @@ from typing import Any, ClassVar, Final
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores._redis.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
 from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
-from turnstile.stores.errors import LockError, LockTimeoutError
+from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
 from turnstile.stores.locks.api import (
+    DEFAULT_LOCK_LEASE,
+    LEASE_ACCEPTED,
     Issued,
+    Renewal,
     Ticket,
     TicketLock,
     TicketLockStore,
+    check_lease,
     check_lifetime,
     default_lock_lifetime,
     renew_interval,
     waiting_lease,
 )
-from turnstile.stores.locks.lua import CHECK, DELETE, ISSUE, RELEASE, SAVE, STATE
+from turnstile.stores.locks.lua import CHECK, DELETE, ISSUE, RELEASE, RENEW, SAVE, STATE
 
 logger = logging.getLogger(__name__)
 
 #: Keys of the ``lock_store`` section besides the Redis connection keys.
-LOCK_KEYS: Final = frozenset({"lock_lifetime", "wait_connections"})
+LOCK_KEYS: Final = frozenset({"lock_lifetime", "lock_lease", "wait_connections"})
 #: Default cap on the connections blocked in wake-up waits, per store and event loop.
 DEFAULT_WAIT_CONNECTIONS: Final = 16
 #: A waiter past that cap asks this often instead of blocking.
@@ -175,10 +183,11 @@ class RedisTicketLockStore(TicketLockStore):
         settings: RedisSettings,
         *,
         lock_lifetime: float | None = None,
+        lock_lease: float | None = DEFAULT_LOCK_LEASE,
         wait_connections: int = DEFAULT_WAIT_CONNECTIONS,
         client_name: str = "turnstile-locks",
     ) -> None:
-        super().__init__(lock_lifetime=lock_lifetime)
+        super().__init__(lock_lifetime=lock_lifetime, lock_lease=lock_lease)
         self.settings = settings
         self.wait_connections = wait_connections
         self._client_name = client_name
@@ -200,11 +209,18 @@ class RedisTicketLockStore(TicketLockStore):
         settings = RedisSettings.read(reader, default_db=1, url=url)
         lifetime = reader.number("lock_lifetime", default_lock_lifetime(), minimum=0,
                                  exclusive_min=True)
+        try:
+            lease = check_lease(reader.number("lock_lease", DEFAULT_LOCK_LEASE),
+                                key=reader.name("lock_lease"))
+        except ConfigurationError as exc:  # one sentence for every bad value, as written
+            given = (kwargs or {}).get("lock_lease")
+            raise ConfigurationError(exc.key, given, LEASE_ACCEPTED) from None
         wait_connections = reader.integer(
             "wait_connections", DEFAULT_WAIT_CONNECTIONS, minimum=1, maximum=10_000
         )
         warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=_SECTION)
-        return cls(settings, lock_lifetime=lifetime, wait_connections=wait_connections)
+        return cls(settings, lock_lifetime=lifetime, lock_lease=lease,
+                   wait_connections=wait_connections)
 
     @property
     def connection(self) -> RedisConnection:
@@ -218,9 +234,14 @@ class RedisTicketLockStore(TicketLockStore):
         self, conversation_id: str, ticket_id: str, lifetime: float, *, waiting: bool = True
     ) -> Issued:
         lifetime_ms = _ms(check_lifetime(lifetime))
-        lease_ms = _ms(waiting_lease(lifetime)) if waiting else lifetime_ms
+        args: list[Any] = [ticket_id, lifetime_ms]
+        if waiting:
+            args.append(_ms(waiting_lease(lifetime)))
+            hold = self.hold_lease(lifetime)
+            if hold is not None:
+                args.append(_ms(hold))
         number, position, wait_ms, expires, ahead = await self.connection.eval(
-            ISSUE, [self._key(conversation_id)], [ticket_id, lifetime_ms, lease_ms]
+            ISSUE, [self._key(conversation_id)], args
         )
         ticket = Ticket(int(number), int(expires) / 1000)
         return Issued(
@@ -248,7 +269,12 @@ class RedisTicketLockStore(TicketLockStore):
         key = self._key(conversation_id)
         ask_again = ask_again_key(key)
         ahead = issued.ahead
-        renew = [issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)]
+        renew: list[Any] = [
+            issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)
+        ]
+        hold = self.hold_lease(issued.lifetime)
+        if hold is not None:
+            renew.append(_ms(hold))
         head_ttl = issued.head_ttl
         cap = min(
             max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK),
@@ -294,6 +320,12 @@ class RedisTicketLockStore(TicketLockStore):
                 )
             head_ttl, ahead = int(ttl_ms) / 1000, int(in_front)
 
+    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+        position, ttl_ms, deadline_ms = await self.connection.eval(
+            RENEW, [self._key(conversation_id)], [ticket_id, _ms(lease)]
+        )
+        return Renewal(int(position), int(ttl_ms) / 1000, int(deadline_ms) / 1000)
+
     async def _release(
         self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
     ) -> bool:
@@ -306,11 +338,20 @@ class RedisTicketLockStore(TicketLockStore):
         )
         return bool(int(found))
 
-    async def get_lock(self, conversation_id: str) -> TicketLock | None:
+    async def state(self, conversation_id: str) -> list[tuple[Ticket, float | None]]:
+        """The live tickets in turn order, each with its hard deadline (seconds since the
+        epoch, Redis' clock) if it is held on a lease."""
         flat = await self.connection.eval(STATE, [self._key(conversation_id)], [])
-        if not flat:
+        return [
+            (Ticket(int(flat[i]), int(flat[i + 1]) / 1000),
+             int(flat[i + 2]) / 1000 if int(flat[i + 2]) else None)
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def get_lock(self, conversation_id: str) -> TicketLock | None:
+        tickets = [ticket for ticket, _ in await self.state(conversation_id)]
+        if not tickets:
             return None
-        tickets = [Ticket(int(flat[i]), int(flat[i + 1]) / 1000) for i in range(0, len(flat), 2)]
         return TicketLock(conversation_id, deque(tickets))
 
     async def save_lock(self, lock: TicketLock) -> None:
