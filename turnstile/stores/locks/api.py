@@ -43,8 +43,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
+from turnstile.stores import metrics
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores.errors import ConfigurationError
 
@@ -247,6 +249,11 @@ class TicketLockStore(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections; the store is not used afterwards."""
 
+    @cached_property
+    def metrics(self) -> metrics.LockRecorder:
+        """Where this store's lock events are counted (``turnstile.stores.metrics``)."""
+        return metrics.lock_recorder(self)
+
     # -- composed ---------------------------------------------------------------------------
 
     def lock(
@@ -289,7 +296,8 @@ class LockContext:
     generator-based context manager costs a generator and two extra frames per cycle.
     """
 
-    __slots__ = ("_budget", "_conversation_id", "_lifetime", "_number", "_store", "_ticket_id")
+    __slots__ = ("_budget", "_conversation_id", "_lifetime", "_number", "_since", "_store",
+                 "_ticket_id")
 
     def __init__(
         self, store: TicketLockStore, conversation_id: str, lifetime: float, budget: float
@@ -302,6 +310,7 @@ class LockContext:
         #: Known once the ticket is drawn; the release names it (the Redis store wakes the
         #: ticket behind through a list named after it).
         self._number: int | None = None
+        self._since = 0.0
 
     async def __aenter__(self) -> HeldTicket:
         if self._ticket_id is not None:
@@ -311,12 +320,14 @@ class LockContext:
         # The id is made here, before the ticket exists, so that a message cancelled while its
         # ticket is being drawn can still return it (issue and release are idempotent per id).
         ticket_id = self._ticket_id = new_ticket_id()
+        since = store.metrics.now()
         try:
             issued = await _draw(store, conversation_id, ticket_id, self._lifetime)
             ticket = issued.ticket
             self._number = ticket.number
             if not issued.at_head:
                 ticket = await store._wait_turn(issued, conversation_id, deadline)
+            self._since = store.metrics.acquired(since)
         except BaseException:
             # Never held: a ticket found gone here is the waiter's error to report, not a
             # holder that overran its lifetime.
@@ -326,6 +337,7 @@ class LockContext:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._ticket_id is not None
+        self._store.metrics.released(self._since)
         await _finally_release(
             self._store, self._conversation_id, self._ticket_id, self._number, held=True,
             lifetime=self._lifetime,
@@ -367,6 +379,7 @@ async def _finally_release(
         task.add_done_callback(_release_done)
         raise
     if not released and held:
+        store.metrics.overtaken()
         logger.warning(
             "conversation %r was held longer than its lock_lifetime (%gs): its ticket was "
             "gone at the release (expired, or deleted), so the next message may have been "
