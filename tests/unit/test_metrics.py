@@ -7,10 +7,13 @@ Each test reads a private ``CollectorRegistry`` (the ``registry`` fixture, also 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -154,3 +157,25 @@ def test_the_store_library_works_without_prometheus_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_bots_dashboard_charts_only_series_the_stores_export() -> None:
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads(
+        (root / "charts" / "turnstile-operator" / "files" / "bots-dashboard.json").read_text()
+    )
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    charted = set(re.findall(r"\bturnstile_\w+", exprs))
+    reg = CollectorRegistry()
+    metrics._Series(reg)
+    exported = {
+        sample_name
+        for family in reg.collect()
+        for sample_name in (
+            family.name, f"{family.name}_total", f"{family.name}_bucket",
+            f"{family.name}_count", f"{family.name}_sum",
+        )
+    }
+    assert charted <= exported, charted - exported
+    bases = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in charted}
+    assert bases == {family.name for family in reg.collect()}, "a series without a panel"
