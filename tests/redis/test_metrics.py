@@ -23,7 +23,9 @@ from tests.platform.redis_servers import RedisServer, free_port, store_kwargs
 from tests.redis.test_locks import MODES, kwargs_for, wait_for_tickets
 from tests.unit.test_metrics import registry, value
 from turnstile.stores import metrics
+from turnstile.stores.config import RedisSettings
 from turnstile.stores.locks.redis import RedisTicketLockStore
+from turnstile.stores.probe import probe
 from turnstile.stores.timers.api import SessionTimer
 from turnstile.stores.timers.manager import TimerManager
 from turnstile.stores.timers.redis import RedisTimerStore
@@ -225,3 +227,14 @@ async def test_the_metrics_port_serves_the_series_on_loopback(redis_server: Redi
         metrics.reset()
     assert 'turnstile_lock_wait_seconds_count{mode="standard",store="redis"} 1.0' in text
     assert 'turnstile_lock_overtaken_total{mode="standard",store="redis"} 0.0' in text
+
+
+async def test_the_probe_lock_cycle_is_not_counted_as_a_bot_message(
+    redis_server: RedisServer, registry: CollectorRegistry
+) -> None:
+    settings = RedisSettings(host=redis_server.host, port=redis_server.port)
+    report = await probe(settings, store="lock_store")
+    assert report.ok, report
+    labels = {"store": "redis", "mode": "standard"}
+    assert value(registry, "turnstile_lock_wait_seconds_count", **labels) == 0
+    assert value(registry, "turnstile_lock_queue_position_count", **labels) == 0
