@@ -23,6 +23,8 @@ conversation id. ``docs/metrics.md`` lists every series.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import threading
@@ -181,6 +183,73 @@ class _TimerSeries:
         self._failed()
 
 
+class _HotHistogram:
+    """A labelled histogram for the lock hot path, collected at scrape time.
+
+    ``prometheus_client``'s ``Histogram.observe`` scans its buckets and takes two locks per
+    call (about 0.7 µs); three per lock cycle were 5 % of a Redis cycle. This one bisects and
+    takes one uncontended lock per observation, and builds the cumulative buckets only when
+    scraped. Timer and Redis series are not on a hot path and use ``prometheus_client``'s own.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...],
+        buckets: tuple[float, ...], registry: Any,
+    ) -> None:
+        self._name = name
+        self._doc = documentation
+        self._labelnames = labelnames
+        self._bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], _HotChild] = {}
+        self._guard = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> _HotChild:
+        with self._guard:
+            child = self._children.get(values)
+            if child is None:
+                child = self._children[values] = _HotChild(self._bounds)
+            return child
+
+    def describe(self) -> list[Any]:
+        from prometheus_client.core import HistogramMetricFamily  # noqa: PLC0415 - optional
+
+        return [HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)]
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import HistogramMetricFamily  # noqa: PLC0415 - optional
+
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)
+        with self._guard:
+            children = list(self._children.items())
+        les = [*(repr(b) for b in self._bounds), "+Inf"]
+        for values, child in children:
+            counts, total = child.snapshot()
+            cumulative = list(zip(les, itertools.accumulate(counts), strict=True))
+            family.add_metric(list(values), cumulative, total)
+        return [family]
+
+
+class _HotChild:
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()  # Rasa runs stores on more than one thread
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self._bounds, value)  # the first bucket with value <= le
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += value
+
+    def snapshot(self) -> tuple[list[int], float]:
+        with self._lock:
+            return list(self._counts), self._sum
+
+
 class _Series:
     """The Prometheus series, made once per registry."""
 
@@ -188,20 +257,20 @@ class _Series:
         import prometheus_client as prom  # noqa: PLC0415 - optional
 
         lock = ("store", "mode")
-        self.lock_wait = prom.Histogram(
+        self.lock_wait = _HotHistogram(
             "turnstile_lock_wait_seconds",
             "Seconds from drawing a ticket to holding the conversation's lock",
-            lock, buckets=_TIME_BUCKETS, registry=registry,
+            lock, _TIME_BUCKETS, registry,
         )
-        self.lock_hold = prom.Histogram(
+        self.lock_hold = _HotHistogram(
             "turnstile_lock_hold_seconds",
             "Seconds a conversation's lock was held, from the turn to the release",
-            lock, buckets=_TIME_BUCKETS, registry=registry,
+            lock, _TIME_BUCKETS, registry,
         )
-        self.lock_position = prom.Histogram(
+        self.lock_position = _HotHistogram(
             "turnstile_lock_queue_position",
             "Live tickets ahead of a ticket when it is drawn (0: at the head)",
-            lock, buckets=_POSITION_BUCKETS, registry=registry,
+            lock, tuple(float(b) for b in _POSITION_BUCKETS), registry,
         )
         self.lock_overtaken = prom.Counter(
             "turnstile_lock_overtaken",
