@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -179,3 +181,35 @@ def test_the_bots_dashboard_charts_only_series_the_stores_export() -> None:
     assert charted <= exported, charted - exported
     bases = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in charted}
     assert bases == {family.name for family in reg.collect()}, "a series without a panel"
+
+
+_FROM_THE_ENVIRONMENT = """
+import asyncio, urllib.request
+from turnstile.stores.locks.memory import InMemoryTicketLockStore
+
+async def main():
+    store = InMemoryTicketLockStore()  # the first store reads TURNSTILE_METRICS_PORT
+    async with store.lock("c"):
+        pass
+    async with InMemoryTicketLockStore().lock("d"):  # a second store: no second server
+        pass
+
+asyncio.run(main())
+with urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+    print(reply.read().decode())
+"""
+
+
+def test_a_bot_process_serves_metrics_on_the_port_its_environment_names() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TURNSTILE_METRICS_PORT": str(port), "TURNSTILE_METRICS_ADDR": "127.0.0.1"}
+    env.pop("TURNSTILE_METRICS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _FROM_THE_ENVIRONMENT.replace("{port}", str(port))],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'turnstile_lock_hold_seconds_count{mode="none",store="memory"} 2.0' in done.stdout
+    assert "cannot serve" not in done.stderr
