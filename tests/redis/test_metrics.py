@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.platform.redis_servers import RedisServer, free_port, store_kwargs
+from tests.platform.redis_servers import RedisServer, SentinelGroup, free_port, store_kwargs
 from tests.redis.test_locks import MODES, kwargs_for, wait_for_tickets
 from tests.unit.test_metrics import registry, value
 from turnstile.stores import metrics
@@ -238,3 +238,38 @@ async def test_the_probe_lock_cycle_is_not_counted_as_a_bot_message(
     labels = {"store": "redis", "mode": "standard"}
     assert value(registry, "turnstile_lock_wait_seconds_count", **labels) == 0
     assert value(registry, "turnstile_lock_queue_position_count", **labels) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio_only  # one loop is enough to see the counters; a failover takes seconds
+async def test_a_sentinel_failover_counts_retries_and_a_reconnect(
+    fresh_redis_sentinel: SentinelGroup, registry: CollectorRegistry
+) -> None:
+    group = fresh_redis_sentinel
+    store = RedisTicketLockStore.from_kwargs(kwargs_for(group))
+    labels = {"mode": "sentinel", "client": "turnstile-locks"}
+    stop = asyncio.Event()
+    cycles = 0
+
+    async def loop() -> None:
+        nonlocal cycles
+        for _ in range(100_000):  # bounded; stopped long before
+            if stop.is_set():
+                return
+            async with store.lock(conversation(), lock_lifetime=10):
+                cycles += 1
+            await asyncio.sleep(0.005)
+
+    running = asyncio.create_task(loop())
+    try:
+        assert await wait_until(lambda: cycles > 5, timeout=10)
+        old = group.kill_master()
+        await asyncio.to_thread(group.wait_for_failover, old, 30.0)
+        before = cycles
+        assert await wait_until(lambda: cycles > before + 5, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)  # a failed cycle raises here
+        await store.close()
+    assert value(registry, "turnstile_redis_retries_total", **labels) >= 1
+    assert value(registry, "turnstile_redis_reconnects_total", **labels) >= 1
