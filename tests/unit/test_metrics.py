@@ -213,3 +213,15 @@ def test_a_bot_process_serves_metrics_on_the_port_its_environment_names() -> Non
     assert done.returncode == 0, done.stderr
     assert 'turnstile_lock_hold_seconds_count{mode="none",store="memory"} 2.0' in done.stdout
     assert "cannot serve" not in done.stderr
+
+
+def test_a_bad_environment_fails_when_the_store_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics.reset()
+    monkeypatch.setenv("TURNSTILE_METRICS", "statsd")
+    try:
+        with pytest.raises(ConfigurationError, match="TURNSTILE_METRICS"):
+            InMemoryTicketLockStore()
+    finally:
+        metrics.reset()

@@ -432,6 +432,12 @@ def _current() -> _Series | None:
     return _series
 
 
+def decide() -> bool:
+    """Make the process-wide choice now if nobody has (a bad environment fails here, when a
+    store is built, not at its first message); True if metrics are on."""
+    return _current() is not None
+
+
 def _mode(store: Any) -> str:
     settings = getattr(store, "settings", None)
     redis = getattr(settings, "redis", settings)

@@ -210,6 +210,7 @@ class TicketLockStore(abc.ABC):
         self.lock_lifetime = check_lifetime(
             default_lock_lifetime() if lock_lifetime is None else lock_lifetime
         )
+        metrics.decide()
 
     # -- primitives -----------------------------------------------------------------------
 
