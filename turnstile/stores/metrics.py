@@ -2,8 +2,8 @@
 
 The store library has no required dependency beyond redis-py, so metrics are optional twice
 over: they need ``prometheus_client`` (``pip install 'rasa-turnstile[metrics]'``) and can be
-turned off.
-The choice is made once per process, from the environment, on first use:
+turned off. The choice is made once per process, from the environment, when the first store is
+built:
 
 * ``TURNSTILE_METRICS``: ``auto`` (the default: Prometheus when ``prometheus_client`` imports,
   else off), ``prometheus`` (an error if it does not import) or ``off``.
@@ -15,10 +15,10 @@ The choice is made once per process, from the environment, on first use:
 The one idea: **every store binds its series once**. A store asks for its recorder when it is
 first used (:func:`lock_recorder`, :func:`timer_recorder`, :func:`connection_recorder`) and gets
 an object whose labelled children are already looked up, so a lock cycle pays a method call and
-an ``observe`` per event (about a microsecond each), not a label lookup. With metrics off the
-recorders are no-op classes with the same methods. Labels are few and bounded: the store kind
-(``memory``/``redis``), the deployment mode, the Redis client's name, a timer's outcome; never a
-conversation id. ``docs/metrics.md`` lists every series.
+an observation per event (about 1.3 µs per cycle in all, see :class:`_HotHistogram`), never a
+label lookup. With metrics off the recorders are no-op classes with the same methods. Labels
+are few and bounded: the store kind (``memory``/``redis``), the deployment mode, the Redis
+client's name; never a conversation id. ``docs/metrics.md`` lists every series.
 """
 
 from __future__ import annotations
@@ -378,9 +378,9 @@ def configure(
             raise ConfigurationError(METRICS_ENV, choice, " | ".join(BACKENDS))
         if port is None:
             port = _port(env)
-        _decided = True
         _series = None
         if choice == "off":
+            _decided = True
             return False
         try:
             import prometheus_client as prom  # noqa: PLC0415 - optional
@@ -390,7 +390,9 @@ def configure(
                     METRICS_ENV, choice, "auto or off without prometheus_client installed "
                     "(pip install 'rasa-turnstile[metrics]')"
                 ) from None
+            _decided = True
             return False
+        _decided = True
         reg = prom.REGISTRY if registry is None else registry
         _series = _by_registry.get(reg)
         if _series is None:
