@@ -45,6 +45,7 @@ from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
+from turnstile.stores import metrics
 from turnstile.stores._redis.causes import describe
 from turnstile.stores._redis.connection import FATAL, NO_RETRY, RedisConnection, close_client
 from turnstile.stores._redis.multiplexed import tls_failure
@@ -384,6 +385,7 @@ async def _exercise(settings: RedisSettings, store: Store, connection: RedisConn
 
 async def _lock_cycle(settings: RedisSettings, probe_id: str) -> str:
     locks = RedisTicketLockStore(settings, lock_lifetime=10.0, wait_connections=1)
+    locks.metrics = metrics.OFF  # the probe's cycles are not a bot's messages
     waiter: asyncio.Future[None] | None = None
     try:
         async with locks.lock(probe_id):

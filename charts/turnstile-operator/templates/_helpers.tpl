@@ -105,6 +105,9 @@ can only return strings): watchNamespaces, or the release namespace when that li
 {{- if and .Values.metrics.dashboard.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.dashboard.enabled: the Grafana dashboard needs metrics.enabled=true (it would chart series nobody exports)" -}}
 {{- end -}}
+{{- if and .Values.metrics.botPodMonitor.enabled (not .Values.metrics.botPodMonitor.selector) -}}
+{{- fail "metrics.botPodMonitor.selector: set the labels of the bot pods to scrape (e.g. app: rasa); an empty selector would scrape every pod in the namespaces" -}}
+{{- end -}}
 {{- if and .Values.admission.enabled (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) -}}
 {{- fail (printf "admission.enabled: Kubernetes %s has no ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in 1.30); upgrade the cluster, or set admission.enabled=false and rely on RBAC and the Secret label alone (docs/operator.md, \"Who may do what\")" .Capabilities.KubeVersion.Version) -}}
 {{- end -}}

@@ -47,6 +47,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from turnstile.stores import metrics
 from turnstile.stores._redis.causes import describe, permission_denied
 from turnstile.stores._redis.credentials import credential_provider
 from turnstile.stores._redis.multiplexed import (
@@ -157,6 +158,7 @@ class RedisConnection:
         # them instead of taking the fast path: commands reach Redis in the order they were
         # called, so tickets are drawn in arrival order even while a cold connection dials.
         self._queued = 0
+        self._metrics = metrics.connection_recorder(settings.deployment_mode, client_name)
 
     @property
     def is_cluster(self) -> bool:
@@ -250,6 +252,7 @@ class RedisConnection:
                 return
             old, self._client = self._client, None
             self._generation += 1
+            self._metrics.refreshed()
             self._close_lanes()  # the master may have moved; dial again where scripts go
             try:
                 self._client = await self._build()
@@ -282,6 +285,7 @@ class RedisConnection:
                         f"Redis ({self.settings.where}) did not complete {what} within "
                         f"{self.settings.failover_timeout:g}s: {self.cause(exc)}"
                     ) from exc
+                self._metrics.retried()
                 if attempt == 1:
                     logger.info("Redis %s failed (%s); retrying", what, self.cause(exc))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -60,8 +60,10 @@ import uuid
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Final
 
+from turnstile.stores import metrics
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores.errors import ConfigurationError
 
@@ -308,6 +310,7 @@ class TicketLockStore(abc.ABC):
             keeper = self._keepers[loop] = _LeaseKeeper(lease / _RENEWALS_PER_LEASE)
         self._last_keeper = (weakref.ref(loop), keeper)
         return keeper
+        metrics.decide()
 
     # -- primitives -----------------------------------------------------------------------
 
@@ -350,6 +353,11 @@ class TicketLockStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections; the store is not used afterwards."""
+
+    @cached_property
+    def metrics(self) -> metrics.LockRecorder:
+        """Where this store's lock events are counted (``turnstile.stores.metrics``)."""
+        return metrics.lock_recorder(self)
 
     # -- composed ---------------------------------------------------------------------------
 
@@ -394,7 +402,8 @@ class LockContext:
     """
 
     __slots__ = (
-        "_budget", "_conversation_id", "_lease", "_lifetime", "_number", "_store", "_ticket_id",
+        "_budget", "_conversation_id", "_lease", "_lifetime", "_number", "_since", "_store",
+        "_ticket_id",
     )
 
     def __init__(
@@ -409,6 +418,7 @@ class LockContext:
         #: ticket behind through a list named after it).
         self._number: int | None = None
         self._lease: _HolderLease | None = None
+        self._since = 0.0
 
     async def __aenter__(self) -> HeldTicket:
         if self._ticket_id is not None:
@@ -418,12 +428,14 @@ class LockContext:
         # The id is made here, before the ticket exists, so that a message cancelled while its
         # ticket is being drawn can still return it (issue and release are idempotent per id).
         ticket_id = self._ticket_id = new_ticket_id()
+        since = store.metrics.now()
         try:
             issued = await _draw(store, conversation_id, ticket_id, self._lifetime)
             ticket = issued.ticket
             self._number = ticket.number
             if not issued.at_head:
                 ticket = await store._wait_turn(issued, conversation_id, deadline)
+            self._since = store.metrics.acquired(since)
         except BaseException:
             # Never held: a ticket found gone here is the waiter's error to report, not a
             # holder that overran its lifetime.
@@ -438,6 +450,7 @@ class LockContext:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._ticket_id is not None
+        self._store.metrics.released(self._since)
         lease = self._lease
         if lease is not None:
             lease.stop()  # before the release, so no renewal can report the released ticket
@@ -605,7 +618,10 @@ class _HolderLease:
                 "lease)")
 
     def _lose(self, reason: str) -> None:
+        if self.lost:
+            return
         self.lost = True
+        self.store.metrics.overtaken()  # its release then finds nothing and says nothing
         if self._event is not None:
             self._event.set()
         logger.warning(
@@ -650,6 +666,7 @@ async def _finally_release(
         task.add_done_callback(_release_done)
         raise
     if not released and held:
+        store.metrics.overtaken()
         logger.warning(
             "conversation %r was held longer than its lock_lifetime (%gs): its ticket was "
             "gone at the release (expired, or deleted), so the next message may have been "

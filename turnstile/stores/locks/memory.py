@@ -118,6 +118,7 @@ class InMemoryTicketLockStore(TicketLockStore):
                 entry = queue.entries[ticket_id] = _Entry(ticket, ticket_id)
             head = queue.head()
             assert head is not None
+            self.metrics.drawn(len(queue.entries) - 1)
             return Issued(
                 entry.ticket, ticket_id, head is entry, max(head.ticket.expires - now, 0.0),
                 lifetime,

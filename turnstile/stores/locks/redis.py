@@ -244,6 +244,7 @@ class RedisTicketLockStore(TicketLockStore):
             ISSUE, [self._key(conversation_id)], args
         )
         ticket = Ticket(int(number), int(expires) / 1000)
+        self.metrics.drawn(int(position))
         return Issued(
             ticket, ticket_id, int(position) == 0, int(wait_ms) / 1000, lifetime, int(ahead)
         )

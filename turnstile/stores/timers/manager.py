@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+from turnstile.stores import metrics
 from turnstile.stores.errors import TurnstileError
 from turnstile.stores.timers.api import DEFAULT_POLL_INTERVAL, BaseTimerStore, Clock, SessionTimer
 
@@ -79,6 +80,7 @@ class TimerManager:
         self.fired = 0
         self.dropped = 0
         self.failed = 0
+        self._metrics = metrics.timer_recorder(store)
 
     @property
     def running(self) -> bool:
@@ -140,6 +142,7 @@ class TimerManager:
         claimed, more = await self._store.claim_due(self._clock(), self._max_batch)
         if not claimed:
             return more
+        self._metrics.claimed(len(claimed))
         for timer in claimed:
             self._in_flight[timer.sender_id] = timer
         try:
@@ -224,13 +227,16 @@ class TimerManager:
                     current = await self._current_session(timer.sender_id)
                     if current != timer.session_id:
                         self.dropped += 1
+                        self._metrics.dropped()
                         logger.debug(
                             "Timer of %r dropped: it was set in session %r, now %r",
                             timer.sender_id, timer.session_id, current,
                         )
                         return
+                self._metrics.fired(self._clock() - timer.scheduled_time)
                 await self._on_expired(timer)
                 self.fired += 1
             except Exception:  # acknowledged all the same: a failing callback is not retried
                 self.failed += 1
+                self._metrics.failed()
                 logger.exception("Timer callback for %r failed", timer.sender_id)

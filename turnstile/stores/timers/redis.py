@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from redis import exceptions as rex
 
+from turnstile.stores import metrics
 from turnstile.stores._redis.connection import AnyRedis, RedisConnection
 from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.errors import StoreUnavailableError, TurnstileError
@@ -119,6 +120,7 @@ class RedisTimerStore(BaseTimerStore):
         self._fallback = fallback
         self._recovery: asyncio.Task[None] | None = None
         self._closed = False
+        metrics.watch_fallback(self)
 
     @classmethod
     def from_kwargs(
