@@ -284,6 +284,7 @@ class TicketLockStore(abc.ABC):
             default_lock_lifetime() if lock_lifetime is None else lock_lifetime
         )
         self.lock_lease = check_lease(lock_lease)
+        metrics.decide()
         self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LeaseKeeper] = (
             weakref.WeakKeyDictionary()
         )
@@ -310,7 +311,6 @@ class TicketLockStore(abc.ABC):
             keeper = self._keepers[loop] = _LeaseKeeper(lease / _RENEWALS_PER_LEASE)
         self._last_keeper = (weakref.ref(loop), keeper)
         return keeper
-        metrics.decide()
 
     # -- primitives -----------------------------------------------------------------------
 
