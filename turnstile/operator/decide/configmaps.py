@@ -9,6 +9,9 @@ Rules (each one a user can observe):
 * A ConfigMap that **existed before** Turnstile first wrote to it is never owned (deleting a
   store must not delete a user's file); it is marked with the annotation
   ``turnstile.dev/pre-existing: "true"``.
+* A ``lock_store`` section is also recorded as rendered (annotation
+  ``turnstile.dev/rendered-lock-store``): a LockStore's transition starts from what the
+  operator rendered (what pods were rolled onto), never from a hand edit of the file.
 * Every ConfigMap Turnstile writes carries ``app.kubernetes.io/managed-by: turnstile`` and the
   annotation ``turnstile.dev/sections``: a JSON map from ``<key>/<section>`` to the store that
   wrote it (``LockStore/name``), so deleting a store removes only a section it wrote.
@@ -24,15 +27,23 @@ import copy
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from turnstile.operator.decide.render import conflicts, merge_section, target
+from turnstile.operator.decide.render import (
+    conflicts,
+    current_section,
+    decided_section,
+    merge_section,
+    target,
+)
 from turnstile.operator.decide.render import section as rendered_section
 from turnstile.operator.model.kinds import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PRE_EXISTING,
+    RENDERED,
     SECTIONS,
 )
 from turnstile.operator.model.specs import StoreSpec
@@ -62,15 +73,51 @@ class Owner:
         }
 
 
-def _sections(meta: Mapping[str, Any]) -> dict[str, str]:
-    raw = (meta.get("annotations") or {}).get(SECTIONS)
+def _json_map(meta: Mapping[str, Any], annotation: str) -> dict[str, Any]:
+    raw = (meta.get("annotations") or {}).get(annotation)
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except ValueError:
         return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _sections(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in _json_map(meta, SECTIONS).items()}
+
+
+#: The section whose last rendering is recorded (:data:`RENDERED`).
+_RECORDED = "lock_store"
+
+
+def last_rendered(
+    configmap: Mapping[str, Any] | None, key: str, section: str
+) -> dict[str, Any] | None:
+    """The section as Turnstile last rendered it into ``key``: the record if there is one
+    (``lock_store``), else what the file holds (a ConfigMap from before the record, or a
+    user's own section: adopting Turnstile starts a transition from Rasa's store)."""
+    if configmap is None:
+        return None
+    recorded = _json_map(configmap.get("metadata") or {}, RENDERED).get(f"{key}/{section}")
+    if section == _RECORDED and isinstance(recorded, dict):
+        return recorded
+    return current_section(((configmap.get("data") or {}).get(key)), section)
+
+
+def _record(annotations: dict[str, Any], key: str, section: str, content: Any) -> None:
+    if section != _RECORDED:
+        return
+    records = _json_map({"annotations": annotations}, RENDERED)
+    if content is None:
+        records.pop(f"{key}/{section}", None)
+    else:
+        records[f"{key}/{section}"] = content
+    if records:
+        annotations[RENDERED] = json.dumps(dict(sorted(records.items())), sort_keys=True)
+    else:
+        annotations.pop(RENDERED, None)
 
 
 def is_owned(configmap: Mapping[str, Any] | None) -> bool:
@@ -101,6 +148,8 @@ def with_section(
     """The ConfigMap with the store's section written (see the module doc)."""
     if existing is None:
         text = merge_section("", section, content)
+        fresh = {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})}
+        _record(fresh, key, section, dict(content))
         return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -108,7 +157,7 @@ def with_section(
                 "name": name,
                 "namespace": namespace,
                 "labels": dict(MANAGED_BY),
-                "annotations": {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})},
+                "annotations": fresh,
                 "ownerReferences": [owner.reference()],
             },
             "data": {key: text},
@@ -123,6 +172,7 @@ def with_section(
     sections = _sections(meta)
     sections[f"{key}/{section}"] = owner.writer
     annotations[SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    _record(annotations, key, section, dict(content))
     meta["annotations"] = annotations
     if annotations.get(PRE_EXISTING) != "true":
         refs = list(meta.get("ownerReferences") or [])
@@ -151,6 +201,7 @@ def without_section(
     body = copy.deepcopy(dict(existing))
     sections.pop(claim)
     body["metadata"]["annotations"][SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    _record(body["metadata"]["annotations"], key, section, None)
     data = dict(body.get("data") or {})
     if key in data:
         data[key] = merge_section(data[key], section, None)
@@ -166,6 +217,17 @@ class Writer:
     section: str
     content: Mapping[str, Any] = field(hash=False, compare=False)
     owner: Owner
+    #: The store itself: a LockStore's section depends on the file's current one (transition).
+    store: StoreSpec | None = field(default=None, hash=False, compare=False)
+
+    def content_for(
+        self, configmap: Mapping[str, Any] | None, now: datetime | None
+    ) -> Mapping[str, Any]:
+        """What the section must hold in ``configmap`` now."""
+        if self.store is None or now is None:
+            return self.content
+        current = last_rendered(configmap, self.key, self.section)
+        return decided_section(self.store, current, now)[0]
 
 
 def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]]:
@@ -182,7 +244,7 @@ def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]
         if where is None or (where, store.info.section) in contested:
             continue
         out.setdefault(where.name, []).append(
-            Writer(where.key, store.info.section, rendered_section(store), owner)
+            Writer(where.key, store.info.section, rendered_section(store), owner, store)
         )
     return out
 
@@ -193,15 +255,19 @@ def corrected(
     namespace: str,
     name: str,
     sections: Iterable[Writer],
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
     """The ConfigMap with every store's section as the store renders it, or ``None`` if it
-    already is: a hand edit of a section a store owns is undone, every other byte stays."""
+    already is: a hand edit of a section a store owns is undone, every other byte stays.
+
+    With ``now``, a LockStore's section is decided against the file's current one, as its
+    reconcile decides it (a transition starts, stays, or ends the same way in both)."""
     body: Mapping[str, Any] | None = existing
     changed: dict[str, Any] | None = None
     for w in sections:
         new = with_section(
             body, namespace=namespace, name=name, key=w.key, section=w.section,
-            content=w.content, owner=w.owner,
+            content=w.content_for(body, now), owner=w.owner,
         )  # fmt: skip
         if new is not None:
             body = changed = new

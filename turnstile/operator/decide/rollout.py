@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, cast
 
-from turnstile.operator.decide.render import endpoints_problem
+from turnstile.operator.decide.render import endpoints_problem, without_transition
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import (
     APPLIED_AT_ANNOTATION,
@@ -582,6 +582,9 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             data = snapshot.config_maps.get(config_map)
             content = None if data is None else data.get(config_key)
             config.append((config_map, config_key, content))
+        # A transition's keys roll nothing themselves: the change that starts one changes the
+        # section too, and their removal after transition_until must not roll the bots again.
+        hashed = [(cm, key, c if c is None else without_transition(c)) for cm, key, c in config]
         if any(content is None for _, _, content in config):
             continue
         held = _invalid(workload, files, snapshot.stores) or _unparseable(config)
@@ -593,7 +596,7 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         if any(ref.name in snapshot.unmarked for ref in secret_refs):
             continue
         digest = checksum(
-            config,
+            hashed,
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
             ((e.env_name, e.value) for s in stores for e in s.env if isinstance(e, EnvValue)),
         )

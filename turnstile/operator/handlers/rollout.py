@@ -273,7 +273,10 @@ async def _revert_drift(
             if current is None:
                 return None  # not created yet: the store's reconcile creates it
             try:
-                new = corrected(current, namespace=namespace, name=name, sections=sections)
+                new = corrected(
+                    current, namespace=namespace, name=name, sections=sections,
+                    now=datetime.now(timezone.utc),
+                )  # fmt: skip
             except EndpointsYamlError:
                 return None  # a file that does not parse is held below, not rewritten here
             wrote.append(new is not None)
