@@ -1,0 +1,108 @@
+"""A LockStore's keyPrefix change against a real API server: the transition is rendered, the
+bots roll once, an operator restart keeps the transition, and its end rolls nothing.
+
+The Deployment controller creates one ReplicaSet per distinct pod template, so counting them
+counts rollouts (as in ``tests/k8s/test_rollout.py``, whose helpers this reuses).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s import test_rollout as _rollout
+from tests.k8s.test_rollout import (
+    BY_NAME,
+    Operator,
+    apply,
+    assert_replica_sets_stay,
+    deployment,
+    managed_config_map,
+    replica_sets,
+    settled,
+    store,
+    template_checksum,
+    wait_for,
+)
+from tests.platform.control_plane import ControlPlane
+from tests.platform.redis_servers import RedisServer
+
+pytestmark = [pytest.mark.k8s, pytest.mark.slow]
+
+#: The fixtures of test_rollout.py: a namespace with the CRDs and the Secret; the operator.
+rollout_ns = _rollout.rollout_ns
+operator = _rollout.operator
+
+#: spec.transition.durationSeconds here: long enough to restart the operator inside it.
+DURATION = 12
+#: Seconds after transition_until within which the keys must be gone (1 s timer + a render).
+END_BOUND = 6.0
+
+
+def _locks(ns: str, redis: RedisServer, prefix: str) -> dict[str, Any]:
+    body = store("LockStore", "locks", ns, redis, prefix=prefix, rollout=BY_NAME)
+    body["spec"]["transition"] = {"durationSeconds": DURATION}
+    return body
+
+
+def _lock_section(cp: ControlPlane, ns: str) -> dict[str, Any]:
+    text = (managed_config_map(cp, ns, "bot-endpoints") or {}).get("endpoints.yml") or ""
+    return (yaml.safe_load(text) or {}).get("lock_store") or {}
+
+
+def _status(cp: ControlPlane, ns: str) -> dict[str, Any]:
+    return dict((cp.get_json("-n", ns, "lockstore", "locks") or {}).get("status") or {})
+
+
+def _reasons(cp: ControlPlane, ns: str, reason: str) -> int:
+    got = cp.get_json("-n", ns, "events", "--field-selector", f"reason={reason}") or {}
+    return len(got.get("items", []))
+
+
+def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    apply(cp, deployment(ns, "bot"), _locks(ns, redis_server, "bot"))
+    counts = settled(cp, ns, "bot")
+    assert "transition_from" not in _lock_section(cp, ns)  # a first render has nothing to keep
+    before = template_checksum(cp, ns, "bot")
+
+    apply(cp, _locks(ns, redis_server, "botv2"))
+    lock = wait_for(
+        "the transition to be rendered",
+        lambda: _lock_section(cp, ns).get("transition_from") and _lock_section(cp, ns),
+    )
+    assert lock["key_prefix"] == "botv2"
+    assert lock["transition_from"]["key_prefix"] == "bot"
+    assert lock["transition_from"]["password"] == "${TURNSTILE_LOCK_STORE_PASSWORD}"
+    until = lock["transition_until"]
+    end = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    status = wait_for("status.transition", lambda: _status(cp, ns).get("transition"))
+    assert status["until"] == until and status["from"]["key_prefix"] == "bot"
+    wait_for("the bot to roll", lambda: template_checksum(cp, ns, "bot") != before or None)
+    rolled = {"bot": counts["bot"] + 1}
+
+    # An operator restart in the middle keeps the transition as it was, and rolls nothing.
+    operator.restart()
+    assert len(replica_sets(cp, ns, "bot")) == rolled["bot"]
+    assert _lock_section(cp, ns).get("transition_until") == until
+    assert _status(cp, ns).get("transition", {}).get("until") == until
+    assert datetime.now(timezone.utc) < end, "the restart outlasted the transition"
+
+    def ended() -> bool:
+        return "transition_from" not in _lock_section(cp, ns) and not _status(cp, ns).get(
+            "transition"
+        )
+
+    wait_for("the transition to end", ended, timeout=DURATION + END_BOUND + 10)
+    late = (datetime.now(timezone.utc) - end).total_seconds()
+    assert late <= END_BOUND, f"the keys were removed {late:.1f} s after transition_until"
+    assert _lock_section(cp, ns)["key_prefix"] == "botv2"
+    assert_replica_sets_stay(cp, ns, rolled)  # the removal rolled nothing
+    assert _reasons(cp, ns, "TransitionStarted") == 1
+    assert _reasons(cp, ns, "TransitionEnded") == 1
+    assert _reasons(cp, ns, "WorkloadRolled") == 2  # the first checksum, then the prefix change
