@@ -238,3 +238,23 @@ def test_until_is_rfc3339_or_a_unix_timestamp_and_bad_values_name_the_key() -> N
         transition.parse_time("tomorrow")
     with pytest.raises(SpecError, match="transition_until"):
         transition.parse_time("2026-12-01T18:30:00")  # no zone
+
+
+def test_a_secret_change_with_the_lock_change_is_warned_once_and_kept() -> None:
+    old = _file(_store())
+    _, decision = decided_section(_store(redis={"host": "redis-new"}), _prev(old), NOW)
+    env = [{"name": "TURNSTILE_LOCK_STORE_PASSWORD", "secretName": "old", "secretKey": "p"}]
+    new_env = [{**env[0], "secretName": "new"}]
+    same = transition.status_of(decision, {"secretEnv": env}, {"secretEnv": env})
+    assert same is not None and "warning" not in same
+    status = transition.status_of(decision, {"secretEnv": env}, {"secretEnv": new_env})
+    assert status is not None and "password" in status["warning"]
+    events = cond._transition_events(None, status)
+    assert [e.reason for e in events] == ["TransitionStarted", "TransitionCredentialsChanged"]
+    # the next render of the same transition keeps the warning, and says nothing again
+    later = transition.decide(_prev(_file(_store(redis={"host": "redis-new"}), old)),
+                              section(_store(redis={"host": "redis-new"})), now=NOW,
+                              duration=600)  # fmt: skip
+    kept = transition.status_of(later, {"transition": status}, {"secretEnv": new_env})
+    assert kept == status
+    assert cond._transition_events(status, kept) == []

@@ -265,6 +265,7 @@ class Event:
 TRANSITION_STARTED: Final = "TransitionStarted"
 TRANSITION_ENDED: Final = "TransitionEnded"
 TRANSITION_PENDING: Final = "TransitionPending"
+TRANSITION_CREDENTIALS: Final = "TransitionCredentialsChanged"
 
 
 def _describe(previous: Any) -> str:
@@ -284,6 +285,8 @@ def _transition_events(before: Any, after: Any) -> list[Event]:
             f"lock settings changed: new pods also lock as the running ones "
             f"({_describe(after.get('from'))}) until {after.get('until')}",
         ))  # fmt: skip
+    if after.get("warning") and after.get("warning") != before.get("warning"):
+        found.append(Event("Warning", TRANSITION_CREDENTIALS, str(after["warning"])))
     if after.get("pending") and not before.get("pending"):
         found.append(Event(
             "Warning", TRANSITION_PENDING,

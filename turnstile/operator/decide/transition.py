@@ -55,6 +55,7 @@ __all__ = [
     "LOCK_AFFECTING",
     "UNTIL_KEY",
     "Decision",
+    "credentials_warning",
     "decide",
     "format_time",
     "lock_identity",
@@ -165,8 +166,17 @@ def decide(
     )
 
 
-def status_of(decision: Decision | None) -> dict[str, Any] | None:
-    """``status.transition``: where the pods being replaced lock, and until when."""
+def status_of(
+    decision: Decision | None,
+    old_status: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """``status.transition``: where the pods being replaced lock, until when, and a warning
+    when the previous section's ``${VAR}`` or TLS files now come from other Secrets.
+
+    ``secrets`` is the new ``{"secretEnv": [...], "secretFiles": [...]}`` of the status; the
+    previous ones are ``old_status``'s (the status written before this render).
+    """
     if decision is None or decision.previous is None or decision.until is None:
         return None
     out: dict[str, Any] = {
@@ -175,4 +185,43 @@ def status_of(decision: Decision | None) -> dict[str, Any] | None:
     }
     if decision.pending:
         out["pending"] = True
+    old = old_status or {}
+    kept = old.get("transition") if isinstance(old.get("transition"), Mapping) else None
+    if kept and kept.get("until") == out["until"] and kept.get("warning"):
+        out["warning"] = kept["warning"]  # said when the transition started; kept, not redone
+    elif decision.started:
+        warning = credentials_warning(old, secrets or {})
+        if warning is not None:
+            out["warning"] = warning
     return out
+
+
+def credentials_warning(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Why the previous section may not authenticate in new pods (``None``: it will).
+
+    The previous section names the same ``${TURNSTILE_LOCK_STORE_PASSWORD}`` and TLS paths as
+    the new one, and a pod has one value for each: the new Secrets'. A transition across a
+    change of those Secrets is rendered (it keeps the locks exclusive wherever the previous
+    Redis accepts the new credentials) but said loudly.
+    """
+    changed = [
+        what for what, field in (("password", "secretEnv"), ("TLS files", "secretFiles"))
+        if _refs(old.get(field)) != _refs(new.get(field))
+    ]  # fmt: skip
+    if not changed:
+        return None
+    return (
+        f"the {' and '.join(changed)} Secret references changed with the lock settings: during "
+        "the transition new pods reach the previous Redis with the new Secrets' values (one "
+        "env var and one mount per pod). Make the previous Redis accept them, or change the "
+        "Redis first and the Secrets after the transition"
+    )
+
+
+def _refs(items: Any) -> list[tuple[str, str, str]]:
+    if not isinstance(items, list):
+        return []
+    return sorted(
+        (str(i.get("name") or i.get("path")), str(i.get("secretName")), str(i.get("secretKey")))
+        for i in items if isinstance(i, Mapping)
+    )  # fmt: skip

@@ -423,7 +423,14 @@ async def _reconcile(
             secret_files=secret_files(kind, store),
             plain_env=plain_env(kind, store),
             tls_warning=cond.tls_warning(store),
-            transition=transition.status_of(decided[0] if decided else None),
+            transition=transition.status_of(
+                decided[0] if decided else None,
+                old_status,
+                {
+                    "secretEnv": _refs(secret_env(kind, store)),
+                    "secretFiles": _refs(secret_files(kind, store), "path"),
+                },
+            ),
         )
     new_status = cond.build_status(
         observation, old_status, generation=generation, now=cond.now_iso()
@@ -447,6 +454,11 @@ async def _reconcile(
         kopf.event(body, type=event.type, reason=event.reason, message=message)
         log.info("%s: %s", event.reason, message)
     _account(kind, uid, observation, started)
+
+
+def _refs(found: Iterable[tuple[str, str, str]], first: str = "name") -> list[dict[str, str]]:
+    """``status.secretEnv``/``secretFiles`` entries (as :func:`cond.build_status` writes them)."""
+    return [{first: a, "secretName": b, "secretKey": c} for a, b, c in found]
 
 
 def _rollout_condition(body: Mapping[str, Any]) -> cond.Condition | None:

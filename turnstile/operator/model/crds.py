@@ -513,6 +513,7 @@ def status_schema() -> dict[str, Any]:
                     "from": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                     "until": {"type": "string", "format": "date-time"},
                     "pending": {"type": "boolean"},
+                    "warning": {"type": "string"},
                 },
             },
             "configMap": {
