@@ -7,6 +7,7 @@ counts rollouts (as in ``tests/k8s/test_rollout.py``, whose helpers this reuses)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +17,6 @@ import yaml
 from tests.k8s import test_rollout as _rollout
 from tests.k8s.test_rollout import (
     BY_NAME,
-    Operator,
     apply,
     assert_replica_sets_stay,
     deployment,
@@ -28,13 +28,28 @@ from tests.k8s.test_rollout import (
     wait_for,
 )
 from tests.platform.control_plane import ControlPlane
+from tests.platform.operator_process import OperatorProcess
 from tests.platform.redis_servers import RedisServer
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
-#: The fixtures of test_rollout.py: a namespace with the CRDs and the Secret; the operator.
+#: test_rollout.py's fixture: a namespace with the CRDs and the Secret.
 rollout_ns = _rollout.rollout_ns
-operator = _rollout.operator
+#: Re-checks far apart, so the transition's end is proven to come from its own timer.
+RECHECK = 300.0
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, rollout_ns: str) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(control_plane.kubeconfig, namespaces=[rollout_ns],
+                         recheck_interval=RECHECK)  # fmt: skip
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+    log = op.logs()
+    assert "Traceback" not in log, f"the operator logged a traceback:\n{log[-5000:]}"
 
 #: spec.transition.durationSeconds here: long enough to restart the operator inside it.
 DURATION = 12
@@ -63,7 +78,8 @@ def _reasons(cp: ControlPlane, ns: str, reason: str) -> int:
 
 
 def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
-    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer,
+    operator: OperatorProcess,
 ) -> None:
     cp, ns = control_plane, rollout_ns
     apply(cp, deployment(ns, "bot"), _locks(ns, redis_server, "bot"))
