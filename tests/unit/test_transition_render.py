@@ -258,3 +258,10 @@ def test_a_secret_change_with_the_lock_change_is_warned_once_and_kept() -> None:
     kept = transition.status_of(later, {"transition": status}, {"secretEnv": new_env})
     assert kept == status
     assert cond._transition_events(status, kept) == []
+
+
+def test_a_held_change_is_one_warning_event() -> None:
+    running = {"from": {"key_prefix": "bot"}, "until": "2026-12-01T18:30:00Z"}
+    held = {**running, "pending": True}
+    assert [e.reason for e in cond._transition_events(running, held)] == ["TransitionPending"]
+    assert cond._transition_events(held, held) == []
