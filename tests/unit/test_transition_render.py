@@ -265,3 +265,19 @@ def test_a_held_change_is_one_warning_event() -> None:
     held = {**running, "pending": True}
     assert [e.reason for e in cond._transition_events(running, held)] == ["TransitionPending"]
     assert cond._transition_events(held, held) == []
+
+
+def test_the_crd_bounds_the_duration_as_the_parser_does() -> None:
+    from turnstile.operator.model import schema  # noqa: PLC0415
+    from turnstile.operator.model.crds import crd  # noqa: PLC0415
+    from turnstile.operator.model.kinds import LOCK_STORE, TIMER_STORE  # noqa: PLC0415
+
+    def spec_props(info: Any) -> dict[str, Any]:
+        root = crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        return root["properties"]["spec"]["properties"]  # type: ignore[no-any-return]
+
+    field = spec_props(LOCK_STORE)["transition"]["properties"]["durationSeconds"]
+    bounds = schema.TRANSITION_DURATION
+    assert (field["minimum"], field["maximum"]) == (bounds.minimum, bounds.maximum)
+    assert field["default"] == schema.TRANSITION_DURATION_DEFAULT == _store().transition_seconds
+    assert "transition" not in spec_props(TIMER_STORE)
