@@ -281,3 +281,19 @@ def test_the_crd_bounds_the_duration_as_the_parser_does() -> None:
     assert (field["minimum"], field["maximum"]) == (bounds.minimum, bounds.maximum)
     assert field["default"] == schema.TRANSITION_DURATION_DEFAULT == _store().transition_seconds
     assert "transition" not in spec_props(TIMER_STORE)
+
+
+def test_adopting_turnstile_transitions_from_rasas_own_section_in_a_users_file() -> None:
+    users = ("lock_store:\n  type: concurrent_redis\n  host: redis\n  key_prefix: bot\n"
+             + USER_FILE)  # fmt: skip
+    existing = {"metadata": {"name": "bot-endpoints", "namespace": "bots"},
+                "data": {"endpoints.yml": users}}  # fmt: skip
+    owner = Owner("turnstile.dev/v1alpha1", "LockStore", "locks", "u1")
+    (sections,) = writers([(_store(), owner)]).values()
+    new = corrected(existing, namespace="bots", name="bot-endpoints", sections=sections, now=NOW)
+    assert new is not None
+    lock = yaml.safe_load(new["data"]["endpoints.yml"])["lock_store"]
+    assert lock["type"] == "turnstile.rasa.TicketLockStore"
+    assert lock["transition_from"] == {"type": "concurrent_redis", "host": "redis",
+                                       "key_prefix": "bot"}  # fmt: skip
+    assert new["metadata"]["annotations"]["turnstile.dev/pre-existing"] == "true"
