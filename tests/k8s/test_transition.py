@@ -22,6 +22,7 @@ from tests.k8s.test_rollout import (
     deployment,
     managed_config_map,
     replica_sets,
+    secret,
     settled,
     store,
     template_checksum,
@@ -122,3 +123,42 @@ def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
     assert _reasons(cp, ns, "TransitionStarted") == 1
     assert _reasons(cp, ns, "TransitionEnded") == 1
     assert _reasons(cp, ns, "WorkloadRolled") == 2  # the first checksum, then the prefix change
+
+
+def test_a_password_secret_changed_with_the_lock_settings_reaches_pods_as_its_own_variable(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer,
+    operator: OperatorProcess,
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    inject = {**BY_NAME, "injectEnv": True}
+    first = store("LockStore", "locks", ns, redis_server, prefix="bot", rollout=inject)
+    first["spec"]["transition"] = {"durationSeconds": 5}
+    apply(cp, deployment(ns, "bot"), first)
+    counts = settled(cp, ns, "bot")
+    moved = store("LockStore", "locks", ns, redis_server, prefix="botv2", rollout=inject)
+    moved["spec"]["transition"] = {"durationSeconds": 5}
+    moved["spec"]["redis"]["passwordSecretRef"] = {"name": "redis-auth-2", "key": "password"}
+    second = {**secret(ns, "second-password")}
+    second["metadata"] = {**second["metadata"], "name": "redis-auth-2"}
+    apply(cp, second, moved)
+
+    lock = wait_for(
+        "the transition to be rendered",
+        lambda: _lock_section(cp, ns).get("transition_from") and _lock_section(cp, ns),
+    )
+    assert lock["password"] == "${TURNSTILE_LOCK_STORE_PASSWORD}"
+    assert lock["transition_from"]["password"] == "${TURNSTILE_LOCK_PREVIOUS_PASSWORD}"
+
+    def env() -> dict[str, Any]:
+        got = cp.get_json("-n", ns, "deployment", "bot") or {}
+        containers = got["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("valueFrom") for e in containers[0].get("env") or []}
+
+    injected = wait_for("the previous password's variable",
+                        lambda: env().get("TURNSTILE_LOCK_PREVIOUS_PASSWORD"))  # fmt: skip
+    assert injected == {"secretKeyRef": {"name": "redis-auth", "key": "password",
+                                         "optional": True}}  # fmt: skip
+    assert env()["TURNSTILE_LOCK_STORE_PASSWORD"]["secretKeyRef"]["name"] == "redis-auth-2"
+    wait_for("the transition to end", lambda: "transition_from" not in _lock_section(cp, ns),
+             timeout=5 + END_BOUND + 10)  # fmt: skip
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})  # one rollout in all

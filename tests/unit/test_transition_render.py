@@ -10,12 +10,19 @@ import yaml
 
 from turnstile.operator.decide import conditions as cond
 from turnstile.operator.decide import transition
-from turnstile.operator.decide.configmaps import Owner, corrected, writers
+from turnstile.operator.decide.configmaps import (
+    Owner,
+    corrected,
+    recorded_secrets,
+    section_for,
+    writers,
+)
 from turnstile.operator.decide.render import (
     current_section,
     decided_section,
     merge_section,
     render_files,
+    secret_env,
     section,
     without_transition,
 )
@@ -240,22 +247,74 @@ def test_until_is_rfc3339_or_a_unix_timestamp_and_bad_values_name_the_key() -> N
         transition.parse_time("2026-12-01T18:30:00")  # no zone
 
 
-def test_a_secret_change_with_the_lock_change_is_warned_once_and_kept() -> None:
+def test_a_password_secret_changed_with_the_redis_gets_its_own_variable() -> None:
+    auth = {"passwordSecretRef": {"name": "old-auth"}}
+    before = _store(redis=auth)
+    after = _store(redis={"host": "redis-new", "passwordSecretRef": {"name": "new-auth"}})
+    env = [{"name": "TURNSTILE_LOCK_STORE_PASSWORD", "secretName": "old-auth",
+            "secretKey": "password"}]  # fmt: skip
+    moved = transition.moved_secrets(env, secret_env("LockStore", after))
+    assert moved == (("TURNSTILE_LOCK_PREVIOUS_PASSWORD", "old-auth", "password"),)
+    assert transition.moved_secrets(env, secret_env("LockStore", before)) == ()
+
+    owner = Owner("turnstile.dev/v1alpha1", "LockStore", "locks", "u1")
+    (first,) = writers([(before, owner)]).values()
+    cm = corrected({"metadata": {"name": "bot-endpoints", "namespace": "bots"},
+                    "data": {"endpoints.yml": USER_FILE}},
+                   namespace="bots", name="bot-endpoints", sections=first, now=NOW)  # fmt: skip
+    (second,) = writers([(after, owner)], {"u1": moved}).values()
+    cm = corrected(cm, namespace="bots", name="bot-endpoints", sections=second, now=NOW)
+    assert cm is not None
+    lock = yaml.safe_load(cm["data"]["endpoints.yml"])["lock_store"]
+    assert lock["password"] == "${TURNSTILE_LOCK_STORE_PASSWORD}"
+    assert lock["transition_from"]["password"] == "${TURNSTILE_LOCK_PREVIOUS_PASSWORD}"
+    assert recorded_secrets(cm, "endpoints.yml") == moved
+    # a later render (status rewritten: nothing "moved" any more) keeps the renamed section
+    (again,) = writers([(after, owner)]).values()
+    assert corrected(cm, namespace="bots", name="bot-endpoints", sections=again, now=NOW) is None
+
+    body = _body(redis={"host": "redis-new", "passwordSecretRef": {"name": "new-auth"}},
+                 rollout={"workloads": [{"kind": "Deployment", "name": "bot"}],
+                          "injectEnv": True})  # fmt: skip
+    rollout = store_rollout(body, secret_env("LockStore", after))
+    workload = Workload.from_body("Deployment", {"metadata": {"name": "bot"}, "spec": {
+        "template": {"spec": {"containers": [{"name": "rasa"}]}}}})  # fmt: skip
+
+    def plan(text: str, previous: Any) -> Any:
+        snap = Snapshot(stores=(rollout,), workloads=(workload,),
+                        config_maps={"bot-endpoints": {"endpoints.yml": text}},
+                        transition_env=previous)  # fmt: skip
+        return plan_namespace(snap, "2026-12-01T18:20:00Z")[0]
+
+    during = plan(cm["data"]["endpoints.yml"], {("bot-endpoints", "endpoints.yml"): moved})
+    (container,) = during.patch["spec"]["template"]["spec"]["containers"]
+    assert {"name": "TURNSTILE_LOCK_PREVIOUS_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "old-auth", "key": "password", "optional": True}}} in container["env"]
+    ended = without_transition(cm["data"]["endpoints.yml"])
+    assert plan(ended, {}).checksum == during.checksum  # the end rolls nothing
+
+    _, decision = section_for(after, cm, "endpoints.yml", NOW)
+    status = transition.status_of(decision)
+    assert status is not None and status["secretEnv"] == [
+        {"name": "TURNSTILE_LOCK_PREVIOUS_PASSWORD", "secretName": "old-auth",
+         "secretKey": "password"}]  # fmt: skip
+
+
+def test_a_tls_secret_change_with_the_lock_change_is_warned_once_and_kept() -> None:
     old = _file(_store())
     _, decision = decided_section(_store(redis={"host": "redis-new"}), _prev(old), NOW)
-    env = [{"name": "TURNSTILE_LOCK_STORE_PASSWORD", "secretName": "old", "secretKey": "p"}]
-    new_env = [{**env[0], "secretName": "new"}]
-    same = transition.status_of(decision, {"secretEnv": env}, {"secretEnv": env})
+    files = [{"path": "/etc/turnstile/lock_store/ca.crt", "secretName": "ca", "secretKey": "c"}]
+    new_files = [{**files[0], "secretName": "new-ca"}]
+    same = transition.status_of(decision, {"secretFiles": files}, {"secretFiles": files})
     assert same is not None and "warning" not in same
-    status = transition.status_of(decision, {"secretEnv": env}, {"secretEnv": new_env})
-    assert status is not None and "password" in status["warning"]
+    status = transition.status_of(decision, {"secretFiles": files}, {"secretFiles": new_files})
+    assert status is not None and "TLS" in status["warning"]
     events = cond._transition_events(None, status)
     assert [e.reason for e in events] == ["TransitionStarted", "TransitionCredentialsChanged"]
-    # the next render of the same transition keeps the warning, and says nothing again
     later = transition.decide(_prev(_file(_store(redis={"host": "redis-new"}), old)),
                               section(_store(redis={"host": "redis-new"})), now=NOW,
                               duration=600)  # fmt: skip
-    kept = transition.status_of(later, {"transition": status}, {"secretEnv": new_env})
+    kept = transition.status_of(later, {"transition": status}, {"secretFiles": new_files})
     assert kept == status
     assert cond._transition_events(status, kept) == []
 

@@ -38,6 +38,7 @@ from turnstile.operator.decide.render import (
     target,
 )
 from turnstile.operator.decide.render import section as rendered_section
+from turnstile.operator.decide.transition import Decision
 from turnstile.operator.model.kinds import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -106,14 +107,38 @@ def last_rendered(
     return current_section(((configmap.get("data") or {}).get(key)), section)
 
 
-def _record(annotations: dict[str, Any], key: str, section: str, content: Any) -> None:
+def recorded_secrets(
+    configmap: Mapping[str, Any] | None, key: str
+) -> tuple[tuple[str, str, str], ...]:
+    """The previous Secrets' env vars of the transition recorded for ``key`` (if any)."""
+    if configmap is None:
+        return ()
+    raw = _json_map(configmap.get("metadata") or {}, RENDERED).get(f"{key}/{_RECORDED}/secrets")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        (str(e[0]), str(e[1]), str(e[2])) for e in raw if isinstance(e, list) and len(e) == 3
+    )
+
+
+def _record(
+    annotations: dict[str, Any],
+    key: str,
+    section: str,
+    content: Any,
+    secrets: Iterable[tuple[str, str, str]] = (),
+) -> None:
     if section != _RECORDED:
         return
     records = _json_map({"annotations": annotations}, RENDERED)
+    chosen = sorted(list(e) for e in secrets)
+    records.pop(f"{key}/{section}/secrets", None)
     if content is None:
         records.pop(f"{key}/{section}", None)
     else:
         records[f"{key}/{section}"] = content
+        if chosen:
+            records[f"{key}/{section}/secrets"] = chosen
     if records:
         annotations[RENDERED] = json.dumps(dict(sorted(records.items())), sort_keys=True)
     else:
@@ -144,12 +169,15 @@ def with_section(
     section: str,
     content: Mapping[str, Any],
     owner: Owner,
+    secrets: Iterable[tuple[str, str, str]] = (),
 ) -> dict[str, Any] | None:
-    """The ConfigMap with the store's section written (see the module doc)."""
+    """The ConfigMap with the store's section written (see the module doc); ``secrets``:
+    the previous Secrets' env vars its transition names (recorded with it)."""
+    secrets = tuple(secrets)
     if existing is None:
         text = merge_section("", section, content)
         fresh = {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})}
-        _record(fresh, key, section, dict(content))
+        _record(fresh, key, section, dict(content), secrets)
         return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -172,7 +200,7 @@ def with_section(
     sections = _sections(meta)
     sections[f"{key}/{section}"] = owner.writer
     annotations[SECTIONS] = json.dumps(dict(sorted(sections.items())))
-    _record(annotations, key, section, dict(content))
+    _record(annotations, key, section, dict(content), secrets)
     meta["annotations"] = annotations
     if annotations.get(PRE_EXISTING) != "true":
         refs = list(meta.get("ownerReferences") or [])
@@ -219,22 +247,42 @@ class Writer:
     owner: Owner
     #: The store itself: a LockStore's section depends on the file's current one (transition).
     store: StoreSpec | None = field(default=None, hash=False, compare=False)
+    #: Password env vars whose Secret changed (``transition.moved_secrets``).
+    moved: tuple[tuple[str, str, str], ...] = field(default=(), hash=False, compare=False)
 
-    def content_for(
+    def decided(
         self, configmap: Mapping[str, Any] | None, now: datetime | None
-    ) -> Mapping[str, Any]:
-        """What the section must hold in ``configmap`` now."""
+    ) -> tuple[Mapping[str, Any], tuple[tuple[str, str, str], ...]]:
+        """What the section must hold in ``configmap`` now, and the Secrets it records."""
         if self.store is None or now is None:
-            return self.content
-        current = last_rendered(configmap, self.key, self.section)
-        return decided_section(self.store, current, now)[0]
+            return self.content, ()
+        content, decision = section_for(self.store, configmap, self.key, now, self.moved)
+        return content, (decision.secret_env if decision else ())
 
 
-def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]]:
+def section_for(
+    store: StoreSpec,
+    configmap: Mapping[str, Any] | None,
+    key: str,
+    now: datetime,
+    moved: Iterable[tuple[str, str, str]] = (),
+) -> tuple[dict[str, Any], Decision | None]:
+    """The store's section for ``configmap`` now, decided from what is recorded there."""
+    return decided_section(
+        store, last_rendered(configmap, key, store.info.section), now,
+        moved=moved, recorded=recorded_secrets(configmap, key),
+    )  # fmt: skip
+
+
+def writers(
+    stores: Iterable[tuple[StoreSpec, Owner]],
+    moved: Mapping[str, tuple[tuple[str, str, str], ...]] | None = None,
+) -> dict[str, list[Writer]]:
     """Per ConfigMap name, the sections the stores write there (as a reconcile writes them).
 
     Stores being deleted are left out by the caller; two stores of one kind claiming one
-    section (``ConfigMapConflict``) write nothing there, so neither is listed.
+    section (``ConfigMapConflict``) write nothing there, so neither is listed. ``moved``, by
+    store uid: its password env vars whose Secret changed (``transition.moved_secrets``).
     """
     pairs = list(stores)
     contested = {(where, section) for where, section in conflicts(s for s, _ in pairs)}
@@ -243,8 +291,10 @@ def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]
         where = target(store)
         if where is None or (where, store.info.section) in contested:
             continue
+        content = rendered_section(store)
+        its_moved = (moved or {}).get(owner.uid, ())
         out.setdefault(where.name, []).append(
-            Writer(where.key, store.info.section, rendered_section(store), owner, store)
+            Writer(where.key, store.info.section, content, owner, store, its_moved)
         )
     return out
 
@@ -265,9 +315,10 @@ def corrected(
     body: Mapping[str, Any] | None = existing
     changed: dict[str, Any] | None = None
     for w in sections:
+        content, secrets = w.decided(body, now)
         new = with_section(
             body, namespace=namespace, name=name, key=w.key, section=w.section,
-            content=w.content_for(body, now), owner=w.owner,
+            content=content, owner=w.owner, secrets=secrets,
         )  # fmt: skip
         if new is not None:
             body = changed = new

@@ -294,8 +294,12 @@ def decided_section(
     now: datetime,
     *,
     until: datetime | None = None,
+    moved: Iterable[transition.SecretEnv] = (),
+    recorded: Iterable[transition.SecretEnv] = (),
 ) -> tuple[dict[str, Any], transition.Decision | None]:
     """The section a store writes where its section last rendered was ``current``.
+
+    ``moved`` and ``recorded``: see :func:`turnstile.operator.decide.transition.decide`.
 
     A LockStore's lock-affecting change carries a transition
     (:func:`turnstile.operator.decide.transition.decide`); a TimerStore's section is
@@ -305,8 +309,9 @@ def decided_section(
     if store.info.section != transition.SECTION or store.transition_seconds is None:
         return wanted, None
     decision = transition.decide(
-        current, wanted, now=now, duration=store.transition_seconds, until=until
-    )
+        current, wanted, now=now, duration=store.transition_seconds, until=until,
+        moved=tuple(moved), recorded=tuple(recorded),
+    )  # fmt: skip
     return decision.content, decision
 
 

@@ -149,13 +149,16 @@ class EnvFromSecret:
     env_name: str
     secret_name: str
     secret_key: str
+    #: ``optional: true``: a transition's previous password (the pod still starts once that
+    #: Secret is gone; by then the file no longer names the variable).
+    optional: bool = False
 
     def entry(self) -> dict[str, Any]:
         """The container ``env`` entry."""
-        return {
-            "name": self.env_name,
-            "valueFrom": {"secretKeyRef": {"name": self.secret_name, "key": self.secret_key}},
-        }
+        ref: dict[str, Any] = {"name": self.secret_name, "key": self.secret_key}
+        if self.optional:
+            ref["optional"] = True
+        return {"name": self.env_name, "valueFrom": {"secretKeyRef": ref}}
 
 
 @dataclass(frozen=True, order=True)
@@ -438,6 +441,12 @@ class Snapshot:
     config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     unmarked: frozenset[str] = frozenset()
+    #: ``(config_map, key)`` -> the previous Secrets' env vars a LockStore's transition names
+    #: there (``(env, secret, key)``): injected like the store's own, never in the checksum,
+    #: so a transition's end rolls nothing.
+    transition_env: Mapping[tuple[str, str], tuple[tuple[str, str, str], ...]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -601,7 +610,11 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             ((e.env_name, e.value) for s in stores for e in s.env if isinstance(e, EnvValue)),
         )
         inject = any(s.inject_env for s in selecting)
-        env = _first_per_name(e for s in stores for e in s.env) if inject else []
+        previous = (
+            EnvFromSecret(*triple, optional=True)
+            for where in sorted(files) for triple in snapshot.transition_env.get(where, ())
+        )  # fmt: skip
+        env = _first_per_name((*(e for s in stores for e in s.env), *previous)) if inject else []
         plans.append(
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )

@@ -37,13 +37,18 @@ Rules:
   taken over the file without them
   (:func:`turnstile.operator.decide.render.without_transition`), so that removal rolls no pod:
   pods keep running with keys that have expired, which they ignore.
+* A password whose Secret changed with the lock settings keeps the previous Secret's value in
+  ``transition_from`` under its own variable (:data:`PREVIOUS_ENV`,
+  ``${TURNSTILE_LOCK_PREVIOUS_PASSWORD}``); the Secret it comes from is recorded with the
+  section (:mod:`turnstile.operator.decide.configmaps`), injected like the store's own env,
+  and left out of the checksum. TLS files have one path per pod and are only warned about.
 * ``durationSeconds: 0`` switches at once (no transition keys). TimerStores never transition:
   a timer belongs to one pod's session and moves with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
@@ -59,6 +64,7 @@ __all__ = [
     "decide",
     "format_time",
     "lock_identity",
+    "moved_secrets",
     "parse_time",
     "status_of",
 ]
@@ -66,6 +72,16 @@ __all__ = [
 FROM_KEY: Final = "transition_from"
 UNTIL_KEY: Final = "transition_until"
 SECTION: Final = "lock_store"
+#: A ``${VAR}`` of the previous section whose Secret changed with the lock settings is renamed
+#: in ``transition_from`` to its own variable, set from the previous Secret.
+PREVIOUS_ENV: Final = {
+    "TURNSTILE_LOCK_STORE_PASSWORD": "TURNSTILE_LOCK_PREVIOUS_PASSWORD",
+    "TURNSTILE_LOCK_STORE_SENTINEL_PASSWORD": "TURNSTILE_LOCK_PREVIOUS_SENTINEL_PASSWORD",
+}
+_SECRET_KEYS: Final = ("password", "sentinel_password")
+#: ``(env var, Secret name, Secret key)``, as ``render.secret_env`` gives them.
+SecretEnv = tuple[str, str, str]
+
 #: The section keys that decide which locks a pod takes (see the module doc).
 LOCK_AFFECTING: Final = (
     "type", "deployment_mode", "host", "port", "endpoints", "sentinel_service", "db",
@@ -117,6 +133,8 @@ class Decision:
     pending: bool = False
     #: True when this render starts the transition (``previous`` was just captured).
     started: bool = False
+    #: The previous Secrets' env vars ``transition_from`` names (:data:`PREVIOUS_ENV`).
+    secret_env: tuple[SecretEnv, ...] = ()
 
 
 def _ongoing(
@@ -132,6 +150,39 @@ def _ongoing(
     return (previous, end) if now < end else None
 
 
+def moved_secrets(old: Any, new: Iterable[SecretEnv]) -> tuple[SecretEnv, ...]:
+    """The previous Secrets of password variables whose Secret changed (or went away).
+
+    ``old`` is the store's ``status.secretEnv`` from before the change (what running pods
+    were given), ``new`` what the spec renders now. The answer names the renamed variables.
+    """
+    now = {env: (secret, key) for env, secret, key in new}
+    moved = []
+    for item in old if isinstance(old, list) else []:
+        if not isinstance(item, Mapping) or item.get("name") not in PREVIOUS_ENV:
+            continue
+        env, ref = str(item["name"]), (str(item.get("secretName")), str(item.get("secretKey")))
+        if now.get(env) != ref:
+            moved.append((PREVIOUS_ENV[env], *ref))
+    return tuple(sorted(moved))
+
+
+def _renamed(section: Mapping[str, Any], moved: Sequence[SecretEnv]) -> dict[str, Any]:
+    names = {env for env, _, _ in moved}
+    out = dict(section)
+    for key in _SECRET_KEYS:
+        value = out.get(key)
+        for current, previous in PREVIOUS_ENV.items():
+            if value == "${" + current + "}" and previous in names:
+                out[key] = "${" + previous + "}"
+    return out
+
+
+def _named(section: Mapping[str, Any], moved: Sequence[SecretEnv]) -> tuple[SecretEnv, ...]:
+    used = {str(section.get(k)) for k in _SECRET_KEYS}
+    return tuple(e for e in moved if "${" + e[0] + "}" in used)
+
+
 def decide(
     current: Mapping[str, Any] | None,
     wanted: Mapping[str, Any],
@@ -139,12 +190,16 @@ def decide(
     now: datetime,
     duration: int,
     until: datetime | None = None,
+    moved: Sequence[SecretEnv] = (),
+    recorded: Sequence[SecretEnv] = (),
 ) -> Decision:
-    """The section to render, given the one the file holds (``None``: none yet).
+    """The section to render, given the one last rendered (``None``: none yet).
 
     ``wanted`` is what the spec renders (:func:`turnstile.operator.decide.render.section`);
     ``duration`` is ``spec.transition.durationSeconds``; ``until`` overrides ``now + duration``
-    for a transition this render starts (``turnstile render --transition-until``).
+    for a transition this render starts (``turnstile render --transition-until``). ``moved``
+    (:func:`moved_secrets`) renames the previous section's password variables when their
+    Secret changed; ``recorded`` are those of a transition already under way.
     """
     wanted = dict(wanted)
     if current is None or not isinstance(current, Mapping):
@@ -152,18 +207,21 @@ def decide(
     running = _ongoing(current, now)
     if running is not None:
         previous, end = running
+        kept = _named(previous, recorded)
         if lock_identity(wanted) == lock_identity(base(current)):
             # Same locks as the transition's target: other settings pass, the transition stays.
-            return Decision({**wanted, FROM_KEY: dict(previous), UNTIL_KEY: format_time(end)},
-                            previous, end)  # fmt: skip
-        return Decision(dict(current), previous, end, pending=True)
+            content = {**wanted, FROM_KEY: dict(previous), UNTIL_KEY: format_time(end)}
+            return Decision(content, previous, end, secret_env=kept)
+        return Decision(dict(current), previous, end, pending=True, secret_env=kept)
     old = base(current)
     if duration <= 0 or lock_identity(old) == lock_identity(wanted):
         return Decision(wanted)
     end = until or (now + timedelta(seconds=duration))
+    old = _renamed(old, moved)
     return Decision(
-        {**wanted, FROM_KEY: old, UNTIL_KEY: format_time(end)}, old, end, started=True
-    )
+        {**wanted, FROM_KEY: old, UNTIL_KEY: format_time(end)}, old, end, started=True,
+        secret_env=_named(old, moved),
+    )  # fmt: skip
 
 
 def status_of(
@@ -185,6 +243,11 @@ def status_of(
     }
     if decision.pending:
         out["pending"] = True
+    if decision.secret_env:
+        out["secretEnv"] = [
+            {"name": env, "secretName": secret, "secretKey": key}
+            for env, secret, key in decision.secret_env
+        ]
     old = old_status or {}
     kept = old.get("transition") if isinstance(old.get("transition"), Mapping) else None
     if kept and kept.get("until") == out["until"] and kept.get("warning"):
@@ -197,24 +260,20 @@ def status_of(
 
 
 def credentials_warning(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """Why the previous section may not authenticate in new pods (``None``: it will).
+    """Why the previous section may not connect from new pods (``None``: it will).
 
-    The previous section names the same ``${TURNSTILE_LOCK_STORE_PASSWORD}`` and TLS paths as
-    the new one, and a pod has one value for each: the new Secrets'. A transition across a
-    change of those Secrets is rendered (it keeps the locks exclusive wherever the previous
-    Redis accepts the new credentials) but said loudly.
+    Passwords whose Secret changed get their own variables (:data:`PREVIOUS_ENV`); TLS files
+    do not: the previous section names the same paths, and a pod mounts the new Secrets
+    there. A transition across a change of the TLS Secrets is rendered (locks stay exclusive
+    wherever the previous Redis accepts the new files) but said loudly.
     """
-    changed = [
-        what for what, field in (("password", "secretEnv"), ("TLS files", "secretFiles"))
-        if _refs(old.get(field)) != _refs(new.get(field))
-    ]  # fmt: skip
-    if not changed:
+    if _refs(old.get("secretFiles")) == _refs(new.get("secretFiles")):
         return None
     return (
-        f"the {' and '.join(changed)} Secret references changed with the lock settings: during "
-        "the transition new pods reach the previous Redis with the new Secrets' values (one "
-        "env var and one mount per pod). Make the previous Redis accept them, or change the "
-        "Redis first and the Secrets after the transition"
+        "the TLS Secret references changed with the lock settings: during the transition new "
+        "pods reach the previous Redis with the new TLS files (one mount per path). Make the "
+        "previous Redis accept them, or change the Redis first and the TLS Secrets after the "
+        "transition"
     )
 
 

@@ -59,7 +59,7 @@ from turnstile.operator.decide import transition
 from turnstile.operator.decide.configmaps import (
     Owner,
     is_owned,
-    last_rendered,
+    section_for,
     with_section,
     without_section,
 )
@@ -74,7 +74,6 @@ from turnstile.operator.decide.credentials import (
 )
 from turnstile.operator.decide.render import (
     conflict_message,
-    decided_section,
     plain_env,
     secret_env,
     secret_files,
@@ -268,10 +267,13 @@ async def _render(
     drifted: list[bool] = []
     content: Mapping[str, Any] = {}
 
+    moved = transition.moved_secrets(old_status.get("secretEnv"), secret_env(store.kind, store))
+
     def place(current: Mapping[str, Any] | None) -> dict[str, Any] | None:
         nonlocal content
-        previous = last_rendered(current, where.key, store.info.section)
-        content, decision = decided_section(store, previous, datetime.now(timezone.utc))
+        content, decision = section_for(
+            store, current, where.key, datetime.now(timezone.utc), moved
+        )
         decided[:] = [decision]
         new = with_section(
             current,
@@ -281,6 +283,7 @@ async def _render(
             section=store.info.section,
             content=content,
             owner=owner,
+            secrets=decision.secret_env if decision else (),
         )
         # The store renders what it rendered last time, yet the ConfigMap must change (``None``
         # means nothing to write): the section was edited by hand (the rollout sync may have

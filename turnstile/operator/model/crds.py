@@ -514,6 +514,14 @@ def status_schema() -> dict[str, Any]:
                     "until": {"type": "string", "format": "date-time"},
                     "pending": {"type": "boolean"},
                     "warning": {"type": "string"},
+                    "secretEnv": {
+                        "type": "array",
+                        "description": (
+                            "Env vars transition_from names for the previous Secrets "
+                            "(TURNSTILE_LOCK_PREVIOUS_PASSWORD...), and where each comes from."
+                        ),
+                        "items": secret_item,
+                    },
                 },
             },
             "configMap": {
