@@ -129,14 +129,16 @@ def _until(value: str | None, now: datetime) -> datetime | None:
 
 def _previous(
     paths: Sequence[str], namespace: str, targets: Iterable[Any]
-) -> dict[Any, str]:
+) -> tuple[dict[Any, str], dict[Any, list[tuple[str, str, str]]]]:
     """The files as they are before the change: from the previous store manifests, or an
-    ``endpoints.yml`` (a bot's file with Rasa's own ``lock_store``: adopting Turnstile)."""
-    from turnstile.operator.decide.render import render_files  # noqa: PLC0415
+    ``endpoints.yml`` (a bot's file with Rasa's own ``lock_store``: adopting Turnstile), and
+    the previous LockStores' Secret env vars per file."""
+    from turnstile.operator.decide.render import render_files, secret_env, target  # noqa: PLC0415
     from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
 
     yaml = _require_yaml()
     previous: dict[Any, str] = {}
+    env: dict[Any, list[tuple[str, str, str]]] = {}
     for path in paths:
         try:
             text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -151,10 +153,15 @@ def _previous(
         docs = [i for d in loaded for i in (d.get("items") or [] if d.get("kind") == "List"
                                             else [d]) if isinstance(i, dict)]  # fmt: skip
         try:
-            previous.update(render_files(_parse_stores(docs, namespace)))
+            old = _parse_stores(docs, namespace)
+            previous.update(render_files(old))
         except OperatorError as exc:
             raise _UsageError(f"--transition-from {path}: {exc.message}") from None
-    return previous
+        for store in old:
+            where = target(store)
+            if where is not None and store.kind == "LockStore":
+                env[where] = secret_env(store.kind, store)
+    return previous, env
 
 
 def render_command(
@@ -182,10 +189,10 @@ def render_command(
     try:
         if transition_from:
             targets = {w for s in stores if (w := target(s)) is not None}
+            previous, env = _previous(transition_from, namespace, targets)
             files = render_files(
-                stores, _previous(transition_from, namespace, targets),
-                now=now, until=_until(transition_until, now),
-            )  # fmt: skip
+                stores, previous, now=now, until=_until(transition_until, now), previous_env=env
+            )
         else:
             files = render_files(stores)
     except OperatorError as exc:

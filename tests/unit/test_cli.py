@@ -176,6 +176,21 @@ def test_render_with_transition_from_renders_the_operators_transition(
     assert "transition_" not in capsys.readouterr().out
 
 
+def test_render_names_a_moved_password_by_its_own_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    auth = "{host: redis, keyPrefix: %s, passwordSecretRef: {name: %s}}"
+    old.write_text(_lock_manifest("bot").replace("{host: redis, keyPrefix: bot}",
+                                                 auth % ("bot", "old-auth")))  # fmt: skip
+    new.write_text(_lock_manifest("bot").replace("{host: redis, keyPrefix: bot}",
+                                                 auth % ("botv2", "new-auth")))  # fmt: skip
+    assert main(["render", str(new), "--transition-from", str(old)]) == 0
+    lock = yaml.safe_load(capsys.readouterr().out)["lock_store"]
+    assert lock["password"] == "${TURNSTILE_LOCK_STORE_PASSWORD}"
+    assert lock["transition_from"]["password"] == "${TURNSTILE_LOCK_PREVIOUS_PASSWORD}"
+
+
 def test_render_transition_from_rasas_own_store_in_an_endpoints_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

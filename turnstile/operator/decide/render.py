@@ -315,6 +315,13 @@ def decided_section(
     return decision.content, decision
 
 
+def _moved(
+    previous: Iterable[tuple[str, str, str]], store: StoreSpec
+) -> tuple[transition.SecretEnv, ...]:
+    old = [{"name": e, "secretName": n, "secretKey": k} for e, n, k in previous]
+    return transition.moved_secrets(old, secret_env(store.kind, store))
+
+
 def without_transition(text: str) -> str:
     """``text`` with the lock section's transition keys taken out (``text`` itself if none).
 
@@ -377,13 +384,15 @@ def render_files(
     *,
     now: datetime | None = None,
     until: datetime | None = None,
+    previous_env: Mapping[Target, Iterable[tuple[str, str, str]]] | None = None,
 ) -> dict[Target, str]:
     """Every ConfigMap key the stores render, as the operator would write it.
 
     With ``now``, a LockStore whose lock-affecting settings differ from the section in
     ``existing`` renders a transition from it, as the operator does (``until`` overrides
-    ``now + spec.transition.durationSeconds``). Raises :class:`ConflictError` when two
-    stores of one kind claim the same key.
+    ``now + spec.transition.durationSeconds``; ``previous_env``: the previous stores'
+    :func:`secret_env` per target, so a password whose Secret changed gets its own
+    variable). Raises :class:`ConflictError` when two stores of one kind claim the same key.
     """
     chosen = [s for s in stores if s.config_map is not None]
     clashes = conflicts(chosen)
@@ -400,7 +409,8 @@ def render_files(
             section(store)
             if now is None
             else decided_section(
-                store, current_section(base, store.info.section), now, until=until
+                store, current_section(base, store.info.section), now, until=until,
+                moved=_moved((previous_env or {}).get(claim, ()), store),
             )[0]
         )
         files[claim] = merge_section(base, store.info.section, content)
