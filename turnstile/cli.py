@@ -3,6 +3,7 @@
 ::
 
     turnstile render FILE...          print the endpoints.yml the stores in FILE(s) produce
+        [--transition-from PREVIOUS [--transition-until WHEN]]   ...as a change from PREVIOUS
     turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
         [--acl]                       ... and verify each store user's ACL rule
     turnstile locks show|ls|release   look at conversations' ticket locks (``cli_inspect``)
@@ -27,7 +28,8 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -89,15 +91,13 @@ def _read_manifests(paths: Sequence[str]) -> list[dict[str, Any]]:
     return documents
 
 
-def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
-    _require_yaml()  # the renderer imports it
-    from turnstile.operator.decide.render import render_files  # noqa: PLC0415
+def _parse_stores(docs: Sequence[dict[str, Any]], namespace: str) -> list[Any]:
     from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
     from turnstile.operator.model.kinds import GROUP, KINDS  # noqa: PLC0415
     from turnstile.operator.model.specs import parse_store  # noqa: PLC0415
 
     stores = []
-    for doc in _read_manifests(paths):
+    for doc in docs:
         if doc.get("kind") not in KINDS or not str(doc.get("apiVersion", "")).startswith(GROUP):
             continue  # Secrets, workloads and anything else: not ours to render
         meta = dict(doc.get("metadata") or {})
@@ -106,12 +106,95 @@ def render_command(paths: Sequence[str], namespace: str, out: TextIO) -> int:
             stores.append(parse_store({**doc, "metadata": meta}))
         except OperatorError as exc:
             raise _UsageError(f"{doc['kind']} {meta.get('name')}: {exc.message}") from None
+    return stores
+
+
+def _until(value: str | None, now: datetime) -> datetime | None:
+    """``--transition-until``: RFC 3339 with a zone, a Unix timestamp, or ``+SECONDS``."""
+    from turnstile.operator.decide.transition import parse_time  # noqa: PLC0415
+    from turnstile.operator.model.errors import SpecError  # noqa: PLC0415
+
+    if value is None:
+        return None
+    if value.startswith("+") and value[1:].rstrip("s").isdigit():
+        return now + timedelta(seconds=int(value[1:].rstrip("s")))
+    try:
+        return parse_time(float(value) if value.replace(".", "", 1).isdigit() else value)
+    except SpecError:
+        raise _UsageError(
+            f"--transition-until: an RFC 3339 time with a zone (2026-12-01T18:30:00Z), a Unix "
+            f"timestamp or +SECONDS (got {value!r})"
+        ) from None
+
+
+def _previous(
+    paths: Sequence[str], namespace: str, targets: Iterable[Any]
+) -> tuple[dict[Any, str], dict[Any, list[tuple[str, str, str]]]]:
+    """The files as they are before the change: from the previous store manifests, or an
+    ``endpoints.yml`` (a bot's file with Rasa's own ``lock_store``: adopting Turnstile), and
+    the previous LockStores' Secret env vars per file."""
+    from turnstile.operator.decide.render import render_files, secret_env, target  # noqa: PLC0415
+    from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
+
+    yaml = _require_yaml()
+    previous: dict[Any, str] = {}
+    env: dict[Any, list[tuple[str, str, str]]] = {}
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
+            loaded = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+        except OSError as exc:
+            raise _UsageError(f"--transition-from {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise _UsageError(f"--transition-from {path}: not valid YAML ({exc})") from None
+        if len(loaded) == 1 and "kind" not in loaded[0]:  # an endpoints.yml, for every target
+            previous.update({where: text for where in targets})
+            continue
+        docs = [i for d in loaded for i in (d.get("items") or [] if d.get("kind") == "List"
+                                            else [d]) if isinstance(i, dict)]  # fmt: skip
+        try:
+            old = _parse_stores(docs, namespace)
+            previous.update(render_files(old))
+        except OperatorError as exc:
+            raise _UsageError(f"--transition-from {path}: {exc.message}") from None
+        for store in old:
+            where = target(store)
+            if where is not None and store.kind == "LockStore":
+                env[where] = secret_env(store.kind, store)
+    return previous, env
+
+
+def render_command(
+    paths: Sequence[str],
+    namespace: str,
+    out: TextIO,
+    *,
+    transition_from: Sequence[str] = (),
+    transition_until: str | None = None,
+) -> int:
+    """Print the files; with ``transition_from``, as the operator renders the change from the
+    previous stores (``transition_from``/``transition_until`` for a lock-affecting one)."""
+    _require_yaml()  # the renderer imports it
+    from turnstile.operator.decide.render import render_files, target  # noqa: PLC0415
+    from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
+
+    stores = _parse_stores(_read_manifests(paths), namespace)
     if not stores:
         raise _UsageError("no LockStore or TimerStore found in " + ", ".join(paths))
     if not any(s.config_map for s in stores):
         raise _UsageError("none of the stores sets spec.configMap, so nothing is rendered")
+    if transition_until is not None and not transition_from:
+        raise _UsageError("--transition-until needs --transition-from (the previous stores)")
+    now = datetime.now(timezone.utc)
     try:
-        files = render_files(stores)
+        if transition_from:
+            targets = {w for s in stores if (w := target(s)) is not None}
+            previous, env = _previous(transition_from, namespace, targets)
+            files = render_files(
+                stores, previous, now=now, until=_until(transition_until, now), previous_env=env
+            )
+        else:
+            files = render_files(stores)
     except OperatorError as exc:
         raise _UsageError(exc.message) from None
     if len(files) == 1:
@@ -364,6 +447,16 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--namespace", default="default", help="namespace of stores that name none"
     )
+    render.add_argument(
+        "--transition-from", action="append", default=[], metavar="PREVIOUS",
+        help="the stores (or the endpoints.yml) before the change: a lock-affecting change "
+        "renders transition_from/transition_until as the operator does (repeatable)",
+    )
+    render.add_argument(
+        "--transition-until", metavar="WHEN",
+        help="end of the transition: RFC 3339 (2026-12-01T18:30:00Z), a Unix timestamp or "
+        "+SECONDS (default: now + spec.transition.durationSeconds)",
+    )
 
     check = sub.add_parser("check", help="probe the Redis stores an endpoints.yml declares")
     check.add_argument("endpoints", metavar="ENDPOINTS_YML")
@@ -409,7 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "render":
-            return render_command(args.files, args.namespace, sys.stdout)
+            return render_command(
+                args.files, args.namespace, sys.stdout,
+                transition_from=args.transition_from, transition_until=args.transition_until,
+            )  # fmt: skip
         if args.command == "check":
             return check_command(args.endpoints, args.timeout, sys.stdout, _acl_check(args))
         if args.command == "locks":

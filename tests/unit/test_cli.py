@@ -145,3 +145,66 @@ def test_operator_entry_point_loads_store_and_rollout_handlers() -> None:
     for handlers in ("turnstile.operator.handlers.stores", "turnstile.operator.handlers.rollout"):
         assert f"'{handlers}'" in out
     assert "False ['a', 'b'] True http://0.0.0.0:8081/healthz" in out
+
+
+def _lock_manifest(prefix: str, duration: int = 600) -> str:
+    return (
+        "apiVersion: turnstile.dev/v1alpha1\nkind: LockStore\n"
+        "metadata: {name: locks, namespace: bots}\n"
+        f"spec:\n  redis: {{host: redis, keyPrefix: {prefix}}}\n"
+        f"  configMap: {{name: bot-endpoints}}\n  transition: {{durationSeconds: {duration}}}\n"
+    )
+
+
+def test_render_with_transition_from_renders_the_operators_transition(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(_lock_manifest("bot"))
+    new.write_text(_lock_manifest("botv2"))
+    until = "2026-12-01T18:30:00Z"
+    argv = ["render", str(new), "--transition-from", str(old), "--transition-until", until]
+    assert main(argv) == 0
+    lock = yaml.safe_load(capsys.readouterr().out)["lock_store"]
+    assert lock["key_prefix"] == "botv2"
+    assert lock["transition_from"] == section(parse_store(yaml.safe_load(_lock_manifest("bot"))))
+    assert lock["transition_until"] == until
+    assert main(["render", str(new), "--transition-from", str(old), "--transition-until",
+                 "+90s"]) == 0  # fmt: skip
+    assert "transition_until" in capsys.readouterr().out
+    assert main(["render", str(new), "--transition-from", str(new)]) == 0  # nothing moved
+    assert "transition_" not in capsys.readouterr().out
+
+
+def test_render_names_a_moved_password_by_its_own_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    auth = "{host: redis, keyPrefix: %s, passwordSecretRef: {name: %s}}"
+    old.write_text(_lock_manifest("bot").replace("{host: redis, keyPrefix: bot}",
+                                                 auth % ("bot", "old-auth")))  # fmt: skip
+    new.write_text(_lock_manifest("bot").replace("{host: redis, keyPrefix: bot}",
+                                                 auth % ("botv2", "new-auth")))  # fmt: skip
+    assert main(["render", str(new), "--transition-from", str(old)]) == 0
+    lock = yaml.safe_load(capsys.readouterr().out)["lock_store"]
+    assert lock["password"] == "${TURNSTILE_LOCK_STORE_PASSWORD}"
+    assert lock["transition_from"]["password"] == "${TURNSTILE_LOCK_PREVIOUS_PASSWORD}"
+
+
+def test_render_transition_from_rasas_own_store_in_an_endpoints_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bot = tmp_path / "endpoints.yml"
+    bot.write_text("lock_store:\n  type: concurrent_redis\n  url: redis\n  key_prefix: bot\n"
+                   "action_endpoint:\n  url: http://actions:5055/webhook\n")  # fmt: skip
+    new = tmp_path / "new.yaml"
+    new.write_text(_lock_manifest("bot"))
+    assert main(["render", str(new), "--transition-from", str(bot)]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["lock_store"]["transition_from"]["type"] == "concurrent_redis"
+    assert out["action_endpoint"] == {"url": "http://actions:5055/webhook"}  # the file is kept
+    assert main(["render", str(new), "--transition-until", "soon"]) == 2
+    assert "--transition-from" in capsys.readouterr().err
+    assert main(["render", str(new), "--transition-from", str(bot),
+                 "--transition-until", "soon"]) == 2  # fmt: skip
+    assert "--transition-until" in capsys.readouterr().err

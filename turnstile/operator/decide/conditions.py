@@ -147,6 +147,8 @@ class Observation:
     rollout: Condition | None = None
     #: Why TLS does not fully verify Redis (:func:`tls_warning`), if it does not.
     tls_warning: str | None = None
+    #: ``status.transition`` (:func:`turnstile.operator.decide.transition.status_of`).
+    transition: Mapping[str, Any] | None = None
 
 
 #: The Event posted when a store's TLS stops verifying Redis (once, see :func:`events`).
@@ -221,6 +223,7 @@ def build_status(
         or None,
         "env": [{"name": env, "value": value} for env, value in observation.plain_env] or None,
         "tlsWarning": observation.tls_warning,
+        "transition": dict(observation.transition) if observation.transition else None,
     }
 
 
@@ -259,6 +262,45 @@ class Event:
     message: str
 
 
+TRANSITION_STARTED: Final = "TransitionStarted"
+TRANSITION_ENDED: Final = "TransitionEnded"
+TRANSITION_PENDING: Final = "TransitionPending"
+TRANSITION_CREDENTIALS: Final = "TransitionCredentialsChanged"
+
+
+def _describe(previous: Any) -> str:
+    if not isinstance(previous, Mapping):
+        return "the previous settings"
+    return ", ".join(f"{k}={v}" for k, v in previous.items() if k != "type") or "the previous"
+
+
+def _transition_events(before: Any, after: Any) -> list[Event]:
+    """Started (new ``until``), held change (``pending`` appears), ended (gone)."""
+    before = before if isinstance(before, Mapping) else {}
+    after = after if isinstance(after, Mapping) else {}
+    found: list[Event] = []
+    if after and after.get("until") != before.get("until"):
+        found.append(Event(
+            "Normal", TRANSITION_STARTED,
+            f"lock settings changed: new pods also lock as the running ones "
+            f"({_describe(after.get('from'))}) until {after.get('until')}",
+        ))  # fmt: skip
+    if after.get("warning") and after.get("warning") != before.get("warning"):
+        found.append(Event("Warning", TRANSITION_CREDENTIALS, str(after["warning"])))
+    if after.get("pending") and not before.get("pending"):
+        found.append(Event(
+            "Warning", TRANSITION_PENDING,
+            f"another lock-affecting change waits for the transition to end at "
+            f"{after.get('until')}; chained transitions are not supported",
+        ))  # fmt: skip
+    if before and not after:
+        found.append(Event(
+            "Normal", TRANSITION_ENDED,
+            f"transition ended ({before.get('until')}): pods lock with the new settings only",
+        ))  # fmt: skip
+    return found
+
+
 def _condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
     for c in (status or {}).get("conditions") or []:
         if isinstance(c, Mapping) and c.get("type") == kind:
@@ -291,6 +333,7 @@ def events(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) 
     weak_tls = new_status.get("tlsWarning")
     if weak_tls and weak_tls != old.get("tlsWarning"):
         found.append(Event("Warning", TLS_VERIFICATION_OFF, str(weak_tls)))
+    found.extend(_transition_events(old.get("transition"), new_status.get("transition")))
     was, now = _condition(old, READY), _condition(new_status, READY)
     if now and (was.get("status"), was.get("reason")) != (now.get("status"), now.get("reason")):
         if now.get("status") == TRUE:

@@ -9,6 +9,9 @@ Rules (each one a user can observe):
 * A ConfigMap that **existed before** Turnstile first wrote to it is never owned (deleting a
   store must not delete a user's file); it is marked with the annotation
   ``turnstile.dev/pre-existing: "true"``.
+* A ``lock_store`` section is also recorded as rendered (annotation
+  ``turnstile.dev/rendered-lock-store``): a LockStore's transition starts from what the
+  operator rendered (what pods were rolled onto), never from a hand edit of the file.
 * Every ConfigMap Turnstile writes carries ``app.kubernetes.io/managed-by: turnstile`` and the
   annotation ``turnstile.dev/sections``: a JSON map from ``<key>/<section>`` to the store that
   wrote it (``LockStore/name``), so deleting a store removes only a section it wrote.
@@ -24,15 +27,24 @@ import copy
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from turnstile.operator.decide.render import conflicts, merge_section, target
+from turnstile.operator.decide.render import (
+    conflicts,
+    current_section,
+    decided_section,
+    merge_section,
+    target,
+)
 from turnstile.operator.decide.render import section as rendered_section
+from turnstile.operator.decide.transition import Decision
 from turnstile.operator.model.kinds import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PRE_EXISTING,
+    RENDERED,
     SECTIONS,
 )
 from turnstile.operator.model.specs import StoreSpec
@@ -62,15 +74,75 @@ class Owner:
         }
 
 
-def _sections(meta: Mapping[str, Any]) -> dict[str, str]:
-    raw = (meta.get("annotations") or {}).get(SECTIONS)
+def _json_map(meta: Mapping[str, Any], annotation: str) -> dict[str, Any]:
+    raw = (meta.get("annotations") or {}).get(annotation)
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except ValueError:
         return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _sections(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in _json_map(meta, SECTIONS).items()}
+
+
+#: The section whose last rendering is recorded (:data:`RENDERED`).
+_RECORDED = "lock_store"
+
+
+def last_rendered(
+    configmap: Mapping[str, Any] | None, key: str, section: str
+) -> dict[str, Any] | None:
+    """The section as Turnstile last rendered it into ``key``: the record if there is one
+    (``lock_store``), else what the file holds (a ConfigMap from before the record, or a
+    user's own section: adopting Turnstile starts a transition from Rasa's store)."""
+    if configmap is None:
+        return None
+    recorded = _json_map(configmap.get("metadata") or {}, RENDERED).get(f"{key}/{section}")
+    if section == _RECORDED and isinstance(recorded, dict):
+        return recorded
+    return current_section(((configmap.get("data") or {}).get(key)), section)
+
+
+def recorded_secrets(
+    configmap: Mapping[str, Any] | None, key: str
+) -> tuple[tuple[str, str, str], ...]:
+    """The previous Secrets' env vars of the transition recorded for ``key`` (if any)."""
+    if configmap is None:
+        return ()
+    raw = _json_map(configmap.get("metadata") or {}, RENDERED).get(f"{key}/{_RECORDED}/secrets")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        (str(e[0]), str(e[1]), str(e[2])) for e in raw if isinstance(e, list) and len(e) == 3
+    )
+
+
+def _record(
+    annotations: dict[str, Any],
+    key: str,
+    section: str,
+    content: Any,
+    secrets: Iterable[tuple[str, str, str]] = (),
+) -> None:
+    if section != _RECORDED:
+        return
+    records = _json_map({"annotations": annotations}, RENDERED)
+    chosen = sorted(list(e) for e in secrets)
+    records.pop(f"{key}/{section}/secrets", None)
+    if content is None:
+        records.pop(f"{key}/{section}", None)
+    else:
+        records[f"{key}/{section}"] = content
+        if chosen:
+            records[f"{key}/{section}/secrets"] = chosen
+    if records:
+        annotations[RENDERED] = json.dumps(dict(sorted(records.items())), sort_keys=True)
+    else:
+        annotations.pop(RENDERED, None)
 
 
 def is_owned(configmap: Mapping[str, Any] | None) -> bool:
@@ -97,10 +169,15 @@ def with_section(
     section: str,
     content: Mapping[str, Any],
     owner: Owner,
+    secrets: Iterable[tuple[str, str, str]] = (),
 ) -> dict[str, Any] | None:
-    """The ConfigMap with the store's section written (see the module doc)."""
+    """The ConfigMap with the store's section written (see the module doc); ``secrets``:
+    the previous Secrets' env vars its transition names (recorded with it)."""
+    secrets = tuple(secrets)
     if existing is None:
         text = merge_section("", section, content)
+        fresh = {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})}
+        _record(fresh, key, section, dict(content), secrets)
         return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -108,7 +185,7 @@ def with_section(
                 "name": name,
                 "namespace": namespace,
                 "labels": dict(MANAGED_BY),
-                "annotations": {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})},
+                "annotations": fresh,
                 "ownerReferences": [owner.reference()],
             },
             "data": {key: text},
@@ -123,6 +200,7 @@ def with_section(
     sections = _sections(meta)
     sections[f"{key}/{section}"] = owner.writer
     annotations[SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    _record(annotations, key, section, dict(content), secrets)
     meta["annotations"] = annotations
     if annotations.get(PRE_EXISTING) != "true":
         refs = list(meta.get("ownerReferences") or [])
@@ -151,6 +229,7 @@ def without_section(
     body = copy.deepcopy(dict(existing))
     sections.pop(claim)
     body["metadata"]["annotations"][SECTIONS] = json.dumps(dict(sorted(sections.items())))
+    _record(body["metadata"]["annotations"], key, section, None)
     data = dict(body.get("data") or {})
     if key in data:
         data[key] = merge_section(data[key], section, None)
@@ -166,13 +245,44 @@ class Writer:
     section: str
     content: Mapping[str, Any] = field(hash=False, compare=False)
     owner: Owner
+    #: The store itself: a LockStore's section depends on the file's current one (transition).
+    store: StoreSpec | None = field(default=None, hash=False, compare=False)
+    #: Password env vars whose Secret changed (``transition.moved_secrets``).
+    moved: tuple[tuple[str, str, str], ...] = field(default=(), hash=False, compare=False)
+
+    def decided(
+        self, configmap: Mapping[str, Any] | None, now: datetime | None
+    ) -> tuple[Mapping[str, Any], tuple[tuple[str, str, str], ...]]:
+        """What the section must hold in ``configmap`` now, and the Secrets it records."""
+        if self.store is None or now is None:
+            return self.content, ()
+        content, decision = section_for(self.store, configmap, self.key, now, self.moved)
+        return content, (decision.secret_env if decision else ())
 
 
-def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]]:
+def section_for(
+    store: StoreSpec,
+    configmap: Mapping[str, Any] | None,
+    key: str,
+    now: datetime,
+    moved: Iterable[tuple[str, str, str]] = (),
+) -> tuple[dict[str, Any], Decision | None]:
+    """The store's section for ``configmap`` now, decided from what is recorded there."""
+    return decided_section(
+        store, last_rendered(configmap, key, store.info.section), now,
+        moved=moved, recorded=recorded_secrets(configmap, key),
+    )  # fmt: skip
+
+
+def writers(
+    stores: Iterable[tuple[StoreSpec, Owner]],
+    moved: Mapping[str, tuple[tuple[str, str, str], ...]] | None = None,
+) -> dict[str, list[Writer]]:
     """Per ConfigMap name, the sections the stores write there (as a reconcile writes them).
 
     Stores being deleted are left out by the caller; two stores of one kind claiming one
-    section (``ConfigMapConflict``) write nothing there, so neither is listed.
+    section (``ConfigMapConflict``) write nothing there, so neither is listed. ``moved``, by
+    store uid: its password env vars whose Secret changed (``transition.moved_secrets``).
     """
     pairs = list(stores)
     contested = {(where, section) for where, section in conflicts(s for s, _ in pairs)}
@@ -181,8 +291,10 @@ def writers(stores: Iterable[tuple[StoreSpec, Owner]]) -> dict[str, list[Writer]
         where = target(store)
         if where is None or (where, store.info.section) in contested:
             continue
+        content = rendered_section(store)
+        its_moved = (moved or {}).get(owner.uid, ())
         out.setdefault(where.name, []).append(
-            Writer(where.key, store.info.section, rendered_section(store), owner)
+            Writer(where.key, store.info.section, content, owner, store, its_moved)
         )
     return out
 
@@ -193,15 +305,20 @@ def corrected(
     namespace: str,
     name: str,
     sections: Iterable[Writer],
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
     """The ConfigMap with every store's section as the store renders it, or ``None`` if it
-    already is: a hand edit of a section a store owns is undone, every other byte stays."""
+    already is: a hand edit of a section a store owns is undone, every other byte stays.
+
+    With ``now``, a LockStore's section is decided against the file's current one, as its
+    reconcile decides it (a transition starts, stays, or ends the same way in both)."""
     body: Mapping[str, Any] | None = existing
     changed: dict[str, Any] | None = None
     for w in sections:
+        content, secrets = w.decided(body, now)
         new = with_section(
             body, namespace=namespace, name=name, key=w.key, section=w.section,
-            content=w.content, owner=w.owner,
+            content=content, owner=w.owner, secrets=secrets,
         )  # fmt: skip
         if new is not None:
             body = changed = new

@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import yaml
 
+from turnstile.operator.decide import transition
 from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.model.kinds import KINDS, KindInfo
@@ -263,6 +265,75 @@ def _insert_in_order(data: dict[str, Any], name: str, content: Any) -> dict[str,
     return out
 
 
+def current_section(text: str | None, name: str) -> dict[str, Any] | None:
+    """Section ``name`` as the file holds it now (``None``: absent or not a mapping)."""
+    try:
+        try:
+            from turnstile.operator.decide import endpoints_yaml  # noqa: PLC0415  (ruamel.yaml)
+        except ImportError:
+            data: Mapping[str, Any] = load_endpoints(text)
+        else:
+            data = endpoints_yaml.load(text)
+    except EndpointsYamlError:
+        return None
+    found = data.get(name)
+    return _plain(found) if isinstance(found, Mapping) else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def decided_section(
+    store: StoreSpec,
+    current: Mapping[str, Any] | None,
+    now: datetime,
+    *,
+    until: datetime | None = None,
+    moved: Iterable[transition.SecretEnv] = (),
+    recorded: Iterable[transition.SecretEnv] = (),
+) -> tuple[dict[str, Any], transition.Decision | None]:
+    """The section a store writes where its section last rendered was ``current``.
+
+    ``moved`` and ``recorded``: see :func:`turnstile.operator.decide.transition.decide`.
+
+    A LockStore's lock-affecting change carries a transition
+    (:func:`turnstile.operator.decide.transition.decide`); a TimerStore's section is
+    :func:`section` as it is.
+    """
+    wanted = section(store)
+    if store.info.section != transition.SECTION or store.transition_seconds is None:
+        return wanted, None
+    decision = transition.decide(
+        current, wanted, now=now, duration=store.transition_seconds, until=until,
+        moved=tuple(moved), recorded=tuple(recorded),
+    )  # fmt: skip
+    return decision.content, decision
+
+
+def _moved(
+    previous: Iterable[tuple[str, str, str]], store: StoreSpec
+) -> tuple[transition.SecretEnv, ...]:
+    old = [{"name": e, "secretName": n, "secretKey": k} for e, n, k in previous]
+    return transition.moved_secrets(old, secret_env(store.kind, store))
+
+
+def without_transition(text: str) -> str:
+    """``text`` with the lock section's transition keys taken out (``text`` itself if none).
+
+    The rollout checksum is taken over this, so removing expired keys rolls nothing, while the
+    change that started a transition (the section's own keys) rolls as any change does.
+    """
+    found = current_section(text, transition.SECTION)
+    if found is None or not (transition.FROM_KEY in found or transition.UNTIL_KEY in found):
+        return text
+    return merge_section(text, transition.SECTION, transition.base(found))
+
+
 def checksum(text: str) -> str:
     """A stable digest of a rendered file (for annotations that roll pods on change)."""
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -308,11 +379,20 @@ def conflict_message(kind: str, where: Target, names: Iterable[str]) -> str:
 
 
 def render_files(
-    stores: Iterable[StoreSpec], existing: Mapping[Target, str] | None = None
+    stores: Iterable[StoreSpec],
+    existing: Mapping[Target, str] | None = None,
+    *,
+    now: datetime | None = None,
+    until: datetime | None = None,
+    previous_env: Mapping[Target, Iterable[tuple[str, str, str]]] | None = None,
 ) -> dict[Target, str]:
     """Every ConfigMap key the stores render, as the operator would write it.
 
-    Raises :class:`ConflictError` when two stores of one kind claim the same key.
+    With ``now``, a LockStore whose lock-affecting settings differ from the section in
+    ``existing`` renders a transition from it, as the operator does (``until`` overrides
+    ``now + spec.transition.durationSeconds``; ``previous_env``: the previous stores'
+    :func:`secret_env` per target, so a password whose Secret changed gets its own
+    variable). Raises :class:`ConflictError` when two stores of one kind claim the same key.
     """
     chosen = [s for s in stores if s.config_map is not None]
     clashes = conflicts(chosen)
@@ -325,5 +405,13 @@ def render_files(
         claim = target(store)
         assert claim is not None
         base = files.get(claim, (existing or {}).get(claim, ""))
-        files[claim] = merge_section(base, store.info.section, section(store))
+        content = (
+            section(store)
+            if now is None
+            else decided_section(
+                store, current_section(base, store.info.section), now, until=until,
+                moved=_moved((previous_env or {}).get(claim, ()), store),
+            )[0]
+        )
+        files[claim] = merge_section(base, store.info.section, content)
     return files

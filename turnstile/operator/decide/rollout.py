@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict, cast
 
-from turnstile.operator.decide.render import endpoints_problem
+from turnstile.operator.decide.render import endpoints_problem, without_transition
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import (
     APPLIED_AT_ANNOTATION,
@@ -149,13 +149,16 @@ class EnvFromSecret:
     env_name: str
     secret_name: str
     secret_key: str
+    #: ``optional: true``: a transition's previous password (the pod still starts once that
+    #: Secret is gone; by then the file no longer names the variable).
+    optional: bool = False
 
     def entry(self) -> dict[str, Any]:
         """The container ``env`` entry."""
-        return {
-            "name": self.env_name,
-            "valueFrom": {"secretKeyRef": {"name": self.secret_name, "key": self.secret_key}},
-        }
+        ref: dict[str, Any] = {"name": self.secret_name, "key": self.secret_key}
+        if self.optional:
+            ref["optional"] = True
+        return {"name": self.env_name, "valueFrom": {"secretKeyRef": ref}}
 
 
 @dataclass(frozen=True, order=True)
@@ -438,6 +441,12 @@ class Snapshot:
     config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     unmarked: frozenset[str] = frozenset()
+    #: ``(config_map, key)`` -> the previous Secrets' env vars a LockStore's transition names
+    #: there (``(env, secret, key)``): injected like the store's own, never in the checksum,
+    #: so a transition's end rolls nothing.
+    transition_env: Mapping[tuple[str, str], tuple[tuple[str, str, str], ...]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -582,6 +591,9 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             data = snapshot.config_maps.get(config_map)
             content = None if data is None else data.get(config_key)
             config.append((config_map, config_key, content))
+        # A transition's keys roll nothing themselves: the change that starts one changes the
+        # section too, and their removal after transition_until must not roll the bots again.
+        hashed = [(cm, key, c if c is None else without_transition(c)) for cm, key, c in config]
         if any(content is None for _, _, content in config):
             continue
         held = _invalid(workload, files, snapshot.stores) or _unparseable(config)
@@ -593,12 +605,16 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         if any(ref.name in snapshot.unmarked for ref in secret_refs):
             continue
         digest = checksum(
-            config,
+            hashed,
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
             ((e.env_name, e.value) for s in stores for e in s.env if isinstance(e, EnvValue)),
         )
         inject = any(s.inject_env for s in selecting)
-        env = _first_per_name(e for s in stores for e in s.env) if inject else []
+        previous = (
+            EnvFromSecret(*triple, optional=True)
+            for where in sorted(files) for triple in snapshot.transition_env.get(where, ())
+        )  # fmt: skip
+        env = _first_per_name((*(e for s in stores for e in s.env), *previous)) if inject else []
         plans.append(
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )

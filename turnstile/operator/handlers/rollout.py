@@ -33,8 +33,14 @@ from typing import Any, Final
 import kopf
 
 from turnstile.operator.config import OperatorConfig
-from turnstile.operator.decide import render
-from turnstile.operator.decide.configmaps import Owner, Writer, corrected, writers
+from turnstile.operator.decide import render, transition
+from turnstile.operator.decide.configmaps import (
+    Owner,
+    Writer,
+    corrected,
+    recorded_secrets,
+    writers,
+)
 from turnstile.operator.decide.launcher import plain_rasa_containers
 from turnstile.operator.decide.rollout import (
     Snapshot,
@@ -156,7 +162,8 @@ async def sync_rollouts(
     workloads = [Workload.from_body(kind, body) for kind, body in listed]
     notes = await _check_launchers(kube, namespace, stores, listed)
     config_maps = await _read_config_maps(kube, namespace, stores)
-    config_maps.update(await _revert_drift(kube, namespace, stores))
+    transition_env: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {}
+    config_maps.update(await _revert_drift(kube, namespace, stores, transition_env))
     secrets, unmarked = await _read_secrets(kube, namespace, stores)
     snapshot = Snapshot(
         stores=tuple(s for _, s in stores),
@@ -164,6 +171,7 @@ async def sync_rollouts(
         config_maps=config_maps,
         secrets=secrets,
         unmarked=frozenset(unmarked),
+        transition_env=transition_env,
     )
     applied: list[WorkloadPlan] = []
     plans = plan_namespace(snapshot, now)
@@ -237,6 +245,7 @@ async def _read_config_maps(
 def _section_writers(stores: _Stores) -> dict[str, list[Writer]]:
     """The sections this namespace's stores write, as they render them now."""
     valid = []
+    moved: dict[str, tuple[tuple[str, str, str], ...]] = {}
     for body, store in stores:
         if store.invalid is not None or (body.get("metadata") or {}).get("deletionTimestamp"):
             continue  # a store being deleted gets its section removed by its finalizer
@@ -247,18 +256,27 @@ def _section_writers(stores: _Stores) -> dict[str, list[Writer]]:
         meta = body.get("metadata") or {}
         owner = Owner(API_VERSION, spec.kind, spec.name, str(meta.get("uid") or spec.uid))
         valid.append((spec, owner))
-    return writers(valid)
+        # The status still names the Secrets running pods were given until this change's
+        # reconcile rewrites it; by then the transition (and what it renamed) is recorded.
+        moved[owner.uid] = transition.moved_secrets(
+            (body.get("status") or {}).get("secretEnv"), render.secret_env(spec.kind, spec)
+        )
+    return writers(valid, moved)
 
 
 async def _revert_drift(
-    kube: Kube, namespace: str, stores: _Stores
+    kube: Kube,
+    namespace: str,
+    stores: _Stores,
+    transition_env: dict[tuple[str, str], tuple[tuple[str, str, str], ...]],
 ) -> dict[str, dict[str, str]]:
     """Put every section a store owns back to what it renders, before any checksum is taken.
 
     A hand edit of such a section (or a spec change the store's reconcile has not written
     yet) is written as the store renders it, here, and the checksum is computed on what was
     written: bots are never rolled onto an edit that is about to be reverted. Returns the
-    data of the ConfigMaps as they are afterwards.
+    data of the ConfigMaps as they are afterwards, and fills ``transition_env`` with the
+    previous Secrets' env vars their LockStore transitions name (from the same read).
     """
     after: dict[str, dict[str, str]] = {}
     for name, sections in sorted(_section_writers(stores).items()):
@@ -273,7 +291,10 @@ async def _revert_drift(
             if current is None:
                 return None  # not created yet: the store's reconcile creates it
             try:
-                new = corrected(current, namespace=namespace, name=name, sections=sections)
+                new = corrected(
+                    current, namespace=namespace, name=name, sections=sections,
+                    now=datetime.now(timezone.utc),
+                )  # fmt: skip
             except EndpointsYamlError:
                 return None  # a file that does not parse is held below, not rewritten here
             wrote.append(new is not None)
@@ -283,6 +304,10 @@ async def _revert_drift(
         if body is None:
             continue
         after[name] = dict(body.get("data") or {})
+        for w in sections:
+            named = recorded_secrets(body, w.key)
+            if named:
+                transition_env[(name, w.key)] = named
         if wrote and wrote[-1]:
             which = ", ".join(sorted({f"{w.key}/{w.section}" for w in sections}))
             logger.warning(

@@ -46,6 +46,7 @@ import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, Final
 
 import aiohttp
@@ -54,7 +55,14 @@ import kopf
 from turnstile.operator import metrics
 from turnstile.operator.config import OperatorConfig
 from turnstile.operator.decide import conditions as cond
-from turnstile.operator.decide.configmaps import Owner, is_owned, with_section, without_section
+from turnstile.operator.decide import transition
+from turnstile.operator.decide.configmaps import (
+    Owner,
+    is_owned,
+    section_for,
+    with_section,
+    without_section,
+)
 from turnstile.operator.decide.credentials import (
     Credentials,
     SecretObject,
@@ -69,7 +77,6 @@ from turnstile.operator.decide.render import (
     plain_env,
     secret_env,
     secret_files,
-    section,
     target,
 )
 from turnstile.operator.decide.rollout import store_rollout
@@ -237,9 +244,15 @@ def _owner(store: StoreSpec) -> Owner:
 
 
 async def _render(
-    store: StoreSpec, old_status: Mapping[str, Any], indexes: Mapping[str, Any]
+    store: StoreSpec,
+    old_status: Mapping[str, Any],
+    indexes: Mapping[str, Any],
+    decided: list[transition.Decision | None],
 ) -> tuple[cond.Condition, dict[str, Any] | None]:
-    """Write the store's section; the ``ConfigRendered`` condition and where it lives."""
+    """Write the store's section; the ``ConfigRendered`` condition and where it lives.
+
+    ``decided`` receives the LockStore's transition decision for the section written.
+    """
     await _leave_old_target(store, old_status)
     where = target(store)
     if where is None:
@@ -250,11 +263,18 @@ async def _render(
     if len(names) > 1:
         message = conflict_message(store.kind, where, names)
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, "ConfigMapConflict", message), None
-    content = section(store)
     owner = _owner(store)
     drifted: list[bool] = []
+    content: Mapping[str, Any] = {}
+
+    moved = transition.moved_secrets(old_status.get("secretEnv"), secret_env(store.kind, store))
 
     def place(current: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        nonlocal content
+        content, decision = section_for(
+            store, current, where.key, datetime.now(timezone.utc), moved
+        )
+        decided[:] = [decision]
         new = with_section(
             current,
             namespace=where.namespace,
@@ -263,6 +283,7 @@ async def _render(
             section=store.info.section,
             content=content,
             owner=owner,
+            secrets=decision.secret_env if decision else (),
         )
         # The store renders what it rendered last time, yet the ConfigMap must change (``None``
         # means nothing to write): the section was edited by hand (the rollout sync may have
@@ -385,8 +406,9 @@ async def _reconcile(
     else:
         # Render first: the section depends on the spec alone, and a probe of a Redis that is
         # down takes its whole timeout; a change must not wait for it to reach the bots.
+        decided: list[transition.Decision | None] = []
         try:
-            rendered, placed = await _render(store, old_status, indexes)
+            rendered, placed = await _render(store, old_status, indexes, decided)
         except ApiUnreachableError:
             raise
         except OperatorError as exc:
@@ -404,6 +426,14 @@ async def _reconcile(
             secret_files=secret_files(kind, store),
             plain_env=plain_env(kind, store),
             tls_warning=cond.tls_warning(store),
+            transition=transition.status_of(
+                decided[0] if decided else None,
+                old_status,
+                {
+                    "secretEnv": _refs(secret_env(kind, store)),
+                    "secretFiles": _refs(secret_files(kind, store), "path"),
+                },
+            ),
         )
     new_status = cond.build_status(
         observation, old_status, generation=generation, now=cond.now_iso()
@@ -427,6 +457,11 @@ async def _reconcile(
         kopf.event(body, type=event.type, reason=event.reason, message=message)
         log.info("%s: %s", event.reason, message)
     _account(kind, uid, observation, started)
+
+
+def _refs(found: Iterable[tuple[str, str, str]], first: str = "name") -> list[dict[str, str]]:
+    """``status.secretEnv``/``secretFiles`` entries (as :func:`cond.build_status` writes them)."""
+    return [{first: a, "secretName": b, "secretKey": c} for a, b, c in found]
 
 
 def _rollout_condition(body: Mapping[str, Any]) -> cond.Condition | None:
@@ -494,6 +529,34 @@ async def on_timer(body: kopf.Body, status: kopf.Status, logger: Any, **kwargs: 
             logger.info("re-check cancelled: the timer is stopping (store deleted or paused)")
     if work.done() and not work.cancelled():
         work.result()  # re-raise what the re-check raised, as before
+
+
+#: Seconds between looks at a LockStore's ``status.transition.until``: its keys are removed
+#: (or a held change rendered) within this, plus a reconcile, after the transition ends.
+TRANSITION_POLL: Final = 1.0
+
+
+def _in_transition(status: Mapping[str, Any], **_: Any) -> bool:
+    return isinstance((status or {}).get("transition"), Mapping)
+
+
+async def on_transition_timer(
+    body: kopf.Body, status: kopf.Status, logger: Any, **kwargs: Any
+) -> None:
+    """A LockStore in transition: reconcile as soon as ``transition_until`` has passed.
+
+    The render then drops the transition keys (no rollout: the checksum leaves them out) or
+    starts the change that was held; the periodic re-check is far too coarse for that.
+    """
+    found = status.get("transition") if status else None
+    raw: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    try:
+        until = transition.parse_time(raw.get("until"))
+    except SpecError:
+        until = None  # a status we cannot read: reconcile, which rewrites it
+    if until is not None and datetime.now(timezone.utc) < until:
+        return
+    await on_timer(body, status, logger, **kwargs)
 
 
 async def _stopped(stopped: Any) -> None:  # kopf.DaemonStopped
@@ -577,6 +640,10 @@ def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
             initial_delay=_first_recheck,
         )(on_timer)
         kopf.on.delete(*resource, id="cleanup")(finalize)
+        if info.section == transition.SECTION:
+            kopf.timer(
+                *resource, id="transition", interval=TRANSITION_POLL, when=_in_transition,
+            )(on_transition_timer)  # fmt: skip
 
 
 register()

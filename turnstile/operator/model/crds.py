@@ -413,12 +413,40 @@ def _kind_field(info: KindInfo) -> dict[str, Any]:
                 "status.env)."
             ),
         }
-        return {"lockLifetime": lifetime}
+        transition = {
+            "type": "object",
+            "description": (
+                "A change of where locks live (host, port, endpoints, sentinelService, db, "
+                "keyPrefix, deploymentMode, implementation) renders the previous lock_store "
+                "section as transition_from, with transition_until = now + durationSeconds, "
+                "so old and new pods exclude each other during the rollout (see "
+                "status.transition)."
+            ),
+            "properties": {
+                "durationSeconds": {
+                    **schema.TRANSITION_DURATION.schema(),
+                    "default": schema.TRANSITION_DURATION_DEFAULT,
+                    "description": (
+                        "Seconds new pods also lock with the previous settings: the longest "
+                        "your bots' rollout takes (default "
+                        f"{schema.TRANSITION_DURATION_DEFAULT}, a Deployment's default "
+                        "progressDeadlineSeconds); 0 switches at once."
+                    ),
+                },
+            },
+        }
+        return {"lockLifetime": lifetime, "transition": transition}
     interval = {
         **schema.POLL_INTERVAL.schema(),
         "description": "Seconds between polls for expired timers (renders poll_interval).",
     }
     return {"pollInterval": interval}
+
+
+def _transition_column(info: KindInfo) -> list[dict[str, Any]]:
+    if info is not LOCK_STORE:
+        return []
+    return [{"name": "TransitionUntil", "type": "string", "jsonPath": ".status.transition.until"}]
 
 
 def status_schema() -> dict[str, Any]:
@@ -473,6 +501,28 @@ def status_schema() -> dict[str, Any]:
                     "Set while TLS does not fully verify Redis (tls.verify or "
                     "tls.checkHostname false); a Warning Event is posted when it appears."
                 ),
+            },
+            "transition": {
+                "type": "object",
+                "description": (
+                    "LockStore: set while the rendered section carries transition_from (the "
+                    "lock-affecting settings of the pods being replaced) until 'until'; "
+                    "'pending' while a further change waits for it to end."
+                ),
+                "properties": {
+                    "from": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "until": {"type": "string", "format": "date-time"},
+                    "pending": {"type": "boolean"},
+                    "warning": {"type": "string"},
+                    "secretEnv": {
+                        "type": "array",
+                        "description": (
+                            "Env vars transition_from names for the previous Secrets "
+                            "(TURNSTILE_LOCK_PREVIOUS_PASSWORD...), and where each comes from."
+                        ),
+                        "items": secret_item,
+                    },
+                },
             },
             "configMap": {
                 "type": "object",
@@ -585,6 +635,7 @@ def crd(info: KindInfo) -> dict[str, Any]:
                          "priority": 1},
                         {"name": "ConfigMap", "type": "string",
                          "jsonPath": ".spec.configMap.name", "priority": 1},
+                        *_transition_column(info),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

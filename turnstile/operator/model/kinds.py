@@ -88,6 +88,10 @@ REPORTING_COMPONENT: Final = f"{GROUP}/operator"
 #: the operator wrote into it.
 PRE_EXISTING: Final = "turnstile.dev/pre-existing"
 SECTIONS: Final = "turnstile.dev/sections"
+#: ConfigMap annotation: JSON map ``<key>/lock_store`` -> the section as last rendered (no
+#: secrets: passwords are ``${VAR}``). A LockStore's transition starts from this, not from
+#: the file, so a hand edit of the file is put back rather than taken for what pods run.
+RENDERED: Final = "turnstile.dev/rendered-lock-store"
 #: The label a Secret needs before a store may read it.
 OPT_IN_LABEL: Final = "turnstile.dev/store-secret"
 OPT_IN_VALUE: Final = "true"

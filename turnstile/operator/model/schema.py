@@ -48,6 +48,11 @@ LOCK_LIFETIME: Final = Bounds(1, 86400, integer=True)
 #: per bot replica, so 20 polls a second is already far finer than any timer needs, and a
 #: value like 1e-05 would be a busy loop against Redis.
 POLL_INTERVAL: Final = Bounds(0.05, 60, integer=False)
+#: ``transition.durationSeconds`` (LockStore): how long a change of where locks live renders
+#: the previous section next to the new one. 0 switches at once; at most a day.
+TRANSITION_DURATION: Final = Bounds(0, 86400, integer=True)
+#: Its default: a Deployment's default ``progressDeadlineSeconds``.
+TRANSITION_DURATION_DEFAULT: Final = 600
 
 #: ``keyPrefix``: letters and digits.
 KEY_PREFIX: Final = r"^[A-Za-z0-9]+$"

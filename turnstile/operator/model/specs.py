@@ -142,6 +142,8 @@ class StoreSpec:
     lock_lifetime: int | None = None
     #: ``pollInterval`` seconds (TimerStore only).
     poll_interval: float | None = None
+    #: ``transition.durationSeconds`` (LockStore only; ``None`` for a TimerStore).
+    transition_seconds: int | None = None
     uid: str = ""
     generation: int = 0
 
@@ -391,6 +393,15 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
     is_lock = info is LOCK_STORE
     lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
     poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
+    transition_seconds: int | None = None
+    if is_lock:
+        transition_seconds = schema.TRANSITION_DURATION_DEFAULT
+        if fields.has("transition"):
+            duration = fields.sub("transition").bounded(
+                "durationSeconds", schema.TRANSITION_DURATION
+            )
+            if duration is not None:
+                transition_seconds = int(duration)
     return StoreSpec(
         kind=info.kind,
         namespace=namespace,
@@ -400,6 +411,7 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
         config_map=config_map,
         lock_lifetime=lock_lifetime,
         poll_interval=poll_interval,
+        transition_seconds=transition_seconds,
     )
 
 
