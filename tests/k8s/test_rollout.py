@@ -646,7 +646,7 @@ def test_a_store_with_an_invalid_selector_stops_only_its_own_rollouts(
         assert conditions["Rollout"]["status"] == "False"
         assert conditions["Rollout"]["reason"] == "InvalidSelector"
         assert conditions["Ready"]["status"] == "False"
-        assert conditions["Ready"]["reason"] == "InvalidSelector"
+        assert conditions["Ready"]["reason"] == "InvalidSelector", conditions
         message = conditions["Rollout"]["message"]
         assert "spec.rollout.selector.matchExpressions[0].values" in message
         assert "In and NotIn need at least one value" in message

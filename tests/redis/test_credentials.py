@@ -248,3 +248,22 @@ async def test_the_multiplexed_lane_re_auths_with_a_fresh_token(
             pass
     finally:
         await store.close()
+
+
+async def test_a_password_for_a_redis_without_one_works_as_with_redis_py(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py connects when a password is set and Redis has none (its default user is
+    ``nopass``), so Rasa's own stores do; the lock scripts' connection must too, and say so."""
+    store = RedisTicketLockStore(
+        RedisSettings(host=redis_server.host, port=redis_server.port, password="not-needed")
+    )
+    try:
+        with caplog.at_level("WARNING", logger="turnstile.stores._redis.multiplexed"):
+            for _ in range(2):
+                async with store.lock(f"nopass-{uuid.uuid4().hex}") as held:
+                    assert held.fencing_token > 0
+    finally:
+        await store.close()
+    warnings = [r.getMessage() for r in caplog.records if "has no password" in r.getMessage()]
+    assert len(warnings) <= 1 and "not-needed" not in " ".join(warnings)

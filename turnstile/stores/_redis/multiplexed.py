@@ -306,6 +306,26 @@ async def open_multiplexed(
     return conn
 
 
+#: Redis' answers to AUTH when the default user has no password (7+, then 5 and older).
+_NO_PASSWORD_SET: Final = ("called without any password configured",
+                           "Client sent AUTH, but no password is set")
+_warned_no_password: set[tuple[str, int]] = set()
+
+
+def _no_password_set(reply: object) -> bool:
+    return isinstance(reply, rex.RedisError) and any(t in str(reply) for t in _NO_PASSWORD_SET)
+
+
+def _warn_no_password_once(address: tuple[str, int]) -> None:
+    if address not in _warned_no_password:
+        _warned_no_password.add(address)
+        logger.warning(
+            "Redis %s:%d has no password for its default user: the configured password is not "
+            "used (redis-py ignores it too); set requirepass or remove the password",
+            *address,
+        )
+
+
 async def _handshake(
     conn: MultiplexedConnection,
     credentials: CredentialProvider | None,
@@ -321,6 +341,11 @@ async def _handshake(
     commands.append(("CLIENT", "SETNAME", client_name))
     # Pipelined: every command is written before the first reply is read.
     results = await asyncio.gather(*(conn.call(*c) for c in commands), return_exceptions=True)
+    if credentials is not None and _no_password_set(results[0]):
+        # A password sent to a Redis whose default user has none: redis-py connects anyway,
+        # and so Rasa's stores and our own redis-py paths work; so must the scripts' lane.
+        _warn_no_password_once(conn.address)
+        results[0] = "OK"
     if credentials is not None and isinstance(
         results[0], (rex.ResponseError, rex.AuthenticationError)
     ):
