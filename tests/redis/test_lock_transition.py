@@ -1,0 +1,130 @@
+"""Turnstile -> Turnstile with other settings, on real Redis in all three modes.
+
+Old pods are plain ``RedisTicketLockStore`` instances with the old settings (another key prefix,
+or another Redis); new pods are built from a ``lock_store`` section with ``transition_from``
+and ``transition_until`` (``build_lock_store``, what the drop-in class calls). Every holder
+records when it held; any overlapping pair fails, named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.platform.redis_servers import RedisServer, store_kwargs
+from turnstile.stores.locks.redis import RedisTicketLockStore
+from turnstile.stores.locks.transition import TransitionTicketLockStore, build_lock_store
+
+pytestmark = pytest.mark.redis
+
+MODES = ("standard", "cluster", "sentinel")
+TURNSTILE = "turnstile.rasa.TicketLockStore"
+
+
+@pytest.fixture(params=MODES)
+def topology(request: pytest.FixtureRequest) -> Any:
+    fixture = {"standard": "redis_server", "cluster": "redis_cluster",
+               "sentinel": "redis_sentinel"}[request.param]
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Callable[[Any], Any]]:
+    stores: list[Any] = []
+
+    def keep(store: Any) -> Any:
+        stores.append(store)
+        return store
+
+    yield keep
+    for store in stores:
+        await store.close()
+
+
+def sections(
+    old_topology: Any, new_topology: Any, until: float | str = "2099-01-01T00:00:00Z"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    old = store_kwargs(old_topology, db=0, key_prefix="old" + uuid.uuid4().hex[:8])
+    new = store_kwargs(new_topology, db=0, key_prefix="new" + uuid.uuid4().hex[:8])
+    new.update(transition_from={"type": TURNSTILE, **old}, transition_until=until)
+    return old, new
+
+
+class Holders:
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+
+    async def hold(self, store: Any, who: str, cid: str) -> None:
+        async with store.lock(cid, lock_lifetime=10, wait_time=20):
+            start = time.monotonic()
+            await asyncio.sleep(0.003)
+            self.spans.append((who, start, time.monotonic()))
+
+    def overlaps(self) -> list[tuple[str, str]]:
+        spans = sorted(self.spans, key=lambda s: s[1])
+        return [
+            (a, b) for i, (a, _, a1) in enumerate(spans) for b, b0, _ in spans[i + 1:] if b0 < a1
+        ]
+
+
+async def twenty_messages(old: dict[str, Any], new: dict[str, Any], keep: Any) -> Holders:
+    olds = [keep(RedisTicketLockStore.from_kwargs(old)) for _ in range(2)]
+    news = [keep(build_lock_store(new)) for _ in range(2)]
+    assert all(isinstance(s, TransitionTicketLockStore) and s.in_transition for s in news)
+    holders = Holders()
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    await asyncio.gather(*(
+        holders.hold((olds if i % 2 else news)[i // 2 % 2], f"{'old' if i % 2 else 'new'}:{i}", cid)
+        for i in range(20)
+    ))
+    return holders
+
+
+async def test_twenty_messages_over_old_and_new_pods_with_another_prefix_never_overlap(
+    topology: Any, closing: Any
+) -> None:
+    old, new = sections(topology, topology)
+    holders = await twenty_messages(old, new, closing)
+    assert len(holders.spans) == 20
+    assert holders.overlaps() == []
+
+
+async def test_moving_to_another_redis_then_the_old_one_gets_no_command_after_the_end(
+    topology: Any, fresh_redis_server: RedisServer, closing: Any
+) -> None:
+    until = time.time() + 1.5
+    old, new = sections(fresh_redis_server, topology, until=until)
+    holders = await twenty_messages(old, new, closing)
+    assert len(holders.spans) == 20
+    assert holders.overlaps() == []
+    assert "cmdstat_eval" in fresh_redis_server.info("commandstats") or (
+        "cmdstat_evalsha" in fresh_redis_server.info("commandstats")
+    )
+    pod = closing(build_lock_store(new))
+    await asyncio.sleep(max(until - time.time(), 0) + 0.05)
+    fresh_redis_server.execute("CONFIG", "RESETSTAT")
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    for _ in range(5):
+        async with pod.lock(cid):
+            pass
+    commands = [k for k in fresh_redis_server.info("commandstats") if k.startswith("cmdstat_")]
+    assert all(c.startswith(("cmdstat_info", "cmdstat_config")) for c in commands), commands
+
+
+async def test_a_dead_old_pods_ticket_still_expires_for_a_new_pod(
+    topology: Any, closing: Any
+) -> None:
+    old, new = sections(topology, topology)
+    dead = closing(RedisTicketLockStore.from_kwargs(old))
+    pod = closing(build_lock_store(new))
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    await dead.issue_ticket(cid, 1.0)  # drawn, never returned: the pod died
+    started = time.monotonic()
+    async with pod.lock(cid, wait_time=10):
+        waited = time.monotonic() - started
+    assert 0.5 <= waited <= 1.0 + 1.0
