@@ -259,3 +259,34 @@ async def test_after_transition_until_the_previous_redis_gets_no_command(
         await new.close()
     commands = sorted(k for k in stats if k.startswith("cmdstat_"))
     assert all(c.startswith(("cmdstat_info", "cmdstat_config")) for c in commands), commands
+
+
+@pytest.mark.parametrize("store_type", OLD_TYPES)
+async def test_a_new_pod_cancelled_while_waiting_in_rasas_store_gives_its_ticket_back(
+    store_type: str, topology: Topology, tmp_path: Path
+) -> None:
+    if topology.mode != "standard":
+        pytest.skip("one mode is enough (the protocol code is shared)")
+    keys = topology_keys(topology)
+    pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    old = pods.old()
+    held = old.issue_ticket(cid, LIFETIME)  # an old pod holds the conversation
+    new = pods.new()
+    try:
+        waiting = asyncio.create_task(new.lock(cid, lock_lifetime=LIFETIME).__aenter__())
+        await asyncio.sleep(0.3)  # it has drawn its ticket in Rasa's store and polls
+        lock = old.get_lock(cid)
+        assert lock is not None and len(lock.tickets) == 2
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        old.finish_serving(cid, held)
+        # The cancelled ticket is gone: an old pod is served at once, not after its lifetime.
+        record = Record([], [])
+        started = time.monotonic()
+        await join([run_old_pod(pods, record, cid, "next", 1)], 10)
+        assert record.lost == [] and record.intervals
+        assert record.intervals[0][1] - started < LIFETIME / 2
+    finally:
+        await new.close()

@@ -128,3 +128,36 @@ async def test_a_dead_old_pods_ticket_still_expires_for_a_new_pod(
     async with pod.lock(cid, wait_time=10):
         waited = time.monotonic() - started
     assert 0.5 <= waited <= 1.0 + 1.0
+
+
+async def test_cancelled_waiter_and_holder_in_transition_give_both_tickets_back(
+    topology: Any, closing: Any
+) -> None:
+    old, new = sections(topology, topology)
+    old_pod = closing(RedisTicketLockStore.from_kwargs(old))
+    pods = [closing(build_lock_store(new)) for _ in range(2)]
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    entered = asyncio.Event()
+
+    async def holder() -> None:
+        async with pods[0].lock(cid, lock_lifetime=30):
+            entered.set()
+            await asyncio.sleep(30)
+
+    async def waiter() -> None:
+        async with pods[1].lock(cid, lock_lifetime=30):
+            raise AssertionError("the waiter must not get in while the holder holds")
+
+    holding = asyncio.create_task(holder())
+    await asyncio.wait_for(entered.wait(), 10)
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0.2)  # it waits in the previous store, behind the holder
+    for task in (waiting, holding):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # Neither ticket is left to expire: an old pod and a new pod get in at once.
+    async with old_pod.lock(cid, lock_lifetime=30, wait_time=3):
+        pass
+    async with pods[1].lock(cid, lock_lifetime=30, wait_time=3):
+        pass

@@ -292,6 +292,8 @@ class RasaLockProtocol(abc.ABC):
         prefix = f"{settings.key_prefix}:" if settings.key_prefix else ""
         self.prefix = prefix + self._base_prefix
         self._loops: PerLoop[RedisConnection] = PerLoop(self._connect, _close)
+        #: Removals still running after a release (``release``); closing waits for them.
+        self._pending: set[asyncio.Future[bool]] = set()
 
     _base_prefix: str = ""
 
@@ -307,6 +309,11 @@ class RasaLockProtocol(abc.ABC):
         return f"{self.name} on {self.settings.where}"
 
     async def close(self) -> None:
+        pending = {t for t in self._pending if not t.done()}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.settle * 1.5 * _REMOVALS + 1)
+            for task in late:
+                task.cancel()
         await self._loops.close_all()
 
     # -- primitives ---------------------------------------------------------------------------
@@ -334,7 +341,8 @@ class RasaLockProtocol(abc.ABC):
         (read before this release) put it back, until a removal finds nothing."""
         found = await self._remove(ticket)
         task = asyncio.ensure_future(self._remove_again(ticket))
-        _BACKGROUND.add(task)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
         task.add_done_callback(_release_done)
         return found
 
