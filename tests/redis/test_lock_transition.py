@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.platform.redis_servers import RedisServer, store_kwargs
+from turnstile.stores.errors import LockTimeoutError
 from turnstile.stores.locks.redis import RedisTicketLockStore
 from turnstile.stores.locks.transition import TransitionTicketLockStore, build_lock_store
 
@@ -160,4 +161,29 @@ async def test_cancelled_waiter_and_holder_in_transition_give_both_tickets_back(
     async with old_pod.lock(cid, lock_lifetime=30, wait_time=3):
         pass
     async with pods[1].lock(cid, lock_lifetime=30, wait_time=3):
+        pass
+
+
+@pytest.mark.parametrize("store_type", ["concurrent_redis", "redis"])
+async def test_new_pods_in_transition_from_rasas_stores_exclude_each_other_and_time_out(
+    topology: Any, store_type: str, closing: Any
+) -> None:
+    """New pods alone, on both loops (old pods are Rasa's real classes, in every mode:
+    tests/rasa/test_transition_rasa.py)."""
+    if not isinstance(topology, RedisServer):
+        pytest.skip("the Rasa tier covers cluster and sentinel; here the event loops")
+    old, new = sections(topology, topology)
+    new["transition_from"] = {**old, "type": store_type}
+    pods = [closing(build_lock_store(new)) for _ in range(2)]
+    holders = Holders()
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    await asyncio.gather(*(holders.hold(pods[i % 2], f"new:{i}", cid) for i in range(10)))
+    assert len(holders.spans) == 10
+    assert holders.overlaps() == []
+    async with pods[0].lock(cid, lock_lifetime=10):
+        with pytest.raises(LockTimeoutError):
+            async with pods[1].lock(cid, lock_lifetime=10, wait_time=0.3):
+                pass
+    # The timed-out waiter left nothing behind: the conversation is free at once.
+    async with pods[1].lock(cid, lock_lifetime=10, wait_time=1):
         pass

@@ -393,13 +393,15 @@ class RasaLockProtocol(abc.ABC):
             else:
                 confirming = False
                 pause = self.poll_interval
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise LockTimeoutError(
-                    f"conversation {ticket.conversation_id!r} was not free in the previous "
-                    f"lock store ({self.where}) within the wait time"
-                )
-            await asyncio.sleep(min(pause, remaining))
+            if not confirming:  # a ticket at the head is confirmed even past the deadline
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise LockTimeoutError(
+                        f"conversation {ticket.conversation_id!r} was not free in the previous "
+                        f"lock store ({self.where}) within the wait time"
+                    )
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
             position = await self._position(ticket, at_head=confirming)
 
 

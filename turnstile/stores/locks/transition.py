@@ -57,6 +57,7 @@ from turnstile.stores.locks.api import (
     Ticket,
     TicketLock,
     TicketLockStore,
+    check_lifetime,
 )
 from turnstile.stores.locks.api import Issued as _Issued
 from turnstile.stores.locks.rasa_protocols import PROTOCOLS, RasaLockProtocol, release_safely
@@ -184,7 +185,7 @@ class TransitionTicketLockStore(TicketLockStore):
         if not self.in_transition:
             return self.current.lock(conversation_id, lock_lifetime, wait_time)
         assert self.previous is not None
-        lifetime = self.lock_lifetime if lock_lifetime is None else lock_lifetime
+        lifetime = self.lock_lifetime if lock_lifetime is None else check_lifetime(lock_lifetime)
         budget = math.inf if wait_time is None else max(wait_time, 0.0)
         return TransitionLockContext(self, self.previous, conversation_id, lifetime, budget)
 
