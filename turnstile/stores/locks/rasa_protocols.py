@@ -30,13 +30,16 @@ deadline), which only ever reads.
 **Old pods race; new pods guard against it.** Rasa's read-modify-write steps are not atomic,
 so an old pod can erase a ticket a new pod just drew (a stale SET of the document; ``cleanup``
 deleting the keys it saw empty a moment before) or reset the ``concurrent_redis`` counter. A new
-pod therefore recognises its ticket by its exact text (its ``expires`` carries random low
-digits, unique per ticket), draws again if it was erased while waiting, and takes the lock
+pod therefore recognises its ticket by its exact text (its ``expires`` is moved by a few
+random ulps, unique per ticket), draws again if it was erased while waiting, and takes the lock
 only after two checks ``settle`` apart (0.05 s) both find it at the head with its ticket intact
 and the counter not behind it (put back if an old pod reset it): any stale write an old pod
 started before the new ticket existed has landed by then (Rasa's steps are synchronous
-round trips). Among old pods themselves Rasa's races remain (two old pods can hold one
-conversation): that is Rasa's own behaviour, which no peer can fix.
+round trips; an old pod stalled for longer than ``settle`` between its read and its write is
+the one case left). After a release it removes its ticket again, at random moments, until a
+removal finds nothing: an old pod's stale write may have put it back. Among old pods
+themselves Rasa's races remain (two old pods can hold one conversation): that is Rasa's own
+behaviour, which no peer can fix.
 
 **Lifetimes.** As in Rasa, a ticket expires ``lifetime`` after it is drawn; at the head a new
 pod extends it to ``now + lifetime``, so it holds for its full lifetime like any Turnstile
