@@ -290,3 +290,54 @@ async def test_a_new_pod_cancelled_while_waiting_in_rasas_store_gives_its_ticket
         assert record.intervals[0][1] - started < LIFETIME / 2
     finally:
         await new.close()
+
+
+@pytest.mark.parametrize("store_type", OLD_TYPES)
+async def test_an_old_pods_stale_write_erasing_a_new_ticket_never_lets_both_in(
+    store_type: str, topology: Topology, tmp_path: Path
+) -> None:
+    """Rasa's race, staged with Rasa's own methods: right after a new pod drew its ticket at the
+    head, an old pod's write from an earlier read erases it (``redis``: a GET-then-SET of the
+    document; ``concurrent_redis``: ``cleanup`` deleting the keys it had seen empty) and the old
+    pod takes the head. The new pod's confirming check finds its ticket gone, draws again and
+    waits for the old pod."""
+    if topology.mode != "standard":
+        pytest.skip("one mode is enough (the protocol code is shared)")
+    keys = topology_keys(topology)
+    pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    old = pods.old()
+    new = pods.new()
+    protocol = new.store.previous.protocol
+    protocol.settle = 0.5  # room to stage the stale write inside the confirmation window
+    stale = old.get_or_create_lock(cid)  # the old pod's read, before the new ticket exists
+    entered: list[float] = []
+
+    async def new_message() -> None:
+        async with new.lock(cid, lock_lifetime=LIFETIME):
+            entered.append(time.monotonic())
+
+    try:
+        task = asyncio.create_task(new_message())
+        for _ in range(200):  # until the new pod's ticket is in Rasa's store
+            lock = old.get_lock(cid)
+            if lock is not None and lock.tickets:
+                break
+            await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the new pod never drew its ticket")
+        if store_type == "redis":
+            number = stale.issue_ticket(LIFETIME)
+            old.save_lock(stale)  # the stale SET: the new ticket is gone
+        else:
+            old.delete_lock(cid)  # cleanup's delete, after it had seen no ticket
+            number = old.issue_ticket(cid, LIFETIME)
+        assert not old.get_lock(cid).is_locked(number), "the old pod holds now"
+        await asyncio.sleep(1.0)
+        assert entered == [], "the new pod got in while the old pod held"
+        released = time.monotonic()
+        old.cleanup(cid, number)
+        await asyncio.wait_for(task, 10)
+        assert entered and entered[0] >= released
+    finally:
+        await new.close()
