@@ -36,7 +36,7 @@ from turnstile.stores.errors import LockError
 from turnstile.stores.locks.api import HeldTicket, LockContext, Ticket, TicketLock
 from turnstile.stores.locks.api import TicketLockStore as _Store
 from turnstile.stores.locks.memory import InMemoryTicketLockStore
-from turnstile.stores.locks.redis import RedisTicketLockStore
+from turnstile.stores.locks.transition import build_lock_store
 
 T = TypeVar("T")
 
@@ -67,7 +67,9 @@ class TicketLockStore(_LockStoreBase):  # type: ignore[misc]
         elif endpoint_config is None:
             self.store = InMemoryTicketLockStore()
         else:
-            self.store = RedisTicketLockStore.from_kwargs(
+            # With transition_from/transition_until: Turnstile's store holding the previous
+            # store's lock too until then (``turnstile.stores.locks.transition``).
+            self.store = build_lock_store(
                 getattr(endpoint_config, "kwargs", None) or {},
                 url=getattr(endpoint_config, "url", None),
             )

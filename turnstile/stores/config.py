@@ -68,6 +68,8 @@ REDIS_KEYS: Final = frozenset(
         "failover_timeout",
     }
 )
+#: The keys of a ``lock_store`` in transition from the store it replaces (``locks.transition``).
+TRANSITION_KEYS: Final = frozenset({"transition_from", "transition_until"})
 #: Keys Rasa itself may leave in ``kwargs``; never an error.
 _RASA_KEYS: Final = frozenset({"type", "store_type"})
 

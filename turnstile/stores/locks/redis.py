@@ -202,10 +202,11 @@ class RedisTicketLockStore(TicketLockStore):
 
     @classmethod
     def from_kwargs(
-        cls, kwargs: Mapping[str, Any] | None, *, url: str | None = None
+        cls, kwargs: Mapping[str, Any] | None, *, url: str | None = None, section: str = _SECTION
     ) -> RedisTicketLockStore:
-        """Build from Rasa's ``endpoint_config.kwargs`` (and ``endpoint_config.url``)."""
-        reader = SettingsReader(kwargs, section=_SECTION)
+        """Build from Rasa's ``endpoint_config.kwargs`` (and ``endpoint_config.url``); errors
+        name ``section.key`` (a transition's previous store is ``lock_store.transition_from``)."""
+        reader = SettingsReader(kwargs, section=section)
         settings = RedisSettings.read(reader, default_db=1, url=url)
         lifetime = reader.number("lock_lifetime", default_lock_lifetime(), minimum=0,
                                  exclusive_min=True)
@@ -218,7 +219,7 @@ class RedisTicketLockStore(TicketLockStore):
         wait_connections = reader.integer(
             "wait_connections", DEFAULT_WAIT_CONNECTIONS, minimum=1, maximum=10_000
         )
-        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=_SECTION)
+        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=section)
         return cls(settings, lock_lifetime=lifetime, lock_lease=lease,
                    wait_connections=wait_connections)
 
