@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.platform.redis_fixtures import REDIS_PASSWORD
 from tests.rasa.conftest import HAS_TIMER_STORES, RASA_VERSION, require_rasa
@@ -57,7 +58,7 @@ def _redis_block(mode: str, request: pytest.FixtureRequest, prefix: str) -> str:
     )
 
 
-def _render(tmp_path: Path, redis_block: str) -> Path:
+def _render(tmp_path: Path, redis_block: str, *options: str) -> Path:
     if not Path(RENDER_CLI).exists():
         pytest.fail(f"the operator's renderer is missing: {RENDER_CLI} (run `make venv`)")
     manifests = tmp_path / "stores.yaml"
@@ -71,7 +72,7 @@ def _render(tmp_path: Path, redis_block: str) -> Path:
         )
     )
     rendered = subprocess.run(
-        [RENDER_CLI, "render", str(manifests)],
+        [RENDER_CLI, "render", *options, str(manifests)],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     path = tmp_path / "endpoints.yml"
@@ -117,6 +118,39 @@ async def test_rendered_endpoints_yml_loads_in_rasa_and_works(
         assert await timer_store.delete_timer("rendered-conversation", 1_000.0) is True
     finally:
         timer_store.close()
+
+
+async def test_a_rendered_transition_loads_in_rasa_and_holds_both_locks(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`turnstile render --transition-from` (the operator's decision) -> Rasa's reader -> a
+    store that holds the previous prefix's lock and its own until transition_until."""
+    server = request.getfixturevalue("redis_password_server")
+    old, new = ("p" + uuid.uuid4().hex[:8] for _ in range(2))
+    previous = _render(tmp_path, _redis_block("standard", request, old)).with_suffix(".old")
+    previous.write_text(
+        (tmp_path / "stores.yaml").read_text()  # the manifests _render just wrote, prefix old
+    )
+    path = _render(tmp_path, _redis_block("standard", request, new),
+                   "--transition-from", str(previous), "--transition-until", "+600")
+    monkeypatch.setenv("TURNSTILE_LOCK_STORE_PASSWORD", REDIS_PASSWORD)
+    monkeypatch.setenv("TURNSTILE_TIMER_STORE_PASSWORD", REDIS_PASSWORD)
+    config = read_endpoint_config(str(path), "lock_store")
+    assert config is not None
+    assert config.kwargs["transition_from"]["key_prefix"] == old
+    assert str(config.kwargs["transition_until"]).endswith("Z")
+    lock_store = LockStore.create(config)
+    assert isinstance(lock_store, TicketLockStore)
+    assert type(lock_store.store).__name__ == "TransitionTicketLockStore"
+    keys = redis.Redis(host=server.host, port=server.port, password=REDIS_PASSWORD, db=1)
+    try:
+        async with lock_store.lock("moving-conversation"):
+            held = {k.decode().split(":", 1)[0] for k in keys.keys("*moving-conversation*")}
+            assert held == {old, new}, held  # both stores' tickets, each under its own prefix
+        assert keys.keys("*moving-conversation*") == []
+    finally:
+        keys.close()
+        await _close(lock_store)
 
 
 async def _close(store: Any) -> None:
