@@ -162,7 +162,27 @@ def topology(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     Standalone is the password-protected server, with the password *and* the port given as
     ``${VAR}`` references that Rasa's reader expands from the environment.
     """
-    mode = request.param
+    return make_topology(request.param, request, monkeypatch)
+
+
+@pytest.fixture
+def standard_topology(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Topology:
+    """The standalone topology alone, for what one mode proves (shared protocol code)."""
+    return make_topology("standard", request, monkeypatch)
+
+
+@pytest.fixture(params=["standard", "cluster", "sentinel"] if HAS_TIMER_STORES else ["standard"])
+def rasa_lock_topology(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Topology:
+    """Each mode the installed Rasa's Redis lock stores speak (Rasa 3.6: standalone only)."""
+    return make_topology(request.param, request, monkeypatch)
+
+
+def make_topology(
+    mode: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Topology:
+    """The ``mode`` topology (see :func:`topology`), its env vars set for the test."""
     if mode == "standard":
         server = request.getfixturevalue("redis_password_server")
         host, port = server.address

@@ -176,10 +176,9 @@ def topology_keys(topology: Topology) -> dict[str, Any]:
 
 @pytest.mark.parametrize("store_type", OLD_TYPES)
 async def test_twenty_messages_over_old_and_new_pods_never_overlap_a_new_pod(
-    store_type: str, topology: Topology, tmp_path: Path
+    store_type: str, rasa_lock_topology: Topology, tmp_path: Path
 ) -> None:
-    if not HAS_TIMER_STORES and topology.mode != "standard":
-        pytest.skip("Rasa Open Source 3.6's RedisLockStore has standalone mode only")
+    topology = rasa_lock_topology
     keys = topology_keys(topology)
     pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
     record = Record([], [])
@@ -207,10 +206,9 @@ async def test_twenty_messages_over_old_and_new_pods_never_overlap_a_new_pod(
 
 @pytest.mark.parametrize("store_type", OLD_TYPES)
 async def test_a_dead_old_pods_ticket_still_expires(
-    store_type: str, topology: Topology, tmp_path: Path
+    store_type: str, standard_topology: Topology, tmp_path: Path
 ) -> None:
-    if topology.mode != "standard":
-        pytest.skip("one mode is enough for expiry (the protocol code is shared)")
+    topology = standard_topology  # one mode: the protocol code is shared by all three
     keys = topology_keys(topology)
     pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
     cid = f"conv-{uuid.uuid4().hex[:10]}"
@@ -233,10 +231,9 @@ async def test_a_dead_old_pods_ticket_still_expires(
 
 
 async def test_after_transition_until_the_previous_redis_gets_no_command(
-    topology: Topology, tmp_path: Path, fresh_redis_server: RedisServer
+    standard_topology: Topology, tmp_path: Path, fresh_redis_server: RedisServer
 ) -> None:
-    if topology.mode != "standard":
-        pytest.skip("the previous Redis is a private standalone server; one mode suffices")
+    topology = standard_topology  # one mode: the protocol code is shared by all three
     store_type = OLD_TYPES[0]
     old_keys = {"host": fresh_redis_server.host, "port": fresh_redis_server.port}
     until = time.time() + 1.5
@@ -263,10 +260,9 @@ async def test_after_transition_until_the_previous_redis_gets_no_command(
 
 @pytest.mark.parametrize("store_type", OLD_TYPES)
 async def test_a_new_pod_cancelled_while_waiting_in_rasas_store_gives_its_ticket_back(
-    store_type: str, topology: Topology, tmp_path: Path
+    store_type: str, standard_topology: Topology, tmp_path: Path
 ) -> None:
-    if topology.mode != "standard":
-        pytest.skip("one mode is enough (the protocol code is shared)")
+    topology = standard_topology  # one mode: the protocol code is shared by all three
     keys = topology_keys(topology)
     pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
     cid = f"conv-{uuid.uuid4().hex[:10]}"
@@ -294,15 +290,14 @@ async def test_a_new_pod_cancelled_while_waiting_in_rasas_store_gives_its_ticket
 
 @pytest.mark.parametrize("store_type", OLD_TYPES)
 async def test_an_old_pods_stale_write_erasing_a_new_ticket_never_lets_both_in(
-    store_type: str, topology: Topology, tmp_path: Path
+    store_type: str, standard_topology: Topology, tmp_path: Path
 ) -> None:
     """Rasa's race, staged with Rasa's own methods: right after a new pod drew its ticket at the
     head, an old pod's write from an earlier read erases it (``redis``: a GET-then-SET of the
     document; ``concurrent_redis``: ``cleanup`` deleting the keys it had seen empty) and the old
     pod takes the head. The new pod's confirming check finds its ticket gone, draws again and
     waits for the old pod."""
-    if topology.mode != "standard":
-        pytest.skip("one mode is enough (the protocol code is shared)")
+    topology = standard_topology  # one mode: the protocol code is shared by all three
     keys = topology_keys(topology)
     pods = write_pods(tmp_path, store_type, keys, keys, topology.mode)
     cid = f"conv-{uuid.uuid4().hex[:10]}"

@@ -166,12 +166,11 @@ async def test_cancelled_waiter_and_holder_in_transition_give_both_tickets_back(
 
 @pytest.mark.parametrize("store_type", ["concurrent_redis", "redis"])
 async def test_new_pods_in_transition_from_rasas_stores_exclude_each_other_and_time_out(
-    topology: Any, store_type: str, closing: Any
+    redis_server: RedisServer, store_type: str, closing: Any
 ) -> None:
-    """New pods alone, on both loops (old pods are Rasa's real classes, in every mode:
-    tests/rasa/test_transition_rasa.py)."""
-    if not isinstance(topology, RedisServer):
-        pytest.skip("the Rasa tier covers cluster and sentinel; here the event loops")
+    """New pods alone, on both loops, standalone (old pods are Rasa's real classes, in every
+    mode: tests/rasa/test_transition_rasa.py)."""
+    topology = redis_server
     old, new = sections(topology, topology)
     new["transition_from"] = {**old, "type": store_type}
     pods = [closing(build_lock_store(new)) for _ in range(2)]
