@@ -20,7 +20,7 @@ Besides the rates:
 * holder leases with a body longer than the renew interval: renewals (RENEW scripts) per second
   of hold, counted by the store, against the expected three per lease.
 
-To add a variant (metrics on, for one), append one ``Variant`` to ``VARIANTS``. Numbers depend on
+To add a variant, append one ``Variant`` to ``VARIANTS`` (metrics on is one). Numbers depend on
 the machine and its load; nothing here asserts a speed.
 """
 
@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry
 
 from bench._common import interleaved_rates, machine_note, markdown_table
 from tests.platform.redis_servers import RedisServer
+from turnstile.stores import metrics
 from turnstile.stores.locks.api import Renewal
 from turnstile.stores.locks.redis import RedisTicketLockStore
 
@@ -76,10 +78,29 @@ class Variant:
     baseline: str | None = None
 
 
-#: Leases off is Turnstile before holder leases; on is the default (10 s).
+def with_metrics(backend: str, **keys: Any) -> StoreMaker:
+    """A store bound to bot metrics ``backend`` (``off``, or ``prometheus`` in a private
+    registry); the choice is process-wide, so it is made, bound and forgotten per store."""
+
+    def make(base: Mapping[str, Any]) -> RedisTicketLockStore:
+        metrics.reset()
+        metrics.configure(backend, registry=CollectorRegistry(), environ={})
+        store = CountingStore.from_kwargs({**base, **keys})
+        _ = store.metrics  # bind the series now, under this choice
+        metrics.reset()
+        return store
+
+    return make
+
+
+#: Leases off is Turnstile before holder leases; on is the default (10 s). The lease rows run
+#: with metrics off, the metrics rows with leases at the default, so each row changes one thing.
 VARIANTS: list[Variant] = [
-    Variant("leases off", with_keys(lock_lease=0)),
-    Variant("leases on (10 s, the default)", with_keys(lock_lease=10), baseline="leases off"),
+    Variant("leases off", with_metrics("off", lock_lease=0)),
+    Variant("leases on (10 s, the default)", with_metrics("off", lock_lease=10),
+            baseline="leases off"),
+    Variant("metrics on (prometheus)", with_metrics("prometheus", lock_lease=10),
+            baseline="leases on (10 s, the default)"),
 ]
 
 
