@@ -129,7 +129,8 @@ def test_the_environment_chooses_and_bad_values_name_the_variable() -> None:
 
 _WITHOUT_PROMETHEUS = """
 import asyncio, sys
-sys.modules["prometheus_client"] = None  # not installed
+sys.modules["prometheus_client"] = None  # not installed, and no OpenTelemetry API either
+sys.modules["opentelemetry"] = None
 from turnstile.stores import metrics
 from turnstile.stores.errors import ConfigurationError
 from turnstile.stores.locks.memory import InMemoryTicketLockStore

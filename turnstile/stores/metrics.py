@@ -1,12 +1,15 @@
-"""Lock and timer metrics from bot pods, through ``prometheus_client`` when it is installed.
+"""Lock and timer metrics from bot pods, through ``prometheus_client`` or OpenTelemetry.
 
 The store library has no required dependency beyond redis-py, so metrics are optional twice
-over: they need ``prometheus_client`` (``pip install 'rasa-turnstile[metrics]'``) and can be
+over: they need ``prometheus_client`` (``pip install 'rasa-turnstile[metrics]'``) or the
+OpenTelemetry metrics API (``rasa-turnstile[otel]``, see ``turnstile.stores.otel``) and can be
 turned off. The choice is made once per process, from the environment, when the first store is
 built:
 
 * ``TURNSTILE_METRICS``: ``auto`` (the default: Prometheus when ``prometheus_client`` imports,
-  else off), ``prometheus`` (an error if it does not import) or ``off``.
+  else OpenTelemetry when ``opentelemetry-api`` imports, else off), ``prometheus`` or ``otel``
+  (an error if it does not import) or ``off``. With OpenTelemetry the application configures
+  the SDK and its exporters; ``TURNSTILE_METRICS_PORT`` is for Prometheus only.
 * ``TURNSTILE_METRICS_PORT``: Rasa serves no ``/metrics``, so a port here makes the first store
   of the process start ``prometheus_client``'s HTTP server on it, once, on
   ``TURNSTILE_METRICS_ADDR`` (default ``0.0.0.0``, what a pod's scrape needs). Unset: the series
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 METRICS_ENV: Final = "TURNSTILE_METRICS"
 PORT_ENV: Final = "TURNSTILE_METRICS_PORT"
 ADDR_ENV: Final = "TURNSTILE_METRICS_ADDR"
-BACKENDS: Final = ("auto", "prometheus", "off")
+BACKENDS: Final = ("auto", "prometheus", "otel", "off")
 
 #: Lock waits and holds: a cycle with nobody waiting is well under a millisecond; a wait behind
 #: an LLM call is tens of seconds; ``lock_lifetime`` defaults to 60 s.
@@ -363,6 +366,7 @@ def configure(
     port: int | None = None,
     addr: str | None = None,
     environ: Mapping[str, str] | None = None,
+    meter_provider: Any = None,
 ) -> bool:
     """Choose the backend now (else the first store does, from the environment); True if on.
 
@@ -382,12 +386,17 @@ def configure(
         if choice == "off":
             _decided = True
             return False
+        if choice == "otel" or (choice == "auto" and not _importable("prometheus_client")
+                                and _importable("opentelemetry.metrics")):
+            _series = _otel_series(choice, meter_provider)
+            _decided = True
+            return True
         try:
             import prometheus_client as prom  # noqa: PLC0415 - optional
         except ImportError:
             if choice == "prometheus":
                 raise ConfigurationError(
-                    METRICS_ENV, choice, "auto or off without prometheus_client installed "
+                    METRICS_ENV, choice, "auto, otel or off without prometheus_client installed "
                     "(pip install 'rasa-turnstile[metrics]')"
                 ) from None
             _decided = True
@@ -417,6 +426,31 @@ def reset() -> None:
         if stop is not None:
             stop()
             server[0].server_close()
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _otel_series(choice: str, meter_provider: Any) -> Any:
+    """The series as OpenTelemetry instruments (``turnstile.stores.otel``)."""
+    from turnstile import __version__  # noqa: PLC0415 - at the choice only
+    from turnstile.stores.otel import OtelSeries  # noqa: PLC0415 - imports the API itself
+
+    try:
+        return OtelSeries(
+            meter_provider, version=__version__, time_buckets=_TIME_BUCKETS,
+            position_buckets=_POSITION_BUCKETS, lag_buckets=_LAG_BUCKETS, mode_of=_mode,
+        )
+    except ImportError:
+        raise ConfigurationError(
+            METRICS_ENV, choice, "auto, prometheus or off without opentelemetry-api installed "
+            "(pip install 'rasa-turnstile[otel]')"
+        ) from None
 
 
 def _port(env: Mapping[str, str]) -> int | None:
