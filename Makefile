@@ -52,11 +52,11 @@ STORE_TESTS := tests/redis tests/unit/test_config.py tests/unit/test_connection.
 	tests/unit/test_tickets_*.py tests/unit/test_lock_rasa.py tests/unit/test_timer_*.py \
 	tests/unit/test_buckets.py tests/unit/test_probe.py tests/unit/test_resp.py \
 	tests/unit/test_causes.py tests/unit/test_lock_lease_*.py tests/unit/test_lock_transition_config.py
-$(VENV45)/.installed: pyproject.toml requirements/redis45.txt requirements/build.txt
+$(VENV45)/.installed: pyproject.toml requirements/redis45.txt requirements/build.txt Makefile
 	@test -x $(VENV45)/bin/python || $(PYTHON) -m venv $(VENV45)
 	PIP_CONSTRAINT=$(CURDIR)/requirements/build.txt \
-	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e ".[cli]" redis pytest \
-		pytest-asyncio pytest-timeout looptime uvloop
+	$(VENV45)/bin/python -m pip install -q -c requirements/redis45.txt -e ".[cli,metrics]" redis \
+		pytest pytest-asyncio pytest-timeout looptime uvloop
 	@touch $@
 
 test-redis45: $(VENV45)/.installed
