@@ -373,3 +373,61 @@ if HAS_TIMER_STORES:
         assert not held_a.is_locked(number_a), "pod a waits: Rasa's store kept them apart"
         b.cleanup(cid, number_b)
         a.cleanup(cid, number_a)
+
+    @pytest.mark.parametrize("moment", ["before its ticket is written", "right after"])
+    async def test_an_old_pod_drawing_inside_a_new_pods_draw_never_holds_with_it(
+        moment: str, standard_topology: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The race the loaded benchmark found (``bench/lock_overlaps.py``, 12 overlaps with a
+        new pod per 1,000 bursts): an old pod draws while a new pod is inside its own draw.
+        Drawn Rasa's way (INCR, then SET), the new pod's number was taken but its ticket
+        unseen, so the old pod, with the next number, found itself at the head and held; then
+        the new pod's ticket appeared at the head and it held too. Drawn *visible before
+        counted*, the old pod either queues behind the new ticket or overwrites it under the
+        same number (then the new pod draws again): either way one pod holds."""
+        keys = topology_keys(standard_topology)
+        pods = write_pods(tmp_path, "concurrent_redis", keys, keys, standard_topology.mode)
+        old, new = pods.old(), pods.new()
+        cid = f"conv-{uuid.uuid4().hex[:10]}"
+        conn = new.store.previous.protocol.connection
+        real_run = conn.run
+        drawn: list[int] = []
+
+        def old_message() -> None:
+            """An old pod's issue_ticket and its first check: at the head, it holds."""
+            number = old.issue_ticket(cid, LIFETIME)
+            head = old.get_lock(cid)
+            assert head is not None and not head.is_locked(number), "the old pod waits"
+            drawn.append(number)
+
+        async def run(op: Any, *, what: str = "command") -> Any:
+            writes = what.startswith("SET") and not drawn
+            if writes and moment == "before its ticket is written":
+                old_message()
+            result = await real_run(op, what=what)
+            if writes and moment == "right after":
+                old_message()
+            return result
+
+        monkeypatch.setattr(conn, "run", run)
+        entered: list[float] = []
+
+        async def new_message() -> None:
+            async with new.lock(cid, lock_lifetime=LIFETIME):
+                entered.append(time.monotonic())
+
+        try:
+            task = asyncio.create_task(new_message())
+            for _ in range(200):  # until the old pod has drawn inside the new pod's draw
+                if drawn:
+                    break
+                await asyncio.sleep(0.005)
+            assert drawn, "the new pod never drew"
+            await asyncio.sleep(1.0)  # the old pod holds all this time
+            assert entered == [], "the new pod got in while the old pod held"
+            released = time.monotonic()
+            old.cleanup(cid, drawn[0])
+            await asyncio.wait_for(task, 10)
+            assert entered and entered[0] >= released
+        finally:
+            await new.close()

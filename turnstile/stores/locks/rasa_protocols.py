@@ -10,10 +10,16 @@ so each side sees the other as a peer. This module writes those two formats exac
     <p>concurrent_lock:<conversation>:last_issued_ticket_number   INCR counter, no expiry
     <p>concurrent_lock:<conversation>:<n>   '{"number": n, "expires": t}', EX int(t - now)
 
-  ``<p>`` is ``"<key_prefix>:"`` or empty. A ticket is drawn with INCR then SET (INCR is
-  atomic, so numbers are unique); the head is the lowest live number among the keys matching
-  ``...:<conversation>:[0-9]*`` (KEYS on standalone and Sentinel, SCAN on every Cluster
-  primary, as Rasa reads them).
+  ``<p>`` is ``"<key_prefix>:"`` or empty. Rasa draws a ticket with INCR then SET; the head
+  is the lowest live number among the keys matching ``...:<conversation>:[0-9]*`` (KEYS on
+  standalone and Sentinel, SCAN on every Cluster primary, as Rasa reads them). Between its INCR
+  and its SET a number is drawn but no ticket shows it, and a pod that drew a higher number
+  meanwhile finds itself at the head: two of Rasa's pods can hold at once (``bench/
+  lock_overlaps.py`` counts it). A new pod therefore draws *visible before counted*: it writes
+  its ticket with SET NX under the number after the counter (the next one if taken) and only
+  then raises the counter to it (``COUNTER_AT_LEAST``), so no later draw can pass its number
+  while its ticket is unseen. An old pod whose INCR returns the same number overwrites it: the
+  new pod finds its ticket gone and draws again.
 
 ``redis`` (Rasa Pro 3.21 and Rasa Open Source 3.6, ``rasa.core.lock_store.RedisLockStore``)::
 
@@ -61,6 +67,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Literal
 
 from redis.asyncio.cluster import RedisCluster
@@ -69,7 +76,7 @@ from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores._redis.connection import AnyRedis, PerLoop, RedisConnection
 from turnstile.stores._redis.scripts import LuaScript
 from turnstile.stores.config import RedisSettings
-from turnstile.stores.errors import LockTimeoutError
+from turnstile.stores.errors import LockError, LockTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +87,9 @@ DEFAULT_POLL_INTERVAL: Final = 0.05
 DEFAULT_SETTLE: Final = 0.05
 #: At most this many removals after a release (see ``RasaLockProtocol.release``).
 _REMOVALS: Final = 5
+#: At most this many numbers tried when drawing a ``concurrent_redis`` ticket (each one taken
+#: means another ticket was written meanwhile).
+_DRAWS: Final = 20
 #: Rasa's key names.
 CONCURRENT_PREFIX: Final = "concurrent_lock:"
 LAST_ISSUED_SUFFIX: Final = "last_issued_ticket_number"
@@ -447,13 +457,27 @@ class ConcurrentRedisProtocol(RasaLockProtocol):
         return f"{self.prefix}{conversation_id}:{LAST_ISSUED_SUFFIX}"
 
     async def _issue(self, ticket: RasaTicket) -> int:
+        # Visible before counted (module doc): the ticket is written (SET NX) under the number
+        # after the counter, and only then is the counter raised past it. Rasa's order, INCR
+        # then SET, leaves the number drawn but the ticket unseen for a round trip: an old pod
+        # that drew the next number in between found itself at the head and held, and this
+        # pod, at the head too once its SET landed, held with it.
         conn = self.connection
         cid = ticket.conversation_id
-        # INCR then SET, as in Rasa: the ticket key is named after the number INCR returns.
-        ticket.number = int(await conn.run(lambda c: c.incr(self._counter_key(cid)), what="INCR"))
-        key, text = self._ticket_key(cid, ticket.number), ticket.text
-        ttl = _ttl(ticket)
-        await conn.run(lambda c: c.set(key, text, ex=ttl), what="SET")
+        counter = self._counter_key(cid)
+        number = int(await conn.run(lambda c: c.get(counter), what="GET") or 0) + 1
+        for _ in range(_DRAWS):
+            ticket.number = number
+            if await conn.run(partial(_set_new, self._ticket_key(cid, number), ticket.text,
+                                      _ttl(ticket)), what="SET NX"):
+                break
+            # Taken (an old pod's INCR and SET came first): after it, or after the counter.
+            now = int(await conn.run(lambda c: c.get(counter), what="GET") or 0)
+            number = max(number, now) + 1
+        else:
+            raise LockError(f"conversation {cid!r}: no free ticket number in the previous lock "
+                            f"store ({self.where}) after {_DRAWS} tries")
+        await conn.eval(COUNTER_AT_LEAST, [counter], [number])
         live = await self._live(cid)
         return min(live) if live else -1
 
@@ -517,6 +541,15 @@ class ConcurrentRedisProtocol(RasaLockProtocol):
             return False
         key = self._ticket_key(cid, ticket.number)
         return bool(int(await self.connection.eval(TICKET_RELEASE, [key], ticket.marks)))
+
+
+async def _set_new(key: str, text: str, ttl: int, client: AnyRedis) -> bool:
+    """SET NX with an expiry: whether ``key`` was free and is now ``text`` (also when this is
+    the retry of a SET whose reply a failover lost: the key then holds ``text`` already)."""
+    if await client.set(key, text, ex=ttl, nx=True):
+        return True
+    current = await client.get(key)
+    return current in {text, text.encode()}
 
 
 def _ttl(ticket: RasaTicket) -> int:
