@@ -113,6 +113,8 @@ bench: deps
 	$(PY) -m bench.rollout
 	bash hack/rasa-server-venv.sh
 	$(PY) -m bench.rasa_server
+	bash hack/rasa-venvs.sh pro
+	$(PY) -m bench.lock_overlaps
 
 e2e: venv kube
 	bash hack/e2e-kind.sh
