@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar
 
+import redis
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -105,9 +107,27 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` is what a failover, restart or resharding looks like from a client."""
     if isinstance(exc, FATAL) or tls_failure(exc) is not None:
         return False
-    if isinstance(exc, RETRYABLE):
+    if isinstance(exc, RETRYABLE) or closed_under_a_command(exc):
         return True
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
+
+
+_REDIS_PY_DIR = os.path.dirname(redis.__file__) + os.sep
+
+
+def closed_under_a_command(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's asyncio connection writing or reading after another task
+    closed it: ``disconnect()`` sets its stream reader and writer to None, and a command (or the
+    handshake of a connection being dialled) that was in flight then fails with an
+    ``AttributeError`` raised inside redis-py, not a ``ConnectionError``. Seen when a failover's
+    refresh closes the pool under a blocked pop on a loaded machine; to the caller it is a lost
+    connection, retried like one."""
+    if not isinstance(exc, AttributeError) or "'NoneType' object has no attribute" not in str(exc):
+        return False
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
 
 
 async def close_client(client: Any) -> None:
