@@ -611,7 +611,9 @@ class _HolderLease:
     def _why_gone(self, renewal: Renewal) -> str:
         if renewal.position > 0:
             return "its ticket is no longer at the head of the queue (saved over by save_lock?)"
-        if self._deadline_reached:
+        if self._deadline_reached or self._loop.time() >= self.turn + self._lifetime:
+            # Past turn + lock_lifetime (``turn`` is taken after Redis's), the hard deadline has
+            # expired the ticket whatever a late renewal would have found.
             return f"it ran past its lock_lifetime ({self._lifetime:g}s) and its ticket expired"
         return ("its ticket was gone at a lease renewal (released by hand, deleted, or expired "
                 f"after the event loop or Redis stalled for longer than the {self._lease:g}s "
