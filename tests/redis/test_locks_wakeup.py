@@ -39,8 +39,19 @@ async def _served_after(
         async with store.lock(cid, lock_lifetime=30):
             acquired.append(time.monotonic())
 
+    before = await store.get_lock(cid)
+    last = before.last_issued if before is not None else 0
     task = asyncio.create_task(waiter())
-    await asyncio.sleep(0.3)  # queued and parked in its blocking pop
+    # Queued behind: a condition, not a guess (on a loaded machine a fixed 0.3 s may pass before
+    # the draw, and a release before it measures nothing); then time to park in its pop.
+    for _ in range(500):
+        lock = await store.get_lock(cid)
+        if lock is not None and lock.last_issued > last:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the waiter never drew its ticket")
+    await asyncio.sleep(0.2)
     released_at = time.monotonic()
     await release()
     await asyncio.wait_for(task, timeout=10)
