@@ -45,7 +45,7 @@ REASONS: Final = {
         "Unreachable",
         "AuthenticationFailed", "TLSVerificationFailed", "ClusterUnhealthy", "SlotsNotCovered",
         "MasterUnknown",
-        "NoQuorum", "RedisError", "InvalidSettings", "Pending",
+        "NoQuorum", "RedisError", "InvalidSettings", "DatabaseOutOfRange", "Pending",
     ),
     CONFIG_RENDERED: (
         "Rendered", "NoConfigMap", "InvalidSpec", "ConfigMapConflict", "InvalidEndpointsYaml",

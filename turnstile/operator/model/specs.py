@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, cast
 from turnstile.operator.model import schema
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
-from turnstile.stores.config import parse_address
+from turnstile.stores.config import default_db, parse_address
 from turnstile.stores.errors import ConfigurationError
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
@@ -150,6 +150,19 @@ class StoreSpec:
     @property
     def info(self) -> KindInfo:
         return KINDS[self.kind]
+
+    @property
+    def db(self) -> int:
+        """The database the bots use: ``spec.redis.db``, else what the rendered ``type``
+        defaults to (lock stores 1, timer stores 2; cluster mode has only 0). The probe uses
+        the same, or a store would be Ready on a database no bot touches."""
+        if self.redis.deployment_mode == "cluster":
+            return 0
+        if self.redis.db is not None:
+            return self.redis.db
+        info = self.info
+        kind = info.turnstile_type if self.implementation == "turnstile" else info.rasa_type
+        return default_db(info.section, kind)
 
     @property
     def ref(self) -> str:
