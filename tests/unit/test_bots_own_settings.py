@@ -1,5 +1,5 @@
-"""Ready means what the bots will use: their database (issue 26). Pure functions only; the k8s
-tier proves the same end to end."""
+"""Ready means what the bots will use: their database, and a missing workload said once
+(issue 26). Pure functions only; the k8s tier proves the same end to end."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 
+from turnstile.operator.decide import conditions as cond
 from turnstile.operator.decide.credentials import Credentials
 from turnstile.operator.decide.render import section
 from turnstile.operator.model.specs import parse_spec
 from turnstile.operator.probes import settings_for
 from turnstile.stores.config import RedisSettings, SettingsReader, default_db
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
 def _store(kind: str, redis: dict[str, Any], **spec: Any) -> Any:
@@ -51,3 +54,46 @@ def test_check_reads_a_timer_section_with_the_timer_stores_database() -> None:
     assert default_db("timer_store", "redis") == 2
     assert default_db("lock_store", "concurrent_redis") == 1
     assert default_db("lock_store", "redis") == 0  # Rasa Pro's RedisLockStoreConfig
+
+
+# --------------------------------------------------------------------- the missing workload
+
+OK = cond.Condition(cond.CONNECTED, cond.TRUE, "Connected", "PING answered")
+RENDERED = cond.Condition(cond.CONFIG_RENDERED, cond.TRUE, "Rendered", "in ns/bot")
+
+
+def _status(rollout: cond.Condition, old: Any = None, connected: cond.Condition = OK,
+            now: str = T0) -> dict[str, Any]:
+    observation = cond.Observation(connected=connected, rendered=RENDERED, rollout=rollout)
+    return cond.build_status(observation, old, generation=1, now=now)
+
+
+def _by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_missing_workload_is_rollout_false_naming_it() -> None:
+    condition = cond.rollout(None, ["Deployment/bots-typo"], namespace="bots")
+    assert (condition.status, condition.reason) == (cond.FALSE, "WorkloadNotFound")
+    assert "Deployment/bots-typo" in condition.message and "bots" in condition.message
+    ready = _by_type(_status(condition))["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "WorkloadNotFound")
+
+
+def test_a_missing_workload_is_one_warning_event_not_one_per_recheck() -> None:
+    missing = cond.rollout(None, ["Deployment/bots-typo"], namespace="bots")
+    first = _status(missing)
+    said = [e for e in cond.events(None, first) if e.type == "Warning"]
+    assert [e.reason for e in said] == ["WorkloadNotFound"]
+    again = _status(missing, old=first, now=T1)
+    assert cond.events(first, again) == []
+    found = _status(cond.rollout(None), old=again, now=T1)
+    assert [e.reason for e in cond.events(again, found)] == ["Ready"]
+
+
+def test_a_missing_workload_is_said_even_while_redis_is_down() -> None:
+    down = cond.Condition(cond.CONNECTED, cond.FALSE, "Unreachable", "no answer")
+    before = _status(cond.rollout(None), connected=down)
+    after = _status(cond.rollout(None, ["StatefulSet/bot"], namespace="bots"), old=before,
+                    connected=down, now=T1)
+    assert [e.reason for e in cond.events(before, after)] == ["WorkloadNotFound"]

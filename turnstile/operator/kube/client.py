@@ -130,6 +130,18 @@ class Kube:
             return True
         return True
 
+    async def workload_exists(self, namespace: str, kind: str, name: str) -> bool:
+        """Whether a Deployment or StatefulSet of that name exists in ``namespace`` (a list by
+        field selector: the operator may list and patch workloads, never get them)."""
+        listing = {
+            "Deployment": ("deployments", self._apps.list_namespaced_deployment),
+            "StatefulSet": ("statefulsets", self._apps.list_namespaced_stateful_set),
+        }
+        plural, call = listing[kind]
+        path = f"/apis/apps/v1/namespaces/{namespace}/{plural}?fieldSelector=metadata.name={name}"
+        got = await self._call("GET", path, call, namespace, field_selector=f"metadata.name={name}")
+        return bool((got or {}).get("items"))
+
     async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
         """Every store of one plural in every namespace (a cluster-wide list)."""
         got = await self._call(
