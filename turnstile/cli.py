@@ -327,7 +327,11 @@ async def _check_acl(name: str, settings: Any, master: str | None, acl: AclCheck
 async def _check_sections(
     data: dict[str, Any], timeout: float, out: TextIO, acl: AclCheck | None = None
 ) -> int:
-    from turnstile.stores.config import RedisSettings, SettingsReader  # noqa: PLC0415
+    from turnstile.stores.config import (  # noqa: PLC0415
+        RedisSettings,
+        SettingsReader,
+        default_db,
+    )
     from turnstile.stores.errors import ConfigurationError  # noqa: PLC0415
     from turnstile.stores.probe import probe  # noqa: PLC0415
 
@@ -342,14 +346,18 @@ async def _check_sections(
             continue
         checked += 1
         try:
-            settings = RedisSettings.read(SettingsReader(values, section=name))
+            settings = RedisSettings.read(
+                SettingsReader(values, section=name), default_db=default_db(name, kind)
+            )
         except ConfigurationError as exc:
             failed += 1
             out.write(f"{name}: FAIL InvalidSettings: {exc}\n")
             continue
         # Turnstile's own stores are exercised (their scripts and keys); Rasa's are pinged.
         exercised = name if kind.startswith("turnstile.") else None
-        report = await probe(settings, timeout=timeout, store=exercised)  # type: ignore[arg-type]
+        report = await probe(
+            settings, timeout=timeout, store=exercised, db_key=f"{name}.db"  # type: ignore[arg-type]
+        )
         if report.ok:
             out.write(
                 f"{name}: OK {report.mode} {settings.where} in {report.latency_ms:.1f} ms: "

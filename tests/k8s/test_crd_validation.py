@@ -81,7 +81,11 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
     ("host-with-scheme", "LockStore", _redis(host="redis://redis:6379"), RULES["host_scheme"]),
     ("key-prefix", "TimerStore", _redis(keyPrefix="bot-1"), RULES["key_prefix"]),
     ("negative-db", "LockStore", _redis(db=-1), "should be greater than or equal to 0"),
-    ("zero-socket-timeout", "LockStore", _redis(socketTimeout=0), "should be greater than 0"),
+    ("zero-socket-timeout", "LockStore", _redis(socketTimeout=0),
+     RULES["socket_timeout"]),
+    ("socket-timeout-below-the-floor", "TimerStore", _redis(socketTimeout=0.0001),
+     "spec.redis.socketTimeout: Invalid value: 0.0001: spec.redis.socketTimeout in body should "
+     "be greater than or equal to 0.1"),
     ("username-without-password", "LockStore", _redis(username="bot"),
      RULES["username_password"]),
     ("password-ref-without-name", "LockStore", _redis(passwordSecretRef={"key": "pw"}),
@@ -148,6 +152,29 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
      {**_redis(), "rollout": {"selector": {"matchExpressions": [
          {"key": "app", "operator": "Exists", "values": ["bot"]}]}}},
      RULES["selector_no_values"]),
+    ("label-value-too-long", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchLabels": {"app": "b" * 10_000}}}},
+     "spec.rollout.selector.matchLabels.app: Too long: may not be more than 63 bytes"),
+    ("label-value-bad-ends", "TimerStore",
+     {**_redis(), "rollout": {"selector": {"matchLabels": {"app": "-bot"}}}},
+     RULES["label_value"]),
+    ("label-key-with-space", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchLabels": {"bad key": "bot"}}}},
+     RULES["label_key"] + ' (got "bad key")'),
+    ("label-key-name-too-long", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchLabels": {"x" * 64: "bot"}}}},
+     RULES["label_key"] + f' (got "{"x" * 60}...")'),
+    ("label-key-prefix-too-long", "TimerStore",
+     {**_redis(), "rollout": {"selector": {"matchLabels": {"a" * 254 + "/app": "bot"}}}},
+     RULES["label_key"]),
+    ("expression-key-bad", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "Upper.Case/app", "operator": "Exists"}]}}},
+     RULES["label_key"]),
+    ("expression-value-bad", "LockStore",
+     {**_redis(), "rollout": {"selector": {"matchExpressions": [
+         {"key": "app", "operator": "In", "values": ["bot", "bot/1"]}]}}},
+     RULES["label_value"]),
     ("selector-empty-key", "LockStore",
      {**_redis(), "rollout": {"selector": {"matchExpressions": [
          {"key": "", "operator": "Exists"}]}}},
@@ -189,7 +216,9 @@ def test_api_server_refuses_invalid_store(
                                           "clientCertSecretRef": {"name": "client"}}},
                         "implementation": "rasa", "pollInterval": 0.5,
                         "rollout": {"workloads": [{"kind": "Deployment", "name": "bot"}],
-                                    "selector": {"matchLabels": {"app": "bot"},
+                                    "selector": {"matchLabels": {
+                                        "app": "bot", "app.kubernetes.io/name": "rasa-1.x_y",
+                                        "empty": "", "a" * 253 + "/" + "n" * 63: "v" * 63},
                                                  "matchExpressions": [
                                                      {"key": "tier", "operator": "In",
                                                       "values": ["rasa"]},

@@ -8,11 +8,13 @@ their own, on a namespace the shared one does not watch. Every wait is bounded.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -22,8 +24,9 @@ from tests.k8s.test_crd_validation import install_crds
 from tests.platform.control_plane import ControlPlane
 from tests.platform.control_plane import wait_for as _wait_for
 from tests.platform.operator_process import OperatorProcess
-from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD
+from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD, require_redis
 from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from turnstile.cli import check_command
 
 pytestmark = pytest.mark.k8s
 
@@ -479,6 +482,44 @@ def test_ready_means_a_bot_can_use_it_acl_and_secret_bytes(
     assert "${TURNSTILE_LOCK_STORE_PASSWORD}" in c["message"]
     seen = json.dumps([k.get("lks", "acl-locks"), k.events("acl-locks")]) + operator.logs()
     assert password not in seen and "a $ b" not in seen
+
+
+def test_ready_means_the_bots_database_a_one_database_redis(
+    operator: OperatorProcess, k: Cluster, tmp_path: Path
+) -> None:
+    """A Redis with ``databases 1`` and no ``spec.redis.db``: the bots would use db 1 (the
+    lock store's default) and fail, so the store is not Ready and says what to set; the
+    status and ``turnstile check`` name the same address; ``db: 0`` makes it Ready."""
+    require_redis("redis-server", "redis-cli")
+    with RedisServer(name="redis-one-db", extra_config=["databases 1"]) as server:
+        redis = {"host": server.host, "port": server.port}
+        k.apply(store("LockStore", "one-db", redis, configMap={"name": "one-db-bot"}))
+        c = k.wait_condition("lks", "one-db", "False", "DatabaseOutOfRange")
+        where = f"{server.host}:{server.port}/1"
+        assert f"Redis ({where}) has no database 1" in c["message"], c["message"]
+        assert "set spec.redis.db" in c["message"], c["message"]
+        # A bot's own check of the rendered file fails on the same address.
+        rendered = wait_for("the section rendered", lambda: k.endpoints("one-db-bot"))
+        path = tmp_path / "endpoints.yml"
+        path.write_text(yaml.safe_dump(rendered))
+        out = io.StringIO()
+        assert check_command(str(path), 5.0, out) != 0
+        assert f"lock_store: FAIL DatabaseOutOfRange: Redis ({where}) has no database 1" in (
+            out.getvalue()
+        ), out.getvalue()
+        warnings = [e for e in k.events("one-db") if e["reason"] == "DatabaseOutOfRange"]
+        assert len(warnings) == 1, warnings
+
+        k.apply(store("LockStore", "one-db", {**redis, "db": 0},
+                      configMap={"name": "one-db-bot"}))
+        c = k.wait_condition("lks", "one-db", "True", "Connected", type_="Connected")
+        assert f"{server.host}:{server.port}/0" in c["message"], c["message"]
+        k.wait_condition("lks", "one-db", "True")
+        path.write_text(yaml.safe_dump(k.endpoints("one-db-bot")))
+        out = io.StringIO()
+        assert check_command(str(path), 5.0, out) == 0, out.getvalue()
+        assert f"lock_store: OK standard {server.host}:{server.port}/0 " in out.getvalue()
+        k.delete("lks", "one-db")
 
 
 # -------------------------------------------------------------------------- lifecycle

@@ -679,6 +679,51 @@ def test_a_store_with_an_invalid_selector_stops_only_its_own_rollouts(
         cp.kubectl("apply", "-f", str(REPO / "crds"))
 
 
+#: A missing workload is said once, then watched for this long (several 2 s re-checks) to
+#: prove no Event is repeated per re-check.
+MISSING_WATCH = 3 * 2.0 + SETTLE
+
+
+def test_a_named_workload_that_does_not_exist_is_a_condition_and_one_event_until_it_appears(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    cp, ns = control_plane, rollout_ns
+    typo = {"workloads": [{"kind": "Deployment", "name": "bot"}]}
+    apply(cp, store("LockStore", "locks", ns, redis_server, prefix="one", rollout=typo))
+
+    def rollout_condition(status: str) -> dict[str, Any] | None:
+        got = cp.get_json("-n", ns, "lockstore", "locks") or {}
+        by_type = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+        found = by_type.get("Rollout")
+        return found if found and found["status"] == status else None
+
+    missing = wait_for("Rollout=False", lambda: rollout_condition("False"))
+    assert missing["reason"] == "WorkloadNotFound", missing
+    assert f"Deployment/bot, which does not exist in namespace {ns}" in missing["message"]
+
+    def warnings() -> list[dict[str, Any]]:
+        got = cp.get_json("-n", ns, "events", "--field-selector",
+                          "involvedObject.name=locks,reason=WorkloadNotFound") or {}
+        return list(got.get("items") or [])
+
+    wait_for("the WorkloadNotFound Event", lambda: warnings() or None)
+    time.sleep(MISSING_WATCH)  # re-checks run every 2 s meanwhile: none may repeat it
+    said = warnings()
+    assert len(said) == 1 and said[0].get("count", 1) == 1, said
+    assert said[0]["type"] == "Warning" and "Deployment/bot" in said[0]["message"]
+
+    created = time.monotonic()
+    apply(cp, deployment(ns, "bot"))
+    wait_for("Rollout=True once the Deployment exists", lambda: rollout_condition("True"))
+    cleared = time.monotonic() - created
+    settled(cp, ns, "bot")
+    rolled = time.monotonic() - created
+    print(f"\nmissing workload: Rollout=True {cleared:.1f} s after the Deployment was created;"
+          f" rolled and settled within {rolled:.1f} s")
+    assert cleared < 15.0, cleared  # an event away (a re-check is 2 s here; 30 s by default)
+    assert len(warnings()) == 1
+
+
 # --------------------------------------------------------- drift: hand edits, hand-set checksums
 
 #: The operator here re-checks every 2 s (OperatorProcess' default); a hand-set checksum is

@@ -13,9 +13,11 @@ class Recorder:
     def __init__(self, fail_first: int = 0) -> None:
         self.calls: list[tuple[str, float]] = []
         self.fail_first = fail_first
+        self.called = asyncio.Event()
 
     async def __call__(self, key: str) -> None:
         self.calls.append((key, asyncio.get_running_loop().time()))
+        self.called.set()
         if self.fail_first:
             self.fail_first -= 1
             raise RuntimeError("api down")
@@ -94,3 +96,81 @@ async def test_close_cancels_pending_syncs() -> None:
     debouncer.poke("ns")
     await debouncer.close()
     assert action.calls == []
+
+
+async def test_a_change_wakes_a_retry_that_waits_out_its_backoff() -> None:
+    # The backoff is left at its real length (2 s, doubling to 60 s): a change must not wait.
+    action = Recorder(fail_first=1)
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    debouncer.poke("ns")
+    await asyncio.wait_for(action.called.wait(), timeout=5)
+    await asyncio.sleep(SETTLE)  # the retry now waits its backoff
+    changed = asyncio.get_running_loop().time()
+    debouncer.poke("ns")
+    await asyncio.wait_for(debouncer.idle(), timeout=5)
+    assert len(action.calls) == 2
+    assert action.calls[1][1] - changed < SETTLE + 0.5
+
+
+async def test_the_api_servers_return_wakes_a_retry(monkeypatch) -> None:
+    monkeypatch.setattr("turnstile.operator.handlers.debounce.REACHABLE_EVERY", SETTLE)
+    action = Recorder(fail_first=1)
+    up = asyncio.Event()
+
+    async def reachable() -> bool:
+        return up.is_set()
+
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5,
+                          outage=lambda exc: isinstance(exc, RuntimeError), reachable=reachable)
+    debouncer.poke("ns")
+    await asyncio.wait_for(action.called.wait(), timeout=5)
+    await asyncio.sleep(SETTLE * 4)  # still down: no retry yet
+    assert len(action.calls) == 1
+    back = asyncio.get_running_loop().time()
+    up.set()
+    await asyncio.wait_for(debouncer.idle(), timeout=5)
+    assert len(action.calls) == 2
+    assert action.calls[1][1] - back < SETTLE * 2 + 0.5
+
+
+async def test_a_failure_that_is_not_an_outage_keeps_its_backoff(monkeypatch) -> None:
+    monkeypatch.setattr("turnstile.operator.handlers.debounce.REACHABLE_EVERY", SETTLE)
+    monkeypatch.setattr("turnstile.operator.handlers.debounce.RETRY_INITIAL", SETTLE * 10)
+    action = Recorder(fail_first=1)
+
+    async def reachable() -> bool:
+        return True
+
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5,
+                          outage=lambda exc: False, reachable=reachable)
+    debouncer.poke("ns")
+    await asyncio.wait_for(debouncer.idle(), timeout=5)
+    assert action.calls[1][1] - action.calls[0][1] >= SETTLE * 10 * 0.9
+
+
+async def test_a_failed_sync_logs_one_line_with_its_cause(caplog) -> None:
+    action = Recorder(fail_first=1)
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    with caplog.at_level("WARNING", logger="turnstile.operator.handlers.debounce"):
+        debouncer.poke("ns")
+        await asyncio.wait_for(action.called.wait(), timeout=5)
+        await asyncio.sleep(SETTLE)
+        await debouncer.close()
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert "RuntimeError: api down" in failed[0].getMessage()
+    assert failed[0].exc_info is None
+
+
+async def test_a_periodic_resync_does_not_cut_a_retrys_backoff_short(monkeypatch) -> None:
+    monkeypatch.setattr("turnstile.operator.handlers.debounce.RETRY_INITIAL", SETTLE * 10)
+    action = Recorder(fail_first=1)
+    debouncer = Debouncer(action, settle=SETTLE, max_delay=5)
+    debouncer.poke("ns")
+    await asyncio.wait_for(action.called.wait(), timeout=5)
+    for _ in range(5):
+        debouncer.poke("ns", change=False)
+        await asyncio.sleep(SETTLE)
+    assert len(action.calls) == 1
+    await asyncio.wait_for(debouncer.idle(), timeout=5)
+    assert action.calls[1][1] - action.calls[0][1] >= SETTLE * 10 * 0.9

@@ -77,7 +77,7 @@ def test_parse_store_reads_metadata() -> None:
         ("LockStore", _spec(keyPrefix="bad-prefix"), "spec.redis.keyPrefix",
          RULES["key_prefix"]),
         ("LockStore", _spec(db=-1), "spec.redis.db", "an integer from 0"),
-        ("LockStore", _spec(socketTimeout=0), "spec.redis.socketTimeout", "above 0"),
+        ("LockStore", _spec(socketTimeout=0), "spec.redis.socketTimeout", "from 0.1 to 300"),
         ("LockStore", _spec(username="u"), "spec.redis.username", RULES["username_password"]),
         ("LockStore", _spec(passwordSecretRef={"key": "p"}), "spec.redis.passwordSecretRef.name",
          "name of a Secret"),

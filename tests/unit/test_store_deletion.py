@@ -80,4 +80,4 @@ async def test_the_whole_check_is_bounded_even_if_closing_hangs(
     assert time.monotonic() - started < 0.2 + probes.CLOSE_GRACE + 0.5
     assert not report.ok
     assert report.reason == "Unreachable"
-    assert report.message == "Redis (127.0.0.1:6390) did not answer within 1.2s"
+    assert report.message == "Redis (127.0.0.1:6390/1) did not answer within 1.2s"

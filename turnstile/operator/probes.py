@@ -43,7 +43,7 @@ def settings_for(
         deployment_mode=redis.deployment_mode,
         host=redis.host or "localhost",
         port=redis.port,
-        db=0 if redis.deployment_mode == "cluster" else (redis.db or 0),
+        db=store.db,
         username=redis.username,
         password=credentials.password,
         use_ssl=redis.tls.enabled,
@@ -53,7 +53,7 @@ def settings_for(
         ssl_cert_reqs="required" if redis.tls.verify else "none",
         ssl_check_hostname=redis.tls.check_hostname,
         key_prefix=redis.key_prefix,
-        socket_timeout=redis.socket_timeout or 10.0,
+        socket_timeout=redis.socket_timeout or RedisSettings.socket_timeout,
         endpoints=endpoints,
         sentinel_service=redis.sentinel_service or "mymaster",
         sentinel_username=redis.sentinel.username,
@@ -91,8 +91,7 @@ async def check(store: StoreSpec, credentials: Credentials, *, timeout: float) -
     try:
         return await asyncio.wait_for(_check(store, credentials, timeout=timeout), timeout=bound)
     except (TimeoutError, asyncio.TimeoutError):
-        redis = store.redis
-        where = ", ".join(redis.endpoints) or f"{redis.host or 'localhost'}:{redis.port}"
+        where = settings_for(store, credentials).where
         return ProbeReport(
             ok=False,
             mode=store.redis.deployment_mode,
@@ -104,7 +103,7 @@ async def check(store: StoreSpec, credentials: Credentials, *, timeout: float) -
 async def _check(store: StoreSpec, credentials: Credentials, *, timeout: float) -> ProbeReport:
     if not store.redis.tls.enabled:
         report = await probe(settings_for(store, credentials), timeout=timeout,
-                             store=_exercised(store))
+                             store=_exercised(store), db_key="spec.redis.db")
     else:
         with tempfile.TemporaryDirectory(prefix="turnstile-tls-") as raw_dir:
             tls_dir = Path(raw_dir)
@@ -116,5 +115,7 @@ async def _check(store: StoreSpec, credentials: Credentials, *, timeout: float) 
                 if blob is not None:
                     _write(tls_dir / name, blob)
             settings = settings_for(store, credentials, tls_dir=tls_dir)
-            report = await probe(settings, timeout=timeout, store=_exercised(store))
+            report = await probe(
+                settings, timeout=timeout, store=_exercised(store), db_key="spec.redis.db"
+            )
     return replace(report, message=redact(report.message, credentials))

@@ -70,6 +70,18 @@ REDIS_KEYS: Final = frozenset(
 )
 #: The keys of a ``lock_store`` in transition from the store it replaces (``locks.transition``).
 TRANSITION_KEYS: Final = frozenset({"transition_from", "transition_until"})
+#: The ``db`` a store uses when its section gives none, as the class its ``type`` names defaults
+#: it: Turnstile's and Rasa's ``concurrent_redis`` lock stores 1, Rasa Pro 3.21's ``redis`` lock
+#: store 0 (its ``RedisLockStoreConfig``), every timer store 2.
+_DEFAULT_DBS: Final = {"lock_store": 1, "timer_store": 2}
+_TYPE_DBS: Final = {("lock_store", "redis"): 0}
+
+
+def default_db(section: str, store_type: str | None = None) -> int:
+    """The database a ``lock_store`` or ``timer_store`` section of ``type`` uses without ``db``."""
+    return _TYPE_DBS.get((section, store_type or ""), _DEFAULT_DBS.get(section, 1))
+
+
 #: Keys Rasa itself may leave in ``kwargs``; never an error.
 _RASA_KEYS: Final = frozenset({"type", "store_type"})
 

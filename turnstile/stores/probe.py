@@ -100,9 +100,15 @@ async def probe(
     timeout: float = DEFAULT_TIMEOUT,
     client_name: str = "turnstile-probe",
     store: Store | None = None,
+    db_key: str = "db",
 ) -> ProbeReport:
     """Connect as a store would and prove the declared mode works, and with ``store`` that the
-    store's own operations run (see the module doc)."""
+    store's own operations run (see the module doc).
+
+    ``db_key`` is what a person sets to choose the database (``lock_store.db`` in a file,
+    ``spec.redis.db`` on a store): a database the server does not have is ``DatabaseOutOfRange``
+    naming it.
+    """
     budget = max(timeout, 0.1)
     settings = replace(
         settings,
@@ -144,11 +150,37 @@ async def probe(
         )
         return ProbeReport(ok=False, mode=mode, reason=reason, message=str(exc))
     except TurnstileError as exc:
+        if _no_such_database(exc):
+            return ProbeReport(
+                ok=False, mode=mode, reason="DatabaseOutOfRange",
+                message=(
+                    f"Redis ({settings.where}) has no database {settings.db} (it answered "
+                    f"{_root(exc)}): set {db_key} to a database the server has (0 always "
+                    f"exists; its `databases` setting says how many)"
+                ),
+            )  # fmt: skip
         return ProbeReport(ok=False, mode=mode, reason="RedisError", message=str(exc))
     finally:
         await connection.close()
     latency = round((time.perf_counter() - started) * 1000.0, 3)
     return replace(report, latency_ms=latency)
+
+
+def _root(exc: BaseException) -> str:
+    """The innermost cause's text (what Redis itself said)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _no_such_database(exc: BaseException) -> bool:
+    """Whether Redis refused the ``SELECT`` of the configured database (``databases`` is lower)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, rex.ResponseError) and "DB index is out of range" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 async def _probe_standard(connection: RedisConnection) -> ProbeReport:
@@ -159,7 +191,7 @@ async def _probe_standard(connection: RedisConnection) -> ProbeReport:
         mode="standard",
         master=f"{s.host}:{s.port}",
         nodes=1,
-        message=f"PING to {s.host}:{s.port} (db {s.db}) answered",
+        message=f"PING to {s.where} answered",
     )
 
 

@@ -45,13 +45,13 @@ REASONS: Final = {
         "Unreachable",
         "AuthenticationFailed", "TLSVerificationFailed", "ClusterUnhealthy", "SlotsNotCovered",
         "MasterUnknown",
-        "NoQuorum", "RedisError", "InvalidSettings", "Pending",
+        "NoQuorum", "RedisError", "InvalidSettings", "DatabaseOutOfRange", "Pending",
     ),
     CONFIG_RENDERED: (
         "Rendered", "NoConfigMap", "InvalidSpec", "ConfigMapConflict", "InvalidEndpointsYaml",
         "KubernetesError", "Pending",
     ),
-    ROLLOUT: ("Valid", "InvalidSelector", "InvalidRollout"),
+    ROLLOUT: ("Valid", "InvalidSelector", "InvalidRollout", "WorkloadNotFound"),
     READY: ("Ready", "<the reason of the first condition that is not True>"),
 }
 
@@ -81,8 +81,23 @@ def connected(report: ProbeReport) -> Condition:
     return Condition(CONNECTED, FALSE, report.reason or "RedisError", report.message)
 
 
-def rollout(problem: SpecError | None) -> Condition:
-    """``Rollout`` from reading ``spec.rollout``: ``InvalidSelector`` for a bad selector."""
+#: The ``Rollout`` reason (and Warning Event) for a named workload that does not exist.
+WORKLOAD_NOT_FOUND: Final = "WorkloadNotFound"
+
+
+def rollout(
+    problem: SpecError | None, missing: Sequence[str] = (), *, namespace: str = ""
+) -> Condition:
+    """``Rollout`` from reading ``spec.rollout``: ``InvalidSelector`` for a bad selector,
+    ``WorkloadNotFound`` when a workload it names (``Kind/name``, in ``missing``) is not there."""
+    if problem is None and missing:
+        names = ", ".join(sorted(missing))
+        verb = "does" if len(missing) == 1 else "do"
+        return Condition(
+            ROLLOUT, FALSE, WORKLOAD_NOT_FOUND,
+            f"spec.rollout.workloads names {names}, which {verb} not exist in namespace "
+            f"{namespace}: check the kind and name; it is rolled as soon as it exists",
+        )  # fmt: skip
     if problem is None:
         return Condition(ROLLOUT, TRUE, "Valid", "spec.rollout is valid")
     selector = problem.field.startswith("spec.rollout.selector")
@@ -334,8 +349,20 @@ def events(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) 
     if weak_tls and weak_tls != old.get("tlsWarning"):
         found.append(Event("Warning", TLS_VERIFICATION_OFF, str(weak_tls)))
     found.extend(_transition_events(old.get("transition"), new_status.get("transition")))
+    # A missing workload is said once per set of missing names, whatever Ready says (a store
+    # not Ready for another reason would hide it), and Ready does not say it a second time.
+    named_before, named = _condition(old, ROLLOUT), _condition(new_status, ROLLOUT)
+    missing_said = False
+    if named.get("reason") == WORKLOAD_NOT_FOUND and (
+        (named_before.get("reason"), named_before.get("message"))
+        != (named.get("reason"), named.get("message"))
+    ):
+        found.append(Event("Warning", WORKLOAD_NOT_FOUND, str(named.get("message", ""))))
+        missing_said = True
     was, now = _condition(old, READY), _condition(new_status, READY)
-    if now and (was.get("status"), was.get("reason")) != (now.get("status"), now.get("reason")):
+    said = missing_said and now.get("reason") == WORKLOAD_NOT_FOUND
+    moved = (was.get("status"), was.get("reason")) != (now.get("status"), now.get("reason"))
+    if now and moved and not said:
         if now.get("status") == TRUE:
             found.append(Event("Normal", "Ready", str(now.get("message", ""))))
         else:

@@ -42,7 +42,7 @@ from turnstile.operator.model.kinds import (
     STORE_KINDS,
     WORKLOAD_KINDS,
 )
-from turnstile.operator.model.specs import RULES
+from turnstile.operator.model.specs import RULES, check_label_key, check_label_value
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
@@ -228,8 +228,10 @@ def _sequence(value: Any, path: str) -> Sequence[Any]:
 def _selector(raw: Mapping[str, Any], path: str) -> LabelSelector:
     labels = _mapping(raw.get("matchLabels"), f"{path}.matchLabels")
     for key, value in labels.items():
+        check_label_key(f"{path}.matchLabels", key)
         if not isinstance(value, str):
             raise SpecError(f"{path}.matchLabels.{key}", "a string", value)
+        check_label_value(f"{path}.matchLabels.{key}", value)
     requirements = []
     for i, item in enumerate(_sequence(raw.get("matchExpressions"), f"{path}.matchExpressions")):
         where = f"{path}.matchExpressions[{i}]"
@@ -238,6 +240,9 @@ def _selector(raw: Mapping[str, Any], path: str) -> LabelSelector:
         values = _sequence(expr.get("values"), f"{where}.values")
         if not isinstance(label_key, str) or not label_key:
             raise SpecError(f"{where}.key", RULES["selector_key"], label_key)
+        check_label_key(f"{where}.key", label_key)
+        for j, item_value in enumerate(values):
+            check_label_value(f"{where}.values[{j}]", item_value)
         if op not in _OPERATORS:
             raise SpecError(f"{where}.operator", f"one of {sorted(_OPERATORS)}", op)
         if op in ("In", "NotIn") and not values:

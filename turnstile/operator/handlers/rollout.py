@@ -56,7 +56,7 @@ from turnstile.operator.decide.rollout import (
 )
 from turnstile.operator.handlers.debounce import DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Debouncer
 from turnstile.operator.kube.client import Kube
-from turnstile.operator.model.errors import EndpointsYamlError, SpecError
+from turnstile.operator.model.errors import ApiUnreachableError, EndpointsYamlError, SpecError
 from turnstile.operator.model.kinds import (
     API_VERSION,
     GROUP,
@@ -496,8 +496,13 @@ class _Runtime:
                 self._sync,
                 settle=_seconds(SETTLE_ENV, DEFAULT_SETTLE),
                 max_delay=_seconds(MAX_DELAY_ENV, DEFAULT_MAX_DELAY),
+                outage=lambda exc: isinstance(exc, ApiUnreachableError),
+                reachable=self._answers,
             )
         return self._debouncer
+
+    async def _answers(self) -> bool:
+        return await self.kube.answers()
 
     async def _sync(self, namespace: str) -> None:
         try:
@@ -629,7 +634,7 @@ async def _resync_forever(interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         for namespace in sorted(REFERENCED.namespaces()):
-            RUNTIME.debouncer.poke(namespace)
+            RUNTIME.debouncer.poke(namespace, change=False)
 
 
 _resync: asyncio.Task[None] | None = None

@@ -47,7 +47,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiohttp
 import kopf
@@ -418,7 +418,7 @@ async def _reconcile(
         observation = cond.Observation(
             connected=connected,
             rendered=rendered,
-            rollout=_rollout_condition(body),
+            rollout=await _rollout_condition(body),
             mode=store.redis.deployment_mode,
             report=report,
             config_map=placed,
@@ -464,15 +464,53 @@ def _refs(found: Iterable[tuple[str, str, str]], first: str = "name") -> list[di
     return [{first: a, "secretName": b, "secretKey": c} for a, b, c in found]
 
 
-def _rollout_condition(body: Mapping[str, Any]) -> cond.Condition | None:
-    """``Rollout`` for a store with ``spec.rollout`` (a selector the CRD should have refused)."""
+async def _rollout_condition(body: Mapping[str, Any]) -> cond.Condition | None:
+    """``Rollout`` for a store with ``spec.rollout``: a selector the CRD should have refused,
+    or a named workload that does not exist (a typo would otherwise never roll the bots)."""
     if not (body.get("spec") or {}).get("rollout"):
         return None
     try:
-        store_rollout(body)
+        wanted = store_rollout(body)
     except SpecError as exc:
         return cond.rollout(exc)
-    return cond.rollout(None)
+    namespace = str((body.get("metadata") or {}).get("namespace"))
+    missing = []
+    for ref in wanted.workloads:
+        exists = await kube().workload_exists(namespace, ref.kind, ref.name)
+        _named[(namespace, ref.kind, ref.name)] = exists
+        if not exists:
+            missing.append(str(ref))
+    return cond.rollout(None, missing, namespace=namespace)
+
+
+#: ``(namespace, kind, name)`` of each workload a store names -> whether the last reconcile
+#: found it. Its appearing (or going) re-checks the stores naming it at once, so
+#: ``WorkloadNotFound`` clears when the workload is created, not a re-check interval later.
+_named: dict[tuple[str, str, str], bool] = {}
+
+
+def _named_workload_changed(kind: str) -> Any:
+    def changed(event: Mapping[str, Any], namespace: str | None, name: str | None,
+                **_: Any) -> bool:
+        found = _named.get((namespace or "", kind, name or ""))
+        return found is not None and found != (event.get("type") != "DELETED")
+
+    return changed
+
+
+async def on_named_workload(
+    namespace: str | None, name: str | None, logger: Any, **kwargs: Any
+) -> None:
+    """A workload a store names appeared or went: re-check the stores that name it."""
+    if not namespace:
+        return
+    for body in await kube().list_stores(namespace):
+        named = ((body.get("spec") or {}).get("rollout") or {}).get("workloads") or []
+        if any(isinstance(w, Mapping) and w.get("name") == name for w in named):
+            await reconcile(
+                kopf.Body(cast(kopf.RawBody, body)), body.get("status") or {}, logger,
+                _indexes(kwargs),
+            )
 
 
 def _account(kind: str, uid: str, observation: cond.Observation, started: float) -> None:
@@ -626,6 +664,11 @@ def _first_recheck(**_: Any) -> float:
 
 def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
     """Register the handlers for each kind with kopf's default registry."""
+    for workload_kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets")):
+        kopf.on.event(
+            "apps", "v1", plural, id=f"named-{plural}",
+            when=_named_workload_changed(workload_kind),
+        )(on_named_workload)  # fmt: skip
     for kind in kinds:
         info = KINDS[kind]
         resource = (GROUP, VERSION, info.plural)

@@ -82,6 +82,7 @@ class Kube:
         self._core: Any = kubernetes.client.CoreV1Api(api_client)
         self._apps: Any = kubernetes.client.AppsV1Api(api_client)
         self._custom: Any = kubernetes.client.CustomObjectsApi(api_client)
+        self._version: Any = kubernetes.client.VersionApi(api_client)
         self._instance = f"{socket.gethostname()}-{os.getpid()}"
 
     @classmethod
@@ -118,6 +119,28 @@ class Kube:
         return await asyncio.to_thread(self._send, method, path, call, *args, **kwargs)
 
     # ---------------------------------------------------------------------------- reads
+
+    async def answers(self) -> bool:
+        """Whether the API server answers at all (``GET /version``; any HTTP answer counts)."""
+        try:
+            await self._call("GET", "/version", self._version.get_code)
+        except ApiUnreachableError:
+            return False
+        except KubeError:
+            return True
+        return True
+
+    async def workload_exists(self, namespace: str, kind: str, name: str) -> bool:
+        """Whether a Deployment or StatefulSet of that name exists in ``namespace`` (a list by
+        field selector: the operator may list and patch workloads, never get them)."""
+        listing = {
+            "Deployment": ("deployments", self._apps.list_namespaced_deployment),
+            "StatefulSet": ("statefulsets", self._apps.list_namespaced_stateful_set),
+        }
+        plural, call = listing[kind]
+        path = f"/apis/apps/v1/namespaces/{namespace}/{plural}?fieldSelector=metadata.name={name}"
+        got = await self._call("GET", path, call, namespace, field_selector=f"metadata.name={name}")
+        return bool((got or {}).get("items"))
 
     async def list_everywhere(self, plural: str) -> list[dict[str, Any]]:
         """Every store of one plural in every namespace (a cluster-wide list)."""

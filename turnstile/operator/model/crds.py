@@ -48,6 +48,17 @@ def _rule(rule: str, message_key: str, field_path: str | None = None) -> dict[st
     return out
 
 
+def _floored(bounds: schema.Bounds, message_key: str) -> dict[str, Any]:
+    """A number field with a fractional minimum, checked by CEL too: the API server compares a
+    whole number with ``minimum: 0.1`` as if it were 0 (``socketTimeout: 0`` passed)."""
+    return {
+        **bounds.schema(),
+        "x-kubernetes-validations": [
+            _rule(f"double(self) >= {bounds.minimum!r}", message_key)
+        ],
+    }
+
+
 def _secret_ref(what: str, default_key: str | None) -> dict[str, Any]:
     props: dict[str, Any] = {
         "name": {
@@ -207,7 +218,7 @@ def redis_schema() -> dict[str, Any]:
                 ],
             },
             "socketTimeout": {
-                **schema.SOCKET_TIMEOUT.schema(),
+                **_floored(schema.SOCKET_TIMEOUT, "socket_timeout"),
                 "description": "Seconds after which a Redis call fails (Rasa's default: 10).",
             },
             "username": {
@@ -306,6 +317,44 @@ def redis_schema() -> dict[str, Any]:
     }
 
 
+#: Most labels in ``matchLabels`` and values in one ``matchExpressions`` entry: bounds the
+#: CEL rules' cost (the API server refuses a CRD whose rules could cost too much).
+_SELECTOR_MAX: Final = 64
+#: Most ``matchExpressions`` entries (the same reason).
+_EXPRESSIONS_MAX: Final = 16
+
+
+def _label_key_cel(var: str) -> str:
+    """CEL that is true when ``var`` is a label key Kubernetes accepts (:data:`RULES`)."""
+    return (
+        f"{var}.matches('{_cel_string(schema.LABEL_KEY)}') && "
+        f"(!{var}.contains('/') || {var}.indexOf('/') <= {schema.LABEL_PREFIX_MAX})"
+    )
+
+
+def _label_keys_rule() -> dict[str, Any]:
+    """Every ``matchLabels`` key is a label key; the message names the first bad one."""
+    bad = f"self.filter(k, size(k) > {schema.LABEL_KEY_MAX} || !({_label_key_cel('k')}))[0]"
+    return {
+        "rule": f"self.all(k, size(k) <= {schema.LABEL_KEY_MAX} && ({_label_key_cel('k')}))",
+        "message": RULES["label_key"],
+        "messageExpression": (
+            f"'{_cel_string(RULES['label_key'])} (got \"' + (size({bad}) > 60 ? "
+            f"{bad}.substring(0, 60) + '...' : {bad}) + '\")'"
+        ),
+    }
+
+
+def _label_value() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "maxLength": schema.LABEL_VALUE_MAX,
+        "x-kubernetes-validations": [
+            _rule(f"self.matches('{_cel_string(schema.LABEL_VALUE)}')", "label_value")
+        ],
+    }
+
+
 def rollout_schema() -> dict[str, Any]:
     """``spec.rollout``: which bot workloads load this store's ConfigMap (rollout work)."""
     return {
@@ -343,11 +392,14 @@ def rollout_schema() -> dict[str, Any]:
                 "properties": {
                     "matchLabels": {
                         "type": "object",
-                        "additionalProperties": {"type": "string"},
+                        "maxProperties": _SELECTOR_MAX,
+                        "additionalProperties": _label_value(),
                         "description": "Labels a workload must have.",
+                        "x-kubernetes-validations": [_label_keys_rule()],
                     },
                     "matchExpressions": {
                         "type": "array",
+                        "maxItems": _EXPRESSIONS_MAX,
                         "description": "Label selector requirements.",
                         "items": {
                             "type": "object",
@@ -369,10 +421,14 @@ def rollout_schema() -> dict[str, Any]:
                             "properties": {
                                 "key": {
                                     "type": "string",
-                                    "maxLength": 317,
+                                    "maxLength": schema.LABEL_KEY_MAX,
                                     "description": "Label key (non-empty).",
                                     "x-kubernetes-validations": [
-                                        _rule("size(self) > 0", "selector_key")
+                                        _rule("size(self) > 0", "selector_key"),
+                                        _rule(
+                                            f"size(self) == 0 || ({_label_key_cel('self')})",
+                                            "label_key",
+                                        ),
                                     ],
                                 },
                                 "operator": {
@@ -382,7 +438,8 @@ def rollout_schema() -> dict[str, Any]:
                                 },
                                 "values": {
                                     "type": "array",
-                                    "items": {"type": "string"},
+                                    "maxItems": _SELECTOR_MAX,
+                                    "items": _label_value(),
                                     "description": "Values for In and NotIn.",
                                 },
                             },

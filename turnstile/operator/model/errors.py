@@ -43,9 +43,22 @@ class SpecError(OperatorError, ValueError):
     reason = "InvalidSpec"
 
     def __init__(self, field: str, expected: str, value: object = None) -> None:
-        got = "" if value is None else f" (got {value!r})"
+        got = "" if value is None else f" (got {shown(value)})"
         super().__init__(f"{field}: {expected}{got}")
         self.field = field
+
+
+#: Longest ``repr`` of a bad value an error message quotes whole.
+SHOWN_MAX = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to its first characters (and its length said) when it is huge."""
+    text = repr(value)
+    if len(text) <= SHOWN_MAX:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters"
+    return f"{text[:SHOWN_MAX - 20]}... ({size})"
 
 
 class SecretError(OperatorError):

@@ -40,8 +40,11 @@ def _number(value: float) -> int | float:
 
 PORT: Final = Bounds(1, 65535, integer=True)
 DB: Final = Bounds(0, 1023, integer=True)
-#: ``socketTimeout`` seconds.
-SOCKET_TIMEOUT: Final = Bounds(0, 300, integer=False, exclusive=True)
+#: ``socketTimeout`` seconds: at least 0.1. Below that a healthy Redis fails ordinary calls: a
+#: TLS handshake, a cross-zone round trip under load, a fork for a snapshot or a slow command
+#: each take tens of milliseconds, and the store then reports a host that "drops packets".
+#: Rasa's default is 10; 0.1 is already a hundred times a LAN round trip.
+SOCKET_TIMEOUT: Final = Bounds(0.1, 300, integer=False)
 #: ``lockLifetime`` seconds (LockStore).
 LOCK_LIFETIME: Final = Bounds(1, 86400, integer=True)
 #: ``pollInterval`` seconds (TimerStore). At least 0.05 s: each poll is a Redis round trip
@@ -62,5 +65,18 @@ DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 CONFIGMAP_KEY: Final = r"^[-._a-zA-Z0-9]+$"
 #: A ``host`` that contains ":" must be an IPv6 address (two colons at least, hex digits).
 IPV6_HOST: Final = r"^[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
+#: A label name (a label key's part after the "/"): 1 to 63 characters, letters and digits at
+#: both ends, '-', '_' and '.' inside (the length is in the pattern, so CEL checks it too).
+LABEL_NAME: Final = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+#: A label key's optional prefix: a lowercase DNS subdomain of at most 253 characters.
+LABEL_PREFIX: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_PREFIX_MAX: Final = 253
+#: A whole label key, as Kubernetes checks it (the prefix length apart).
+LABEL_KEY: Final = "^(" + LABEL_PREFIX + "/)?" + LABEL_NAME + "$"
+#: A label value: empty, or a label name.
+LABEL_VALUE: Final = "^(" + LABEL_NAME + ")?$"
+LABEL_VALUE_MAX: Final = 63
+#: Longest label key: prefix, "/", name.
+LABEL_KEY_MAX: Final = LABEL_PREFIX_MAX + 1 + 63
 #: Longest ConfigMap name and key.
 NAME_MAX: Final = 253

@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, cast
 from turnstile.operator.model import schema
 from turnstile.operator.model.errors import SpecError
 from turnstile.operator.model.kinds import KINDS, LOCK_STORE, KindInfo
-from turnstile.stores.config import parse_address
+from turnstile.stores.config import default_db, parse_address
 from turnstile.stores.errors import ConfigurationError
 
 DeploymentMode = Literal["standard", "cluster", "sentinel"]
@@ -43,6 +43,8 @@ _KEY_PREFIX: Final = re.compile(schema.KEY_PREFIX)
 _DNS_SUBDOMAIN: Final = re.compile(schema.DNS_SUBDOMAIN)
 _CONFIGMAP_KEY: Final = re.compile(schema.CONFIGMAP_KEY)
 _IPV6: Final = re.compile(schema.IPV6_HOST)
+_LABEL_KEY: Final = re.compile(schema.LABEL_KEY)
+_LABEL_VALUE: Final = re.compile(schema.LABEL_VALUE)
 
 #: One sentence per rule, shared by the CRD's CEL validations and :func:`parse_store`.
 RULES: Final = {
@@ -72,6 +74,13 @@ RULES: Final = {
     "sentinel_tls": "sentinel.tls needs tls.enabled: true (the sentinels use the same "
     "certificates and verification as the data nodes)",
     "selector_key": "each matchExpressions entry needs a non-empty label key",
+    "socket_timeout": "socketTimeout must be at least 0.1 seconds: below that a healthy Redis "
+    "fails ordinary calls (a TLS handshake, a round trip under load)",
+    "label_key": "a label key Kubernetes accepts: an optional prefix (a lowercase DNS "
+    "subdomain of at most 253 characters) and '/', then a name of 1 to 63 characters of "
+    "letters, digits, '-', '_' and '.' that begins and ends with a letter or digit",
+    "label_value": "a label value Kubernetes accepts: empty, or at most 63 characters of "
+    "letters, digits, '-', '_' and '.' that begin and end with a letter or digit",
     "selector_values": "operators In and NotIn need at least one value in values",
     "selector_no_values": "operators Exists and DoesNotExist take no values",
 }
@@ -150,6 +159,19 @@ class StoreSpec:
     @property
     def info(self) -> KindInfo:
         return KINDS[self.kind]
+
+    @property
+    def db(self) -> int:
+        """The database the bots use: ``spec.redis.db``, else what the rendered ``type``
+        defaults to (lock stores 1, timer stores 2; cluster mode has only 0). The probe uses
+        the same, or a store would be Ready on a database no bot touches."""
+        if self.redis.deployment_mode == "cluster":
+            return 0
+        if self.redis.db is not None:
+            return self.redis.db
+        info = self.info
+        kind = info.turnstile_type if self.implementation == "turnstile" else info.rasa_type
+        return default_db(info.section, kind)
 
     @property
     def ref(self) -> str:
@@ -413,6 +435,29 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
         poll_interval=poll_interval,
         transition_seconds=transition_seconds,
     )
+
+
+def check_label_key(path: str, key: object) -> str:
+    """``key`` if Kubernetes would accept it as a label key, else a :class:`SpecError`."""
+    if (
+        not isinstance(key, str)
+        or len(key) > schema.LABEL_KEY_MAX
+        or not _LABEL_KEY.match(key)
+        or len(key.rpartition("/")[0]) > schema.LABEL_PREFIX_MAX
+    ):
+        raise SpecError(path, RULES["label_key"], key)
+    return key
+
+
+def check_label_value(path: str, value: object) -> str:
+    """``value`` if Kubernetes would accept it as a label value, else a :class:`SpecError`."""
+    if (
+        not isinstance(value, str)
+        or len(value) > schema.LABEL_VALUE_MAX
+        or not _LABEL_VALUE.match(value)
+    ):
+        raise SpecError(path, RULES["label_value"], value)
+    return value
 
 
 def _int(value: float | None) -> int | None:
