@@ -2,7 +2,8 @@
 # Installs the Debian packages the `node` tier runs (tests/platform/node.py): containerd and runc
 # (the container runtime behind kubelet's CRI), the CNI plugins (bridge, host-local, loopback,
 # portmap in /usr/lib/cni), iptables and conntrack (kube-proxy), nftables (`nft` deletes the
-# tables kube-proxy made, so the host goes back to none), busybox-static (the one binary of the
+# tables kube-proxy made, so the host goes back to none), socat (relays pods to the API server
+# on loopback), busybox-static (the one binary of the
 # small image the tier's tests run), and for the images the tier builds: debootstrap (a Debian
 # root filesystem) and docker.io (dockerd for `docker build` of the repo's Dockerfile, started
 # by the tier only while it builds, never as a service).
@@ -11,7 +12,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for pkg in containerd runc containernetworking-plugins iptables nftables conntrack busybox-static \
+for pkg in containerd runc containernetworking-plugins iptables nftables conntrack socat busybox-static \
   debootstrap docker.io; do
   have "$pkg" || need+=("$pkg")
 done

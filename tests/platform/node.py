@@ -68,6 +68,8 @@ __all__ = [
 
 NODE_NAME = "localhost"
 POD_SUBNET = "10.213.0.0/24"
+#: The bridge's own address: pods' gateway, and where they reach the API server.
+BRIDGE_IP = "10.213.0.1"
 BRIDGE = "tsnode0"
 #: Cgroup parent of every pod (under each v1 controller), so the node's cgroups are one tree.
 CGROUP_ROOT = "turnstile-node"
@@ -83,6 +85,7 @@ HOST_PROGRAMS: dict[str, str] = {
     "runc": "runc",
     "iptables": "iptables",
     "ip": "iproute2",
+    "socat": "socat",
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS: tuple[str, ...] = ("bridge", "host-local", "loopback", "portmap")
@@ -448,6 +451,7 @@ class Node:
         self._wait(deadline, "containerd CRI", self._cri_up)
         self.load_image(self.pause)
         self._write_cni_config()
+        self._start_api_relay()
         self._start_kubelet(bin_dir)
         self._start_scheduler(bin_dir)
         self._start_kube_proxy(bin_dir)
@@ -559,6 +563,51 @@ class Node:
             ],
         }
         (conf_dir / "10-turnstile.conflist").write_text(json.dumps(conflist, indent=2))
+
+    def _start_api_relay(self) -> None:
+        """Let pods reach the API server, which listens on 127.0.0.1 only.
+
+        The bridge is made now with its gateway address (the CNI plugin adopts it), socat
+        relays ``BRIDGE_IP:<port>`` to the API server's loopback port, and the ``kubernetes``
+        Service's EndpointSlice names that address (the control plane runs with
+        ``--endpoint-reconciler-type=none`` since a loopback endpoint is invalid). In-cluster
+        clients then reach ``https://10.0.0.1`` as in any cluster; the serving certificate
+        already names that IP.
+        """
+        for argv in (
+            ["ip", "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "addr", "add", f"{BRIDGE_IP}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE],
+            ["ip", "link", "set", BRIDGE, "up"],
+        ):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            if proc.returncode != 0:
+                raise NodeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+        port = int(self.cp.server.rsplit(":", 1)[1])
+        # Under sh, whose $0 (the temp dir) marks the process group as this node's for a
+        # later clean-up of a killed run.
+        self._spawn(
+            "api-relay",
+            [
+                "sh", "-c", 'socat "$1" "$2"', str(self.workdir / "api-relay"),
+                f"TCP-LISTEN:{port},bind={BRIDGE_IP},reuseaddr,fork", f"TCP:127.0.0.1:{port}",
+            ],
+        )  # fmt: skip
+        slice_ = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "turnstile.dev-node-tier",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [BRIDGE_IP], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        self.cp.kubectl("apply", "-f", "-", stdin=json.dumps(slice_))
 
     def _start_kubelet(self, bin_dir: Path) -> None:
         kubeconfig = self.cp.client_kubeconfig(
