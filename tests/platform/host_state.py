@@ -59,13 +59,22 @@ WATCHED_PATHS: tuple[str, ...] = (
     "/etc/cni",
     "/opt/cni",
     "/var/lib/containerd",
+    "/var/lib/docker",
+    "/run/docker",
+    "/etc/docker",
 )
 
 #: Mount points under these prefixes that appear during a run are the node's to unmount.
 MOUNT_PREFIXES: tuple[str, ...] = ("/var/lib/kubelet", "/run/netns", "/run/containerd")
 
 #: New cgroups whose path has one of these parts are the node's (its cgroup root, pods).
-CGROUP_PARTS: tuple[str, ...] = ("turnstile-node", "kubepods")
+CGROUP_PARTS: tuple[str, ...] = (
+    "turnstile-node",
+    "kubepods",
+    "turnstile-docker",
+    "docker",
+    "buildkit",
+)
 
 #: iptables front ends: (save, restore, bare command) per backend and family.
 _IPTABLES: tuple[tuple[str, str, str], ...] = (
