@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
-from tests.platform.images import Image, busybox_image
+from tests.platform.images import Image
+from tests.platform.node_fixtures import NodeImages
+
+#: The first test's setup builds the images on a cold cache (about 3 min on 2 busy cores) and
+#: starts the cluster; the per-test default (180 s) is for tests, not for that.
+NODE_TEST_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(NODE_TEST_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
-def busybox(node_cluster: Cluster) -> Iterator[Image]:
+def busybox(node_images: NodeImages) -> Image:
     """The busybox test image, loaded into the node."""
-    image = busybox_image()
-    node_cluster.load_image(image)
-    yield image
+    return node_images.busybox
 
 
 def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
