@@ -3,6 +3,7 @@ chart, probing Redis that runs as a pod, and rolling bot pods when what they loa
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.request
@@ -26,6 +27,7 @@ from tests.platform.control_plane import REPO_ROOT, wait_for
 from tests.platform.node_fixtures import FIGURES, NodeImages
 
 CHART = REPO_ROOT / "charts" / "turnstile-operator"
+OPERATOR_PODS = "app.kubernetes.io/name=turnstile-operator"
 
 
 @dataclass(frozen=True)
@@ -35,55 +37,55 @@ class Release:
     ready_seconds: float  # helm install to the operator pod Ready
 
 
-@pytest.fixture(scope="module")
-def release(node_cluster: Cluster, node_images: NodeImages) -> Iterator[Release]:
-    """The chart installed with the image built here; the operator watches ``bots``."""
+@contextlib.contextmanager
+def install_chart(cluster: Cluster, images: NodeImages, *, replicas: int = 1) -> Iterator[Release]:
+    """``helm install`` the chart with the image built here; the operator watches ``bots``."""
     suffix = uuid.uuid4().hex[:6]
     namespace, bots = f"turnstile-{suffix}", f"bots-{suffix}"
-    node_cluster.kubectl("create", "namespace", bots)
-    wait_default_service_account(node_cluster, bots)
-    repository, tag = node_images.operator.name.removeprefix("docker.io/").split(":")
-    cp = node_cluster.control_plane
+    cluster.kubectl("create", "namespace", bots)
+    wait_default_service_account(cluster, bots)
+    repository, tag = images.operator.name.removeprefix("docker.io/").split(":")
+    cp = cluster.control_plane
+    helm = str(cp.binary("helm"))
     began = time.monotonic()
-    helm = [
-        str(cp.binary("helm")), "install", "turnstile", str(CHART),
-        "--namespace", namespace, "--create-namespace",
-        "--set", "image.registry=docker.io",
-        "--set", f"image.repository={repository}",
-        "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",
-        "--set", f"watchNamespaces={{{bots}}}",
-        "--wait", "--timeout", "180s",
-    ]  # fmt: skip
     result = subprocess.run(
-        helm, capture_output=True, text=True, env=cp.env(), timeout=240, check=False
-    )
+        [
+            helm, "install", "turnstile", str(CHART),
+            "--namespace", namespace, "--create-namespace",
+            "--set", "image.registry=docker.io",
+            "--set", f"image.repository={repository}",
+            "--set", f"image.tag={tag}",
+            "--set", "image.pullPolicy=Never",
+            "--set", f"replicaCount={replicas}",
+            "--set", f"watchNamespaces={{{bots}}}",
+            "--wait", "--timeout", "180s",
+        ],
+        capture_output=True, text=True, env=cp.env(), timeout=240, check=False,
+    )  # fmt: skip
     if result.returncode != 0:
         print(cp.kubectl("-n", namespace, "get", "pods,events", "-o", "wide", check=False).stdout)
         pytest.fail(f"helm install failed: {result.stdout}\n{result.stderr}")
-    wait_ready_pods(node_cluster, namespace, "app.kubernetes.io/name=turnstile-operator", 1)
+    wait_ready_pods(cluster, namespace, OPERATOR_PODS, replicas)
     ready = time.monotonic() - began
-    FIGURES["operator pod Ready after helm install"] = ready
     try:
         yield Release(namespace, bots, ready)
     finally:
         subprocess.run(
-            [str(cp.binary("helm")), "uninstall", "turnstile", "--namespace", namespace],
+            [helm, "uninstall", "turnstile", "--namespace", namespace],
             capture_output=True, env=cp.env(), timeout=120, check=False,
         )  # fmt: skip
         for ns in (bots, namespace):
-            node_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="module")
-def redis_ip(node_cluster: Cluster, node_images: NodeImages, release: Release) -> str:
+def start_redis(cluster: Cluster, images: NodeImages, namespace: str) -> str:
     """A standalone Redis pod (Debian's redis-server) behind a Service; its ClusterIP.
 
     The tier runs no cluster DNS, so stores name Services by ClusterIP, as bots then do.
     """
     container = {
         "name": "redis",
-        "image": node_images.redis.name,
+        "image": images.redis.name,
         "imagePullPolicy": "Never",
         "args": ["--bind", "0.0.0.0", "--port", "6379", "--protected-mode", "no",
                  "--save", "", "--appendonly", "no"],
@@ -92,8 +94,8 @@ def redis_ip(node_cluster: Cluster, node_images: NodeImages, release: Release) -
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }  # fmt: skip
     apply(
-        node_cluster,
-        release.bots,
+        cluster,
+        namespace,
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -107,13 +109,26 @@ def redis_ip(node_cluster: Cluster, node_images: NodeImages, release: Release) -
             "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]},
         },
     )
-    wait_ready_pods(node_cluster, release.bots, "app=redis", 1)
-    service = node_cluster.control_plane.get_json("service", "redis", "-n", release.bots)
+    wait_ready_pods(cluster, namespace, "app=redis", 1)
+    service = cluster.control_plane.get_json("service", "redis", "-n", namespace)
     assert service is not None
     return str(service["spec"]["clusterIP"])
 
 
-def _lock_store(
+@pytest.fixture(scope="module")
+def release(node_cluster: Cluster, node_images: NodeImages) -> Iterator[Release]:
+    """The chart installed once for this module, one replica."""
+    with install_chart(node_cluster, node_images) as release:
+        FIGURES["operator pod Ready after helm install"] = release.ready_seconds
+        yield release
+
+
+@pytest.fixture(scope="module")
+def redis_ip(node_cluster: Cluster, node_images: NodeImages, release: Release) -> str:
+    return start_redis(node_cluster, node_images, release.bots)
+
+
+def lock_store(
     name: str, redis_ip: str, prefix: str, configmap: str, **spec: Any
 ) -> dict[str, Any]:
     return {
@@ -133,7 +148,7 @@ def _lock_store(
     }
 
 
-def _wait_store_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> None:
+def wait_store_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> None:
     def ready() -> bool:
         store = cluster.control_plane.get_json("lockstore", name, "-n", namespace)
         conditions = (store or {}).get("status", {}).get("conditions", [])
@@ -149,7 +164,7 @@ def _wait_store_ready(cluster: Cluster, namespace: str, name: str, timeout: floa
 def test_operator_pod_runs_non_root_read_only_and_serves_metrics(
     node_cluster: Cluster, release: Release
 ) -> None:
-    (pod,) = pods(node_cluster, release.namespace, "app.kubernetes.io/name=turnstile-operator")
+    (pod,) = pods(node_cluster, release.namespace, OPERATOR_PODS)
     name = pod["metadata"]["name"]
     status = pod["status"]["containerStatuses"][0]
     assert status["ready"] and status["restartCount"] == 0, status
@@ -175,8 +190,8 @@ def test_operator_pod_runs_non_root_read_only_and_serves_metrics(
 def test_lockstore_on_a_redis_pod_goes_ready(
     node_cluster: Cluster, release: Release, redis_ip: str
 ) -> None:
-    apply(node_cluster, release.bots, _lock_store("locks", redis_ip, "ready", "ready-endpoints"))
-    _wait_store_ready(node_cluster, release.bots, "locks")
+    apply(node_cluster, release.bots, lock_store("locks", redis_ip, "ready", "ready-endpoints"))
+    wait_store_ready(node_cluster, release.bots, "locks")
     configmap = node_cluster.control_plane.get_json(
         "configmap", "ready-endpoints", "-n", release.bots
     )
@@ -192,9 +207,9 @@ def test_lockstore_change_rolls_bot_pods_onto_the_new_file(
     apply(
         node_cluster,
         release.bots,
-        _lock_store("bot-locks", redis_ip, "first", "bot-endpoints", rollout=rollout),
+        lock_store("bot-locks", redis_ip, "first", "bot-endpoints", rollout=rollout),
     )
-    _wait_store_ready(node_cluster, release.bots, "bot-locks")
+    wait_store_ready(node_cluster, release.bots, "bot-locks")
     bot = busybox_container(
         node_images.busybox,
         "cat /app/endpoints.yml; exec sleep 3600",
@@ -226,7 +241,7 @@ def test_lockstore_change_rolls_bot_pods_onto_the_new_file(
     apply(
         node_cluster,
         release.bots,
-        _lock_store("bot-locks", redis_ip, "second", "bot-endpoints", rollout=rollout),
+        lock_store("bot-locks", redis_ip, "second", "bot-endpoints", rollout=rollout),
     )
 
     def replaced() -> list[dict[str, Any]] | None:
