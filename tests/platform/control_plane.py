@@ -14,7 +14,8 @@ So this module runs the genuine binaries (built by ``hack/build-kube.sh``):
   Deployment/ReplicaSet, namespace, ServiceAccount...) using per-controller
   ServiceAccount credentials, exactly like a production cluster.
 
-There is no kubelet or scheduler: Pods are created but never run.
+There is no kubelet or scheduler here: Pods are created but never run. The node tier adds
+them (``tests/platform/node.py``).
 
 The module is deliberately free of pytest so the demo and the benchmarks can use
 it too::
