@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps kube demo test dist test-unit test-redis test-k8s lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
+.PHONY: all deps venv system-deps node-deps kube demo test dist test-unit test-redis test-k8s test-node lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
 
 all: test
 
@@ -23,6 +23,10 @@ venv: $(VENV)/.installed
 
 kube:
 	@bash hack/build-kube.sh
+
+# The node tier's Debian packages (containerd, runc, CNI plugins, ...); no-op when present.
+node-deps:
+	@bash hack/install-node-deps.sh
 
 deps: system-deps venv kube
 
@@ -71,6 +75,11 @@ test-redis: venv
 
 test-k8s: venv kube
 	$(PY) -m pytest -m k8s tests
+
+# A control plane plus one real node running pods (root; restores the host after). A missing
+# prerequisite fails here, never skips.
+test-node: venv kube node-deps
+	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m node tests/node
 
 lint: venv
 	$(VENV)/bin/ruff check turnstile tests bench examples

@@ -5,9 +5,11 @@
 # internet is reachable except the Go module proxy, so the binaries are compiled
 # from Go modules, pinned by the wrapper modules next to this script:
 #
-#   hack/kube/  k8s.io/kubernetes  -> kube-apiserver, kube-controller-manager, kubectl
+#   hack/kube/  k8s.io/kubernetes  -> kube-apiserver, kube-controller-manager, kubectl,
+#                                     and for the node tier kubelet, kube-scheduler, kube-proxy
 #   hack/etcd/  go.etcd.io/etcd/server/v3 -> etcd  (Debian bookworm's 3.4 is too old)
 #   hack/helm/  helm.sh/helm/v3    -> helm
+#   hack/pause/ Turnstile's own    -> pause (the node tier's sandbox image program)
 #
 # Versions live ONLY in those go.mod files (committed with go.sum); this script
 # reads them from there. Output goes to a cache outside the work tree:
@@ -34,8 +36,10 @@ set -euo pipefail
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${TURNSTILE_CACHE:-${HOME}/.cache/turnstile}"
 
-K8S_BINS=(kube-apiserver kube-controller-manager kubectl)
-ALL_BINS=("${K8S_BINS[@]}" etcd helm)
+# One `go build` compiles all of these, so the node's binaries share the control plane's
+# packages (a few seconds each on a warm cache rather than a second cold build).
+K8S_BINS=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+ALL_BINS=("${K8S_BINS[@]}" etcd helm pause)
 
 log() { printf '[build-kube] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -60,6 +64,7 @@ wrapper_of() {
   case "$1" in
     etcd) echo "$HACK_DIR/etcd" ;;
     helm) echo "$HACK_DIR/helm" ;;
+    pause) echo "$HACK_DIR/pause" ;;
     *) echo "$HACK_DIR/kube" ;;
   esac
 }
@@ -68,6 +73,7 @@ version_of() {
   case "$1" in
     etcd) echo "$ETCD_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    pause) echo "v1" ;;
     *) echo "$KUBE_VERSION" ;;
   esac
 }
@@ -171,7 +177,7 @@ build() {
       log "$b: using KUBEBUILDER_ASSETS/$b"
     elif [[ "$force" == 1 ]] || ! is_fresh "$b"; then
       case "$b" in
-        kube-*|kubectl) todo_k8s+=("$b") ;;
+        kube-*|kubectl|kubelet) todo_k8s+=("$b") ;;
         *) todo_other+=("$b") ;;
       esac
     else
@@ -197,6 +203,7 @@ build() {
     case "$b" in
       etcd) go_build etcd "$tmp" . ;;
       helm) go_build helm "$tmp" helm.sh/helm/v3/cmd/helm ;;
+      pause) go_build pause "$tmp" . ;;
     esac
   done
 

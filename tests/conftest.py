@@ -2,7 +2,8 @@
 
 A test's tier is the folder it lives in, applied here as a marker so ``-m`` selects tiers:
 ``tests/unit`` needs nothing, ``tests/redis`` starts real Redis processes, ``tests/k8s`` starts
-a real control plane, ``tests/e2e`` needs Docker and kind. ``make test`` runs the first three.
+a real control plane, ``tests/node`` adds a real node running pods (root, ``make node-deps``),
+``tests/e2e`` needs Docker and kind. ``make test`` runs the first three.
 
 In CI (``CI`` set) or with ``TURNSTILE_REQUIRE_ALL_TIERS=1`` a tier whose binaries are missing
 fails instead of skipping: a green run must mean every tier ran.
@@ -19,9 +20,10 @@ import pytest
 pytest_plugins = [
     "tests.platform.redis_fixtures",
     "tests.platform.kube_fixtures",
+    "tests.platform.node_fixtures",
 ]
 
-_TIERS = ("unit", "redis", "k8s", "e2e")
+_TIERS = ("unit", "redis", "k8s", "node", "e2e")
 _ROOT = Path(__file__).parent
 
 

@@ -14,7 +14,8 @@ So this module runs the genuine binaries (built by ``hack/build-kube.sh``):
   Deployment/ReplicaSet, namespace, ServiceAccount...) using per-controller
   ServiceAccount credentials, exactly like a production cluster.
 
-There is no kubelet or scheduler: Pods are created but never run.
+There is no kubelet or scheduler here: Pods are created but never run. The node tier adds
+them (``tests/platform/node.py``).
 
 The module is deliberately free of pytest so the demo and the benchmarks can use
 it too::
@@ -32,6 +33,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -241,6 +243,10 @@ def _make_pki(pki_dir: Path) -> _Pki:
     _issue(pki, "admin", "/O=system:masters/CN=turnstile-admin", "clientAuth")
     # The controller-manager's user is bound by the bootstrap RBAC policy.
     _issue(pki, "controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+    # The API server's identity towards kubelets (logs, exec, port-forward), as kubeadm's
+    # apiserver-kubelet-client; unused until a node joins (tests/platform/node.py).
+    _issue(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+           "clientAuth")  # fmt: skip
     return pki
 
 
@@ -461,6 +467,44 @@ class ControlPlane:
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
 
+    def client_kubeconfig(self, name: str, user: str, groups: Sequence[str] = ()) -> Path:
+        """Issue a client certificate for ``user`` in ``groups`` and return its kubeconfig.
+
+        For the components a node runs (kubelet as ``system:node:NAME`` in ``system:nodes``,
+        ``system:kube-scheduler``, ``system:kube-proxy``): the bootstrap RBAC policy and the
+        Node authorizer give each exactly the rights it has in a kubeadm cluster.
+        """
+        pki = self._require(self._pki)
+        if not re.fullmatch(r"[a-z0-9-]+", name):
+            raise ControlPlaneError(f"client_kubeconfig: name must be [a-z0-9-]+ (got {name!r})")
+        subject = "".join(f"/O={g}" for g in groups) + f"/CN={user}"
+        _issue(pki, name, subject, "clientAuth")
+        return _write_kubeconfig(
+            self.workdir / f"{name}.kubeconfig",
+            server=self.server,
+            ca=pki.ca_crt,
+            user=user,
+            credentials={
+                "client-certificate": str(pki.crt(name)),
+                "client-key": str(pki.key(name)),
+            },
+        )
+
+    @property
+    def process_groups(self) -> list[int]:
+        """Process group ids of the running components (each is its own group)."""
+        return [p.popen.pid for p in self._procs if p.popen.poll() is None]
+
+    def detach(self) -> None:
+        """Leave the processes and the temp dir running after this Python process exits.
+
+        For ``python -m tests.platform.cluster up``: ``down`` stops them by their process
+        groups and removes :attr:`workdir`.
+        """
+        atexit.unregister(self.stop)
+        self._procs.clear()
+        self._workdir = None
+
     def service_account_kubeconfig(
         self,
         namespace: str,
@@ -674,6 +718,11 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # For a node (tests/platform/node.py): reach kubelets by their Hostname address,
+                # which the node tier makes `localhost`, with a client certificate they accept.
+                "--kubelet-preferred-address-types=Hostname",
+                f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
                 *self.extra_apiserver_args,
             ],
         )
