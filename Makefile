@@ -40,6 +40,7 @@ test: deps lint lint-chart dist
 	$(MAKE) --no-print-directory test-redis45
 	$(MAKE) --no-print-directory test-rasa
 	$(MAKE) --no-print-directory test-rasa-server
+	$(MAKE) --no-print-directory test-node
 
 # --- what a release publishes: sdist + wheel (twine-checked), the chart archive -------------
 # The build backend (setuptools) is pinned by the same constraints as the venv.
