@@ -3,10 +3,12 @@ a rollout (what a Deployment rollout is for a bot: old pods gone, new pods runni
 
 from __future__ import annotations
 
+import subprocess
 import urllib.request
 
 from tests.node.conftest import (
     apply,
+    bot_deployment,
     busybox_container,
     pods,
     wait_default_service_account,
@@ -15,7 +17,7 @@ from tests.node.conftest import (
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
 from tests.platform.images import Image
-from tests.platform.node import NODE_NAME, POD_SUBNET
+from tests.platform.node import FENCE, NODE_NAME, POD_SUBNET
 
 
 def test_node_registers_ready_with_containerd(node_cluster: Cluster) -> None:
@@ -25,6 +27,17 @@ def test_node_registers_ready_with_containerd(node_cluster: Cluster) -> None:
     assert ready and ready[0]["status"] == "True", ready
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
     assert {"type": "Hostname", "address": NODE_NAME} in node["status"]["addresses"]
+
+
+def test_nothing_of_the_tier_is_routed_off_this_machine(node_cluster: Cluster) -> None:
+    """A pod's packet for an address outside the pod network, and this host's for a Service
+    address kube-proxy has not translated, are refused instead of following the default route
+    out. Checked on the rules (the fence is in place while the node runs), not by sending such
+    a packet: if the fence were missing, that packet would leave the machine."""
+    for chain, *match in FENCE:
+        argv = ["iptables", "-w", "5", "-C", chain, *match]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+        assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stderr.strip()}"
 
 
 def test_pod_runs_and_its_logs_and_exec_work(
@@ -120,28 +133,10 @@ def test_deployment_rollout_replaces_its_pods(
     wait_default_service_account(node_cluster, node_namespace)
 
     def deployment(version: str) -> dict[str, object]:
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "bot"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "bot"}},
-                "template": {
-                    "metadata": {"labels": {"app": "bot"}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [
-                            busybox_container(
-                                busybox,
-                                "echo started $VERSION; exec sleep 3600",
-                                env=[{"name": "VERSION", "value": version}],
-                            )
-                        ],
-                    },
-                },
-            },
-        }
+        return bot_deployment(busybox_container(
+            busybox, "echo started $VERSION; exec sleep 3600",
+            env=[{"name": "VERSION", "value": version}],
+        ))  # fmt: skip
 
     apply(node_cluster, node_namespace, deployment("one"))
     old = wait_ready_pods(node_cluster, node_namespace, "app=bot", 2)

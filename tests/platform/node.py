@@ -7,7 +7,11 @@ This module adds the rest of a cluster on the same machine, as real processes, s
   temp dir, the CRI's sandbox image a local ``pause`` image (``tests/platform/images.py``);
 * the CNI ``bridge`` plugin (Debian's ``containernetworking-plugins``) on :data:`POD_SUBNET`,
   a subnet the tier owns, bridge :data:`BRIDGE`, hairpin mode, no masquerade: pods reach each
-  other, the host's bridge address and Services, nothing beyond this machine;
+  other, the host's bridge address and Services, nothing beyond this machine. A *fence* of two
+  iptables rules (:data:`FENCE`), set before any pod or kube-proxy runs, makes that hold even
+  before kube-proxy has written its rules: a pod's packet for anything outside the pod network
+  is refused rather than routed out, and so is a packet of this host for a Service address that
+  kube-proxy has not translated;
 * kubelet, kube-scheduler and kube-proxy (iptables mode) built from the control plane's
   pinned ``k8s.io/kubernetes`` module (``hack/build-kube.sh``).
 
@@ -47,6 +51,7 @@ from typing import Any
 
 from tests.platform import host_state
 from tests.platform.control_plane import (
+    SERVICE_CIDR,
     ControlPlane,
     ControlPlaneError,
     _poll,
@@ -73,6 +78,16 @@ BRIDGE_IP = "10.213.0.1"
 BRIDGE = "tsnode0"
 #: Cgroup parent of every pod (under each v1 controller), so the node's cgroups are one tree.
 CGROUP_ROOT = "turnstile-node"
+#: iptables rules (filter table) the tier inserts before anything runs; ``Node.stop`` takes
+#: them out with the rest of its iptables changes (``host_state``). Pods route everything via
+#: the host (their default route), and the host's own default route leads off this machine:
+#: without these, a pod's packet for an address kube-proxy does not translate (a Service IP
+#: before its rules are synced, any other address) would leave the machine, and so would the
+#: host's own for such a Service IP.
+FENCE: tuple[tuple[str, ...], ...] = (
+    ("FORWARD", "-s", POD_SUBNET, "!", "-d", POD_SUBNET, "-j", "REJECT"),
+    ("OUTPUT", "-d", SERVICE_CIDR, "-j", "REJECT"),
+)
 STATE_DIR = Path(os.environ.get("TURNSTILE_NODE_STATE_DIR", "/run/turnstile-node"))
 KEEP_ENV = "TURNSTILE_KEEP_NODE"
 
@@ -443,6 +458,7 @@ class Node:
         self._workdir = Path(tempfile.mkdtemp(prefix="turnstile-node-", dir="/var/tmp"))
         (self.workdir / "logs").mkdir()
         self._save_state()
+        _fence()
         _make_cgroup_root()
         start = time.monotonic()
         self.pause = pause_image(bin_dir / "pause")
@@ -720,6 +736,15 @@ class Node:
         path = self.workdir / "kube-proxy-config.json"
         path.write_text(json.dumps(config, indent=2))
         self._spawn("kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={path}", "--v=1"])
+
+
+def _fence() -> None:
+    """Insert :data:`FENCE` at the top of its chains (see there)."""
+    for chain, *match in FENCE:
+        argv = ["iptables", "-w", "5", "-I", chain, "1", *match]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+        if proc.returncode != 0:
+            raise NodeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
 
 
 def _make_cgroup_root() -> None:
