@@ -89,3 +89,21 @@ def busybox_container(image: Image, script: str, **extra: Any) -> dict[str, Any]
         "command": ["/bin/sh", "-c", script],
         **extra,
     }
+
+
+def bot_deployment(container: dict[str, Any], **pod_spec: Any) -> dict[str, Any]:
+    """A two-replica Deployment ``bot`` (pods labelled ``app=bot``) of ``container``; extra
+    pod-spec fields (``volumes``) as keywords. Pods stop within a second."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bot"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "bot"}},
+            "template": {
+                "metadata": {"labels": {"app": "bot"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [container], **pod_spec},
+            },
+        },
+    }

@@ -16,6 +16,7 @@ import pytest
 
 from tests.node.conftest import (
     apply,
+    bot_deployment,
     busybox_container,
     is_ready,
     pods,
@@ -25,6 +26,7 @@ from tests.node.conftest import (
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import REPO_ROOT, wait_for
 from tests.platform.node_fixtures import FIGURES, NodeImages
+from turnstile.operator.model.kinds import CHECKSUM_ANNOTATION
 
 CHART = REPO_ROOT / "charts" / "turnstile-operator"
 OPERATOR_PODS = "app.kubernetes.io/name=turnstile-operator"
@@ -148,14 +150,19 @@ def lock_store(
     }
 
 
-def wait_store_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> None:
+def wait_store_ready(
+    cluster: Cluster, namespace: str, name: str, timeout: float = 120, condition: str = "Ready"
+) -> None:
+    """Wait until the LockStore's ``condition`` is True (``Ready`` needs its named workloads to
+    exist: until then it is ``WorkloadNotFound``)."""
+
     def ready() -> bool:
         store = cluster.control_plane.get_json("lockstore", name, "-n", namespace)
         conditions = (store or {}).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return any(c["type"] == condition and c["status"] == "True" for c in conditions)
 
     try:
-        wait_for(f"LockStore {namespace}/{name} Ready", ready, timeout=timeout, interval=1)
+        wait_for(f"LockStore {namespace}/{name} {condition}", ready, timeout=timeout, interval=1)
     except Exception:
         print(cluster.kubectl("-n", namespace, "get", "lockstore", name, "-o", "yaml").stdout)
         raise
@@ -209,29 +216,31 @@ def test_lockstore_change_rolls_bot_pods_onto_the_new_file(
         release.bots,
         lock_store("bot-locks", redis_ip, "first", "bot-endpoints", rollout=rollout),
     )
-    wait_store_ready(node_cluster, release.bots, "bot-locks")
+    # The file first (the bot's pods mount it), then the bot: the store is Ready once its
+    # workload exists and has been rolled onto the file's checksum, and that first rollout is
+    # over before the pods that count as "old" are taken.
+    wait_store_ready(node_cluster, release.bots, "bot-locks", condition="ConfigRendered")
     bot = busybox_container(
         node_images.busybox,
         "cat /app/endpoints.yml; exec sleep 3600",
         volumeMounts=[{"name": "endpoints", "mountPath": "/app"}],
     )
-    apply(node_cluster, release.bots, {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "bot"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "bot"}},
-            "template": {
-                "metadata": {"labels": {"app": "bot"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [bot],
-                    "volumes": [{"name": "endpoints", "configMap": {"name": "bot-endpoints"}}],
-                },
-            },
-        },
-    })  # fmt: skip
+    apply(node_cluster, release.bots, bot_deployment(
+        bot, volumes=[{"name": "endpoints", "configMap": {"name": "bot-endpoints"}}],
+    ))  # fmt: skip
+    wait_store_ready(node_cluster, release.bots, "bot-locks")
+
+    def template_checksum() -> str | None:
+        bot = node_cluster.control_plane.get_json("deployment", "bot", "-n", release.bots)
+        if not bot:
+            return None
+        annotations = bot["spec"]["template"]["metadata"].get("annotations") or {}
+        return annotations.get(CHECKSUM_ANNOTATION)
+
+    wait_for("the bot's template on the file's checksum", template_checksum, timeout=60)
+    node_cluster.kubectl(
+        "-n", release.bots, "rollout", "status", "deployment/bot", "--timeout=150s", timeout=180,
+    )  # fmt: skip
     old = wait_ready_pods(node_cluster, release.bots, "app=bot", 2)
     old_uids = {p["metadata"]["uid"] for p in old}
     for pod in old:
