@@ -17,14 +17,19 @@ which case the tests fail: a green CI run must mean the tier actually ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.platform.control_plane import ControlPlane, ControlPlaneError
+
+if TYPE_CHECKING:
+    from tests.platform.cluster import Cluster
 
 _SKIPPED: list[str] = []
 
@@ -76,12 +81,20 @@ def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) 
     background, and waiting would add seconds per test for no isolation gain
     (every test gets a unique name).
     """
-    name = _namespace_name(request.node.name)
-    control_plane.kubectl("create", "namespace", name)
+    with temporary_namespace(control_plane, request.node.name) as name:
+        yield name
+
+
+@contextlib.contextmanager
+def temporary_namespace(cluster: ControlPlane | Cluster, test_name: str) -> Iterator[str]:
+    """A namespace named after ``test_name`` on ``cluster`` (anything with ``kubectl``),
+    deleted without waiting when the block ends."""
+    name = _namespace_name(test_name)
+    cluster.kubectl("create", "namespace", name)
     try:
         yield name
     finally:
-        control_plane.kubectl(
+        cluster.kubectl(
             "delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False
         )
 

@@ -31,7 +31,7 @@ import pytest
 from tests.platform import images
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import ControlPlaneError
-from tests.platform.kube_fixtures import _namespace_name, tier_required
+from tests.platform.kube_fixtures import temporary_namespace, tier_required
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,5 @@ def node_cluster(_built_images: NodeImages) -> Iterator[Cluster]:
 
 @pytest.fixture
 def node_namespace(node_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = _namespace_name(request.node.name)
-    node_cluster.kubectl("create", "namespace", name)
-    try:
+    with temporary_namespace(node_cluster, request.node.name) as name:
         yield name
-    finally:
-        node_cluster.kubectl(
-            "delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False
-        )
