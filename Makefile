@@ -77,9 +77,11 @@ test-redis: venv
 test-k8s: venv kube
 	$(PY) -m pytest -m k8s tests
 
-# A control plane plus one real node running pods (root; restores the host after). A missing
-# prerequisite fails here, never skips.
+# A control plane plus one real node running pods (root; restores the host after), Rasa 3.6.21
+# bot pods included (their image is made from .venv-rasa-server). A missing prerequisite fails
+# here, never skips.
 test-node: venv kube node-deps
+	bash hack/rasa-server-venv.sh
 	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m node tests/node
 
 lint: venv

@@ -28,8 +28,8 @@ The messages name sections, files and fingerprints, never a value of the file.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +38,6 @@ from typing import Any, Final
 
 from turnstile.stores.errors import ConfigurationError
 from turnstile.stores.fingerprint import EXPECT_ENV, REQUIRE_ENV, SECTIONS, section_fingerprint
-
-logger = logging.getLogger(__name__)
 
 WAIT_ENV: Final = "TURNSTILE_STARTUP_WAIT_SECONDS"
 DEFAULT_WAIT: Final = 60.0
@@ -165,6 +163,17 @@ def _source(section: str, expected: Expected) -> str:
     return f"{REQUIRE_ENV} names it"
 
 
+def _say(line: str) -> None:
+    """A line on stderr, the container's log (Rasa has not configured logging yet)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _held(expected: Expected) -> str:
+    return ", ".join(
+        f"{s} ({expected.pins[s]})" if s in expected.pins else s for s in expected.sections
+    )
+
+
 def _wait_seconds(env: Mapping[str, str]) -> float:
     raw = env.get(WAIT_ENV)
     if raw is None or raw.strip() == "":
@@ -210,20 +219,19 @@ def wait_until_safe(
     for _ in range(int(wait / max(interval, 0.01)) + 2):  # bounded: the deadline ends it sooner
         found = problems(path, expected)
         if not found:
-            if logged_at is not None:
-                logger.warning("turnstile-rasa: %s is right now; starting Rasa", path)
+            _say(f"turnstile-rasa: {path} holds {_held(expected)}; starting Rasa")
             return
         now = clock()
         if now - began >= wait:
             break
         if logged_at is None or now - logged_at >= log_every:
-            logger.error(
-                "turnstile-rasa: not starting Rasa yet (waited %.0f of %.0f s): %s",
-                now - began, wait, "; ".join(found),
-            )  # fmt: skip
+            _say(
+                f"turnstile-rasa: not starting Rasa yet (waited {now - began:.0f} of "
+                f"{wait:.0f} s): " + "; ".join(found)
+            )
             logged_at = now
         sleep(interval)
     reason = f"turnstile-rasa refused to start Rasa after {wait:.0f} s: " + "; ".join(found)
-    logger.error("%s", reason)
+    _say(reason)
     _write_termination_message(env, reason)
     raise StartRefused(reason)
