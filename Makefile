@@ -36,7 +36,9 @@ node-deps:
 deps: system-deps venv kube valkey
 
 # --- the README's two commands -------------------------------------------------------------
-demo: deps
+# The node tier's cluster (root) with the operator pod, Redis pods and Rasa 3.6.21 bot pods.
+demo: deps node-deps
+	bash hack/rasa-server-venv.sh
 	$(PY) -m examples.demo
 
 # tests/dist installs the wheel `dist` just built into a fresh venv (TURNSTILE_DIST_DIR).
@@ -159,6 +161,8 @@ bench: deps
 	$(PY) -m bench.rasa_server
 	bash hack/rasa-venvs.sh pro
 	$(PY) -m bench.lock_overlaps
+	$(MAKE) --no-print-directory node-deps
+	$(PY) -m bench.rasa_pods
 
 e2e: venv kube
 	bash hack/e2e-kind.sh

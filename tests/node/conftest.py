@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import pytest
 
 from tests.platform.cluster import Cluster
-from tests.platform.control_plane import wait_for
 from tests.platform.images import Image, ImageBuildError
 from tests.platform.node_fixtures import FIGURES, NodeImages
 from tests.platform.rasa_image import rasa_bot_image
@@ -42,56 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def busybox(node_images: NodeImages) -> Image:
     """The busybox test image, loaded into the node."""
     return node_images.busybox
-
-
-def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
-    """``kubectl apply`` of manifests given as dicts (JSON is YAML)."""
-    cluster.kubectl(
-        "-n", namespace, "apply", "-f", "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
-    )  # fmt: skip
-
-
-def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    data = cluster.control_plane.get_json("pods", "-n", namespace, "-l", selector)
-    return list(data["items"]) if data else []
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod["metadata"].get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def wait_ready_pods(
-    cluster: Cluster, namespace: str, selector: str, count: int, timeout: float = 120.0
-) -> list[dict[str, Any]]:
-    """Wait until exactly ``count`` pods match and all of them are Ready; return them."""
-
-    def probe() -> list[dict[str, Any]] | None:
-        found = pods(cluster, namespace, selector)
-        if len(found) == count and all(is_ready(p) for p in found):
-            return found
-        return None
-
-    try:
-        return wait_for(f"{count} Ready pods {selector} in {namespace}", probe, timeout, 0.5)
-    except Exception:
-        print(
-            cluster.kubectl("-n", namespace, "get", "pods,events", "-o", "wide", check=False).stdout
-        )
-        print(cluster.node.logs(40))
-        raise
-
-
-def wait_default_service_account(cluster: Cluster, namespace: str) -> None:
-    """Pods are refused until the controller-manager has made the namespace's ServiceAccount."""
-    wait_for(
-        f"serviceaccount default in {namespace}",
-        lambda: cluster.control_plane.get_json("serviceaccount", "default", "-n", namespace),
-        timeout=60,
-    )
 
 
 def busybox_container(image: Image, script: str, **extra: Any) -> dict[str, Any]:

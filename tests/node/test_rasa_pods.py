@@ -19,22 +19,6 @@ from typing import Any
 
 import pytest
 
-from tests.node.conftest import apply, is_ready, pods, wait_ready_pods
-from tests.node.rasa_pods import (
-    Accounting,
-    Stream,
-    account,
-    bot_deployment,
-    bot_service,
-    endpoints_configmap,
-    model_configmap,
-    new_session,
-    pod_log,
-    post,
-    replicasets,
-    service_url,
-    tracker_store,
-)
 from tests.node.test_operator import (
     OPERATOR_PODS,
     Release,
@@ -47,6 +31,27 @@ from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
 from tests.platform.images import Image
 from tests.platform.node_fixtures import FIGURES, NodeImages
+from tests.platform.rasa_bots import (
+    Accounting,
+    Stream,
+    account,
+    action_server,
+    action_url,
+    bot_deployment,
+    bot_service,
+    endpoints_configmap,
+    model_configmap,
+    new_session,
+    pod_env,
+    pod_log,
+    post,
+    replicasets,
+    service_url,
+    template_pin,
+    tracker_store,
+    wait_rolled,
+)
+from tests.platform.workloads import apply, is_ready, pods, wait_ready_pods
 
 #: Printed after the run (``node tier figures``) and quoted in the docs: one row per case.
 ROWS: dict[str, str] = {}
@@ -59,6 +64,7 @@ class Stack:
     release: Release
     redis_ip: str
     image: Image
+    actions: str  # the action server's URL
 
     @property
     def ns(self) -> str:
@@ -72,16 +78,14 @@ def stack(
     with install_chart(node_cluster, node_images) as release:
         redis_ip = start_redis(node_cluster, node_images, release.bots)
         apply(node_cluster, release.bots, model_configmap(bot_model))
-        yield Stack(node_cluster, release, redis_ip, rasa_image)
+        apply(node_cluster, release.bots, *action_server(rasa_image))
+        wait_ready_pods(node_cluster, release.bots, "app=actions", 1)
+        actions = action_url(node_cluster, release.bots)
+        yield Stack(node_cluster, release, redis_ip, rasa_image, actions)
 
 
 def _ready_bot_pods(stack: Stack, app: str) -> list[dict[str, Any]]:
     return [p for p in pods(stack.cluster, stack.ns, f"app={app}") if is_ready(p)]
-
-
-def _env(pod: dict[str, Any]) -> dict[str, str]:
-    container = pod["spec"]["containers"][0]
-    return {e["name"]: e.get("value", "<from secret>") for e in container.get("env") or []}
 
 
 def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_lock_store(
@@ -91,7 +95,7 @@ def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_l
     run but do not start Rasa, say why, and the Service answers nothing; the LockStore's first
     render rolls them onto pods that load it."""
     cluster, ns = stack.cluster, stack.ns
-    apply(cluster, ns, endpoints_configmap("early-endpoints", stack.redis_ip))
+    apply(cluster, ns, endpoints_configmap("early-endpoints", stack.redis_ip, stack.actions))
     apply(cluster, ns, bot_deployment(stack.image, "early-endpoints", name="early"),
           bot_service("early"))  # fmt: skip
     url = service_url(cluster, ns, "early")
@@ -129,13 +133,12 @@ def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_l
     # The waiting pods may start Rasa as soon as the kubelet puts the rendered file in their
     # mount (it holds the section now); the rollout the render started replaces them anyway,
     # with pods that carry the section's fingerprint.
-    pin = wait_for("the early bot's template carrying the section's fingerprint",
-                   lambda: template_pin(cluster, ns, "early"), timeout=120)  # fmt: skip
+    pin = wait_pin(stack, "early")
     ready = wait_rolled(cluster, ns, "early", pin)
     seconds = time.monotonic() - began
     FIGURES["LockStore applied -> the early bot's 2 pods Ready on its file"] = seconds
     for pod in ready:
-        assert _env(pod)["TURNSTILE_EXPECT_LOCK_STORE"] == pin
+        assert pod_env(pod)["TURNSTILE_EXPECT_LOCK_STORE"] == pin
         log = pod_log(cluster, ns, pod["metadata"]["name"])
         assert "holds lock_store (sha256:" in log and "starting Rasa" in log, log
 
@@ -148,30 +151,25 @@ def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_l
     cluster.kubectl("-n", ns, "delete", "deployment", "early", "--wait=false")
 
 
-def template_pin(cluster: Cluster, ns: str, deployment: str) -> str | None:
-    """The fingerprint the operator injected into the Deployment's template (None: not yet)."""
-    found = cluster.control_plane.get_json("deployment", deployment, "-n", ns)
-    containers = (found or {}).get("spec", {}).get("template", {}).get("spec", {})
-    for env in (containers.get("containers") or [{}])[0].get("env") or []:
-        if env["name"] == "TURNSTILE_EXPECT_LOCK_STORE":
-            return str(env["value"])
-    return None
+def diagnose(stack: Stack) -> None:
+    """What a failed wait prints: pods, ReplicaSets, events, stores and the operator's log."""
+    cluster = stack.cluster
+    for args in (
+        ("-n", stack.ns, "get", "pods,rs,events", "-o", "wide"),
+        ("-n", stack.ns, "get", "lockstores", "-o", "yaml"),
+        ("-n", stack.release.namespace, "logs", "--tail=40", "-l", OPERATOR_PODS),
+    ):
+        print(cluster.kubectl(*args, check=False).stdout)
 
 
-def wait_rolled(cluster: Cluster, ns: str, app: str, pin: str) -> list[dict[str, Any]]:
-    """Wait until the Deployment's only pods are 2 Ready ones expecting ``pin``."""
-
-    def rolled() -> list[dict[str, Any]] | None:
-        found = pods(cluster, ns, f"app={app}")
-        if len(found) == 2 and all(is_ready(p) and _env(p).get(
-                "TURNSTILE_EXPECT_LOCK_STORE") == pin for p in found):  # fmt: skip
-            return found
-        return None
-
+def wait_pin(stack: Stack, deployment: str) -> str:
+    """Wait until the operator has rolled ``deployment`` onto a section's fingerprint."""
     try:
-        return wait_for(f"{app} rolled onto {pin}", rolled, timeout=300, interval=1)
+        return str(wait_for(f"{deployment}'s template carrying the section's fingerprint",
+                            lambda: template_pin(stack.cluster, stack.ns, deployment),
+                            timeout=120))  # fmt: skip
     except Exception:
-        print(cluster.kubectl("-n", ns, "get", "pods,rs,events", "-o", "wide", check=False).stdout)
+        diagnose(stack)
         raise
 
 
@@ -179,21 +177,19 @@ def wait_rolled(cluster: Cluster, ns: str, app: str, pin: str) -> list[dict[str,
 def bot(stack: Stack) -> str:
     """The bot (2 Rasa pods) on a LockStore ``bot-locks``, Ready; its Service URL."""
     cluster, ns = stack.cluster, stack.ns
-    apply(cluster, ns, endpoints_configmap("bot-endpoints", stack.redis_ip))
+    apply(cluster, ns, endpoints_configmap("bot-endpoints", stack.redis_ip, stack.actions))
     apply(cluster, ns, lock_store("bot-locks", stack.redis_ip, "first", "bot-endpoints",
                                   rollout=ROLLOUT))  # fmt: skip
     wait_store_ready(cluster, ns, "bot-locks", condition="ConfigRendered")
     apply(cluster, ns, bot_deployment(stack.image, "bot-endpoints"), bot_service())
     wait_store_ready(cluster, ns, "bot-locks", timeout=180)
-    pin = wait_for("the bot's template carrying the section's fingerprint",
-                   lambda: template_pin(cluster, ns, "bot"), timeout=120)  # fmt: skip
+    pin = wait_pin(stack, "bot")
     wait_rolled(cluster, ns, "bot", pin)
     return service_url(cluster, ns)
 
 
 def _table_row(case: str, accounting: Accounting, extra: str) -> None:
     ROWS[case] = f"{accounting.row()}; {extra}"
-    FIGURES[f"{case}: messages answered"] = float(accounting.answered)
 
 
 def _check(accounting: Accounting) -> None:
@@ -208,9 +204,10 @@ def _check(accounting: Accounting) -> None:
 def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
     stack: Stack, bot: str
 ) -> None:
-    """keyPrefix first -> second under a steady stream: the pods are replaced exactly once (one
-    new ReplicaSet), old and new pods kept apart by the transition, no message lost, doubled,
-    refused or handled beside another of its conversation."""
+    """keyPrefix first -> second under a steady stream, the operator pod killed a second after
+    the change: the pods are replaced exactly once (one new ReplicaSet), old and new pods kept
+    apart by the transition, no message lost, doubled, refused or handled beside another of
+    its conversation."""
     cluster, ns = stack.cluster, stack.ns
     before = {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
     sets_before = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
@@ -225,6 +222,12 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
                 lock_store("bot-locks", stack.redis_ip, "second", "bot-endpoints",
                            rollout=ROLLOUT),
             )  # fmt: skip
+            # The operator pod killed as the rollout starts: its successor must not roll again.
+            await asyncio.sleep(1)
+            await asyncio.to_thread(
+                cluster.kubectl, "-n", stack.release.namespace, "delete", "pod", "-l",
+                OPERATOR_PODS, "--grace-period=0", "--force",
+            )  # fmt: skip
 
             def replaced() -> bool:
                 now = pods(cluster, ns, "app=bot")
@@ -238,11 +241,16 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
 
     stream, changed, done = asyncio.run(run())
     accounting = asyncio.run(account(bot, stream.sent))
+    # The operator's successor is up and has looked at the store: a second rollout would have
+    # been started by now.
+    wait_ready_pods(cluster, stack.release.namespace, OPERATOR_PODS, 1)
+    wait_store_ready(cluster, ns, "bot-locks", timeout=120)
+    time.sleep(3)  # a window in which a second rollout would show (absence needs one)
     sets_after = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
     new_sets = sets_after - sets_before
     after = pods(cluster, ns, "app=bot")
     _table_row(
-        "keyPrefix change under traffic", accounting,
+        "keyPrefix change under traffic, operator pod killed", accounting,
         f"new ReplicaSets {len(new_sets)}, pods replaced {len(before)}, change -> last new pod "
         f"Ready {done - changed:.1f} s",
     )  # fmt: skip
@@ -282,7 +290,7 @@ def test_a_pod_starting_while_another_writer_dropped_the_section_waits_for_it(
             lambda: not pods(cluster, stack.release.namespace, OPERATOR_PODS),
             timeout=120,
         )
-        patch = {"data": {"endpoints.yml": tracker_store(stack.redis_ip)}}
+        patch = {"data": {"endpoints.yml": tracker_store(stack.redis_ip, stack.actions)}}
         cluster.kubectl("-n", ns, "patch", "configmap", "bot-endpoints", "--type", "merge",
                         "-p", json.dumps(patch))  # fmt: skip
         old = sorted(pods(cluster, ns, "app=bot"), key=lambda p: p["metadata"]["name"])
@@ -335,8 +343,9 @@ LEASE = 10.0
 def test_a_pod_killed_while_it_holds_a_conversation_frees_it_within_its_lease(
     stack: Stack, bot: str
 ) -> None:
-    """Pod A is inside a slow message of a conversation (its action takes 30 s) and pod B has
-    the next message of that conversation waiting in line; A is deleted with --grace-period=0.
+    """Pod A is inside a slow message of a conversation (waiting 30 s on the action server, a
+    pod of its own) and pod B has the next message of that conversation waiting in line; A is
+    deleted with --grace-period=0 (the kubelet kills it within about 2 s).
     B serves the waiting message once A's holder lease runs out: within the lease plus a bound,
     not after Rasa's 60 s lock lifetime, and the message is in the tracker once."""
     cluster, ns = stack.cluster, stack.ns
@@ -354,7 +363,7 @@ def test_a_pod_killed_while_it_holds_a_conversation_frees_it_within_its_lease(
             # The action server is called with A holding the conversation (Rasa's processor
             # takes the lock around the whole message).
             await asyncio.to_thread(wait_for, "pod A inside the slow message", _started(
-                cluster, ns, name_a), 60, 0.5)  # fmt: skip
+                cluster, ns), 60, 0.5)  # fmt: skip
             waiting = asyncio.create_task(post(session, url_b, "dead-c", "m2", timeout=90))
             await asyncio.sleep(3)
             assert not waiting.done(), waiting.result()  # in line behind A
@@ -381,9 +390,9 @@ def test_a_pod_killed_while_it_holds_a_conversation_frees_it_within_its_lease(
     wait_ready_pods(cluster, ns, "app=bot", 2, timeout=240)  # the ReplicaSet replaced A
 
 
-def _started(cluster: Cluster, ns: str, pod: str) -> Any:
+def _started(cluster: Cluster, ns: str) -> Any:
     def check() -> bool:
-        result = cluster.kubectl("-n", ns, "logs", pod, "-c", "slow-action", check=False)
+        result = cluster.kubectl("-n", ns, "logs", "actions", check=False)
         return "action_slow started for m1" in result.stdout
 
     return check

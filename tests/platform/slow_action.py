@@ -1,5 +1,5 @@
 """An action server that takes its time: ``action_slow`` answers "slow <tag> done" after
-``SLOW_ACTION_SECONDS`` (default 30). Runs as a sidecar of the node tier's bot pods
+``SLOW_ACTION_SECONDS`` (default 30). Runs as the node tier bots' action server
 (``python slow_action.py``, standard library only, port 5055), so a "slow m7" message holds
 its conversation's lock for that long, as a slow backend would."""
 
@@ -31,4 +31,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", 5055), Handler).serve_forever()
+    ThreadingHTTPServer(("0.0.0.0", 5055), Handler).serve_forever()

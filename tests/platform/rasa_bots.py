@@ -24,7 +24,9 @@ from typing import Any
 import aiohttp
 
 from tests.platform.cluster import Cluster
+from tests.platform.control_plane import wait_for
 from tests.platform.images import Image
+from tests.platform.workloads import is_ready, pods
 from tests.rasa_server.servers import Audit, audit, expected_reply, message
 
 PORT = 5005
@@ -36,24 +38,30 @@ SLOW_ACTION = Path(__file__).with_name("slow_action.py")
 SLOW_PORT = 5055
 
 
-def tracker_store(redis_ip: str) -> str:
-    """The user's own sections of the bot's file: Rasa's Redis tracker store (db 0), and the
-    action server (the pod's slow-action sidecar)."""
+def tracker_store(redis_ip: str, action_url: str, password_env: str | None = None) -> str:
+    """The user's own sections of the bot's file: Rasa's Redis tracker store (db 0; its
+    password, if any, from ``${password_env}``), and the action server (:func:`action_server`)."""
+    password = f"  password: ${{{password_env}}}\n" if password_env else ""
     return (
         "tracker_store:\n  type: redis\n"
         f"  url: {redis_ip}\n  port: 6379\n  db: 0\n  key_prefix: tracker\n  record_exp: 3600\n"
-        f"action_endpoint:\n  url: http://127.0.0.1:{SLOW_PORT}/webhook\n"
+        f"{password}action_endpoint:\n  url: {action_url}\n"
     )
 
 
-def endpoints_configmap(name: str, redis_ip: str) -> dict[str, Any]:
+def endpoints_configmap(
+    name: str, redis_ip: str, action_url: str, *, password_env: str | None = None
+) -> dict[str, Any]:
     """The bot's ConfigMap as the user (or the bot's chart) writes it: their sections, none of
     Turnstile's; the LockStore adds ``lock_store`` to it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name},
-        "data": {"endpoints.yml": tracker_store(redis_ip), "credentials.yml": CREDENTIALS},
+        "data": {
+            "endpoints.yml": tracker_store(redis_ip, action_url, password_env),
+            "credentials.yml": CREDENTIALS,
+        },
     }
 
 
@@ -113,7 +121,7 @@ def bot_deployment(
                 "metadata": {"labels": {"app": name}},
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
-                    "containers": [container, slow_action(image)],
+                    "containers": [container],
                     "volumes": [
                         # Not optional: a pod whose ConfigMap does not exist yet waits for it.
                         {"name": "config", "configMap": {"name": configmap}},
@@ -125,16 +133,47 @@ def bot_deployment(
     }
 
 
-def slow_action(image: Image) -> dict[str, Any]:
-    """The sidecar answering ``action_slow`` after 30 s (``tests/node/slow_action.py``)."""
-    return {
-        "name": "slow-action",
+def action_server(image: Image) -> list[dict[str, Any]]:
+    """The bots' action server, a pod of its own behind Service ``actions``: ``action_slow``
+    answers after 30 s (``tests/platform/slow_action.py``), so a "slow m7" message holds its
+    conversation that long; a bot pod killed meanwhile dies holding it."""
+    container = {
+        "name": "actions",
         "image": image.name,
         "imagePullPolicy": "Never",
         "command": ["/opt/rasa/bin/python", "/app/models/slow_action.py"],
+        "ports": [{"containerPort": SLOW_PORT}],
+        "readinessProbe": {"tcpSocket": {"port": SLOW_PORT}, "periodSeconds": 1},
         "volumeMounts": [{"name": "model", "mountPath": "/app/models"}],
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "actions", "labels": {"app": "actions"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container],
+                "volumes": [{"name": "model", "configMap": {"name": "bot-model"}}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "actions"},
+            "spec": {
+                "selector": {"app": "actions"},
+                "ports": [{"port": SLOW_PORT, "targetPort": SLOW_PORT}],
+            },
+        },
+    ]
+
+
+def action_url(cluster: Cluster, namespace: str) -> str:
+    service = cluster.control_plane.get_json("service", "actions", "-n", namespace)
+    assert service is not None
+    return f"http://{service['spec']['clusterIP']}:{SLOW_PORT}/webhook"
 
 
 def bot_service(name: str = "bot") -> dict[str, Any]:
@@ -311,3 +350,45 @@ def pod_log(cluster: Cluster, namespace: str, pod: str) -> str:
     with contextlib.suppress(Exception):
         return cluster.kubectl("-n", namespace, "logs", pod, "--all-containers", check=False).stdout
     return ""
+
+
+# ---------------------------------------------------------------- the operator's rollouts
+
+
+def pod_env(pod: dict[str, Any]) -> dict[str, str]:
+    container = pod["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "<from secret>") for e in container.get("env") or []}
+
+
+def template_pin(cluster: Cluster, ns: str, deployment: str) -> str | None:
+    """The fingerprint the operator injected into the Deployment's template (None: not yet)."""
+    found = cluster.control_plane.get_json("deployment", deployment, "-n", ns)
+    containers = (found or {}).get("spec", {}).get("template", {}).get("spec", {})
+    for env in (containers.get("containers") or [{}])[0].get("env") or []:
+        if env["name"] == "TURNSTILE_EXPECT_LOCK_STORE":
+            return str(env["value"])
+    return None
+
+
+def wait_pin(cluster: Cluster, ns: str, deployment: str, timeout: float = 180) -> str:
+    """Wait until the operator has put a section's fingerprint into the Deployment's template."""
+    found = wait_for(f"{deployment}'s template carrying the section's fingerprint",
+                     lambda: template_pin(cluster, ns, deployment), timeout=timeout)  # fmt: skip
+    return str(found)
+
+
+def wait_rolled(cluster: Cluster, ns: str, app: str, pin: str) -> list[dict[str, Any]]:
+    """Wait until the Deployment's only pods are 2 Ready ones expecting ``pin``."""
+
+    def rolled() -> list[dict[str, Any]] | None:
+        found = pods(cluster, ns, f"app={app}")
+        if len(found) == 2 and all(is_ready(p) and pod_env(p).get(
+                "TURNSTILE_EXPECT_LOCK_STORE") == pin for p in found):  # fmt: skip
+            return found
+        return None
+
+    try:
+        return wait_for(f"{app} rolled onto {pin}", rolled, timeout=300, interval=1)
+    except Exception:
+        print(cluster.kubectl("-n", ns, "get", "pods,rs,events", "-o", "wide", check=False).stdout)
+        raise
