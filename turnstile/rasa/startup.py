@@ -107,11 +107,31 @@ def endpoints_path(args: Sequence[str]) -> str:
     return "endpoints.yml"
 
 
+#: ``${`` is hidden from the parser behind a private-use character: Rasa registers an implicit
+#: ``${...}`` resolver on ruamel.yaml's classes when it is imported (``rasa.shared.utils.io``),
+#: which would expand the references from the env (or fail without them), and the operator's
+#: fingerprint is over the references as written.
+_MASK: Final = "\ue000{"
+
+
+def _unmask(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_MASK, "${")
+    if isinstance(value, Mapping):
+        return {_unmask(k): _unmask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmask(v) for v in value]
+    return value
+
+
 def _load_yaml(text: str) -> Any:
-    """YAML 1.2 as Rasa reads its files (ruamel.yaml, a dependency of every Rasa)."""
+    """YAML 1.2 as Rasa reads its files (ruamel.yaml, a dependency of every Rasa), with the
+    ``${VAR}`` references left as they are written."""
     from ruamel.yaml import YAML  # noqa: PLC0415 - Rasa's own parser, only where Rasa is
 
-    return YAML(typ="safe", pure=True).load(text)
+    if "\ue000" in text:
+        return YAML(typ="safe", pure=True).load(text)
+    return _unmask(YAML(typ="safe", pure=True).load(text.replace("${", _MASK)))
 
 
 def problems(
