@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,9 @@ from tests.node.test_operator import (
     Release,
     install_chart,
     lock_store,
-    start_redis,
     wait_store_ready,
 )
+from tests.platform import workloads
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
 from tests.platform.images import Image
@@ -51,11 +52,12 @@ from tests.platform.rasa_bots import (
     tracker_store,
     wait_rolled,
 )
-from tests.platform.workloads import apply, is_ready, pods, wait_ready_pods
+from tests.platform.workloads import apply, is_ready, password_secret, pods, wait_ready_pods
 
 #: Printed after the run (``node tier figures``) and quoted in the docs: one row per case.
 ROWS: dict[str, str] = {}
 ROLLOUT = {"workloads": [{"kind": "Deployment", "name": "bot"}], "injectEnv": True}
+PASSWORD_ENV = "TURNSTILE_LOCK_STORE_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,12 @@ def stack(
     node_cluster: Cluster, node_images: NodeImages, rasa_image: Image, bot_model: Path
 ) -> Iterator[Stack]:
     with install_chart(node_cluster, node_images) as release:
-        redis_ip = start_redis(node_cluster, node_images, release.bots)
+        # Password protected: the pods take it from the env the operator injects (secretKeyRef),
+        # for the lock store and for Rasa's tracker store alike.
+        password_secret(node_cluster, release.bots, "redis-auth", "pw-" + uuid.uuid4().hex)
+        redis_ip = workloads.start_redis(
+            node_cluster, node_images.redis, release.bots, password_secret="redis-auth"
+        )
         apply(node_cluster, release.bots, model_configmap(bot_model))
         apply(node_cluster, release.bots, *action_server(rasa_image))
         wait_ready_pods(node_cluster, release.bots, "app=actions", 1)
@@ -95,7 +102,13 @@ def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_l
     run but do not start Rasa, say why, and the Service answers nothing; the LockStore's first
     render rolls them onto pods that load it."""
     cluster, ns = stack.cluster, stack.ns
-    apply(cluster, ns, endpoints_configmap("early-endpoints", stack.redis_ip, stack.actions))
+    apply(
+        cluster,
+        ns,
+        endpoints_configmap(
+            "early-endpoints", stack.redis_ip, stack.actions, password_env=PASSWORD_ENV
+        ),
+    )
     apply(cluster, ns, bot_deployment(stack.image, "early-endpoints", name="early"),
           bot_service("early"))  # fmt: skip
     url = service_url(cluster, ns, "early")
@@ -126,6 +139,7 @@ def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_l
         stack.redis_ip,
         "early",
         "early-endpoints",
+        password_secret="redis-auth",
         rollout={**ROLLOUT, "workloads": [{"kind": "Deployment", "name": "early"}]},
     )
     apply(cluster, ns, store)  # fmt: skip
@@ -173,13 +187,24 @@ def wait_pin(stack: Stack, deployment: str) -> str:
         raise
 
 
+def bot_locks(stack: Stack, prefix: str) -> dict[str, Any]:
+    """The bot's LockStore: the password-protected Redis, rolling Deployment ``bot``."""
+    return lock_store("bot-locks", stack.redis_ip, prefix, "bot-endpoints",
+                      password_secret="redis-auth", rollout=ROLLOUT)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def bot(stack: Stack) -> str:
     """The bot (2 Rasa pods) on a LockStore ``bot-locks``, Ready; its Service URL."""
     cluster, ns = stack.cluster, stack.ns
-    apply(cluster, ns, endpoints_configmap("bot-endpoints", stack.redis_ip, stack.actions))
-    apply(cluster, ns, lock_store("bot-locks", stack.redis_ip, "first", "bot-endpoints",
-                                  rollout=ROLLOUT))  # fmt: skip
+    apply(
+        cluster,
+        ns,
+        endpoints_configmap(
+            "bot-endpoints", stack.redis_ip, stack.actions, password_env=PASSWORD_ENV
+        ),
+    )
+    apply(cluster, ns, bot_locks(stack, "first"))
     wait_store_ready(cluster, ns, "bot-locks", condition="ConfigRendered")
     apply(cluster, ns, bot_deployment(stack.image, "bot-endpoints"), bot_service())
     wait_store_ready(cluster, ns, "bot-locks", timeout=180)
@@ -219,8 +244,7 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
             changed = time.monotonic()
             await asyncio.to_thread(
                 apply, cluster, ns,
-                lock_store("bot-locks", stack.redis_ip, "second", "bot-endpoints",
-                           rollout=ROLLOUT),
+                bot_locks(stack, "second"),
             )  # fmt: skip
             # The operator pod killed as the rollout starts: its successor must not roll again.
             await asyncio.sleep(1)
@@ -290,7 +314,9 @@ def test_a_pod_starting_while_another_writer_dropped_the_section_waits_for_it(
             lambda: not pods(cluster, stack.release.namespace, OPERATOR_PODS),
             timeout=120,
         )
-        patch = {"data": {"endpoints.yml": tracker_store(stack.redis_ip, stack.actions)}}
+        patch = {
+            "data": {"endpoints.yml": tracker_store(stack.redis_ip, stack.actions, PASSWORD_ENV)}
+        }
         cluster.kubectl("-n", ns, "patch", "configmap", "bot-endpoints", "--type", "merge",
                         "-p", json.dumps(patch))  # fmt: skip
         old = sorted(pods(cluster, ns, "app=bot"), key=lambda p: p["metadata"]["name"])

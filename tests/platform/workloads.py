@@ -147,6 +147,15 @@ def install_chart(
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
+def password_secret(cluster: Cluster, namespace: str, name: str, password: str) -> None:
+    """A Secret ``name`` (key ``password``) labelled for the operator's use."""
+    apply(cluster, namespace, {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": {"turnstile.dev/store-secret": "true"}},
+        "stringData": {"password": password},
+    })  # fmt: skip
+
+
 def start_redis(
     cluster: Cluster, redis: Image, namespace: str, *, password_secret: str | None = None
 ) -> str:
@@ -195,9 +204,13 @@ def start_redis(
 
 
 def lock_store(
-    name: str, redis_ip: str, prefix: str, configmap: str, **spec: Any
-) -> dict[str, Any]:
-    """A LockStore on the standalone Redis at ``redis_ip`` rendering into ``configmap``."""
+    name: str, redis_ip: str, prefix: str, configmap: str, *, password_secret: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """A LockStore on the standalone Redis at ``redis_ip`` rendering into ``configmap``;
+    ``password_secret``: the Secret (key ``password``) the Redis requires."""
+    auth = {} if password_secret is None else {
+        "passwordSecretRef": {"name": password_secret, "key": "password"}}  # fmt: skip
     return {
         "apiVersion": "turnstile.dev/v1alpha1",
         "kind": "LockStore",
@@ -208,6 +221,7 @@ def lock_store(
                 "host": redis_ip,
                 "port": 6379,
                 "keyPrefix": prefix,
+                **auth,
             },
             "configMap": {"name": configmap},
             **spec,
