@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps valkey node-deps kube demo test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
+.PHONY: all deps venv system-deps valkey node-deps kube demo demo-rasa-venv demo-images test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
 
 all: test
 
@@ -37,9 +37,16 @@ deps: system-deps venv kube valkey
 
 # --- the README's two commands -------------------------------------------------------------
 # The node tier's cluster (root) with the operator pod, Redis pods and Rasa 3.6.21 bot pods.
-demo: deps node-deps
-	bash hack/rasa-server-venv.sh
+# On a fresh machine the Go build, Rasa's venv and the images are made side by side (-j3).
+demo: system-deps venv node-deps
+	@$(MAKE) --no-print-directory -j3 kube demo-rasa-venv demo-images
 	$(PY) -m examples.demo
+
+demo-rasa-venv:
+	@bash hack/rasa-server-venv.sh
+
+demo-images: venv node-deps
+	@$(PY) -m tests.platform.images
 
 # tests/dist installs the wheel `dist` just built into a fresh venv (TURNSTILE_DIST_DIR).
 test: deps lint lint-chart dist

@@ -200,10 +200,27 @@ def restore(
             proc = _run(["ip", "link", "delete", name])
             if proc.returncode != 0:
                 errors.append(f"ip link delete {name}: {proc.stderr.strip()}")
+    _remove_new_veths(before, errors)
     _restore_paths(before, errors)
     _restore_sysctls(before, errors)
     _restore_iptables(before, errors)
     return errors
+
+
+def _remove_new_veths(before: HostState, errors: list[str]) -> None:
+    """The host ends of pods' veth pairs (the CNI bridge plugin's ``veth*``) that outlived
+    their network namespace: the kernel usually drops them with it, not always at once."""
+    deadline = time.monotonic() + 10
+    for _ in range(50):  # bounded; the deadline ends it sooner
+        left = [n for n in _links() if n.startswith("veth") and n not in before.links]
+        if not left:
+            return
+        for name in left:
+            _run(["ip", "link", "delete", name])
+        if time.monotonic() > deadline:
+            errors.append(f"veth links not removed: {left}")
+            return
+        time.sleep(0.2)
 
 
 def _unmount_new(before: HostState, prefixes: tuple[str, ...], errors: list[str]) -> None:
