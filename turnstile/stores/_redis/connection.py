@@ -368,6 +368,27 @@ class RedisConnection:
 
         return await self.run(op, what=script.name)
 
+    async def eval_counting(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, int]:
+        """:meth:`eval`, and how many earlier attempts were sent before the one that answered.
+
+        An attempt whose connection failed after it was sent (a routing refresh closing the
+        connection, a master dying) may have run on Redis with its reply lost; a script whose
+        answer depends on its own earlier effects (RELEASE finding its ticket gone) needs to
+        know that.
+        """
+        sent = 0
+
+        async def op(client: AnyRedis) -> Any:
+            nonlocal sent
+            lane = await self._lane(client, keys)
+            sent += 1
+            return await script.run_on(lane, keys, args)
+
+        reply = await self.run(op, what=script.name)
+        return reply, sent - 1
+
     def _lane_address(self, client: AnyRedis, keys: Sequence[str]) -> tuple[str, int]:
         if self.is_cluster:
             assert isinstance(client, RedisCluster)

@@ -54,6 +54,7 @@ from turnstile.stores.locks.api import (
     DEFAULT_LOCK_LEASE,
     LEASE_ACCEPTED,
     Issued,
+    Released,
     Renewal,
     Ticket,
     TicketLock,
@@ -61,6 +62,7 @@ from turnstile.stores.locks.api import (
     check_lease,
     check_lifetime,
     default_lock_lifetime,
+    release_outcome,
     renew_interval,
     waiting_lease,
 )
@@ -80,6 +82,8 @@ _BLOCK_MARGIN: Final = 0.5
 _MIN_BLOCK: Final = 0.01
 #: After an interrupted wait, before asking again (the retrying CHECK does the real backoff).
 _INTERRUPTED_PAUSE: Final = 0.01
+#: CHECK's last reply: the ticket was gone and re-entered with its number (else at the back).
+_REENTERED_KEEPING_TURN: Final = 1
 
 
 def conversation_tag(conversation_id: str) -> str:
@@ -131,6 +135,12 @@ def ask_again_key(queue: str) -> str:
     return f"{queue}:x"
 
 
+def gone_key(queue: str) -> str:
+    """The gone mark: the highest number removed on purpose (DELETE, SAVE, a release by number
+    alone); a waiter or holder whose ticket is gone puts it back only above it."""
+    return f"{queue}:g"
+
+
 @dataclass(eq=False)
 class _Waiter:
     """A waiter of this process, in its conversation's local line (see the module doc)."""
@@ -154,6 +164,14 @@ class _LoopState:
         if line[0] is waiter:
             waiter.turn.set()
         return waiter
+
+    def renumber(self, conversation_id: str, waiter: _Waiter, number: int) -> None:
+        """A waiter that re-entered at the back has a new number: its place here moves too."""
+        line = self.lines[conversation_id]
+        line.remove(waiter)
+        waiter.number = number
+        bisect.insort(line, waiter, key=lambda w: w.number)
+        line[0].turn.set()
 
     def is_first(self, conversation_id: str, waiter: _Waiter) -> bool:
         return self.lines[conversation_id][0] is waiter
@@ -271,12 +289,13 @@ class RedisTicketLockStore(TicketLockStore):
         key = self._key(conversation_id)
         ask_again = ask_again_key(key)
         ahead = issued.ahead
-        renew: list[Any] = [
-            issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)
-        ]
         hold = self.hold_lease(issued.lifetime)
-        if hold is not None:
-            renew.append(_ms(hold))
+        number = issued.ticket.number
+        renew: list[Any] = [
+            issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime),
+            "" if hold is None else _ms(hold), number,
+        ]
+        keys = [key, gone_key(key)]
         head_ttl = issued.head_ttl
         cap = min(
             max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK),
@@ -311,34 +330,76 @@ class RedisTicketLockStore(TicketLockStore):
                     await asyncio.sleep(_INTERRUPTED_PAUSE)
             else:
                 await asyncio.sleep(min(block, _OVERFLOW_POLL))
-            # Woken or not: CHECK renews the lease, or takes the turn at the head.
-            position, ttl_ms, expires, in_front = await conn.eval(CHECK, [key], renew)
-            if int(position) == 0:
-                return Ticket(issued.ticket.number, int(expires) / 1000)
+            # Woken or not: CHECK renews the lease, or takes the turn at the head; a ticket
+            # gone in a failover (or whose lease ran out meanwhile) re-enters.
+            position, ttl_ms, expires, in_front, now_number, how = await conn.eval(
+                CHECK, keys, renew
+            )
             if int(position) < 0:
                 raise LockError(
-                    f"the ticket for conversation {conversation_id!r} was deleted (or its "
-                    "waiting lease ran out) before its turn"
+                    f"the ticket for conversation {conversation_id!r} was deleted before its "
+                    "turn"
                 )
+            if int(how):
+                number = self._reentered(state, waiter, conversation_id, number,
+                                         int(now_number), int(how))
+                renew[-1] = number
+            if int(position) == 0:
+                return Ticket(number, int(expires) / 1000)
             head_ttl, ahead = int(ttl_ms) / 1000, int(in_front)
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
-        position, ttl_ms, deadline_ms = await self.connection.eval(
-            RENEW, [self._key(conversation_id)], [ticket_id, _ms(lease)]
+    def _reentered(  # noqa: PLR0917 - one private call site, the wait loop
+        self, state: _LoopState, waiter: _Waiter, conversation_id: str, old: int, new: int,
+        how: int,
+    ) -> int:
+        self.metrics.reentered()
+        if how == _REENTERED_KEEPING_TURN:
+            logger.info("conversation %r: a waiting ticket (%d) was gone (a Redis failover, or "
+                        "its lease ran out while Redis was unreachable); it re-entered in its "
+                        "place", conversation_id, old)
+            return old
+        logger.info("conversation %r: a waiting ticket (%d) was gone (a Redis failover, or its "
+                    "lease ran out while Redis was unreachable) and nothing proves its place "
+                    "safe; it re-entered at the back as %d", conversation_id, old, new)
+        state.renumber(conversation_id, waiter, new)
+        return new
+
+    async def _renew(
+        self,
+        conversation_id: str,
+        ticket_id: str,
+        lease: float,
+        *,
+        number: int | None = None,
+        deadline_in: float | None = None,
+    ) -> Renewal:
+        key = self._key(conversation_id)
+        args: list[Any] = [ticket_id, _ms(lease)]
+        if number is not None and deadline_in is not None:
+            args += [number, int(deadline_in * 1000)]
+        position, ttl_ms, deadline_ms, restored = await self.connection.eval(
+            RENEW, [key, gone_key(key)], args
         )
-        return Renewal(int(position), int(ttl_ms) / 1000, int(deadline_ms) / 1000)
+        return Renewal(
+            int(position), int(ttl_ms) / 1000, int(deadline_ms) / 1000, bool(int(restored))
+        )
 
     async def _release(
-        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
-    ) -> bool:
+        self,
+        conversation_id: str,
+        *,
+        ticket_id: str | None = None,
+        number: int | None = None,
+        expires: float | None = None,
+    ) -> Released:
         key = self._key(conversation_id)
-        keys = [key, ask_again_key(key)]
+        keys = [key, ask_again_key(key), gone_key(key)]
         if number is not None:
             keys.append(done_key(key, number))
-        found = await self.connection.eval(
-            RELEASE, keys, [ticket_id or "", "" if number is None else str(number)]
-        )
-        return bool(int(found))
+        args = [ticket_id or "", "" if number is None else str(number),
+                "" if expires is None else str(int(expires * 1000))]
+        found, earlier = await self.connection.eval_counting(RELEASE, keys, args)
+        return release_outcome(int(found), reply_lost=earlier > 0)
 
     async def state(self, conversation_id: str) -> list[tuple[Ticket, float | None]]:
         """The live tickets in turn order, each with its hard deadline (seconds since the
@@ -361,11 +422,11 @@ class RedisTicketLockStore(TicketLockStore):
         for ticket in lock.tickets:
             args += [str(int(ticket.number)), str(int(ticket.expires * 1000))]
         key = self._key(lock.conversation_id)
-        await self.connection.eval(SAVE, [key, ask_again_key(key)], args)
+        await self.connection.eval(SAVE, [key, ask_again_key(key), gone_key(key)], args)
 
     async def delete_lock(self, conversation_id: str) -> None:
         key = self._key(conversation_id)
-        await self.connection.eval(DELETE, [key, ask_again_key(key)], [])
+        await self.connection.eval(DELETE, [key, ask_again_key(key), gone_key(key)], [])
 
     async def close(self) -> None:
         """Close the connection of the running loop and those of other running loops (a
