@@ -69,6 +69,7 @@ class LockRecorder(Protocol):
     def reply_lost(self) -> None: ...
     def reentered(self) -> None: ...
     def restored(self) -> None: ...
+    def durable_unacked(self) -> None: ...
 
 
 class ConnectionRecorder(Protocol):
@@ -112,6 +113,9 @@ class _Off:
     def restored(self) -> None:
         pass
 
+    def durable_unacked(self) -> None:
+        pass
+
     def retried(self) -> None:
         pass
 
@@ -136,7 +140,8 @@ OFF: Final = _Off()
 
 class _LockSeries:
     __slots__ = (
-        "_hold", "_overtaken", "_position", "_reentered", "_reply_lost", "_restored", "_wait",
+        "_durable_unacked", "_hold", "_overtaken", "_position", "_reentered", "_reply_lost",
+        "_restored", "_wait",
     )
 
     def __init__(self, series: _Series, labels: tuple[str, str]) -> None:
@@ -147,6 +152,7 @@ class _LockSeries:
         self._reply_lost = series.lock_reply_lost.labels(*labels).inc
         self._reentered = series.lock_reentered.labels(*labels).inc
         self._restored = series.lock_restored.labels(*labels).inc
+        self._durable_unacked = series.lock_durable_unacked.labels(*labels).inc
 
     now = staticmethod(time.perf_counter)
 
@@ -172,6 +178,9 @@ class _LockSeries:
 
     def restored(self) -> None:
         self._restored()
+
+    def durable_unacked(self) -> None:
+        self._durable_unacked()
 
 
 class _ConnectionSeries:
@@ -324,6 +333,12 @@ class _Series:
             "turnstile_lock_restored",
             "Holders whose ticket was gone at a lease renewal and was put back, nobody having "
             "been let in meanwhile",
+            lock, registry=registry,
+        )
+        self.lock_durable_unacked = prom.Counter(
+            "turnstile_lock_durable_unacknowledged",
+            "Durable mode: turns granted without the replicas' acknowledgement (too few "
+            "replicas answered WAIT in time, or acknowledgements were paused after that)",
             lock, registry=registry,
         )
         conn = ("mode", "client")

@@ -106,6 +106,9 @@ class OtelSeries:
         self.lock_restored = _counter(
             meter, "turnstile.lock.restored", "{holder}",
             "Holders whose ticket was gone at a lease renewal and was put back", lock)
+        self.lock_durable_unacked = _counter(
+            meter, "turnstile.lock.durable_unacknowledged", "{turn}",
+            "Durable mode: turns granted without the replicas' acknowledgement", lock)
         conn = ("mode", "client")
         self.redis_retries = _counter(
             meter, "turnstile.redis.retries", "{operation}",

@@ -41,14 +41,23 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Final
 
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores._redis.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
-from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
+from turnstile.stores._redis.scripts import LuaScript
+from turnstile.stores.config import (
+    DURABLE_KEYS,
+    REDIS_KEYS,
+    DurableSettings,
+    RedisSettings,
+    SettingsReader,
+    read_durable,
+    warn_unknown,
+)
 from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
 from turnstile.stores.locks.api import (
     DEFAULT_LOCK_LEASE,
@@ -84,6 +93,9 @@ _MIN_BLOCK: Final = 0.01
 _INTERRUPTED_PAUSE: Final = 0.01
 #: CHECK's last reply: the ticket was gone and re-entered with its number (else at the back).
 _REENTERED_KEEPING_TURN: Final = 1
+#: Durable mode: after a WAIT that fell short, turns go unacknowledged this long (seconds), so
+#: missing replicas cost one ``lock_durable_timeout`` per interval, not one per turn.
+_DURABLE_BACKOFF: Final = 1.0
 
 
 def conversation_tag(conversation_id: str) -> str:
@@ -156,6 +168,9 @@ class _LoopState:
         self.connection = connection
         self.free_slots = wait_connections
         self.lines: dict[str, list[_Waiter]] = {}
+        #: Durable mode: ``loop.time()`` before which turns are not acknowledged (see
+        #: ``_DURABLE_BACKOFF``).
+        self.durable_paused_until = 0.0
 
     def enter(self, conversation_id: str, number: int) -> _Waiter:
         waiter = _Waiter(number)
@@ -204,10 +219,13 @@ class RedisTicketLockStore(TicketLockStore):
         lock_lease: float | None = DEFAULT_LOCK_LEASE,
         wait_connections: int = DEFAULT_WAIT_CONNECTIONS,
         client_name: str = "turnstile-locks",
+        durable: DurableSettings | None = None,
     ) -> None:
         super().__init__(lock_lifetime=lock_lifetime, lock_lease=lock_lease)
         self.settings = settings
         self.wait_connections = wait_connections
+        #: Durable mode (``lock_durable_replicas``): None when off.
+        self.durable = durable
         self._client_name = client_name
         # redis-py clients belong to the loop that made them; Rasa runs some jobs under
         # ``asyncio.run`` in another thread, so each loop gets its own connection, closed
@@ -237,9 +255,10 @@ class RedisTicketLockStore(TicketLockStore):
         wait_connections = reader.integer(
             "wait_connections", DEFAULT_WAIT_CONNECTIONS, minimum=1, maximum=10_000
         )
-        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=section)
+        durable = read_durable(reader)
+        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS | DURABLE_KEYS, what=section)
         return cls(settings, lock_lifetime=lifetime, lock_lease=lease,
-                   wait_connections=wait_connections)
+                   wait_connections=wait_connections, durable=durable)
 
     @property
     def connection(self) -> RedisConnection:
@@ -259,8 +278,8 @@ class RedisTicketLockStore(TicketLockStore):
             hold = self.hold_lease(lifetime)
             if hold is not None:
                 args.append(_ms(hold))
-        number, position, wait_ms, expires, ahead = await self.connection.eval(
-            ISSUE, [self._key(conversation_id)], args
+        number, position, wait_ms, expires, ahead = await self._turn_script(
+            self._loops.get(), ISSUE, [self._key(conversation_id)], args, _issue_at_head
         )
         ticket = Ticket(int(number), int(expires) / 1000)
         self.metrics.drawn(int(position))
@@ -332,8 +351,8 @@ class RedisTicketLockStore(TicketLockStore):
                 await asyncio.sleep(min(block, _OVERFLOW_POLL))
             # Woken or not: CHECK renews the lease, or takes the turn at the head; a ticket
             # gone in a failover (or whose lease ran out meanwhile) re-enters.
-            position, ttl_ms, expires, in_front, now_number, how = await conn.eval(
-                CHECK, keys, renew
+            position, ttl_ms, expires, in_front, now_number, how = await self._turn_script(
+                state, CHECK, keys, renew, _check_at_head
             )
             if int(position) < 0:
                 raise LockError(
@@ -363,6 +382,45 @@ class RedisTicketLockStore(TicketLockStore):
                     "safe; it re-entered at the back as %d", conversation_id, old, new)
         state.renumber(conversation_id, waiter, new)
         return new
+
+    async def _turn_script(
+        self,
+        state: _LoopState,
+        script: LuaScript,
+        keys: list[str],
+        args: list[Any],
+        grants_turn: Callable[[Any], bool],
+    ) -> Any:
+        """Run ISSUE or CHECK; in durable mode, a reply that grants the turn is acknowledged by
+        ``durable.replicas`` replicas (``WAIT``) before it is returned. Too few acknowledgements
+        in ``durable.timeout`` (replicas down, or still resyncing after a failover) let the
+        holder enter all the same, with a warning, and pause the acknowledgements for
+        ``_DURABLE_BACKOFF``: durable mode narrows the replication window, it does not stop
+        conversations when replicas are missing (``docs/locks.md``, "Durable mode")."""
+        durable = self.durable
+        if durable is None:
+            return await state.connection.eval(script, keys, args)
+        loop = asyncio.get_running_loop()
+        if loop.time() < state.durable_paused_until:
+            reply = await state.connection.eval(script, keys, args)
+            if grants_turn(reply):
+                self.metrics.durable_unacked()
+            return reply
+        # WAIT must follow the write on the connection that made it: eval_then sends it there.
+        wait = ("WAIT", durable.replicas, durable.timeout_ms)
+        reply, acked = await state.connection.eval_then(
+            script, keys, args, then=lambda reply: wait if grants_turn(reply) else None
+        )
+        if acked is not None and int(acked) < durable.replicas:
+            self.metrics.durable_unacked()
+            state.durable_paused_until = loop.time() + _DURABLE_BACKOFF
+            logger.warning(
+                "durable locks: %d of %d replicas acknowledged a turn within %gs; the holder "
+                "enters unacknowledged, and turns go unacknowledged for %gs (are replicas "
+                "down, or resyncing after a failover?)",
+                acked, durable.replicas, durable.timeout, _DURABLE_BACKOFF,
+            )
+        return reply
 
     async def _renew(
         self,
@@ -432,6 +490,14 @@ class RedisTicketLockStore(TicketLockStore):
         """Close the connection of the running loop and those of other running loops (a
         loop that closes first closes its own)."""
         await self._loops.close_all()
+
+
+def _issue_at_head(reply: Any) -> bool:
+    return int(reply[1]) == 0
+
+
+def _check_at_head(reply: Any) -> bool:
+    return int(reply[0]) == 0
 
 
 def _ms(seconds: float) -> int:
