@@ -125,6 +125,7 @@ bench: deps
 	$(PY) -m bench.rasa_server
 	bash hack/rasa-venvs.sh pro
 	$(PY) -m bench.lock_overlaps
+	$(PY) -m bench.lock_failover
 
 e2e: venv kube
 	bash hack/e2e-kind.sh

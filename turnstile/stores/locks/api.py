@@ -358,8 +358,10 @@ class TicketLockStore(abc.ABC):
     @abc.abstractmethod
     async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
         """Renew the waiting ticket until it is at the head, then give it its lifetime and
-        return it; raise LockError if it vanished meanwhile (deleted, or its lease ran out
-        because this waiter stalled), LockTimeoutError at ``deadline`` (``loop.time()``)."""
+        return it (its number may be new: see ``locks.redis``, a ticket lost in a failover
+        re-enters the line); raise LockError if it was removed meanwhile (deleted; in the
+        in-memory store also its lease running out because this waiter stalled),
+        LockTimeoutError at ``deadline`` (``loop.time()``)."""
 
     @abc.abstractmethod
     async def _renew(

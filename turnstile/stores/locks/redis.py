@@ -32,6 +32,15 @@ Past the cap, a waiter asks with CHECK every ``_OVERFLOW_POLL`` instead of block
 **Holder leases** (``lock_lease``, ``locks.api`` module doc): ISSUE and CHECK give a ticket that
 takes its turn one lease and a deadline (turn + lifetime) in the same script, so the cycle
 stays two round trips; the holder's background renewal is the RENEW script.
+
+**Failover** (``docs/locks.md``): a waiter's CHECK carries its number and the conversation's
+gone mark, so a ticket lost with a dead master's last writes (or whose waiting lease ran out
+while Redis was unreachable) re-enters the line in that same script, in its place when a ticket
+ahead of it proves that safe, else at the back; a holder's RENEW puts its lost ticket back when
+the queue is empty. RELEASE gets the ticket's known expiry, and the connection says whether an
+earlier attempt was sent, so a release whose reply was lost is not taken for an expired ticket.
+In durable mode (``lock_durable_replicas``) the ISSUE or CHECK that grants a turn is followed
+by ``WAIT`` on the same connection before the holder enters.
 """
 
 from __future__ import annotations
