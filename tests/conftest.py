@@ -12,6 +12,7 @@ fails instead of skipping: a green run must mean every tier ran.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # the stores can depend on one loop's classes. Tests on a fake clock (``looptime``, which patches
 # asyncio's loop) and the ``k8s``/``e2e`` tiers (kopf, the operator) run on asyncio only.
 # A missing uvloop is an error, not a quiet halving of the suite.
+#
+# ``TURNSTILE_EVENT_LOOP=uvloop`` (or ``asyncio``) runs the both-loop tests on that loop alone:
+# a second server's pass over the suite (``make test-valkey``) halves its time that way; tests
+# that run on asyncio only still run.
 
 _BOTH_LOOP_TIERS = ("unit", "redis")
+_LOOP_ENV = "TURNSTILE_EVENT_LOOP"
 
 
 def _uvloop_factory() -> Any:
@@ -65,4 +71,9 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> A
     asyncio_only = item.get_closest_marker("looptime") or item.get_closest_marker("asyncio_only")
     if tier in _BOTH_LOOP_TIERS and asyncio_only is None:
         factories["uvloop"] = _uvloop_factory
+        only = os.environ.get(_LOOP_ENV)
+        if only:
+            if only not in factories:
+                raise pytest.UsageError(f"{_LOOP_ENV}={only!r}: one of {', '.join(factories)}")
+            factories = {only: factories[only]}
     return factories

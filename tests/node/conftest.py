@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.platform.cluster import Cluster
-from tests.platform.control_plane import wait_for
-from tests.platform.images import Image
-from tests.platform.node_fixtures import NodeImages
+from tests.platform.images import Image, ImageBuildError
+from tests.platform.node_fixtures import FIGURES, NodeImages
+from tests.platform.rasa_image import rasa_bot_image
+from tests.rasa_server.servers import VENV as RASA_VENV
+from tests.rasa_server.servers import RasaServerError, train_bot
 
 #: The first test's setup builds the images on a cold cache (about 3 min on 2 busy cores) and
 #: starts the cluster; the per-test default (180 s) is for tests, not for that.
 NODE_TEST_TIMEOUT = 600
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.node.test_rasa_pods import ROWS  # noqa: PLC0415
+
+    if ROWS:
+        terminalreporter.write_sep("-", "Rasa pods: messages per case")
+        for case, row in ROWS.items():
+            terminalreporter.write_line(f"{case}: {row}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,56 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def busybox(node_images: NodeImages) -> Image:
     """The busybox test image, loaded into the node."""
     return node_images.busybox
-
-
-def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
-    """``kubectl apply`` of manifests given as dicts (JSON is YAML)."""
-    cluster.kubectl(
-        "-n", namespace, "apply", "-f", "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
-    )  # fmt: skip
-
-
-def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    data = cluster.control_plane.get_json("pods", "-n", namespace, "-l", selector)
-    return list(data["items"]) if data else []
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod["metadata"].get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def wait_ready_pods(
-    cluster: Cluster, namespace: str, selector: str, count: int, timeout: float = 120.0
-) -> list[dict[str, Any]]:
-    """Wait until exactly ``count`` pods match and all of them are Ready; return them."""
-
-    def probe() -> list[dict[str, Any]] | None:
-        found = pods(cluster, namespace, selector)
-        if len(found) == count and all(is_ready(p) for p in found):
-            return found
-        return None
-
-    try:
-        return wait_for(f"{count} Ready pods {selector} in {namespace}", probe, timeout, 0.5)
-    except Exception:
-        print(
-            cluster.kubectl("-n", namespace, "get", "pods,events", "-o", "wide", check=False).stdout
-        )
-        print(cluster.node.logs(40))
-        raise
-
-
-def wait_default_service_account(cluster: Cluster, namespace: str) -> None:
-    """Pods are refused until the controller-manager has made the namespace's ServiceAccount."""
-    wait_for(
-        f"serviceaccount default in {namespace}",
-        lambda: cluster.control_plane.get_json("serviceaccount", "default", "-n", namespace),
-        timeout=60,
-    )
 
 
 def busybox_container(image: Image, script: str, **extra: Any) -> dict[str, Any]:
@@ -107,3 +68,30 @@ def bot_deployment(container: dict[str, Any], **pod_spec: Any) -> dict[str, Any]
             },
         },
     }
+
+
+@pytest.fixture(scope="session")
+def rasa_image(node_cluster: Cluster, node_images: NodeImages) -> Image:
+    """The Rasa 3.6.21 bot image (:mod:`tests.platform.rasa_image`), loaded into the node."""
+    began = time.monotonic()
+    try:
+        image = rasa_bot_image(node_images.base, RASA_VENV)
+    except (ImageBuildError, OSError) as exc:
+        pytest.fail(f"the Rasa bot image could not be built: {exc}", pytrace=False)
+    FIGURES["Rasa bot image built or found in the cache"] = time.monotonic() - began
+    began = time.monotonic()
+    node_cluster.load_image(image)
+    FIGURES["Rasa bot image imported into the node"] = time.monotonic() - began
+    return image
+
+
+@pytest.fixture(scope="session")
+def bot_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tests/rasa_server/bot`` trained by real ``rasa train`` (Rasa 3.6.21, about 15 s)."""
+    began = time.monotonic()
+    try:
+        model = train_bot(tmp_path_factory.mktemp("bot"), python=RASA_VENV / "bin" / "python")
+    except (RasaServerError, OSError) as exc:
+        pytest.fail(f"the bot could not be trained: {exc}", pytrace=False)
+    FIGURES["bot trained"] = time.monotonic() - began
+    return model

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.node.conftest import apply
 from tests.node.test_operator import (
     OPERATOR_PODS,
     install_chart,
@@ -17,6 +16,7 @@ from tests.node.test_operator import (
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
 from tests.platform.node_fixtures import FIGURES, NodeImages
+from tests.platform.workloads import apply
 from turnstile.operator.handlers.stores import PEERING_LIFETIME
 
 #: A deleted pod says goodbye in the peering record, so the other replica should resume at once;

@@ -6,18 +6,12 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 
-from tests.node.conftest import (
-    apply,
-    bot_deployment,
-    busybox_container,
-    pods,
-    wait_default_service_account,
-    wait_ready_pods,
-)
+from tests.node.conftest import bot_deployment, busybox_container
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
 from tests.platform.images import Image
 from tests.platform.node import FENCE, NODE_NAME, POD_SUBNET
+from tests.platform.workloads import apply, pods, wait_default_service_account, wait_ready_pods
 
 
 def test_node_registers_ready_with_containerd(node_cluster: Cluster) -> None:

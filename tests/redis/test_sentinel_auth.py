@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.platform.redis_fixtures import REDIS_PASSWORD, SENTINEL_PASSWORD, require_redis
+from tests.platform.redis_fixtures import (
+    REDIS_PASSWORD,
+    SENTINEL_PASSWORD,
+    require_redis,
+    require_redis_tls,
+)
 from tests.platform.redis_servers import SentinelGroup, store_kwargs
 from turnstile.stores.config import RedisSettings, SettingsReader
 from turnstile.stores.errors import TurnstileError
@@ -88,8 +92,7 @@ async def test_a_wrong_or_missing_sentinel_password_names_the_key(
 def tls_sentinel_group() -> Iterator[SentinelGroup]:
     """TLS everywhere (one CA), passwords on the data nodes and on the sentinels."""
     require_redis("redis-server", "redis-sentinel", "redis-cli")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI missing")
+    require_redis_tls()
     with SentinelGroup(
         replicas=1, sentinels=3, quorum=2, password=REDIS_PASSWORD,
         sentinel_password=SENTINEL_PASSWORD, tls=True,

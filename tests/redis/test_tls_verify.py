@@ -8,7 +8,6 @@ are loaded, as ``ssl.create_default_context`` does for both connection paths).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.platform.redis_fixtures import require_redis
+from tests.platform.redis_fixtures import require_redis_tls
 from tests.platform.redis_servers import RedisServer, store_kwargs
 from turnstile.stores import config
 from turnstile.stores._redis.connection import RedisConnection
@@ -30,9 +29,7 @@ from turnstile.stores.probe import probe
 @pytest.fixture(scope="module")
 def wrong_name_server() -> Iterator[RedisServer]:
     """A TLS server whose certificate (from its own CA) names another host."""
-    require_redis("redis-server")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI missing")
+    require_redis_tls()
     with RedisServer(
         tls=True, tls_server_names="DNS:redis.elsewhere.invalid", name="redis-tls-wrongname"
     ) as server:

@@ -77,3 +77,28 @@ def test_a_command_refused_inside_a_script_is_named_from_the_source() -> None:
     assert permission_denied(rex.NoPermissionError("this user has no permissions")) == (
         "NOPERM this user has no permissions")
     assert permission_denied(rex.ResponseError("ERR something else")) is None
+
+
+def test_valkey_refusals_read_as_redis_7_ones() -> None:
+    # Valkey 8 names the command and the script; Valkey 9 the command and the line only
+    # (tests/redis/test_probe_permissions.py shows both on the real servers).
+    line = next(i for i, text in enumerate(RELEASE.source.splitlines(), 1) if "'RPUSH'" in text)
+    expected = (f"a script calls RPUSH (script 'ticket release', line {line}), which this user "
+                "may not run")
+    for sha in (f"{RELEASE.sha}, ", ""):
+        exc = rex.ResponseError(
+            "ERR ACL failure in script: User bot has no permissions to run the 'rpush' command "
+            f"script: {sha}on @user_script:{line}."
+        )
+        assert permission_denied(exc) == expected
+    key = rex.ResponseError(
+        f"ERR ACL failure in script: No permissions to access a key script: on @user_script:{line}."
+    )
+    assert permission_denied(key) == (
+        f"a script calls RPUSH (script 'ticket release', line {line}) on a key this user may "
+        "not access")
+    for words in ("this user has no permissions to access one of the keys used as arguments",
+                  "No permissions to access a key"):
+        assert permission_denied(rex.NoPermissionError(words)) == (
+            f"NOPERM {words}: a key this user may not access (check key_prefix against the "
+            "rule's ~pattern)")

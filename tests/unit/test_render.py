@@ -143,7 +143,7 @@ def test_rasa_implementation_uses_rasas_builtin_types() -> None:
     timer = _store("TimerStore", implementation="rasa", pollInterval=2)
     assert section(lock)["type"] == "concurrent_redis"
     assert "lock_lifetime" not in section(lock)  # Rasa reads TICKET_LOCK_LIFETIME instead
-    assert plain_env("LockStore", lock) == [("TICKET_LOCK_LIFETIME", "45")]
+    assert dict(plain_env("LockStore", lock))["TICKET_LOCK_LIFETIME"] == "45"
     assert section(timer)["type"] == "redis"
     assert section(timer)["poll_interval"] == 2
 

@@ -139,7 +139,10 @@ async def test_first_sync_rolls_once_and_the_second_changes_nothing() -> None:
     assert len(kube.workload_patches) == 1
     template = kube.workloads[("Deployment", "bot")]["spec"]["template"]
     assert template["metadata"]["annotations"][CHECKSUM_ANNOTATION] == applied[0].checksum
-    assert template["spec"]["containers"][0]["env"][0]["name"] == "TURNSTILE_LOCK_STORE_PASSWORD"
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert env["TURNSTILE_LOCK_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "auth"
+    # What turnstile-rasa checks the file against before it starts Rasa (fail closed).
+    assert env["TURNSTILE_EXPECT_LOCK_STORE"]["value"].startswith("sha256:")
     assert sorted(kube.events) == [
         ("Deployment", "bot", "ConfigRollout"),
         ("LockStore", "locks", "WorkloadRolled"),
@@ -205,7 +208,8 @@ async def test_a_secret_without_the_store_label_is_never_injected_or_hashed() ->
     applied = await sync_rollouts(NS, kube, now="2026-11-23T07:01:00Z")  # type: ignore[arg-type]
     assert [p.workload.name for p in applied] == ["bot"]
     env = kube.workloads[("Deployment", "bot")]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "auth"
+    by_name = {e["name"]: e for e in env}
+    assert by_name["TURNSTILE_LOCK_STORE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "auth"
 
 
 async def test_a_hand_edit_of_the_stores_section_is_put_back_and_rolls_nothing() -> None:

@@ -18,6 +18,8 @@ from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from turnstile.stores import metrics as store_metrics
+
 RECONCILES: Final = Counter(
     "turnstile_reconciles_total", "Store reconciles, by outcome.", ["kind", "result"]
 )
@@ -53,6 +55,12 @@ def record_ready(kind: str, uid: str, ready: bool | None) -> None:
 
 
 def serve(port: int) -> None:
-    """Serve ``/metrics`` on ``port`` in a background thread (0: do nothing)."""
+    """Serve ``/metrics`` on ``port`` in a background thread (0: do nothing).
+
+    The probe runs the store library in this process, and the library's bot metrics read the
+    same ``TURNSTILE_METRICS_PORT``: they are turned off here, or the first probe would try to
+    serve a second ``/metrics`` on the operator's port (and log that it cannot).
+    """
+    store_metrics.configure("off")
     if port:
         start_http_server(port)

@@ -7,6 +7,9 @@ timer manager factory ``rasa.core.agent`` calls returns
 ``opentelemetry-instrument``: Rasa has no plugin hook for timer managers, so the launcher puts
 the factory in place before Rasa's command line imports its agent.
 
+Before ``run`` it checks that the endpoints file holds the store sections the pod must load
+(:mod:`turnstile.rasa.startup`): a pod never serves on Rasa's in-memory lock store by accident.
+
 Programs that embed Rasa call :func:`install` themselves, before they build an ``Agent``.
 
 Sanic may run Rasa in several worker processes started with ``spawn``; each re-imports the
@@ -22,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from turnstile.rasa.startup import wait_until_safe
 from turnstile.rasa.timer_manager import make_factory
 
 logger = logging.getLogger(__name__)
@@ -85,8 +89,13 @@ def uninstall() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``turnstile-rasa ARGS``: run ``rasa ARGS`` with Turnstile's timer manager installed."""
+    """``turnstile-rasa ARGS``: run ``rasa ARGS`` with Turnstile's timer manager installed.
+
+    ``run`` first waits until the endpoints file holds the store sections the pod must load
+    (:mod:`turnstile.rasa.startup`; exits 78 saying why if it never does).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    wait_until_safe(args)
     if not install():
         logger.warning(
             "turnstile-rasa: this Rasa has no timer managers (Rasa Pro 3.21+ has); running "

@@ -35,6 +35,7 @@ from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.model.kinds import KINDS, KindInfo
 from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
+from turnstile.stores.fingerprint import EXPECT_ENV, section_fingerprint
 
 CA_FILE = "ca.crt"
 
@@ -158,13 +159,18 @@ def secret_files(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[s
 def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str, str]]:
     """``(env var, value)`` a bot needs that is not a secret and has no ``endpoints.yml`` key.
 
-    Rasa's built-in ``concurrent_redis`` lock store reads its ticket lifetime from
-    ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands here.
+    * The section's fingerprint (``TURNSTILE_EXPECT_LOCK_STORE`` / ``..._TIMER_STORE``,
+      :mod:`turnstile.stores.fingerprint`): ``turnstile-rasa`` starts Rasa only on a file that
+      holds exactly this section, so a pod never runs on a file another writer emptied.
+    * Rasa's built-in ``concurrent_redis`` lock store reads its ticket lifetime from
+      ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands
+      here.
     """
     store = _store(kind, spec)
+    out = [(EXPECT_ENV[store.info.section], section_fingerprint(section(store)))]
     if store.implementation == "rasa" and store.lock_lifetime is not None:
-        return [(RASA_LOCK_LIFETIME_ENV, str(store.lock_lifetime))]
-    return []
+        out.append((RASA_LOCK_LIFETIME_ENV, str(store.lock_lifetime)))
+    return out
 
 
 # ------------------------------------------------------------------------- the file

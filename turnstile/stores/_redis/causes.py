@@ -22,7 +22,7 @@ from typing import Final
 
 from redis import exceptions as rex
 
-from turnstile.stores._redis.scripts import script_by_sha
+from turnstile.stores._redis.scripts import script_by_sha, scripts_calling_at
 
 #: OpenSSL's words for "the other side does not speak TLS" (a plain Redis on a TLS client).
 _NOT_TLS: Final = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long",
@@ -80,34 +80,63 @@ def describe(exc: BaseException, *, host: str | None = None, use_ssl: bool = Fal
     return f"{type(first).__name__}: {text}" if text else type(first).__name__
 
 
-#: What Redis answers when a command *inside* a script is refused: an ``ERR`` naming the script
-#: and line, not the command (Redis 7).
-_IN_SCRIPT: Final = re.compile(
-    r"user executing the script can't (?P<what>run this command or subcommand|access at least "
-    r"one of the keys|publish to the channel)[^:]*script: (?P<sha>[0-9a-f]{40}), on "
-    r"@user_script:(?P<line>\d+)"
+#: What the server answers when a command *inside* a script is refused: an ``ERR`` naming the
+#: script's line rather than the command, in each server's words --
+#: Redis 7:   ``The user executing the script can't run this command or subcommand script:
+#:            <sha>, on @user_script:<line>.`` (``can't access at least one of the keys``)
+#: Valkey 8:  ``ACL failure in script: User u has no permissions to run the 'rpush' command
+#:            script: <sha>, on @user_script:<line>.`` (``No permissions to access a key``)
+#: Valkey 9:  as Valkey 8 without ``<sha>, `` (the store finds the script by the line).
+_SCRIPT_REFUSED: Final = re.compile(r"user executing the script can't|ACL failure in script", re.I)
+_SCRIPT_LINE: Final = re.compile(
+    r"script: (?:(?P<sha>[0-9a-f]{40}), )?on @user_script:(?P<line>\d+)"
 )
+#: Valkey names the refused command (Redis 7 does not, inside a script).
+_COMMAND_NAMED: Final = re.compile(r"no permissions to run the '(?P<command>[^']+)' command", re.I)
+#: A refused key: Redis 7 ``... access one of the keys used as arguments`` (``at least one of the
+#: keys`` in a script), Valkey 8 and 9 ``No permissions to access a key``.
+_KEY_REFUSED: Final = re.compile(r"access (?:at least )?(?:one of the keys|a key)", re.I)
+#: The store's words for a refused key, the same whichever server's words came before them.
+KEY_REFUSED: Final = "a key this user may not access"
 
 
 def permission_denied(exc: BaseException) -> str | None:
     """What Redis refused the ACL user behind ``exc``, or None if it was not a refusal.
 
-    ``NOPERM`` names the command or the keys. A command refused inside a script comes back as
-    ``ERR ... script: <sha>, on @user_script:<line>``; the script's source says which command
+    ``NOPERM`` names the command or says a key was refused (then :data:`KEY_REFUSED` is added,
+    the same on every server). A command refused inside a script comes back as an ``ERR``
+    naming the script's line (see ``_SCRIPT_REFUSED``); the script's source says which command
     that line calls.
     """
     for seen in _chain(exc):
         text = str(seen)
         if isinstance(seen, rex.NoPermissionError):
-            return text if text.upper().startswith("NOPERM") else f"NOPERM {text}"
-        found = _IN_SCRIPT.search(text) if isinstance(seen, rex.ResponseError) else None
-        if found is not None:
-            script = script_by_sha(found["sha"])
-            line = int(found["line"])
-            commands = script.commands_at(line) if script is not None else []
-            name = script.name if script is not None else found["sha"][:12]
-            called = (" or ".join(commands) or "a command") + f" (script {name!r}, line {line})"
-            if found["what"].startswith("access"):
-                return f"a script calls {called} on a key this user may not access"
-            return f"a script calls {called}, which this user may not run"
+            text = text if text.upper().startswith("NOPERM") else f"NOPERM {text}"
+            if _KEY_REFUSED.search(text):
+                return f"{text}: {KEY_REFUSED} (check key_prefix against the rule's ~pattern)"
+            return text
+        if isinstance(seen, rex.ResponseError) and _SCRIPT_REFUSED.search(text):
+            found = _SCRIPT_LINE.search(text)
+            if found is not None:
+                return _refused_in_script(text, found)
     return None
+
+
+def _refused_in_script(text: str, found: re.Match[str]) -> str:
+    line = int(found["line"])
+    named = _COMMAND_NAMED.search(text)
+    command = named["command"].upper() if named else None
+    if found["sha"]:
+        script = script_by_sha(found["sha"])
+        name = script.name if script is not None else found["sha"][:12]
+    else:
+        candidates = scripts_calling_at(line, command)
+        script = candidates[0] if len(candidates) == 1 else None
+        name = script.name if script is not None else "unknown"
+    commands = script.commands_at(line) if script is not None else []
+    if command is not None and command not in commands:
+        commands = [command]
+    called = (" or ".join(commands) or "a command") + f" (script {name!r}, line {line})"
+    if _KEY_REFUSED.search(text):
+        return f"a script calls {called} on {KEY_REFUSED}"
+    return f"a script calls {called}, which this user may not run"

@@ -16,6 +16,11 @@ Every store, the operator's probe and ``turnstile check`` reach Redis through
 * **Scripts.** :meth:`RedisConnection.eval` sends Lua scripts over one multiplexed connection
   per node (``multiplexed``: pipelined, cancellation cannot desynchronise it); everything else,
   blocking pops included, goes through the redis-py client.
+* **No CLIENT SETINFO.** redis-py 5+ names its library to every connection it opens with
+  ``CLIENT SETINFO`` and ignores a refusal. Redis 7.0 does not know the command; Redis 7.2+
+  and Valkey do, so a user limited to the store's ACL rule is refused it and every new
+  connection leaves a denial in ``ACL LOG`` (``tests/redis/test_acl.py`` on Valkey). The
+  clients are built without it (:data:`NO_SETINFO`), so the rule stays what the stores need.
 * **Errors.** Whatever Redis raises leaves this module as a
   :class:`~turnstile.stores.errors.TurnstileError`, chained to the original.
 * **Event loops.** redis-py clients and transports belong to the loop that made them, and Rasa
@@ -32,6 +37,7 @@ written for that (they take caller-made ids and are idempotent per id).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
@@ -66,6 +72,25 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 AnyRedis: TypeAlias = aioredis.Redis | RedisCluster
+
+
+
+def _no_setinfo(client_class: type) -> dict[str, Any]:
+    """The keyword that stops ``client_class`` sending ``CLIENT SETINFO`` on connect: redis-py
+    8 takes ``driver_info=None`` (``lib_name`` is deprecated there), 5 to 7 ``lib_name=None``
+    and ``lib_version=None``; 4.5 never sends it and knows neither."""
+    params = inspect.signature(client_class).parameters
+    if "driver_info" in params:
+        return {"driver_info": None}
+    if "lib_name" in params:
+        return {"lib_name": None, "lib_version": None}
+    return {}
+
+
+#: Per client class, what to pass so that it does not send ``CLIENT SETINFO``.
+NO_SETINFO: dict[type, dict[str, Any]] = {
+    cls: _no_setinfo(cls) for cls in (aioredis.Redis, RedisCluster)
+}
 
 #: Errors a failover or a restarting node produces; worth another try.
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -208,7 +233,9 @@ class RedisConnection:
         s = self.settings
         if s.deployment_mode == "cluster":
             nodes = [ClusterNode(host, port) for host, port in s.endpoints]
-            cluster = RedisCluster(startup_nodes=nodes, **self._common_kwargs())
+            cluster = RedisCluster(
+                startup_nodes=nodes, **self._common_kwargs(), **NO_SETINFO[RedisCluster]
+            )
             # Initialise here, once: when many tasks make a fresh client's first call at
             # the same time, redis-py's async cluster client drops connections that other
             # tasks are still using ('NoneType' object has no attribute 'writelines').
@@ -242,10 +269,12 @@ class RedisConnection:
                 )
             self._master = (host, port)
             return aioredis.Redis(
-                host=host, port=port, db=s.db, retry=_NO_RETRY, **self._common_kwargs()
+                host=host, port=port, db=s.db, retry=_NO_RETRY, **self._common_kwargs(),
+                **NO_SETINFO[aioredis.Redis],
             )
         return aioredis.Redis(
-            host=s.host, port=s.port, db=s.db, retry=_NO_RETRY, **self._common_kwargs()
+            host=s.host, port=s.port, db=s.db, retry=_NO_RETRY, **self._common_kwargs(),
+            **NO_SETINFO[aioredis.Redis],
         )
 
     async def client(self) -> AnyRedis:

@@ -26,6 +26,15 @@ def script_by_sha(sha: str) -> LuaScript | None:
     return _BY_SHA.get(sha)
 
 
+def scripts_calling_at(line: int, command: str | None = None) -> list[LuaScript]:
+    """The scripts this process made that call ``command`` (any, if None) on ``line``: how an
+    error that names a line but no script (Valkey 9) is traced to one."""
+    return [
+        script for script in _BY_SHA.values()
+        if (command.upper() in script.commands_at(line) if command else script.commands_at(line))
+    ]
+
+
 @dataclass(frozen=True)
 class LuaScript:
     """A Lua script run with ``EVALSHA``, falling back to ``EVAL`` when Redis lacks it.

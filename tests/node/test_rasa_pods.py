@@ -1,0 +1,424 @@
+"""Rasa 3.6.21 bot pods on the node: the operator's file, its env, its rollouts, and a pod that
+never serves without its lock store.
+
+Every message goes through the bot's Service to the REST channel, two in flight per
+conversation, and every conversation's tracker (Rasa's Redis tracker store, shared by the pods)
+is audited afterwards: each answered message in it once, each followed by its own reply before
+the next user message (two handled at once would interleave).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.node.test_operator import (
+    OPERATOR_PODS,
+    Release,
+    install_chart,
+    lock_store,
+    wait_store_ready,
+)
+from tests.platform import workloads
+from tests.platform.cluster import Cluster
+from tests.platform.control_plane import wait_for
+from tests.platform.images import Image
+from tests.platform.node_fixtures import FIGURES, NodeImages
+from tests.platform.rasa_bots import (
+    Accounting,
+    Stream,
+    account,
+    action_server,
+    action_url,
+    bot_deployment,
+    bot_service,
+    endpoints_configmap,
+    model_configmap,
+    new_session,
+    pod_env,
+    pod_log,
+    post,
+    replicasets,
+    service_url,
+    template_pin,
+    tracker_store,
+    wait_rolled,
+)
+from tests.platform.workloads import apply, is_ready, password_secret, pods, wait_ready_pods
+
+#: Printed after the run (``node tier figures``) and quoted in the docs: one row per case.
+ROWS: dict[str, str] = {}
+ROLLOUT = {"workloads": [{"kind": "Deployment", "name": "bot"}], "injectEnv": True}
+PASSWORD_ENV = "TURNSTILE_LOCK_STORE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Stack:
+    cluster: Cluster
+    release: Release
+    redis_ip: str
+    image: Image
+    actions: str  # the action server's URL
+
+    @property
+    def ns(self) -> str:
+        return self.release.bots
+
+
+@pytest.fixture(scope="module")
+def stack(
+    node_cluster: Cluster, node_images: NodeImages, rasa_image: Image, bot_model: Path
+) -> Iterator[Stack]:
+    with install_chart(node_cluster, node_images) as release:
+        # Password protected: the pods take it from the env the operator injects (secretKeyRef),
+        # for the lock store and for Rasa's tracker store alike.
+        password_secret(node_cluster, release.bots, "redis-auth", "pw-" + uuid.uuid4().hex)
+        redis_ip = workloads.start_redis(
+            node_cluster, node_images.redis, release.bots, password_secret="redis-auth"
+        )
+        apply(node_cluster, release.bots, model_configmap(bot_model))
+        apply(node_cluster, release.bots, *action_server(rasa_image))
+        wait_ready_pods(node_cluster, release.bots, "app=actions", 1)
+        actions = action_url(node_cluster, release.bots)
+        yield Stack(node_cluster, release, redis_ip, rasa_image, actions)
+
+
+def _ready_bot_pods(stack: Stack, app: str) -> list[dict[str, Any]]:
+    return [p for p in pods(stack.cluster, stack.ns, f"app={app}") if is_ready(p)]
+
+
+def test_pods_started_before_the_first_render_wait_and_never_serve_without_the_lock_store(
+    stack: Stack,
+) -> None:
+    """The bot and its ConfigMap (the user's sections only) exist before the LockStore: its pods
+    run but do not start Rasa, say why, and the Service answers nothing; the LockStore's first
+    render rolls them onto pods that load it."""
+    cluster, ns = stack.cluster, stack.ns
+    apply(
+        cluster,
+        ns,
+        endpoints_configmap(
+            "early-endpoints", stack.redis_ip, stack.actions, password_env=PASSWORD_ENV
+        ),
+    )
+    apply(cluster, ns, bot_deployment(stack.image, "early-endpoints", name="early"),
+          bot_service("early"))  # fmt: skip
+    url = service_url(cluster, ns, "early")
+
+    def waiting() -> list[str] | None:
+        found = pods(cluster, ns, "app=early")
+        logs = [pod_log(cluster, ns, p["metadata"]["name"]) for p in found]
+        if len(found) == 2 and all("not starting Rasa yet" in log for log in logs):
+            return logs
+        return None
+
+    logs = wait_for("the early pods waiting for their lock store", waiting, timeout=180)
+    assert all("has no lock_store section" in log for log in logs), logs
+    assert all("in-memory lock store" in log for log in logs), logs
+    assert _ready_bot_pods(stack, "early") == []
+
+    async def knock() -> list[str | None]:
+        async with new_session() as session:
+            sent = [await post(session, url, "early-c", f"m{i}", timeout=5) for i in range(3)]
+        return [m.error for m in sent]
+
+    errors = asyncio.run(knock())
+    assert all(e is not None for e in errors), errors  # nobody answered: no pod serves
+
+    began = time.monotonic()
+    store = lock_store(
+        "early-locks",
+        stack.redis_ip,
+        "early",
+        "early-endpoints",
+        password_secret="redis-auth",
+        rollout={**ROLLOUT, "workloads": [{"kind": "Deployment", "name": "early"}]},
+    )
+    apply(cluster, ns, store)  # fmt: skip
+    wait_store_ready(cluster, ns, "early-locks", timeout=180)
+    # The waiting pods may start Rasa as soon as the kubelet puts the rendered file in their
+    # mount (it holds the section now); the rollout the render started replaces them anyway,
+    # with pods that carry the section's fingerprint.
+    pin = wait_pin(stack, "early")
+    ready = wait_rolled(cluster, ns, "early", pin)
+    seconds = time.monotonic() - began
+    FIGURES["LockStore applied -> the early bot's 2 pods Ready on its file"] = seconds
+    for pod in ready:
+        assert pod_env(pod)["TURNSTILE_EXPECT_LOCK_STORE"] == pin
+        log = pod_log(cluster, ns, pod["metadata"]["name"])
+        assert "holds lock_store (sha256:" in log and "starting Rasa" in log, log
+
+    async def talk() -> list[Any]:
+        async with new_session() as session:
+            return [await post(session, url, "early-c", f"m{i}") for i in range(10, 14)]
+
+    sent = asyncio.run(talk())
+    assert all(m.answered for m in sent), [(m.tag, m.error, m.replies) for m in sent]
+    cluster.kubectl("-n", ns, "delete", "deployment", "early", "--wait=false")
+
+
+def diagnose(stack: Stack) -> None:
+    """What a failed wait prints: pods, ReplicaSets, events, stores and the operator's log."""
+    cluster = stack.cluster
+    for args in (
+        ("-n", stack.ns, "get", "pods,rs,events", "-o", "wide"),
+        ("-n", stack.ns, "get", "lockstores", "-o", "yaml"),
+        ("-n", stack.release.namespace, "logs", "--tail=40", "-l", OPERATOR_PODS),
+    ):
+        print(cluster.kubectl(*args, check=False).stdout)
+
+
+def wait_pin(stack: Stack, deployment: str) -> str:
+    """Wait until the operator has rolled ``deployment`` onto a section's fingerprint."""
+    try:
+        return str(wait_for(f"{deployment}'s template carrying the section's fingerprint",
+                            lambda: template_pin(stack.cluster, stack.ns, deployment),
+                            timeout=120))  # fmt: skip
+    except Exception:
+        diagnose(stack)
+        raise
+
+
+def bot_locks(stack: Stack, prefix: str) -> dict[str, Any]:
+    """The bot's LockStore: the password-protected Redis, rolling Deployment ``bot``."""
+    return lock_store("bot-locks", stack.redis_ip, prefix, "bot-endpoints",
+                      password_secret="redis-auth", rollout=ROLLOUT)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bot(stack: Stack) -> str:
+    """The bot (2 Rasa pods) on a LockStore ``bot-locks``, Ready; its Service URL."""
+    cluster, ns = stack.cluster, stack.ns
+    apply(
+        cluster,
+        ns,
+        endpoints_configmap(
+            "bot-endpoints", stack.redis_ip, stack.actions, password_env=PASSWORD_ENV
+        ),
+    )
+    apply(cluster, ns, bot_locks(stack, "first"))
+    wait_store_ready(cluster, ns, "bot-locks", condition="ConfigRendered")
+    apply(cluster, ns, bot_deployment(stack.image, "bot-endpoints"), bot_service())
+    wait_store_ready(cluster, ns, "bot-locks", timeout=180)
+    pin = wait_pin(stack, "bot")
+    wait_rolled(cluster, ns, "bot", pin)
+    return service_url(cluster, ns)
+
+
+def _table_row(case: str, accounting: Accounting, extra: str) -> None:
+    ROWS[case] = f"{accounting.row()}; {extra}"
+
+
+def _check(accounting: Accounting) -> None:
+    assert accounting.lost == [], accounting.lost
+    assert accounting.duplicated == [], accounting.duplicated
+    assert accounting.concurrent == [], {
+        s: a.describe() for s, a in accounting.audits.items() if a.out_of_order
+    }
+    assert accounting.refused == [], accounting.refused
+
+
+def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
+    stack: Stack, bot: str
+) -> None:
+    """keyPrefix first -> second under a steady stream, the operator pod killed a second after
+    the change: the pods are replaced exactly once (one new ReplicaSet), old and new pods kept
+    apart by the transition, no message lost, doubled, refused or handled beside another of
+    its conversation."""
+    cluster, ns = stack.cluster, stack.ns
+    before = {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
+    sets_before = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
+
+    async def run() -> tuple[Stream, float, float]:
+        async with Stream(bot, [f"roll-{i}" for i in range(4)]) as stream:
+            await asyncio.sleep(5)
+            assert stream.answered_since(0) > 0, [m.error for m in stream.sent[:4]]
+            changed = time.monotonic()
+            await asyncio.to_thread(
+                apply, cluster, ns,
+                bot_locks(stack, "second"),
+            )  # fmt: skip
+            # The operator pod killed as the rollout starts: its successor must not roll again.
+            await asyncio.sleep(1)
+            await asyncio.to_thread(
+                cluster.kubectl, "-n", stack.release.namespace, "delete", "pod", "-l",
+                OPERATOR_PODS, "--grace-period=0", "--force",
+            )  # fmt: skip
+
+            def replaced() -> bool:
+                now = pods(cluster, ns, "app=bot")
+                fresh = [p for p in now if p["metadata"]["uid"] not in before]
+                return len(now) == 2 and len(fresh) == 2 and all(is_ready(p) for p in fresh)
+
+            await asyncio.to_thread(wait_for, "the bot pods replaced", replaced, 300, 0.5)
+            done = time.monotonic()
+            await asyncio.sleep(5)  # traffic on the new pods alone
+        return stream, changed, done
+
+    stream, changed, done = asyncio.run(run())
+    accounting = asyncio.run(account(bot, stream.sent))
+    # The operator's successor is up and has looked at the store: a second rollout would have
+    # been started by now.
+    wait_ready_pods(cluster, stack.release.namespace, OPERATOR_PODS, 1)
+    wait_store_ready(cluster, ns, "bot-locks", timeout=120)
+    time.sleep(3)  # a window in which a second rollout would show (absence needs one)
+    sets_after = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
+    new_sets = sets_after - sets_before
+    after = pods(cluster, ns, "app=bot")
+    _table_row(
+        "keyPrefix change under traffic, operator pod killed", accounting,
+        f"new ReplicaSets {len(new_sets)}, pods replaced {len(before)}, change -> last new pod "
+        f"Ready {done - changed:.1f} s",
+    )  # fmt: skip
+    FIGURES["keyPrefix change -> last new bot pod Ready"] = done - changed
+    _check(accounting)
+    assert len(new_sets) == 1, sorted(sets_after)
+    assert not before & {p["metadata"]["uid"] for p in after}
+    for pod in after:
+        log = pod_log(cluster, ns, pod["metadata"]["name"])
+        assert "holds lock_store (sha256:" in log, log
+    assert stream.answered_since(done) > 0
+
+
+def _operator_deployment(stack: Stack) -> str:
+    data = stack.cluster.control_plane.get_json(
+        "deployments", "-n", stack.release.namespace, "-l", OPERATOR_PODS
+    )
+    (item,) = (data or {})["items"]
+    return str(item["metadata"]["name"])
+
+
+def test_a_pod_starting_while_another_writer_dropped_the_section_waits_for_it(
+    stack: Stack, bot: str
+) -> None:
+    """Another writer (a ``helm upgrade`` of the bot's chart) writes the file back without the
+    lock store while a pod is being replaced: the new pod does not start Rasa and says why;
+    the running pod keeps serving; once the operator puts its section back the new pod starts
+    on it, and nothing is rolled."""
+    cluster, ns = stack.cluster, stack.ns
+    operator = _operator_deployment(stack)
+    sets_before = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
+    cluster.kubectl("-n", stack.release.namespace, "scale", f"deployment/{operator}",
+                    "--replicas=0")  # fmt: skip
+    try:
+        wait_for(
+            "the operator stopped",
+            lambda: not pods(cluster, stack.release.namespace, OPERATOR_PODS),
+            timeout=120,
+        )
+        patch = {
+            "data": {"endpoints.yml": tracker_store(stack.redis_ip, stack.actions, PASSWORD_ENV)}
+        }
+        cluster.kubectl("-n", ns, "patch", "configmap", "bot-endpoints", "--type", "merge",
+                        "-p", json.dumps(patch))  # fmt: skip
+        old = sorted(pods(cluster, ns, "app=bot"), key=lambda p: p["metadata"]["name"])
+        victim, survivor = old[0]["metadata"]["name"], old[1]["metadata"]["name"]
+        cluster.kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
+
+        def replacement_waiting() -> str | None:
+            for pod in pods(cluster, ns, "app=bot"):
+                name = pod["metadata"]["name"]
+                if name not in (victim, survivor):
+                    log = pod_log(cluster, ns, name)
+                    if "not starting Rasa yet" in log:
+                        return name
+            return None
+
+        fresh = wait_for("the replacement pod waiting", replacement_waiting, timeout=120)
+        log = pod_log(cluster, ns, fresh)
+        assert "has no lock_store section" in log and "TURNSTILE_EXPECT_LOCK_STORE" in log, log
+
+        async def talk() -> list[Any]:
+            async with new_session() as session:
+                return [await post(session, bot, "writer-c", f"m{i}") for i in range(6)]
+
+        sent = asyncio.run(talk())  # only the survivor is Ready: it serves them all
+        assert all(m.answered for m in sent), [(m.tag, m.error) for m in sent]
+        assert not any(is_ready(p) for p in pods(cluster, ns, "app=bot")
+                       if p["metadata"]["name"] == fresh)  # fmt: skip
+    finally:
+        cluster.kubectl("-n", stack.release.namespace, "scale", f"deployment/{operator}",
+                        "--replicas=1")  # fmt: skip
+    began = time.monotonic()
+    ready = wait_ready_pods(cluster, ns, "app=bot", 2, timeout=240)
+    FIGURES["operator back -> the waiting pod Ready"] = time.monotonic() - began
+    assert fresh in {p["metadata"]["name"] for p in ready}
+    assert "starting Rasa" in pod_log(cluster, ns, fresh)
+    sets_after = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
+    assert sets_after == sets_before  # putting the section back rolled nothing
+    accounting = asyncio.run(account(bot, sent))
+    _table_row("another writer drops the section", accounting,
+               f"new ReplicaSets {len(sets_after - sets_before)}")  # fmt: skip
+    _check(accounting)
+
+
+#: Rasa 3.6 asks for a lock of this lifetime (its TICKET_LOCK_LIFETIME default); a dead pod's
+#: conversation is freed by its holder lease (``lock_lease``, 10 s by default) long before.
+RASA_LOCK_LIFETIME = 60.0
+LEASE = 10.0
+
+
+def test_a_pod_killed_while_it_holds_a_conversation_frees_it_within_its_lease(
+    stack: Stack, bot: str
+) -> None:
+    """Pod A is inside a slow message of a conversation (waiting 30 s on the action server, a
+    pod of its own) and pod B has the next message of that conversation waiting in line; A is
+    deleted with --grace-period=0 (the kubelet kills it within about 2 s).
+    B serves the waiting message once A's holder lease runs out: within the lease plus a bound,
+    not after Rasa's 60 s lock lifetime, and the message is in the tracker once."""
+    cluster, ns = stack.cluster, stack.ns
+    a, b = sorted(wait_ready_pods(cluster, ns, "app=bot", 2), key=lambda p: p["metadata"]["name"])
+    url_a = f"http://{a['status']['podIP']}:5005"
+    url_b = f"http://{b['status']['podIP']}:5005"
+    name_a = a["metadata"]["name"]
+
+    async def run() -> tuple[Any, Any, float]:
+        async with new_session() as session:
+            slow = asyncio.create_task(
+                post(session, url_a, "dead-c", "m1", timeout=90, text="slow m1")
+            )
+
+            # The action server is called with A holding the conversation (Rasa's processor
+            # takes the lock around the whole message).
+            await asyncio.to_thread(wait_for, "pod A inside the slow message", _started(
+                cluster, ns), 60, 0.5)  # fmt: skip
+            waiting = asyncio.create_task(post(session, url_b, "dead-c", "m2", timeout=90))
+            await asyncio.sleep(3)
+            assert not waiting.done(), waiting.result()  # in line behind A
+            assert not slow.done()
+            await asyncio.to_thread(
+                cluster.kubectl, "-n", ns, "delete", "pod", name_a, "--grace-period=0", "--force"
+            )
+            killed = time.monotonic()
+            served = await waiting
+            freed = time.monotonic() - killed
+            lost = await slow
+        return served, lost, freed
+
+    served, lost, freed = asyncio.run(run())
+    FIGURES["pod deleted with grace 0 -> its waiting message served"] = freed
+    accounting = asyncio.run(account(bot, [served]))
+    _table_row("holder pod deleted --grace-period=0", accounting,
+               f"the dead pod's own message: {lost.error or 'answered'}; waiting message served "
+               f"{freed:.1f} s after the kill (lease {LEASE:.0f} s)")  # fmt: skip
+    assert served.answered, (served.error, served.replies)
+    assert freed < RASA_LOCK_LIFETIME - 10, freed  # the lease freed it, not the lifetime
+    _check(accounting)
+    assert not lost.answered  # the dead pod never answered its own message
+    wait_ready_pods(cluster, ns, "app=bot", 2, timeout=240)  # the ReplicaSet replaced A
+
+
+def _started(cluster: Cluster, ns: str) -> Any:
+    def check() -> bool:
+        result = cluster.kubectl("-n", ns, "logs", "actions", check=False)
+        return "action_slow started for m1" in result.stdout
+
+    return check

@@ -1,0 +1,52 @@
+"""A store section's fingerprint: what a bot pod checks before it serves (fail closed).
+
+The operator renders a ``lock_store`` or ``timer_store`` section into a bot's ``endpoints.yml``
+and puts the section's fingerprint in the bot's pod template as an env var
+(:data:`EXPECT_ENV`); ``turnstile-rasa`` compares the file it is about to hand Rasa with it
+(:mod:`turnstile.rasa.startup`) and refuses to start Rasa on a file without that section, or with
+another one (a writer that replaced the file, a stale copy), on which Rasa would silently fall
+back to its in-memory lock store.
+
+The fingerprint is taken over the section as parsed (YAML 1.2, as Rasa reads it), ``${VAR}``
+references unexpanded, without a lock store's transition keys (:data:`TRANSITION_KEYS`): those
+are added and removed during a move between stores without a rollout, and the pods of the new
+store must start either way. Nothing secret is in a section (passwords are ``${VAR}``), and the
+digest says nothing of it anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from turnstile.stores.config import TRANSITION_KEYS
+
+__all__ = ["EXPECT_ENV", "REQUIRE_ENV", "SECTIONS", "section_fingerprint"]
+
+#: The sections Turnstile renders, in their order in the file.
+SECTIONS: Final = ("lock_store", "timer_store")
+#: The env var the operator sets, per section, to the fingerprint of what it rendered.
+EXPECT_ENV: Final = {
+    "lock_store": "TURNSTILE_EXPECT_LOCK_STORE",
+    "timer_store": "TURNSTILE_EXPECT_TIMER_STORE",
+}
+#: The env var a bot's own manifest sets (``lock_store``, ``timer_store``, comma separated):
+#: sections that must be there before Rasa starts, also before the operator has rendered any.
+REQUIRE_ENV: Final = "TURNSTILE_REQUIRE_SECTIONS"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def section_fingerprint(section: Mapping[str, Any]) -> str:
+    """``sha256:`` and 24 hex digits over the section's canonical JSON, transition keys out."""
+    plain = {k: v for k, v in _canonical(section).items() if k not in TRANSITION_KEYS}
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
