@@ -902,9 +902,12 @@ def write_docs(res: Results, command: str, elapsed: float) -> None:
                 [[k, f"{v:.1f}", f"{res.cpu_min[k]:.1f}", f"{v / res.cpu[CPU_SET_DEL]:.1f}x"]
                  for k, v in res.cpu.items()],
             ),
-            "The machine is shared: a loaded moment inflates every figure (Redis measures wall "
-            "time per command, preemption included), so compare rows of one run, and the lowest "
-            "round as the figure closest to an idle server.",
+            "Each command is sent alone, so Redis sleeps and wakes for every one, and how cold "
+            "the woken core is (what ran on it meanwhile, the VM's host) can double every figure "
+            "here whatever the load average; the same cycles pipelined cost about half. Compare "
+            "rows of one run (the ratio to SET NX PX + DEL), or an old commit measured alongside "
+            "the new one, never figures of different days; the lowest round is not an idle "
+            "server's figure (docs/locks.md, \"Reading the figure\").",
             "## Throughput",
             markdown_table(["what", "per second"], rate_rows),
             "## Handoff: release -> the queued waiter holds the lock",

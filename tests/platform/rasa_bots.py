@@ -95,10 +95,13 @@ def bot_deployment(
         ],
         "env": env,
         "ports": [{"containerPort": PORT, "name": "http"}],
+        # Tolerant of a busy node (a 1 s timeout on 2 loaded cores took both pods out of the
+        # Service at once), quick to turn Ready.
         "readinessProbe": {
             "httpGet": {"path": "/status", "port": PORT},
             "periodSeconds": 1,
-            "failureThreshold": 2,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
         },
         # The Service stops sending here before Sanic stops accepting (kube-proxy needs a
         # moment to drop a terminating pod): a rollout refuses no message.
@@ -202,30 +205,49 @@ class Message:
     seconds: float = 0.0
     replies: list[str] = field(default_factory=list)
     error: str | None = None
+    retries: int = 0  # connections refused before one was accepted
 
     @property
     def answered(self) -> bool:
         return self.error is None and self.replies == [expected_reply(self.tag)]
 
 
+#: A connection refused never reached Rasa (no Ready pod behind the Service at that moment):
+#: the client sends again, as a channel's webhook sender does, at most this often.
+CONNECT_RETRIES = 20
+CONNECT_BACKOFF = 0.25
+
+
 async def post(session: aiohttp.ClientSession, url: str, sender: str, tag: str,
                timeout: float = 60.0, *, text: str | None = None) -> Message:  # fmt: skip
     """One message to the REST channel, as a channel sends it; bounded. ``text``: another
-    message than "note <tag>" (whose reply is "echo <tag>")."""
+    message than "note <tag>" (whose reply is "echo <tag>").
+
+    Only a refused connection is sent again (the request never reached a pod, so it cannot be
+    doubled); ``Message.retries`` counts them. Any other failure is the message's ``error``.
+    """
     sent = Message(sender, tag, time.monotonic())
-    try:
-        async with session.post(
-            f"{url}/webhooks/rest/webhook",
-            json={"sender": sender, "message": text or message(tag)},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as reply:
-            body = await reply.json(content_type=None)
-            if reply.status != 200 or not isinstance(body, list):
-                sent.error = f"HTTP {reply.status}"
-            else:
-                sent.replies = [str(m.get("text")) for m in body]
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        sent.error = f"{type(exc).__name__}: {exc}"
+    for attempt in range(CONNECT_RETRIES + 1):
+        try:
+            async with session.post(
+                f"{url}/webhooks/rest/webhook",
+                json={"sender": sender, "message": text or message(tag)},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as reply:
+                body = await reply.json(content_type=None)
+                if reply.status != 200 or not isinstance(body, list):
+                    sent.error = f"HTTP {reply.status}"
+                else:
+                    sent.replies = [str(m.get("text")) for m in body]
+        except aiohttp.ClientConnectorError as exc:
+            if attempt < CONNECT_RETRIES and isinstance(exc.os_error, ConnectionRefusedError):
+                sent.retries += 1
+                await asyncio.sleep(CONNECT_BACKOFF)
+                continue
+            sent.error = f"{type(exc).__name__}: {exc}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            sent.error = f"{type(exc).__name__}: {exc}"
+        break
     sent.seconds = time.monotonic() - sent.sent_at
     return sent
 
@@ -299,12 +321,14 @@ class Accounting:
     duplicated: list[str]
     concurrent: list[str]  # a user message not followed by its own reply (two handled at once)
     audits: dict[str, Audit]
+    retried: int = 0  # messages sent again after a refused connection (never reached a pod)
 
     def row(self) -> str:
         return (
             f"sent {self.sent}, answered {self.answered}, refused {len(self.refused)}, "
             f"lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
-            f"handled concurrently or out of order {len(self.concurrent)}"
+            f"handled concurrently or out of order {len(self.concurrent)}; "
+            f"sent again after a refused connection {self.retried}"
         )
 
 
@@ -333,6 +357,7 @@ async def account(url: str, sent: list[Message]) -> Accounting:
         duplicated=duplicated,
         concurrent=concurrent,
         audits=audits,
+        retried=sum(1 for m in sent if m.retries),
     )
 
 
