@@ -168,6 +168,7 @@ bench: deps
 	$(PY) -m bench.rasa_server
 	bash hack/rasa-venvs.sh pro
 	$(PY) -m bench.lock_overlaps
+	$(PY) -m bench.lock_failover
 	$(MAKE) --no-print-directory node-deps
 	$(PY) -m bench.rasa_pods
 

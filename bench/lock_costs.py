@@ -59,9 +59,10 @@ class CountingStore(RedisTicketLockStore):
 
     renewals = 0
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+    async def _renew(self, conversation_id: str, ticket_id: str, lease: float,
+                     **restore: Any) -> Renewal:
         self.renewals += 1
-        return await super()._renew(conversation_id, ticket_id, lease)
+        return await super()._renew(conversation_id, ticket_id, lease, **restore)
 
 
 def with_keys(**keys: Any) -> StoreMaker:

@@ -1,4 +1,5 @@
-"""One "pod" of ``bench.lock_overlaps``: a lock store loaded the way Rasa loads it, serving bursts.
+"""One "pod" of ``bench.lock_overlaps`` and ``bench.lock_failover``: a lock store loaded the way
+Rasa loads it, serving bursts.
 
 ``python -m bench.overlap_pod ENDPOINTS_YML NAME`` (in a venv with Rasa Pro, ``.venv-rasa-pro``)
 filters Rasa's logs at INFO as ``rasa run`` does, builds the ``lock_store`` section with
@@ -6,14 +7,17 @@ Rasa's own ``read_endpoint_config`` and ``LockStore.create``, prints ``@@ READY`
 one burst per line on standard input::
 
     {"at": <time.monotonic() to start at>, "messages": 2, "conversations": ["c1", ...],
-     "wait": 1.0, "hold": 0.005}
+     "wait": 1.0, "hold": 0.005, "holds": {"c1": [4.2, 0.003]}}
 
 For each conversation it starts ``messages`` handlers at ``at`` (CLOCK_MONOTONIC is one clock for
 every process on the machine, so all pods start together), each entering
 ``lock_store.lock(conversation, wait_time_in_seconds=wait)`` as Rasa's processor does around a
-message, holding ``hold`` seconds. It answers one line, ``@@ `` and JSON: every critical section as
-``[conversation, name, start, end]`` (monotonic seconds) and every message that failed to get
-the lock (``LockError`` or 30 s without it), which Rasa would drop.
+message, holding ``hold`` seconds (or, if ``holds`` lists the conversation, the i-th message
+holds ``holds[conversation][i]``: ``bench.lock_failover`` mixes short and long holds). It
+answers one line, ``@@ `` and JSON: every critical section as ``[conversation, name, start,
+end]`` (monotonic seconds) and every message that failed to get the lock (``LockError``, any
+other error out of the store, such as a Redis connection error during a failover, or 30 s
+without it), which Rasa would drop.
 """
 
 from __future__ import annotations
@@ -30,17 +34,19 @@ from typing import Any
 GIVE_UP = 30.0
 
 
-async def handle(store: Any, conversation: str, name: str, burst: dict[str, Any],
-                 out: dict[str, list[Any]]) -> None:
-    from rasa.core.lock_store import LockError  # noqa: PLC0415 - Rasa's venv only
-
+async def handle(  # noqa: PLR0917 - one call site, below
+    store: Any, conversation: str, name: str, burst: dict[str, Any], out: dict[str, list[Any]],
+    index: int = 0,
+) -> None:
+    holds = burst.get("holds", {}).get(conversation)
+    hold = holds[index] if holds else burst["hold"]
     try:
         async with asyncio.timeout(GIVE_UP):
             async with store.lock(conversation, wait_time_in_seconds=burst["wait"]):
                 start = time.monotonic()
-                await asyncio.sleep(burst["hold"])
+                await asyncio.sleep(hold)
                 out["held"].append([conversation, name, start, time.monotonic()])
-    except (LockError, TimeoutError) as exc:
+    except Exception as exc:  # LockError, the timeout, or a Redis error: Rasa fails the message
         out["lost"].append([conversation, name, f"{type(exc).__name__}: {exc}"[:200]])
 
 
@@ -62,7 +68,7 @@ async def serve(endpoints: str, pod: str) -> None:
         out: dict[str, list[Any]] = {"held": [], "lost": []}
         await asyncio.sleep(max(0.0, burst["at"] - time.monotonic()))
         await asyncio.gather(*(
-            handle(store, conversation, f"{pod}:{i}", burst, out)
+            handle(store, conversation, f"{pod}:{i}", burst, out, i)
             for conversation in burst["conversations"]
             for i in range(burst["messages"])
         ))

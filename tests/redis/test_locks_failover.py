@@ -238,3 +238,111 @@ async def test_a_conversation_resharded_to_another_master_during_lock_cycles(
     finally:
         for store in stores:
             await store.close()
+
+
+#: Messages queued behind a long holder: their waiting lease (this lifetime) is shorter than a
+#: promotion, so it runs out on the new master while Redis is unreachable and each must
+#: re-enter the line (``docs/locks.md``, "Failover") rather than fail.
+WAITER_LIFETIME = 1.5
+WAITERS = 3
+
+
+async def _messages_behind_long_holders(
+    stores: list[RedisTicketLockStore],
+    conversations: list[str],
+    kill_and_wait: Callable[[], Awaitable[None]],
+) -> dict[str, list[int]]:
+    """Each conversation: a holder (lifetime 30 s, the default 10 s lease) that holds through
+    the failover, and ``WAITERS`` messages from both stores waiting behind it. Returns the
+    fencing tokens in the order the messages held; raises if any message failed."""
+    release = asyncio.Event()
+    inside: Counter[str] = Counter()
+    held_in_order: dict[str, list[int]] = {cid: [] for cid in conversations}
+    overlaps: list[str] = []
+    holders_lost: list[str] = []
+
+    async def hold(store: RedisTicketLockStore, cid: str, lifetime: float,
+                   until: asyncio.Event | None) -> None:
+        async with store.lock(cid, lock_lifetime=lifetime) as held:
+            inside[cid] += 1
+            if inside[cid] > 1:
+                overlaps.append(cid)
+            held_in_order[cid].append(held.fencing_token)
+            if until is not None:
+                await until.wait()
+                if held.lost:
+                    holders_lost.append(cid)
+            else:
+                await asyncio.sleep(0.01)
+            inside[cid] -= 1
+
+    holders = []
+    for cid in conversations:
+        holders.append(asyncio.create_task(hold(stores[0], cid, LIFETIME, release)))
+        await wait_for_tickets(stores[0], cid, 1)
+    waiters = [
+        asyncio.create_task(hold(stores[i % len(stores)], cid, WAITER_LIFETIME, None))
+        for cid in conversations for i in range(WAITERS)
+    ]
+    try:
+        for cid in conversations:
+            await wait_for_tickets(stores[0], cid, 1 + WAITERS)
+        await asyncio.sleep(0.5)  # the tickets are replicated; the waiters renew meanwhile
+        await kill_and_wait()
+        assert not any(w.done() for w in waiters), "a message got in ahead of its holder"
+        await asyncio.sleep(0.5)
+        release.set()
+        # Any failed message raises here (LockError before re-entry).
+        await asyncio.wait_for(asyncio.gather(*holders, *waiters), timeout=60)
+    finally:
+        release.set()
+        for task in (*holders, *waiters):
+            if not task.done():
+                task.cancel()
+    assert overlaps == []
+    assert holders_lost == []
+    for cid, tokens in held_in_order.items():
+        assert len(tokens) == 1 + WAITERS, cid
+        assert all(a < b for a, b in itertools.pairwise(tokens)), cid  # served in order
+    return held_in_order
+
+
+async def test_messages_waiting_behind_a_holder_survive_a_sentinel_failover(
+    fresh_redis_sentinel: SentinelGroup,
+) -> None:
+    group = fresh_redis_sentinel
+    stores = _stores(kwargs_for(group))
+    conversations = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+
+    async def kill_and_wait() -> None:
+        old = group.kill_master()
+        await asyncio.to_thread(group.wait_for_failover, old, 30.0)
+
+    try:
+        await _messages_behind_long_holders(stores, conversations, kill_and_wait)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# uvloop's loop.close() did not return after a test that killed a Cluster master (CI, beyond
+# any timeout): asyncio only until that is understood (see test_connection.py). Run once on
+# uvloop for issue #29, this test's assertions passed and then the loop's close hung the same way.
+@pytest.mark.asyncio_only
+async def test_messages_waiting_behind_a_holder_survive_a_cluster_failover(
+    fresh_redis_cluster: RedisCluster,
+) -> None:
+    cluster = fresh_redis_cluster
+    stores = _stores(kwargs_for(cluster))
+    conversations = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    victim = queue_key(conversations[0])
+
+    async def kill_and_wait() -> None:
+        old = cluster.kill_master_for_key(victim)
+        await asyncio.to_thread(cluster.wait_for_failover, old, key=victim, timeout=30.0)
+
+    try:
+        await _messages_behind_long_holders(stores, conversations, kill_and_wait)
+    finally:
+        for store in stores:
+            await store.close()

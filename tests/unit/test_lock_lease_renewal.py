@@ -35,7 +35,8 @@ class ScriptedStore(InMemoryTicketLockStore):
         self.steps = steps
         self.calls = 0
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+    async def _renew(self, conversation_id: str, ticket_id: str, lease: float,
+                     **restore: object) -> Renewal:
         self.calls += 1
         step = self.steps(self.calls)
         if isinstance(step, Exception):
@@ -121,7 +122,8 @@ async def test_each_holder_renews_a_third_of_a_lease_after_its_turn_and_short_on
     store = ScriptedStore(lambda n: renewed())
     scripted = store._renew
 
-    async def renew(conversation_id: str, ticket_id: str, lease: float) -> Renewal:
+    async def renew(conversation_id: str, ticket_id: str, lease: float,
+                    **restore: object) -> Renewal:
         first.setdefault(conversation_id, loop.time() - start)
         return await scripted(conversation_id, ticket_id, lease)
 

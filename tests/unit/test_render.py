@@ -33,6 +33,7 @@ from turnstile.operator.decide.render import (
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.model.specs import StoreSpec, parse_store
 from turnstile.stores.config import RedisSettings, SettingsReader
+from turnstile.stores.locks.redis import RedisTicketLockStore
 
 PASSWORD = "hunter2-Sup3r-s3cret"
 
@@ -106,6 +107,17 @@ def test_standard_section_has_rasas_keys() -> None:
         "socket_timeout": 5,
         "lock_lifetime": 30,
     }
+
+
+def test_durable_replicas_render_the_durable_mode_key_the_store_reads() -> None:
+    store = _store(durableReplicas=1)
+    out = section(store)
+    assert out["lock_durable_replicas"] == 1
+    kwargs = {k: v for k, v in out.items() if k != "type"}
+    durable = RedisTicketLockStore.from_kwargs(kwargs).durable
+    assert durable is not None and durable.replicas == 1
+    assert "lock_durable_replicas" not in section(_store(durableReplicas=0))
+    assert "lock_durable_replicas" not in section(_store())
 
 
 def test_cluster_section_lists_endpoints_and_never_a_db() -> None:

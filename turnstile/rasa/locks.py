@@ -91,7 +91,8 @@ class TicketLockStore(_LockStoreBase):  # type: ignore[misc]
 
         ``wait_time_in_seconds`` is Rasa's polling interval; nothing polls here, so it is
         accepted and ignored. A waiter waits while its ticket lives, as in Rasa, and gets
-        Rasa's ``LockError`` if the ticket expires (or the lock is deleted) first.
+        Rasa's ``LockError`` if the lock is deleted first (a ticket lost in a Redis failover, or
+        whose waiting lease ran out while Redis was unreachable, re-enters the line instead).
         """
         return _RasaLockContext(self.store.lock(conversation_id, lock_lifetime), conversation_id)
 

@@ -78,6 +78,7 @@ LOCK_PERMISSIONS: Final = (
         ],
         "inside the lock scripts",
     ),
+    Permission("WAIT", ("1", "1"), why="durable mode (lock_durable_replicas) waits for replicas"),
 )
 #: The timer store: sorted sets and hashes per bucket.
 TIMER_PERMISSIONS: Final = (

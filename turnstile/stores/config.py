@@ -412,3 +412,49 @@ def warn_unknown(reader: SettingsReader, known: Iterable[str], *, what: str) -> 
     extra = reader.unknown(known)
     if extra:
         logger.warning("%s: ignoring unknown key(s): %s", what, ", ".join(extra))
+
+
+# ---- the lock store's durable mode -----------------------------------------------------------
+
+#: ``lock_durable_replicas``: 0 (off) up to this many replicas acknowledging a turn.
+MAX_DURABLE_REPLICAS: Final = 16
+#: ``lock_durable_timeout`` seconds: how long a turn waits for its acknowledgements at most.
+DEFAULT_DURABLE_TIMEOUT: Final = 0.25
+MIN_DURABLE_TIMEOUT: Final = 0.001
+MAX_DURABLE_TIMEOUT: Final = 10.0
+#: The keys :func:`read_durable` reads.
+DURABLE_KEYS: Final = frozenset({"lock_durable_replicas", "lock_durable_timeout"})
+
+
+@dataclass(frozen=True)
+class DurableSettings:
+    """The lock store's durable mode: the ticket that grants a turn is acknowledged by at least
+    ``replicas`` replicas (Redis ``WAIT``) before its holder enters, waiting ``timeout`` seconds
+    at most (``docs/locks.md``, "Durable mode")."""
+
+    replicas: int
+    timeout: float = DEFAULT_DURABLE_TIMEOUT
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(int(self.timeout * 1000), 1)
+
+
+def read_durable(reader: SettingsReader) -> DurableSettings | None:
+    """``lock_durable_replicas`` (0 or absent: off) and ``lock_durable_timeout`` of a
+    ``lock_store`` section; a bad value names the key, the value and what is accepted."""
+    replicas = reader.integer(
+        "lock_durable_replicas", 0, minimum=0, maximum=MAX_DURABLE_REPLICAS
+    )
+    accepted = f"a number of seconds from {MIN_DURABLE_TIMEOUT:g} to {MAX_DURABLE_TIMEOUT:g}"
+    try:
+        timeout = reader.number("lock_durable_timeout", DEFAULT_DURABLE_TIMEOUT)
+    except ConfigurationError as exc:  # one sentence for every bad value, as written
+        raise ConfigurationError(exc.key, exc.value, accepted) from None
+    if not MIN_DURABLE_TIMEOUT <= timeout <= MAX_DURABLE_TIMEOUT:
+        raise ConfigurationError(
+            reader.name("lock_durable_timeout"), reader._values["lock_durable_timeout"], accepted
+        )
+    if replicas == 0:
+        return None
+    return DurableSettings(replicas, timeout)

@@ -66,6 +66,10 @@ class LockRecorder(Protocol):
     def acquired(self, since: float) -> float: ...
     def released(self, since: float) -> None: ...
     def overtaken(self) -> None: ...
+    def reply_lost(self) -> None: ...
+    def reentered(self) -> None: ...
+    def restored(self) -> None: ...
+    def durable_unacked(self) -> None: ...
 
 
 class ConnectionRecorder(Protocol):
@@ -100,6 +104,18 @@ class _Off:
     def overtaken(self) -> None:
         pass
 
+    def reply_lost(self) -> None:
+        pass
+
+    def reentered(self) -> None:
+        pass
+
+    def restored(self) -> None:
+        pass
+
+    def durable_unacked(self) -> None:
+        pass
+
     def retried(self) -> None:
         pass
 
@@ -123,13 +139,20 @@ OFF: Final = _Off()
 
 
 class _LockSeries:
-    __slots__ = ("_hold", "_overtaken", "_position", "_wait")
+    __slots__ = (
+        "_durable_unacked", "_hold", "_overtaken", "_position", "_reentered", "_reply_lost",
+        "_restored", "_wait",
+    )
 
     def __init__(self, series: _Series, labels: tuple[str, str]) -> None:
         self._wait = series.lock_wait.labels(*labels).observe
         self._hold = series.lock_hold.labels(*labels).observe
         self._position = series.lock_position.labels(*labels).observe
         self._overtaken = series.lock_overtaken.labels(*labels).inc
+        self._reply_lost = series.lock_reply_lost.labels(*labels).inc
+        self._reentered = series.lock_reentered.labels(*labels).inc
+        self._restored = series.lock_restored.labels(*labels).inc
+        self._durable_unacked = series.lock_durable_unacked.labels(*labels).inc
 
     now = staticmethod(time.perf_counter)
 
@@ -146,6 +169,18 @@ class _LockSeries:
 
     def overtaken(self) -> None:
         self._overtaken()
+
+    def reply_lost(self) -> None:
+        self._reply_lost()
+
+    def reentered(self) -> None:
+        self._reentered()
+
+    def restored(self) -> None:
+        self._restored()
+
+    def durable_unacked(self) -> None:
+        self._durable_unacked()
 
 
 class _ConnectionSeries:
@@ -278,7 +313,32 @@ class _Series:
         self.lock_overtaken = prom.Counter(
             "turnstile_lock_overtaken",
             "Holders whose ticket was gone at the release (expired after lock_lifetime, or "
-            "deleted): the next message may have run meanwhile",
+            "removed before: deleted, or lost in a failover) or at a lease renewal: the next "
+            "message may have run meanwhile",
+            lock, registry=registry,
+        )
+        self.lock_reply_lost = prom.Counter(
+            "turnstile_lock_release_reply_lost",
+            "Releases whose reply was lost (the connection closed after Redis ran them) and "
+            "whose retry found the ticket already returned: not overtaken",
+            lock, registry=registry,
+        )
+        self.lock_reentered = prom.Counter(
+            "turnstile_lock_reentered",
+            "Waiters whose ticket was gone (lost in a failover, or its lease ran out while "
+            "Redis was unreachable) and that re-entered the line instead of failing",
+            lock, registry=registry,
+        )
+        self.lock_restored = prom.Counter(
+            "turnstile_lock_restored",
+            "Holders whose ticket was gone at a lease renewal and was put back, nobody having "
+            "been let in meanwhile",
+            lock, registry=registry,
+        )
+        self.lock_durable_unacked = prom.Counter(
+            "turnstile_lock_durable_unacknowledged",
+            "Durable mode: turns granted without the replicas' acknowledgement (too few "
+            "replicas answered WAIT in time, or acknowledgements were paused after that)",
             lock, registry=registry,
         )
         conn = ("mode", "client")

@@ -96,6 +96,19 @@ class OtelSeries:
         self.lock_overtaken = _counter(
             meter, "turnstile.lock.overtaken", "{holder}",
             "Holders whose ticket was gone at the release or at a lease renewal", lock)
+        self.lock_reply_lost = _counter(
+            meter, "turnstile.lock.release_reply_lost", "{release}",
+            "Releases whose reply was lost and whose retry found the ticket already returned",
+            lock)
+        self.lock_reentered = _counter(
+            meter, "turnstile.lock.reentered", "{waiter}",
+            "Waiters whose ticket was gone after a failover and that re-entered the line", lock)
+        self.lock_restored = _counter(
+            meter, "turnstile.lock.restored", "{holder}",
+            "Holders whose ticket was gone at a lease renewal and was put back", lock)
+        self.lock_durable_unacked = _counter(
+            meter, "turnstile.lock.durable_unacknowledged", "{turn}",
+            "Durable mode: turns granted without the replicas' acknowledgement", lock)
         conn = ("mode", "client")
         self.redis_retries = _counter(
             meter, "turnstile.redis.retries", "{operation}",

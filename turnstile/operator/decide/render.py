@@ -86,6 +86,8 @@ def section(store: StoreSpec) -> dict[str, Any]:
     out.update(_sentinel_keys(store))
     if store.lock_lifetime is not None and store.implementation != "rasa":
         out["lock_lifetime"] = store.lock_lifetime  # with rasa: TICKET_LOCK_LIFETIME, below
+    if store.durable_replicas:  # never with rasa (parse_store refuses it)
+        out["lock_durable_replicas"] = store.durable_replicas
     if store.poll_interval is not None:
         out["poll_interval"] = _number(store.poll_interval)
     return out

@@ -492,12 +492,39 @@ def _kind_field(info: KindInfo) -> dict[str, Any]:
                 },
             },
         }
-        return {"lockLifetime": lifetime, "transition": transition}
+        durable = {
+            **schema.DURABLE_REPLICAS.schema(),
+            "description": (
+                "Durable mode (renders lock_store.lock_durable_replicas): the ticket that "
+                "grants a conversation's turn is acknowledged by at least this many replicas "
+                "(Redis WAIT) before the message is handled, narrowing the window in which a "
+                "failover can lose it and let a second message in. One more round trip per "
+                "turn; 0 or unset is off. Needs implementation: turnstile (docs/locks.md, "
+                "\"Durable mode\")."
+            ),
+        }
+        return {"lockLifetime": lifetime, "transition": transition, "durableReplicas": durable}
     interval = {
         **schema.POLL_INTERVAL.schema(),
         "description": "Seconds between polls for expired timers (renders poll_interval).",
     }
     return {"pollInterval": interval}
+
+
+def _spec_rules(info: KindInfo) -> dict[str, Any]:
+    """The rules across spec fields: durable mode is Turnstile's (LockStore)."""
+    if info is not LOCK_STORE:
+        return {}
+    return {
+        "x-kubernetes-validations": [
+            _rule(
+                "!has(self.durableReplicas) || self.durableReplicas == 0 || "
+                "!has(self.implementation) || self.implementation != 'rasa'",
+                "durable_rasa",
+                ".durableReplicas",
+            )
+        ]
+    }
 
 
 def _transition_column(info: KindInfo) -> list[dict[str, Any]]:
@@ -713,6 +740,7 @@ def crd(info: KindInfo) -> dict[str, Any]:
                                     "required": ["redis"],
                                     "description": f"The desired {info.kind}.",
                                     "properties": spec_props,
+                                    **_spec_rules(info),
                                 },
                                 "status": status_schema(),
                             },

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from turnstile.stores.config import MAX_DURABLE_REPLICAS
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -47,6 +49,8 @@ DB: Final = Bounds(0, 1023, integer=True)
 SOCKET_TIMEOUT: Final = Bounds(0.1, 300, integer=False)
 #: ``lockLifetime`` seconds (LockStore).
 LOCK_LIFETIME: Final = Bounds(1, 86400, integer=True)
+#: ``durableReplicas`` (LockStore): replicas that acknowledge a turn (``WAIT``); 0 is off.
+DURABLE_REPLICAS: Final = Bounds(0, MAX_DURABLE_REPLICAS, integer=True)
 #: ``pollInterval`` seconds (TimerStore). At least 0.05 s: each poll is a Redis round trip
 #: per bot replica, so 20 polls a second is already far finer than any timer needs, and a
 #: value like 1e-05 would be a busy loop against Redis.

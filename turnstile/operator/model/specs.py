@@ -74,6 +74,8 @@ RULES: Final = {
     "sentinel_tls": "sentinel.tls needs tls.enabled: true (the sentinels use the same "
     "certificates and verification as the data nodes)",
     "selector_key": "each matchExpressions entry needs a non-empty label key",
+    "durable_rasa": "durableReplicas needs implementation: turnstile (Rasa's lock stores have "
+    "no durable mode)",
     "socket_timeout": "socketTimeout must be at least 0.1 seconds: below that a healthy Redis "
     "fails ordinary calls (a TLS handshake, a round trip under load)",
     "label_key": "a label key Kubernetes accepts: an optional prefix (a lowercase DNS "
@@ -153,6 +155,8 @@ class StoreSpec:
     poll_interval: float | None = None
     #: ``transition.durationSeconds`` (LockStore only; ``None`` for a TimerStore).
     transition_seconds: int | None = None
+    #: ``durableReplicas`` (LockStore only): replicas that acknowledge a turn; None or 0 is off.
+    durable_replicas: int | None = None
     uid: str = ""
     generation: int = 0
 
@@ -416,7 +420,12 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
     lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
     poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
     transition_seconds: int | None = None
+    durable_replicas: int | None = None
     if is_lock:
+        durable_replicas = _int(fields.bounded("durableReplicas", schema.DURABLE_REPLICAS))
+        if durable_replicas and implementation == "rasa":
+            raise SpecError(fields.name("durableReplicas"), RULES["durable_rasa"],
+                            durable_replicas)
         transition_seconds = schema.TRANSITION_DURATION_DEFAULT
         if fields.has("transition"):
             duration = fields.sub("transition").bounded(
@@ -434,6 +443,7 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
         lock_lifetime=lock_lifetime,
         poll_interval=poll_interval,
         transition_seconds=transition_seconds,
+        durable_replicas=durable_replicas,
     )
 
 

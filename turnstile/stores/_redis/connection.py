@@ -397,6 +397,52 @@ class RedisConnection:
 
         return await self.run(op, what=script.name)
 
+    async def eval_counting(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> tuple[Any, int]:
+        """:meth:`eval`, and how many earlier attempts were sent before the one that answered.
+
+        An attempt whose connection failed after it was sent (a routing refresh closing the
+        connection, a master dying) may have run on Redis with its reply lost; a script whose
+        answer depends on its own earlier effects (RELEASE finding its ticket gone) needs to
+        know that.
+        """
+        sent = 0
+
+        async def op(client: AnyRedis) -> Any:
+            nonlocal sent
+            lane = await self._lane(client, keys)
+            sent += 1
+            return await script.run_on(lane, keys, args)
+
+        reply = await self.run(op, what=script.name)
+        return reply, sent - 1
+
+    async def eval_then(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        then: Callable[[Any], Sequence[Any] | None],
+    ) -> tuple[Any, Any]:
+        """:meth:`eval`, then the command ``then(reply)`` (if not None) on the same connection.
+        Returns both replies (None for a command not sent); both run again if the connection
+        fails. For a command that must follow the script's write on the connection that made
+        it, such as ``WAIT`` (the lock store's durable mode): it holds up the replies behind it
+        on the multiplexed connection until Redis answers it.
+        """
+
+        async def op(client: AnyRedis) -> tuple[Any, Any]:
+            lane = await self._lane(client, keys)
+            reply = await script.run_on(lane, keys, args)
+            command = then(reply)
+            if command is None:
+                return reply, None
+            return reply, await lane.call(*command)
+
+        return await self.run(op, what=script.name)
+
     def _lane_address(self, client: AnyRedis, keys: Sequence[str]) -> tuple[str, int]:
         if self.is_cluster:
             assert isinstance(client, RedisCluster)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 import itertools
 import json
 import logging
@@ -265,6 +266,38 @@ class Renewal:
     ttl: float
     #: Seconds until its hard deadline (its expiry when it has none): renewals stop there.
     deadline_ttl: float
+    #: The ticket was gone (a failover lost it, or its lease ran out while Redis was
+    #: unreachable) and was put back under its deadline, nobody having been let in meanwhile.
+    restored: bool = False
+
+
+class Released(enum.IntEnum):
+    """What a release found. Truthy when the ticket is known to have been returned."""
+
+    #: Not there, and it may have expired: the holder may have been overtaken.
+    GONE = 0
+    #: It was live and is now returned.
+    RELEASED = 1
+    #: Not there although it could not have expired yet (the store's clock is before its
+    #: expiry): removed on purpose (``delete_lock``, ``turnstile locks release``) or lost in a
+    #: failover; the next message may have run meanwhile, but not because of the lifetime.
+    REMOVED = 2
+    #: As REMOVED, but an earlier attempt of this release was sent and its reply lost (a routing
+    #: refresh or a failover closed the connection): that attempt returned it.
+    REPLY_LOST = 3
+
+    def __bool__(self) -> bool:
+        return self in (Released.RELEASED, Released.REPLY_LOST)
+
+
+def release_outcome(found: int, *, reply_lost: bool) -> Released:
+    """A release script's answer (1 live, 2 gone before its expiry, 0 gone) as a
+    :class:`Released`, knowing whether an earlier attempt may have run with its reply lost."""
+    if found == 1:
+        return Released.RELEASED
+    if found == 2:
+        return Released.REPLY_LOST if reply_lost else Released.REMOVED
+    return Released.GONE
 
 
 # ---- the API --------------------------------------------------------------------------------
@@ -325,19 +358,38 @@ class TicketLockStore(abc.ABC):
     @abc.abstractmethod
     async def _wait_turn(self, issued: Issued, conversation_id: str, deadline: float) -> Ticket:
         """Renew the waiting ticket until it is at the head, then give it its lifetime and
-        return it; raise LockError if it vanished meanwhile (deleted, or its lease ran out
-        because this waiter stalled), LockTimeoutError at ``deadline`` (``loop.time()``)."""
+        return it (its number may be new: see ``locks.redis``, a ticket lost in a failover
+        re-enters the line); raise LockError if it was removed meanwhile (deleted; in the
+        in-memory store also its lease running out because this waiter stalled),
+        LockTimeoutError at ``deadline`` (``loop.time()``)."""
 
     @abc.abstractmethod
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
-        """Extend a held ticket's expiry to ``now + lease``, never past its deadline."""
+    async def _renew(
+        self,
+        conversation_id: str,
+        ticket_id: str,
+        lease: float,
+        *,
+        number: int | None = None,
+        deadline_in: float | None = None,
+    ) -> Renewal:
+        """Extend a held ticket's expiry to ``now + lease``, never past its deadline. Given its
+        ``number`` and the seconds left to its deadline, a store that can lose a ticket in a
+        failover puts it back where that is provably safe (``Renewal.restored``)."""
 
     @abc.abstractmethod
     async def _release(
-        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
-    ) -> bool:
-        """Remove a ticket (by id if given, else by number) and wake the next head; False if it
-        was no longer there. A caller that knows both passes both."""
+        self,
+        conversation_id: str,
+        *,
+        ticket_id: str | None = None,
+        number: int | None = None,
+        expires: float | None = None,
+    ) -> Released:
+        """Remove a ticket (by id if given, else by number) and wake the next head. A caller
+        that knows both passes both, and ``expires`` (seconds since the epoch, the store's
+        clock; a lower bound) lets the store tell a ticket removed early from one that
+        expired."""
 
     @abc.abstractmethod
     async def get_lock(self, conversation_id: str) -> TicketLock | None:
@@ -402,8 +454,8 @@ class LockContext:
     """
 
     __slots__ = (
-        "_budget", "_conversation_id", "_lease", "_lifetime", "_number", "_since", "_store",
-        "_ticket_id",
+        "_budget", "_conversation_id", "_expires", "_lease", "_lifetime", "_number", "_since",
+        "_store", "_ticket_id",
     )
 
     def __init__(
@@ -419,6 +471,8 @@ class LockContext:
         self._number: int | None = None
         self._lease: _HolderLease | None = None
         self._since = 0.0
+        #: The held ticket's expiry as the store said it (a lower bound: leases extend it).
+        self._expires: float | None = None
 
     async def __aenter__(self) -> HeldTicket:
         if self._ticket_id is not None:
@@ -435,7 +489,9 @@ class LockContext:
             self._number = ticket.number
             if not issued.at_head:
                 ticket = await store._wait_turn(issued, conversation_id, deadline)
+                self._number = ticket.number  # new if it re-entered at the back after a failover
             self._since = store.metrics.acquired(since)
+            self._expires = ticket.expires
         except BaseException:
             # Never held: a ticket found gone here is the waiter's error to report, not a
             # holder that overran its lifetime.
@@ -456,7 +512,7 @@ class LockContext:
             lease.stop()  # before the release, so no renewal can report the released ticket
         await _finally_release(
             self._store, self._conversation_id, self._ticket_id, self._number,
-            held=lease is None or not lease.lost, lifetime=self._lifetime,
+            held=lease is None or not lease.lost, lifetime=self._lifetime, expires=self._expires,
         )
 
 
@@ -577,9 +633,13 @@ class _HolderLease:
             if self._stopped:
                 return
             sent = loop.time()
+            # The seconds left to the deadline, should the ticket have to be put back (it was
+            # lost in a failover): ``turn`` is taken after the store's, so leave a margin.
+            deadline_in = self.turn + self._lifetime - sent - _EXPIRY_MARGIN
             try:
                 renewal = await asyncio.wait_for(
-                    self.store._renew(self.conversation_id, self.ticket_id, self._lease),
+                    self.store._renew(self.conversation_id, self.ticket_id, self._lease,
+                                      number=self.number, deadline_in=deadline_in),
                     timeout=max(self.expires_at - sent, _RENEW_RETRY_FIRST),
                 )
             except Exception as exc:  # Redis errors, and the timeout of this attempt
@@ -600,6 +660,12 @@ class _HolderLease:
             if renewal.position != 0:
                 self._lose(self._why_gone(renewal))
                 return
+            if renewal.restored:
+                self.store.metrics.restored()
+                logger.info("conversation %r: the held ticket %d was gone at a lease renewal (a "
+                            "Redis failover, or its lease ran out while Redis was unreachable) "
+                            "and nobody had been let in; it was put back",
+                            self.conversation_id, self.number)
             self.expires_at = sent + renewal.ttl
             if renewal.ttl >= renewal.deadline_ttl:
                 # At the deadline: no renewal can help; ask once more after the expiry.
@@ -649,15 +715,21 @@ async def _finally_release(
     *,
     held: bool,
     lifetime: float = 0.0,
+    expires: float | None = None,
 ) -> None:
     """Release even if the holder is being cancelled: the next waiter must not wait for expiry.
 
-    Only a ``held`` ticket found gone is news: its holder ran past its lifetime, and the next
-    message may have been let in meanwhile. A waiter's ticket may be gone for reasons its
-    caller already sees (deleted, or never drawn because the issue was cancelled).
+    Only a ``held`` ticket found gone is news, and the store says which news
+    (:class:`Released`): it expired (the holder ran past its lifetime), or it was removed before
+    it could expire (deleted, released by hand, lost in a failover); either way the next message
+    may have been let in meanwhile. A release whose earlier attempt ran with its reply lost is
+    no news at all. A waiter's ticket may be gone for reasons its caller already sees (deleted,
+    or never drawn because the issue was cancelled).
     """
     try:
-        released = await store._release(conversation_id, ticket_id=ticket_id, number=number)
+        released = await store._release(
+            conversation_id, ticket_id=ticket_id, number=number, expires=expires
+        )
     except asyncio.CancelledError:
         # Cancelled mid-release: the release may or may not have run. It is idempotent, so
         # run it again in the background; the cancellation is the caller's to see.
@@ -667,12 +739,24 @@ async def _finally_release(
         _BACKGROUND.add(task)
         task.add_done_callback(_release_done)
         raise
-    if not released and held:
+    if released is Released.REPLY_LOST:
+        store.metrics.reply_lost()
+        logger.info("conversation %r: the reply to releasing ticket %s was lost (the connection "
+                    "closed after Redis ran it); its retry found the ticket already returned",
+                    conversation_id, number)
+    elif not released and held:
         store.metrics.overtaken()
+        if released is Released.REMOVED:
+            logger.warning(
+                "conversation %r: its ticket was gone at the release before it could expire "
+                "(deleted, released by hand, or lost in a Redis failover), so the next message "
+                "may have been handled while this one still ran", conversation_id,
+            )
+            return
         logger.warning(
             "conversation %r was held longer than its lock_lifetime (%gs): its ticket was "
-            "gone at the release (expired, or deleted), so the next message may have been "
-            "handled while this one still ran (raise lock_lifetime above the slowest message)",
+            "gone at the release (expired), so the next message may have been handled while "
+            "this one still ran (raise lock_lifetime above the slowest message)",
             conversation_id, lifetime,
         )
 
@@ -681,7 +765,7 @@ async def _finally_release(
 _BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
-def _release_done(task: asyncio.Future[bool]) -> None:
+def _release_done(task: asyncio.Future[Released]) -> None:
     _BACKGROUND.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.warning("releasing a ticket failed", exc_info=task.exception())

@@ -201,4 +201,4 @@ async def list_conversations(
 async def release(store: RedisTicketLockStore, conversation_id: str, number: int) -> bool:
     """Remove ticket ``number`` through the store's RELEASE script (the waiter behind it is
     woken, as by a holder's own release); False if no live ticket has that number."""
-    return await store._release(conversation_id, number=number)
+    return bool(await store._release(conversation_id, number=number))

@@ -14,6 +14,10 @@ Valkey too), MemoryDB, Memorystore, Azure Cache, Valkey, Dragonfly (``docs/locks
     Q:d:<N>   LIST   "done" tokens of ticket number N: pushed by its RELEASE when a ticket is
                      behind it, BLPOP'ed by that ticket's waiter (the one directly behind N)
     Q:x       LIST   "ask again" tokens, one per waiter: pushed by DELETE and SAVE
+    Q:g       HASH   "n" -> the "gone" mark: the highest number removed on purpose (DELETE, SAVE,
+                     a release by number alone), kept ``GONE_TTL_MS`` after the last such
+                     removal (a hash: the commands the lock scripts already need, so the
+                     bots' ACL rule is unchanged)
 
 Numbers are stored as Lua numbers, which Redis 7 prints exactly (no string parsing, no
 ``string.format``). A ticket id never starts with ``~``.
@@ -56,6 +60,17 @@ that lost the last writes (the new master issues seconds later; only clock skew 
 Redis hosts larger than the failover time could break that). So the number doubles as a
 fencing token that never goes back. (Numbers stay below 2^53: exact in Lua's doubles.)
 
+**Failover.** A waiter whose ticket is gone (lost with a dead master's last writes, or its
+waiting lease ran out while Redis was unreachable) re-enters with CHECK (given ``Q:g`` and the
+number it had): with its old number if a live ticket numbered below it is still there (then the
+head is unchanged and nobody behind it can have had a turn: numbers are issued in order), else
+at the back with a new number. A number at or below the gone mark was removed on purpose and
+stays gone (its waiter gets ``LockError``). A holder's RENEW that finds its ticket gone puts it
+back under its old deadline when the queue is empty and the mark allows it: nobody can have been
+let in. RELEASE is given the ticket's expiry as the client last heard it, so a ticket it does
+not find is told apart: gone before that expiry (released by an earlier attempt whose reply was
+lost, or removed on purpose, or lost in a failover) or expired.
+
 Every script is idempotent per caller-made ticket id: ``RedisConnection.run`` repeats a script
 whose reply was lost, and a repeated ISSUE must return the same ticket, not queue a second one;
 a repeated RELEASE finds its ticket gone and pushes nothing.
@@ -80,6 +95,9 @@ from turnstile.stores._redis.scripts import LuaScript
 #: How long a wake-up token waits to be popped (ms): a waiter starts blocking within a round
 #: trip of its CHECK, and misses nothing worse than one timed-out block if a token expires.
 WAKE_TTL_MS: Final = 10_000
+#: How long the gone mark outlives the last removal on purpose (ms): a waiter asks at least
+#: every third of its waiting lease (10 s at most), and at once when DELETE or SAVE wake it.
+GONE_TTL_MS: Final = 60_000
 
 # The clock: ``now`` in ms and ``now_us`` in µs since the epoch. TIME's two strings are read
 # once each (a string in arithmetic is parsed again every time it is used).
@@ -96,7 +114,7 @@ local now_us = secs * 1000000 + micros
 # waiter's view: position, how long it may block, the ticket in front; ``take`` gives a ticket
 # at the head its turn: the lifetime, or one hold lease under a deadline.
 _HELPERS: Final = (
-    f"local WAKE_TTL = {WAKE_TTL_MS}\n"
+    f"local WAKE_TTL = {WAKE_TTL_MS}\nlocal GONE_TTL = {GONE_TTL_MS}\n"
     + r"""
 local function load()
   local flat = redis.call('HGETALL', Q)
@@ -187,6 +205,22 @@ local function ask_again(count)
 end
 """
 
+# The gone mark (``Q:g``, ``G``, declared by the scripts that include it): the highest number
+# removed on purpose; ``gone_mark`` reads it (0 when there is none), ``mark_gone`` raises it.
+_GONE: Final = r"""
+local function gone_mark()
+  local flat = redis.call('HGETALL', G)
+  return tonumber(flat[2]) or 0
+end
+
+local function mark_gone(n)
+  if n > gone_mark() then
+    redis.call('HSET', G, 'n', n)
+    redis.call('PEXPIRE', G, GONE_TTL)
+  end
+end
+"""
+
 #: ISSUE. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = lifetime in ms, ARGV[3] = waiting lease
 #: in ms (optional, default the lifetime): how long the ticket lives if it has to wait; its
 #: waiter renews it with CHECK. ARGV[4] = hold lease in ms (optional): at the head the ticket
@@ -241,29 +275,57 @@ return {live[i].n, position, wait, live[i].e, ahead}
 """,
 )
 
-#: CHECK. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = waiting lease ms, ARGV[3] = lifetime ms
-#: (both optional: without them nothing is renewed), ARGV[4] = hold lease ms (optional). The
-#: waiter's heartbeat and its turn: a ticket behind others is renewed to at least now + lease;
+#: CHECK. KEYS[1] = Q, KEYS[2] = Q:g (optional: with it, a waiter whose ticket is gone
+#: re-enters). ARGV[1] = ticket id, ARGV[2] = waiting lease ms, ARGV[3] = lifetime ms (both
+#: optional: without them nothing is renewed), ARGV[4] = hold lease ms (optional, "" for none),
+#: ARGV[5] = the ticket's number (needed to re-enter).
+#: The waiter's heartbeat and its turn: a ticket behind others is renewed to at least now + lease;
 #: a ticket at the head is *taken*, its expiry set to now + lifetime (the lifetime counts from
 #: the turn), or, with a hold lease shorter than the lifetime, to now + hold lease under a
 #: deadline of now + lifetime (kept if already set: a repeated CHECK does not move it).
-#: Returns {position (0 = head, -1 = gone: expired or deleted), ms the waiter may block,
-#: expires ms, number of the ticket in front (0 at the head)}.
+#: A ticket that is gone (lost in a failover, or its lease ran out while Redis was unreachable)
+#: re-enters when KEYS[2] and ARGV[5] are given and its number is above the gone mark: with its
+#: number if a live ticket numbered below it is there (its turn is kept: the head is unchanged),
+#: else at the back with a new number; then it is answered like any waiter (and takes the turn
+#: if it is the head). Returns {position (0 = head, -1 = gone: expired or deleted, and not
+#: re-entered), ms the waiter may block, expires ms, number of the ticket in front (0 at the
+#: head), the ticket's number (new if it re-entered at the back), 0 = found / 1 = re-entered
+#: keeping its turn / 2 = re-entered at the back}.
 CHECK: Final = LuaScript(
     "ticket check",
     r"""
 local Q = KEYS[1]
+local G = KEYS[2]
 """
     + _CLOCK
     + _HELPERS
+    + _GONE
     + r"""
 local id, lease, lifetime = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local hold = tonumber(ARGV[4])
-local live = load()
+local hold, number = tonumber(ARGV[4]), tonumber(ARGV[5])
+local live, seq = load()
 local i = find(live, id)
+local how = 0
 if i == nil then
-  settle(live)
-  return {-1, 0, 0, 0}
+  if G == nil or number == nil or lease == nil or number <= gone_mark() then
+    settle(live)
+    return {-1, 0, 0, 0, 0, 0}
+  end
+  how = 1
+  if #live == 0 or live[1].n >= number then
+    how = 2
+  else
+    for _, t in ipairs(live) do
+      if t.n == number then how = 2 end
+    end
+  end
+  if how == 2 then number = math.max(seq + 1, now_us) end
+  local t = {id = id, n = number, e = now + lease}
+  redis.call('HSET', Q, id, number, '~' .. id, t.e)
+  if number > seq then redis.call('HSET', Q, '~', number) end
+  live[#live + 1] = t
+  table.sort(live, function(a, b) return a.n < b.n end)
+  i = find(live, id)
 end
 local mine = live[i]
 if lease ~= nil then
@@ -280,22 +342,29 @@ if lease ~= nil then
 end
 settle(live)
 local position, wait, ahead = answer(live, i)
-return {position, wait, mine.e, ahead}
+return {position, wait, mine.e, ahead, mine.n, how}
 """,
 )
 
-#: RELEASE. KEYS[1] = Q, KEYS[2] = Q:x, KEYS[3] = Q:d:<ARGV[2]> (only when the number is
-#: known). ARGV[1] = ticket id or "", ARGV[2] = ticket number or "".
+#: RELEASE. KEYS[1] = Q, KEYS[2] = Q:x, KEYS[3] = Q:g, KEYS[4] = Q:d:<ARGV[2]> (only when the
+#: number is known). ARGV[1] = ticket id or "", ARGV[2] = ticket number or "", ARGV[3] = the
+#: ticket's expiry as its holder last heard it, ms since the epoch ("" if unknown; a lower bound,
+#: since expiries only move forward).
 #: Removes the ticket (by id, else by number). If a ticket was behind it, wakes that ticket's
-#: waiter: a token on KEYS[3] if the released ticket has number ARGV[2], else one "ask again"
-#: token on KEYS[2] per ticket behind it. The ticket's deadline field, if any, goes with it.
-#: Returns 1 if the ticket was live, 0 if it had expired or was already released (so a repeat
-#: returns 0 and pushes nothing).
+#: waiter: a token on KEYS[4] if the released ticket has number ARGV[2], else one "ask again"
+#: token on KEYS[2] per ticket behind it. The ticket's deadline field, if any, goes with it. A
+#: release by number alone (Rasa's ``finish_serving``, ``turnstile locks release``) raises the
+#: gone mark, so the waiter or holder whose ticket it was does not put it back.
+#: Returns 1 if the ticket was live; if it was not there: 2 when Redis' clock is still before
+#: ARGV[3] (it cannot have expired: an earlier attempt of this release ran and its reply was
+#: lost, or the ticket was removed on purpose or lost in a failover), else 0 (expired, or
+#: already released). A repeat pushes nothing.
 RELEASE: Final = LuaScript(
     "ticket release",
     r"""
 local Q = KEYS[1]
 local X = KEYS[2]
+local G = KEYS[3]
 local id = ARGV[1]
 local fields = id ~= '' and redis.call('HLEN', Q) or 0
 if (fields == 3 or fields == 4) and redis.call('HEXISTS', Q, id) == 1 then
@@ -310,6 +379,7 @@ local number = tonumber(ARGV[2])
     + _CLOCK
     + _HELPERS
     + _ASK_AGAIN
+    + _GONE
     + r"""
 local live = load()
 local i = nil
@@ -321,14 +391,17 @@ for j, t in ipairs(live) do
 end
 if i == nil then
   settle(live)
+  local known = tonumber(ARGV[3])
+  if known ~= nil and now < known then return 2 end
   return 0
 end
 local mine = table.remove(live, i)
 redis.call('HDEL', Q, mine.id, '~' .. mine.id, '~~' .. mine.id)
+if id == '' then mark_gone(mine.n) end
 local behind = #live - i + 1
 if behind > 0 then
-  if KEYS[3] ~= nil and mine.n == number then
-    local D = KEYS[3]
+  if KEYS[4] ~= nil and mine.n == number then
+    local D = KEYS[4]
     redis.call('RPUSH', D, '1')
     redis.call('PEXPIRE', D, WAKE_TTL)
   else
@@ -340,25 +413,42 @@ return 1
 """,
 )
 
-#: RENEW. KEYS[1] = Q. ARGV[1] = ticket id, ARGV[2] = hold lease ms. The holder's heartbeat:
-#: a ticket at the head with a deadline lives until min(now + lease, deadline), never less than
-#: it already had; a ticket without a deadline is left as it is. Returns {position (0 = head,
-#: -1 = gone: expired, released or deleted; > 0: no longer the head, and not renewed), ms until
-#: its expiry, ms until its deadline (its expiry when it has none)}.
+#: RENEW. KEYS[1] = Q, KEYS[2] = Q:g (optional: with it, a holder whose ticket is gone may put
+#: it back). ARGV[1] = ticket id, ARGV[2] = hold lease ms, ARGV[3] = the ticket's number and
+#: ARGV[4] = ms left until its deadline on the holder's clock (both optional, needed to put it
+#: back). The holder's heartbeat: a ticket at the head with a deadline lives until
+#: min(now + lease, deadline), never less than it already had; a ticket without a deadline is
+#: left as it is. A ticket that is gone (lost in a failover, or its lease ran out while Redis
+#: was unreachable) is put back at the head, under now + ARGV[4] as its deadline, only when no
+#: live ticket is in the queue (nobody can have been let in) and its number is above the gone
+#: mark. Returns {position (0 = head, -1 = gone: expired, released or deleted; > 0: no longer
+#: the head, and not renewed), ms until its expiry, ms until its deadline (its expiry when it
+#: has none), 1 if it was put back (else 0)}.
 RENEW: Final = LuaScript(
     "ticket renew",
     r"""
 local Q = KEYS[1]
+local G = KEYS[2]
 """
     + _CLOCK
     + _HELPERS
+    + _GONE
     + r"""
 local id, lease = ARGV[1], tonumber(ARGV[2])
-local live = load()
+local number, left = tonumber(ARGV[3]), tonumber(ARGV[4])
+local live, seq = load()
 local i = find(live, id)
 if i == nil then
-  settle(live)
-  return {-1, 0, 0}
+  if G == nil or number == nil or left == nil or left <= 0 or #live > 0
+      or number <= gone_mark() then
+    settle(live)
+    return {-1, 0, 0, 0}
+  end
+  local t = {id = id, n = number, d = now + left, e = now + math.min(lease, left)}
+  redis.call('HSET', Q, id, number, '~' .. id, t.e, '~~' .. id, t.d)
+  if number > seq then redis.call('HSET', Q, '~', number) end
+  settle({t})
+  return {0, t.e - now, t.d - now, 1}
 end
 local mine = live[i]
 if i == 1 and mine.d ~= nil then
@@ -369,7 +459,7 @@ if i == 1 and mine.d ~= nil then
   end
 end
 settle(live)
-return {i - 1, mine.e - now, (mine.d or mine.e) - now}
+return {i - 1, mine.e - now, (mine.d or mine.e) - now, 0}
 """,
 )
 
@@ -395,20 +485,23 @@ return out
 """,
 )
 
-#: SAVE. KEYS[1] = Q, KEYS[2] = Q:x. ARGV = number, expires ms, number, expires ms, ...
-#: Replaces the tickets with the given ones (a ticket already present keeps its id, and so its
-#: waiter and its deadline, if any), drops expired ones, keeps numbering above the highest; the
-#: waiters of the tickets that were there get an "ask again" token each (the ticket in front of
-#: them may have changed). Returns the live count.
+#: SAVE. KEYS[1] = Q, KEYS[2] = Q:x, KEYS[3] = Q:g. ARGV = number, expires ms, number,
+#: expires ms, ... Replaces the tickets with the given ones (a ticket already present keeps its
+#: id, and so its waiter and its deadline, if any), drops expired ones, keeps numbering above
+#: the highest; the waiters of the tickets that were there get an "ask again" token each (the
+#: ticket in front of them may have changed), and the gone mark covers the tickets it dropped
+#: (their waiters fail rather than re-enter). Returns the live count.
 SAVE: Final = LuaScript(
     "ticket save",
     r"""
 local Q = KEYS[1]
 local X = KEYS[2]
+local G = KEYS[3]
 """
     + _CLOCK
     + _HELPERS
     + _ASK_AGAIN
+    + _GONE
     + r"""
 local live, seq = load()
 local by_number = {}
@@ -432,26 +525,35 @@ end
 if #saved > 0 then
   redis.call('HSET', Q, '~', top)
 end
+local kept = {}
+for _, t in ipairs(saved) do kept[t.n] = true end
+for _, t in ipairs(live) do
+  if not kept[t.n] then mark_gone(t.n) end
+end
 settle(saved)
 if #live > 0 then ask_again(#live) end
 return #saved
 """,
 )
 
-#: DELETE. KEYS[1] = Q, KEYS[2] = Q:x. No ARGV. Drops every ticket and pushes one "ask again"
-#: token per live ticket to KEYS[2] (its waiter asks, finds its ticket gone and fails).
+#: DELETE. KEYS[1] = Q, KEYS[2] = Q:x, KEYS[3] = Q:g. No ARGV. Drops every ticket, raises the
+#: gone mark to the last issued number (so no waiter re-enters) and pushes one "ask again" token
+#: per live ticket to KEYS[2] (its waiter asks, finds its ticket gone and fails).
 #: Returns the number of live tickets dropped.
 DELETE: Final = LuaScript(
     "ticket delete",
     r"""
 local Q = KEYS[1]
 local X = KEYS[2]
+local G = KEYS[3]
 """
     + _CLOCK
     + _HELPERS
     + _ASK_AGAIN
+    + _GONE
     + r"""
-local live = load()
+local live, seq = load()
+if seq > 0 then mark_gone(seq) end
 redis.call('DEL', Q)
 if #live > 0 then ask_again(#live) end
 return #live

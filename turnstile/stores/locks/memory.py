@@ -22,6 +22,7 @@ from turnstile.stores.errors import LockError, LockTimeoutError
 from turnstile.stores.locks.api import (
     DEFAULT_LOCK_LEASE,
     Issued,
+    Released,
     Renewal,
     Ticket,
     TicketLock,
@@ -164,8 +165,17 @@ class InMemoryTicketLockStore(TicketLockStore):
                     if entry.waker is not None and entry.waker[1] is future:
                         entry.waker = None
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
-        # Tickets here have no deadline (no holder leases): the head is left as it is.
+    async def _renew(
+        self,
+        conversation_id: str,
+        ticket_id: str,
+        lease: float,
+        *,
+        number: int | None = None,
+        deadline_in: float | None = None,
+    ) -> Renewal:
+        # Tickets here have no deadline (no holder leases) and are never lost in a failover:
+        # the head is left as it is.
         with self._mutex:
             now = self._clock()
             queue = self._purge(conversation_id, now)
@@ -179,19 +189,24 @@ class InMemoryTicketLockStore(TicketLockStore):
             return Renewal(position, ttl, ttl)
 
     async def _release(
-        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
-    ) -> bool:
+        self,
+        conversation_id: str,
+        *,
+        ticket_id: str | None = None,
+        number: int | None = None,
+        expires: float | None = None,
+    ) -> Released:
         with self._mutex:
             queue = self._purge(conversation_id, self._clock())
             if queue is None:
-                return False
+                return Released.GONE
             found = _find(queue.entries.values(), ticket_id, number)
             if found is not None:
                 before = queue.head()
                 del queue.entries[found.ticket_id]
                 self._wake_new_head(queue, before)
             self._forget_if_empty(conversation_id, queue)
-            return found is not None
+            return Released.GONE if found is None else Released.RELEASED
 
     async def get_lock(self, conversation_id: str) -> TicketLock | None:
         with self._mutex:

@@ -32,6 +32,15 @@ Past the cap, a waiter asks with CHECK every ``_OVERFLOW_POLL`` instead of block
 **Holder leases** (``lock_lease``, ``locks.api`` module doc): ISSUE and CHECK give a ticket that
 takes its turn one lease and a deadline (turn + lifetime) in the same script, so the cycle
 stays two round trips; the holder's background renewal is the RENEW script.
+
+**Failover** (``docs/locks.md``): a waiter's CHECK carries its number and the conversation's
+gone mark, so a ticket lost with a dead master's last writes (or whose waiting lease ran out
+while Redis was unreachable) re-enters the line in that same script, in its place when a ticket
+ahead of it proves that safe, else at the back; a holder's RENEW puts its lost ticket back when
+the queue is empty. RELEASE gets the ticket's known expiry, and the connection says whether an
+earlier attempt was sent, so a release whose reply was lost is not taken for an expired ticket.
+In durable mode (``lock_durable_replicas``) the ISSUE or CHECK that grants a turn is followed
+by ``WAIT`` on the same connection before the holder enters.
 """
 
 from __future__ import annotations
@@ -41,19 +50,29 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Final
 
 from turnstile.stores._redis.cancellation import cancel_safe
 from turnstile.stores._redis.connection import AnyRedis, PerLoop, RedisConnection, is_retryable
-from turnstile.stores.config import REDIS_KEYS, RedisSettings, SettingsReader, warn_unknown
+from turnstile.stores._redis.scripts import LuaScript
+from turnstile.stores.config import (
+    DURABLE_KEYS,
+    REDIS_KEYS,
+    DurableSettings,
+    RedisSettings,
+    SettingsReader,
+    read_durable,
+    warn_unknown,
+)
 from turnstile.stores.errors import ConfigurationError, LockError, LockTimeoutError
 from turnstile.stores.locks.api import (
     DEFAULT_LOCK_LEASE,
     LEASE_ACCEPTED,
     Issued,
+    Released,
     Renewal,
     Ticket,
     TicketLock,
@@ -61,6 +80,7 @@ from turnstile.stores.locks.api import (
     check_lease,
     check_lifetime,
     default_lock_lifetime,
+    release_outcome,
     renew_interval,
     waiting_lease,
 )
@@ -80,6 +100,11 @@ _BLOCK_MARGIN: Final = 0.5
 _MIN_BLOCK: Final = 0.01
 #: After an interrupted wait, before asking again (the retrying CHECK does the real backoff).
 _INTERRUPTED_PAUSE: Final = 0.01
+#: CHECK's last reply: the ticket was gone and re-entered with its number (else at the back).
+_REENTERED_KEEPING_TURN: Final = 1
+#: Durable mode: after a WAIT that fell short, turns go unacknowledged this long (seconds), so
+#: missing replicas cost one ``lock_durable_timeout`` per interval, not one per turn.
+_DURABLE_BACKOFF: Final = 1.0
 
 
 def conversation_tag(conversation_id: str) -> str:
@@ -131,6 +156,12 @@ def ask_again_key(queue: str) -> str:
     return f"{queue}:x"
 
 
+def gone_key(queue: str) -> str:
+    """The gone mark: the highest number removed on purpose (DELETE, SAVE, a release by number
+    alone); a waiter or holder whose ticket is gone puts it back only above it."""
+    return f"{queue}:g"
+
+
 @dataclass(eq=False)
 class _Waiter:
     """A waiter of this process, in its conversation's local line (see the module doc)."""
@@ -146,6 +177,9 @@ class _LoopState:
         self.connection = connection
         self.free_slots = wait_connections
         self.lines: dict[str, list[_Waiter]] = {}
+        #: Durable mode: ``loop.time()`` before which turns are not acknowledged (see
+        #: ``_DURABLE_BACKOFF``).
+        self.durable_paused_until = 0.0
 
     def enter(self, conversation_id: str, number: int) -> _Waiter:
         waiter = _Waiter(number)
@@ -154,6 +188,14 @@ class _LoopState:
         if line[0] is waiter:
             waiter.turn.set()
         return waiter
+
+    def renumber(self, conversation_id: str, waiter: _Waiter, number: int) -> None:
+        """A waiter that re-entered at the back has a new number: its place here moves too."""
+        line = self.lines[conversation_id]
+        line.remove(waiter)
+        waiter.number = number
+        bisect.insort(line, waiter, key=lambda w: w.number)
+        line[0].turn.set()
 
     def is_first(self, conversation_id: str, waiter: _Waiter) -> bool:
         return self.lines[conversation_id][0] is waiter
@@ -186,10 +228,13 @@ class RedisTicketLockStore(TicketLockStore):
         lock_lease: float | None = DEFAULT_LOCK_LEASE,
         wait_connections: int = DEFAULT_WAIT_CONNECTIONS,
         client_name: str = "turnstile-locks",
+        durable: DurableSettings | None = None,
     ) -> None:
         super().__init__(lock_lifetime=lock_lifetime, lock_lease=lock_lease)
         self.settings = settings
         self.wait_connections = wait_connections
+        #: Durable mode (``lock_durable_replicas``): None when off.
+        self.durable = durable
         self._client_name = client_name
         # redis-py clients belong to the loop that made them; Rasa runs some jobs under
         # ``asyncio.run`` in another thread, so each loop gets its own connection, closed
@@ -219,9 +264,10 @@ class RedisTicketLockStore(TicketLockStore):
         wait_connections = reader.integer(
             "wait_connections", DEFAULT_WAIT_CONNECTIONS, minimum=1, maximum=10_000
         )
-        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS, what=section)
+        durable = read_durable(reader)
+        warn_unknown(reader, REDIS_KEYS | LOCK_KEYS | DURABLE_KEYS, what=section)
         return cls(settings, lock_lifetime=lifetime, lock_lease=lease,
-                   wait_connections=wait_connections)
+                   wait_connections=wait_connections, durable=durable)
 
     @property
     def connection(self) -> RedisConnection:
@@ -241,8 +287,8 @@ class RedisTicketLockStore(TicketLockStore):
             hold = self.hold_lease(lifetime)
             if hold is not None:
                 args.append(_ms(hold))
-        number, position, wait_ms, expires, ahead = await self.connection.eval(
-            ISSUE, [self._key(conversation_id)], args
+        number, position, wait_ms, expires, ahead = await self._turn_script(
+            self._loops.get(), ISSUE, [self._key(conversation_id)], args, _issue_at_head
         )
         ticket = Ticket(int(number), int(expires) / 1000)
         self.metrics.drawn(int(position))
@@ -271,12 +317,13 @@ class RedisTicketLockStore(TicketLockStore):
         key = self._key(conversation_id)
         ask_again = ask_again_key(key)
         ahead = issued.ahead
-        renew: list[Any] = [
-            issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime)
-        ]
         hold = self.hold_lease(issued.lifetime)
-        if hold is not None:
-            renew.append(_ms(hold))
+        number = issued.ticket.number
+        renew: list[Any] = [
+            issued.ticket_id, _ms(waiting_lease(issued.lifetime)), _ms(issued.lifetime),
+            "" if hold is None else _ms(hold), number,
+        ]
+        keys = [key, gone_key(key)]
         head_ttl = issued.head_ttl
         cap = min(
             max(self.settings.socket_timeout - _BLOCK_MARGIN, _MIN_BLOCK),
@@ -311,34 +358,115 @@ class RedisTicketLockStore(TicketLockStore):
                     await asyncio.sleep(_INTERRUPTED_PAUSE)
             else:
                 await asyncio.sleep(min(block, _OVERFLOW_POLL))
-            # Woken or not: CHECK renews the lease, or takes the turn at the head.
-            position, ttl_ms, expires, in_front = await conn.eval(CHECK, [key], renew)
-            if int(position) == 0:
-                return Ticket(issued.ticket.number, int(expires) / 1000)
+            # Woken or not: CHECK renews the lease, or takes the turn at the head; a ticket
+            # gone in a failover (or whose lease ran out meanwhile) re-enters.
+            position, ttl_ms, expires, in_front, now_number, how = await self._turn_script(
+                state, CHECK, keys, renew, _check_at_head
+            )
             if int(position) < 0:
                 raise LockError(
-                    f"the ticket for conversation {conversation_id!r} was deleted (or its "
-                    "waiting lease ran out) before its turn"
+                    f"the ticket for conversation {conversation_id!r} was deleted before its "
+                    "turn"
                 )
+            if int(how):
+                number = self._reentered(state, waiter, conversation_id, number,
+                                         int(now_number), int(how))
+                renew[-1] = number
+            if int(position) == 0:
+                return Ticket(number, int(expires) / 1000)
             head_ttl, ahead = int(ttl_ms) / 1000, int(in_front)
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
-        position, ttl_ms, deadline_ms = await self.connection.eval(
-            RENEW, [self._key(conversation_id)], [ticket_id, _ms(lease)]
+    def _reentered(  # noqa: PLR0917 - one private call site, the wait loop
+        self, state: _LoopState, waiter: _Waiter, conversation_id: str, old: int, new: int,
+        how: int,
+    ) -> int:
+        self.metrics.reentered()
+        if how == _REENTERED_KEEPING_TURN:
+            logger.info("conversation %r: a waiting ticket (%d) was gone (a Redis failover, or "
+                        "its lease ran out while Redis was unreachable); it re-entered in its "
+                        "place", conversation_id, old)
+            return old
+        logger.info("conversation %r: a waiting ticket (%d) was gone (a Redis failover, or its "
+                    "lease ran out while Redis was unreachable) and nothing proves its place "
+                    "safe; it re-entered at the back as %d", conversation_id, old, new)
+        state.renumber(conversation_id, waiter, new)
+        return new
+
+    async def _turn_script(
+        self,
+        state: _LoopState,
+        script: LuaScript,
+        keys: list[str],
+        args: list[Any],
+        grants_turn: Callable[[Any], bool],
+    ) -> Any:
+        """Run ISSUE or CHECK; in durable mode, a reply that grants the turn is acknowledged by
+        ``durable.replicas`` replicas (``WAIT``) before it is returned. Too few acknowledgements
+        in ``durable.timeout`` (replicas down, or still resyncing after a failover) let the
+        holder enter all the same, with a warning, and pause the acknowledgements for
+        ``_DURABLE_BACKOFF``: durable mode narrows the replication window, it does not stop
+        conversations when replicas are missing (``docs/locks.md``, "Durable mode")."""
+        durable = self.durable
+        if durable is None:
+            return await state.connection.eval(script, keys, args)
+        loop = asyncio.get_running_loop()
+        if loop.time() < state.durable_paused_until:
+            reply = await state.connection.eval(script, keys, args)
+            if grants_turn(reply):
+                self.metrics.durable_unacked()
+            return reply
+        # WAIT must follow the write on the connection that made it: eval_then sends it there.
+        wait = ("WAIT", durable.replicas, durable.timeout_ms)
+        reply, acked = await state.connection.eval_then(
+            script, keys, args, then=lambda reply: wait if grants_turn(reply) else None
         )
-        return Renewal(int(position), int(ttl_ms) / 1000, int(deadline_ms) / 1000)
+        if acked is not None and int(acked) < durable.replicas:
+            self.metrics.durable_unacked()
+            state.durable_paused_until = loop.time() + _DURABLE_BACKOFF
+            logger.warning(
+                "durable locks: %d of %d replicas acknowledged a turn within %gs; the holder "
+                "enters unacknowledged, and turns go unacknowledged for %gs (are replicas "
+                "down, or resyncing after a failover?)",
+                acked, durable.replicas, durable.timeout, _DURABLE_BACKOFF,
+            )
+        return reply
+
+    async def _renew(
+        self,
+        conversation_id: str,
+        ticket_id: str,
+        lease: float,
+        *,
+        number: int | None = None,
+        deadline_in: float | None = None,
+    ) -> Renewal:
+        key = self._key(conversation_id)
+        args: list[Any] = [ticket_id, _ms(lease)]
+        if number is not None and deadline_in is not None:
+            args += [number, int(deadline_in * 1000)]
+        position, ttl_ms, deadline_ms, restored = await self.connection.eval(
+            RENEW, [key, gone_key(key)], args
+        )
+        return Renewal(
+            int(position), int(ttl_ms) / 1000, int(deadline_ms) / 1000, bool(int(restored))
+        )
 
     async def _release(
-        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
-    ) -> bool:
+        self,
+        conversation_id: str,
+        *,
+        ticket_id: str | None = None,
+        number: int | None = None,
+        expires: float | None = None,
+    ) -> Released:
         key = self._key(conversation_id)
-        keys = [key, ask_again_key(key)]
+        keys = [key, ask_again_key(key), gone_key(key)]
         if number is not None:
             keys.append(done_key(key, number))
-        found = await self.connection.eval(
-            RELEASE, keys, [ticket_id or "", "" if number is None else str(number)]
-        )
-        return bool(int(found))
+        args = [ticket_id or "", "" if number is None else str(number),
+                "" if expires is None else str(int(expires * 1000))]
+        found, earlier = await self.connection.eval_counting(RELEASE, keys, args)
+        return release_outcome(int(found), reply_lost=earlier > 0)
 
     async def state(self, conversation_id: str) -> list[tuple[Ticket, float | None]]:
         """The live tickets in turn order, each with its hard deadline (seconds since the
@@ -361,16 +489,24 @@ class RedisTicketLockStore(TicketLockStore):
         for ticket in lock.tickets:
             args += [str(int(ticket.number)), str(int(ticket.expires * 1000))]
         key = self._key(lock.conversation_id)
-        await self.connection.eval(SAVE, [key, ask_again_key(key)], args)
+        await self.connection.eval(SAVE, [key, ask_again_key(key), gone_key(key)], args)
 
     async def delete_lock(self, conversation_id: str) -> None:
         key = self._key(conversation_id)
-        await self.connection.eval(DELETE, [key, ask_again_key(key)], [])
+        await self.connection.eval(DELETE, [key, ask_again_key(key), gone_key(key)], [])
 
     async def close(self) -> None:
         """Close the connection of the running loop and those of other running loops (a
         loop that closes first closes its own)."""
         await self._loops.close_all()
+
+
+def _issue_at_head(reply: Any) -> bool:
+    return int(reply[1]) == 0
+
+
+def _check_at_head(reply: Any) -> bool:
+    return int(reply[0]) == 0
 
 
 def _ms(seconds: float) -> int:

@@ -53,6 +53,7 @@ from turnstile.stores.errors import ConfigurationError
 from turnstile.stores.locks.api import (
     HeldTicket,
     LockContext,
+    Released,
     Renewal,
     Ticket,
     TicketLock,
@@ -199,13 +200,28 @@ class TransitionTicketLockStore(TicketLockStore):
     async def _wait_turn(self, issued: _Issued, conversation_id: str, deadline: float) -> Ticket:
         return await self.current._wait_turn(issued, conversation_id, deadline)
 
-    async def _renew(self, conversation_id: str, ticket_id: str, lease: float) -> Renewal:
-        return await self.current._renew(conversation_id, ticket_id, lease)
+    async def _renew(
+        self,
+        conversation_id: str,
+        ticket_id: str,
+        lease: float,
+        *,
+        number: int | None = None,
+        deadline_in: float | None = None,
+    ) -> Renewal:
+        return await self.current._renew(conversation_id, ticket_id, lease, number=number,
+                                         deadline_in=deadline_in)
 
     async def _release(
-        self, conversation_id: str, *, ticket_id: str | None = None, number: int | None = None
-    ) -> bool:
-        return await self.current._release(conversation_id, ticket_id=ticket_id, number=number)
+        self,
+        conversation_id: str,
+        *,
+        ticket_id: str | None = None,
+        number: int | None = None,
+        expires: float | None = None,
+    ) -> Released:
+        return await self.current._release(conversation_id, ticket_id=ticket_id, number=number,
+                                           expires=expires)
 
     async def get_lock(self, conversation_id: str) -> TicketLock | None:
         return await self.current.get_lock(conversation_id)
