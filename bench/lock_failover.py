@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import interleaved_rates, machine_note, markdown_table
-from bench.lock_overlaps import overlaps, reply, section_yaml
+from bench.lock_overlaps import overlaps, reply, section_yaml, stop_pods
 from tests.platform.redis_servers import RedisCluster, SentinelGroup, store_kwargs
 from turnstile.stores.locks.redis import RedisTicketLockStore
 
@@ -132,14 +132,7 @@ def ready(store: Store) -> None:
 
 
 def stop(store: Store) -> None:
-    for proc in store.procs:
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_pods(store.procs)
     lines = [line for log in store.logs
              for line in log.read_text(errors="replace").splitlines()]
     store.warnings = sum(any(w in line for w in WARNED) for line in lines)

@@ -128,8 +128,9 @@ def reply(proc: subprocess.Popen[str]) -> str:
     return ""
 
 
-def stop(variant: Variant) -> None:
-    for proc in variant.procs:
+def stop_pods(procs: list[subprocess.Popen[str]]) -> None:
+    """Close each pod's stdin (its signal to stop) and wait for it, bounded; kill a laggard."""
+    for proc in procs:
         if proc.stdin:
             proc.stdin.close()
         try:
@@ -137,6 +138,10 @@ def stop(variant: Variant) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stop(variant: Variant) -> None:
+    stop_pods(variant.procs)
 
 
 def overlaps(held: list[list[Any]]) -> list[tuple[str, str]]:

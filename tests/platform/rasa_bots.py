@@ -361,11 +361,6 @@ async def account(url: str, sent: list[Message]) -> Accounting:
     )
 
 
-def pod_names(cluster: Cluster, namespace: str, selector: str) -> set[str]:
-    data = cluster.control_plane.get_json("pods", "-n", namespace, "-l", selector)
-    return {p["metadata"]["name"] for p in (data or {}).get("items", [])}
-
-
 def replicasets(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     data = cluster.control_plane.get_json("replicasets", "-n", namespace, "-l", selector)
     return list((data or {}).get("items", []))

@@ -161,8 +161,8 @@ def start_redis(
 ) -> str:
     """A standalone Redis pod (Debian's redis-server) behind a Service ``redis``; its ClusterIP.
 
-    ``password_secret``: a Secret whose ``password`` key Redis requires (``requirepass``, read
-    from the env, never in the pod's command line). The tier runs no cluster DNS, so stores
+    ``password_secret``: a Secret whose ``password`` key Redis requires (``requirepass``, from
+    the env into a config file: never in a command line). The tier runs no cluster DNS, so stores
     name Services by ClusterIP, as bots then do.
     """
     args = ["--bind", "0.0.0.0", "--port", "6379", "--protected-mode", "no",
@@ -177,7 +177,10 @@ def start_redis(
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
     if password_secret is not None:
-        container["command"] = ["/bin/sh", "-c", 'exec redis-server "$@" --requirepass "$PW"', "-"]
+        # Into a config file, not onto redis-server's command line (where `ps` would show it).
+        script = ("umask 077 && printf 'requirepass \"%s\"\\n' \"$PW\" > /tmp/redis.conf"
+                  ' && exec redis-server /tmp/redis.conf "$@"')  # fmt: skip
+        container["command"] = ["/bin/sh", "-c", script, "-"]
         container["env"] = [{"name": "PW", "valueFrom": {"secretKeyRef": {
             "name": password_secret, "key": "password"}}}]  # fmt: skip
     apply(
