@@ -9,15 +9,18 @@ records when it held; any overlapping pair fails, named.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from tests.platform.redis_servers import RedisServer, store_kwargs
 from turnstile.stores.errors import LockTimeoutError
+from turnstile.stores.locks import rasa_protocols
 from turnstile.stores.locks.redis import RedisTicketLockStore
 from turnstile.stores.locks.transition import TransitionTicketLockStore, build_lock_store
 
@@ -186,3 +189,25 @@ async def test_new_pods_in_transition_from_rasas_stores_exclude_each_other_and_t
     # The timed-out waiter left nothing behind: the conversation is free at once.
     async with pods[1].lock(cid, lock_lifetime=10, wait_time=1):
         pass
+
+
+async def test_new_pods_drawing_the_same_expires_in_rasas_document_still_take_turns(
+    redis_server: RedisServer, closing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new pod knows its ticket in Rasa's ``redis`` document by the ``expires`` text it drew.
+    Two pods drawing in the same clock tick with the same random nudge once drew one text for
+    two tickets: each pod then rewrote both to its own number and neither ever reached the head
+    until they expired (a CI run lost 10 messages that way). Here every draw gets the same
+    clock and the same nudge: the script must refuse a text another ticket carries."""
+    monkeypatch.setattr(rasa_protocols, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))
+    monkeypatch.setattr(rasa_protocols, "random",
+                        SimpleNamespace(randint=lambda a, b: a, uniform=random.uniform))
+    old, new = sections(redis_server, redis_server)
+    new["transition_from"] = {**old, "type": "redis"}
+    pods = [closing(build_lock_store(new)) for _ in range(2)]
+    holders = Holders()
+    cid = f"conv-{uuid.uuid4().hex[:10]}"
+    await asyncio.wait_for(
+        asyncio.gather(*(holders.hold(pods[i % 2], f"new:{i}", cid) for i in range(10))), 15)
+    assert len(holders.spans) == 10
+    assert holders.overlaps() == []

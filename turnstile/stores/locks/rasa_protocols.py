@@ -33,17 +33,19 @@ so each side sees the other as a peer. This module writes those two formats exac
 (1 s). A new pod polls too, every ``poll_interval`` (0.05 s by default; bounded by the wait
 deadline), which only ever reads.
 
-**Old pods race; new pods guard against it.** Rasa's read-modify-write steps are not atomic,
-so an old pod can erase a ticket a new pod just drew (a stale SET of the document; ``cleanup``
+**Old pods race; new pods guard against it.** Rasa's read-modify-write steps are not atomic, so
+an old pod can erase a ticket a new pod just drew (a stale SET of the document; ``cleanup``
 deleting the keys it saw empty a moment before) or reset the ``concurrent_redis`` counter. A new
-pod therefore recognises its ticket by its exact text (its ``expires`` is moved by a few
-random ulps, unique per ticket), draws again if it was erased while waiting, and takes the lock
-only after two checks ``settle`` apart (0.05 s) both find it at the head with its ticket intact
-and the counter not behind it (put back if an old pod reset it): any stale write an old pod
-started before the new ticket existed has landed by then (Rasa's steps are synchronous
-round trips; an old pod stalled for longer than ``settle`` between its read and its write is
-the one case left). After a release it removes its ticket again, at random moments, until a
-removal finds nothing: an old pod's stale write may have put it back. Among old pods
+pod therefore recognises its ticket by its exact text (its ``expires`` is moved later by a
+random number of ulps, and in the ``redis`` document the scripts refuse an ``expires`` another
+live ticket already has: two tickets sharing one text once made both pods rewrite both tickets,
+so neither reached the head until they expired), draws again if it was erased while waiting, and
+takes the lock only after two checks ``settle`` apart (0.05 s) both find it at the head with its
+ticket intact and the counter not behind it (put back if an old pod reset it): any stale write
+an old pod started before the new ticket existed has landed by then (Rasa's steps are
+synchronous round trips; an old pod stalled for longer than ``settle`` between its read and its
+write is the one case left). After a release it removes its ticket again, at random moments,
+until a removal finds nothing: an old pod's stale write may have put it back. Among old pods
 themselves Rasa's races remain (two old pods can hold one conversation): that is Rasa's own
 behaviour, which no peer can fix.
 
@@ -63,6 +65,7 @@ import abc
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -88,8 +91,10 @@ DEFAULT_SETTLE: Final = 0.05
 #: At most this many removals after a release (see ``RasaLockProtocol.release``).
 _REMOVALS: Final = 5
 #: At most this many numbers tried when drawing a ``concurrent_redis`` ticket (each one taken
-#: means another ticket was written meanwhile).
+#: means another ticket was written meanwhile), or ``expires`` texts for a ``redis`` one.
 _DRAWS: Final = 20
+#: A ticket's ``expires`` is moved later by up to this many ulps (``_expires_text``).
+_NUDGES: Final = 40_000
 #: Rasa's key names.
 CONCURRENT_PREFIX: Final = "concurrent_lock:"
 LAST_ISSUED_SUFFIX: Final = "last_issued_ticket_number"
@@ -99,9 +104,10 @@ REDIS_PREFIX: Final = "lock:"
 # ---- scripts of the ``redis`` protocol (one JSON document per conversation) ---------------------
 
 # Shared by the three scripts: parse Rasa's document, dropping expired tickets (Rasa drops a
-# ticket when ``time.time() > expires``); recognise one's own tickets by the *mark* that ends
-# their text (``, "expires": <t>}``, unique per ticket: ``_expires_text``); write the document
-# back in the layout of Python's ``json.dumps``, other tickets' texts unchanged.
+# ticket when ``time.time() > expires``); recognise one's own tickets by their whole texts, or
+# by the *mark* that ends them (``, "expires": <t>}``) while the number is unknown; refuse an
+# ``expires`` a live ticket already carries (``taken``), so it stays unique per ticket; write
+# the document back in the layout of Python's ``json.dumps``, other tickets' texts unchanged.
 _DOC_HELPERS = r"""
 local function load(raw, now)
   local out, dropped = {}, false
@@ -120,6 +126,12 @@ local function is_mine(text, from, to)
   end
   return false
 end
+local function taken(tickets, mark)
+  for _, t in ipairs(tickets) do
+    if string.sub(t.s, -#mark) == mark then return true end
+  end
+  return false
+end
 local function dump(conv_json, tickets)
   local parts = {}
   for i, t in ipairs(tickets) do
@@ -132,11 +144,13 @@ end
 """
 
 #: Draw a ticket the way Rasa's ``TicketLock.issue_ticket`` does: the last ticket's number + 1
-#: (0 when none is live), appended.
+#: (0 when none is live), appended; refused if a live ticket already ends with that ``expires``.
 #: KEYS[1] the document. ARGV[1] the conversation id as JSON, ARGV[2] now (s since the epoch),
-#: ARGV[3] the new ticket's ``expires`` as JSON text. Returns {number, head number}.
+#: ARGV[3] the new ticket's ``expires`` as JSON text. Returns {number, head number}, or
+#: {-1, -1} with nothing written when the text is taken.
 DOC_ISSUE: Final = LuaScript("rasa redis issue", _DOC_HELPERS + r"""
 local tickets = load(redis.call('GET', KEYS[1]), tonumber(ARGV[2]))
+if taken(tickets, ', "expires": ' .. ARGV[3] .. '}') then return {-1, -1} end
 local n = 0
 if #tickets > 0 then n = tickets[#tickets].n + 1 end
 local text = '{"number": ' .. string.format('%d', n) .. ', "expires": ' .. ARGV[3] .. '}'
@@ -145,37 +159,45 @@ redis.call('SET', KEYS[1], dump(ARGV[1], tickets))
 return {n, tickets[1].n}
 """)
 
-#: Where a ticket stands; optionally give it a new text (a new ``expires``); drop the caller's
-#: abandoned tickets (*ghosts*: erased by an old pod's stale write, then put back by another).
+#: Where a ticket stands; optionally give it a new text (a new ``expires``), unless another
+#: ticket already ends with that ``expires``; drop the caller's abandoned tickets (*ghosts*:
+#: erased by an old pod's stale write, then put back by another).
 #: KEYS[1] the document. ARGV[1] the conversation id as JSON, ARGV[2] now, ARGV[3] the text to
-#: give the ticket ("" for none), ARGV[4] k, ARGV[5..4+k] the marks of every text the ticket
-#: may have, ARGV[5+k..] the marks of ghosts. Returns its position: 0 at the head, -1 gone
-#: (erased or expired). Expired tickets and ghosts are dropped and saved.
+#: give the ticket ("" for none), ARGV[4] k, ARGV[5..4+k] every text the ticket may have (or
+#: their marks), ARGV[5+k..] those of ghosts. Returns {position, taken}: position 0 at the
+#: head, -1 gone (erased or expired); taken 1 when the new text was refused. Expired tickets
+#: and ghosts are dropped and saved.
 DOC_CHECK: Final = LuaScript("rasa redis check", _DOC_HELPERS + r"""
 local tickets, changed = load(redis.call('GET', KEYS[1]), tonumber(ARGV[2]))
 local k = tonumber(ARGV[4])
-local position, kept = -1, {}
+local position, kept, others = -1, {}, {}
 for _, t in ipairs(tickets) do
   if is_mine(t.s, 5, 4 + k) then
     position = #kept
-    if ARGV[3] ~= '' and t.s ~= ARGV[3] then t.s = ARGV[3]; changed = true end
     kept[#kept + 1] = t
   elseif is_mine(t.s, 5 + k, #ARGV) then
     changed = true
   else
     kept[#kept + 1] = t
+    others[#others + 1] = t
   end
+end
+local refused = 0
+if ARGV[3] ~= '' and position >= 0 and kept[position + 1].s ~= ARGV[3] then
+  local at = string.find(ARGV[3], ', "expires": ', 1, true)
+  if taken(others, string.sub(ARGV[3], at)) then refused = 1
+  else kept[position + 1].s = ARGV[3]; changed = true end
 end
 if changed then
   if #kept > 0 then redis.call('SET', KEYS[1], dump(ARGV[1], kept))
   else redis.call('DEL', KEYS[1]) end
 end
-return position
+return {position, refused}
 """)
 
 #: Return a ticket as Rasa's ``cleanup`` does: remove it, delete the document once empty.
-#: KEYS[1] the document. ARGV[1] the conversation id as JSON, ARGV[2] now, ARGV[3..] the
-#: marks of every text the ticket may have, and of its ghosts. Returns 1 if one was there.
+#: KEYS[1] the document. ARGV[1] the conversation id as JSON, ARGV[2] now, ARGV[3..] every
+#: text the ticket may have and those of its ghosts (or their marks). Returns 1 if one was there.
 DOC_RELEASE: Final = LuaScript("rasa redis release", _DOC_HELPERS + r"""
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -263,6 +285,16 @@ class RasaTicket:
     def ghost_marks(self) -> list[str]:
         return [m for _, marks in self.ghosts for m in marks]
 
+    @property
+    def texts(self) -> list[str]:
+        """Every whole text the ticket may have, or its marks while its number is unknown (an
+        issue cancelled before its reply): what the ``redis`` document scripts match it by."""
+        return _texts(self.number, self.marks)
+
+    @property
+    def ghost_texts(self) -> list[str]:
+        return [t for number, marks in self.ghosts for t in _texts(number, marks)]
+
     def owns(self, text: str | None) -> bool:
         return text is not None and any(text.endswith(m) for m in self.marks)
 
@@ -273,10 +305,19 @@ class RasaTicket:
         self.number, self.expires = -1, []
 
 
-def _expires_text(expires: float) -> str:
-    """``expires`` as JSON, moved by a random few ulps (< 1 ms): unique per ticket, and what
-    Rasa's ``json.loads``/``json.dumps`` write back unchanged (Python's shortest repr)."""
-    return repr(expires + random.randint(1, 4000) * 2.5e-7)
+def _expires_text(expires: float, attempt: int = 0) -> str:
+    """``expires`` as JSON, moved later by a random number of ulps (at most ``_NUDGES``, about
+    10 ms at today's epoch), plus ``attempt``: what Rasa's ``json.loads``/``json.dumps`` write
+    back unchanged (Python's shortest repr). Two draws in one clock tick can still get one text;
+    the ``redis`` document's scripts refuse a text another live ticket carries, and the caller
+    tries again with the next ``attempt``."""
+    return repr(expires + (random.randint(1, _NUDGES) + attempt) * math.ulp(expires))
+
+
+def _texts(number: int, marks: list[str]) -> list[str]:
+    if number < 0:
+        return marks
+    return [f'{{"number": {number}{mark}' for mark in marks]
 
 
 def _mark(expires_text: str) -> str:
@@ -385,9 +426,13 @@ class RasaLockProtocol(abc.ABC):
             raise
 
     async def _draw(self, ticket: RasaTicket, lifetime: float) -> int:
-        ticket.expires = [_expires_text(time.time() + lifetime)]
-        head = await cancel_safe(self._issue(ticket), settle=True)
-        return 0 if head == ticket.number else 1
+        for attempt in range(_DRAWS):
+            ticket.expires = [_expires_text(time.time() + lifetime, attempt)]
+            head = await cancel_safe(self._issue(ticket), settle=True)
+            if ticket.number >= 0:
+                return 0 if head == ticket.number else 1
+        raise LockError(f"conversation {ticket.conversation_id!r}: no unused ticket text in the "
+                        f"previous lock store ({self.where}) after {_DRAWS} tries")
 
     async def _wait(self, ticket: RasaTicket, lifetime: float, deadline: float) -> RasaTicket:
         loop = asyncio.get_running_loop()
@@ -571,6 +616,7 @@ class RedisDocumentProtocol(RasaLockProtocol):
 
     async def _issue(self, ticket: RasaTicket) -> int:
         # The mark is known before the number: a cancelled issue can still be released by it.
+        # Number -1: another live ticket has this ``expires``; nothing was written.
         number, head = await self.connection.eval(
             DOC_ISSUE, [self._key(ticket.conversation_id)],
             [*self._args(ticket), ticket.expires[-1]],
@@ -579,22 +625,32 @@ class RedisDocumentProtocol(RasaLockProtocol):
         return int(head)
 
     async def _position(self, ticket: RasaTicket, *, at_head: bool) -> int:
-        return await self._check(ticket, ticket.text)
+        position, _ = await self._check(ticket, ticket.text)
+        return position
 
-    async def _check(self, ticket: RasaTicket, text: str) -> int:
-        marks = ticket.marks
-        return int(await self.connection.eval(
+    async def _check(self, ticket: RasaTicket, text: str) -> tuple[int, bool]:
+        """Its position, and whether ``text`` was refused (another ticket has its ``expires``).
+        Matched by whole texts: another ticket may later draw an ``expires`` this one had."""
+        texts = ticket.texts
+        position, refused = await self.connection.eval(
             DOC_CHECK, [self._key(ticket.conversation_id)],
-            [*self._args(ticket), text, len(marks), *marks, *ticket.ghost_marks],
-        ))
+            [*self._args(ticket), text, len(texts), *texts, *ticket.ghost_texts],
+        )
+        return int(position), bool(int(refused))
 
     async def _extend(self, ticket: RasaTicket, lifetime: float) -> None:
-        new = _expires_text(time.time() + lifetime)
-        if await self._check(ticket, _ticket_text(ticket.number, new)) >= 0:
-            ticket.expires.append(new)
+        for attempt in range(_DRAWS):
+            new = _expires_text(time.time() + lifetime, attempt)
+            position, refused = await self._check(ticket, _ticket_text(ticket.number, new))
+            if position < 0:
+                return
+            if not refused:
+                ticket.expires.append(new)
+                return
+        # Every try was taken: it keeps the lifetime it has, and is still confirmed.
 
     async def _remove(self, ticket: RasaTicket) -> bool:
-        marks = ticket.marks + ticket.ghost_marks
+        marks = ticket.texts + ticket.ghost_texts
         if not marks:
             return False
         return bool(int(await self.connection.eval(
