@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.node.test_operator import (
     OPERATOR_PODS,
@@ -53,6 +54,7 @@ from tests.platform.rasa_bots import (
     wait_rolled,
 )
 from tests.platform.workloads import apply, is_ready, password_secret, pods, wait_ready_pods
+from turnstile.stores.locks.redis import queue_key
 
 #: Printed after the run (``node tier figures``) and quoted in the docs: one row per case.
 ROWS: dict[str, str] = {}
@@ -67,6 +69,8 @@ class Stack:
     redis_ip: str
     image: Image
     actions: str  # the action server's URL
+    password: str  # the standalone Redis's, in Secret ``redis-auth``
+    redis: Image  # Debian's redis-server, for the Sentinel group and the Cluster
 
     @property
     def ns(self) -> str:
@@ -80,7 +84,8 @@ def stack(
     with install_chart(node_cluster, node_images) as release:
         # Password protected: the pods take it from the env the operator injects (secretKeyRef),
         # for the lock store and for Rasa's tracker store alike.
-        password_secret(node_cluster, release.bots, "redis-auth", "pw-" + uuid.uuid4().hex)
+        password = "pw-" + uuid.uuid4().hex
+        password_secret(node_cluster, release.bots, "redis-auth", password)
         redis_ip = workloads.start_redis(
             node_cluster, node_images.redis, release.bots, password_secret="redis-auth"
         )
@@ -88,7 +93,8 @@ def stack(
         apply(node_cluster, release.bots, *action_server(rasa_image))
         wait_ready_pods(node_cluster, release.bots, "app=actions", 1)
         actions = action_url(node_cluster, release.bots)
-        yield Stack(node_cluster, release, redis_ip, rasa_image, actions)
+        yield Stack(node_cluster, release, redis_ip, rasa_image, actions, password,
+                    node_images.redis)
 
 
 def _ready_bot_pods(stack: Stack, app: str) -> list[dict[str, Any]]:
@@ -288,6 +294,72 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
     assert stream.answered_since(done) > 0
 
 
+def _replaced(stack: Stack, app: str, before: set[str]) -> Any:
+    def check() -> bool:
+        now = pods(stack.cluster, stack.ns, f"app={app}")
+        fresh = [p for p in now if p["metadata"]["uid"] not in before]
+        return len(now) == 2 and len(fresh) == 2 and all(is_ready(p) for p in fresh)
+
+    return check
+
+
+def test_a_password_rotation_rolls_the_pods_once_onto_the_new_password(
+    stack: Stack, bot: str
+) -> None:
+    """Under a steady stream, Redis is given a second password (``ACL SETUSER default >new``)
+    and the Secret the LockStore names is changed to it: the operator rolls the pods once (the
+    Secret is hashed into the checksum; the rendered file, which names only ``${VAR}``, does not
+    change). Then the old password is removed from Redis: messages keep flowing, so the new
+    pods authenticate with the new password, the lock store and Rasa's tracker store alike."""
+    cluster, ns = stack.cluster, stack.ns
+    before = {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
+    sets_before = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
+    new = "pw-" + uuid.uuid4().hex
+    admin = redis.Redis(host=stack.redis_ip, port=6379, password=stack.password,
+                        socket_timeout=10)  # fmt: skip
+
+    async def run() -> tuple[Stream, float, float, float]:
+        async with Stream(bot, [f"rotate-{i}" for i in range(4)]) as stream:
+            await asyncio.sleep(5)
+            assert stream.answered_since(0) > 0, [m.error for m in stream.sent[:4]]
+            changed = time.monotonic()
+            await asyncio.to_thread(admin.execute_command, "ACL", "SETUSER", "default", f">{new}")
+            await asyncio.to_thread(password_secret, cluster, ns, "redis-auth", new)
+            await asyncio.to_thread(
+                wait_for, "the bot pods replaced", _replaced(stack, "bot", before), 300, 0.5
+            )
+            done = time.monotonic()
+            await asyncio.to_thread(
+                admin.execute_command, "ACL", "SETUSER", "default", f"<{stack.password}"
+            )
+            removed = time.monotonic()
+            await asyncio.sleep(6)  # the new pods alone, on the new password alone
+        return stream, changed, done, removed
+
+    try:
+        stream, changed, done, removed = asyncio.run(run())
+    finally:
+        admin.close()
+    with pytest.raises(redis.AuthenticationError):  # the old password is really gone
+        redis.Redis(host=stack.redis_ip, port=6379, password=stack.password,
+                    socket_timeout=10).ping()  # fmt: skip
+    accounting = asyncio.run(account(bot, stream.sent))
+    wait_store_ready(cluster, ns, "bot-locks", timeout=120)
+    time.sleep(3)  # a window in which a second rollout would show
+    new_sets = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")} - sets_before
+    _table_row(
+        "password rotated (Secret and Redis)", accounting,
+        f"new ReplicaSets {len(new_sets)}, pods replaced {len(before)}, change -> last new pod "
+        f"Ready {done - changed:.1f} s; answered after the old password was removed "
+        f"{stream.answered_since(removed)}",
+    )  # fmt: skip
+    FIGURES["password rotation -> last new bot pod Ready"] = done - changed
+    _check(accounting)
+    assert len(new_sets) == 1, sorted(new_sets)
+    assert stream.answered_since(removed) > 0
+    assert not before & {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
+
+
 def _operator_deployment(stack: Stack) -> str:
     data = stack.cluster.control_plane.get_json(
         "deployments", "-n", stack.release.namespace, "-l", OPERATOR_PODS
@@ -422,3 +494,90 @@ def _started(cluster: Cluster, ns: str) -> Any:
         return "action_slow started for m1" in result.stdout
 
     return check
+
+
+
+# ------------------------------------------------- the Redis master pod killed under traffic
+
+#: Rasa's tracker store stays on the standalone Redis; its password from the Secret.
+TRACKER_ENV = [{"name": "TRACKER_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}]
+
+
+def _bot_on(stack: Stack, name: str, redis_spec: dict[str, Any]) -> str:
+    """A bot ``name`` (2 pods) whose LockStore is on ``redis_spec``; its Service URL."""
+    cluster, ns = stack.cluster, stack.ns
+    apply(cluster, ns, endpoints_configmap(f"{name}-endpoints", stack.redis_ip, stack.actions,
+                                           password_env="TRACKER_PASSWORD"))  # fmt: skip
+    store = lock_store(f"{name}-locks", "", name, f"{name}-endpoints",
+                       rollout={**ROLLOUT, "workloads": [{"kind": "Deployment", "name": name}]})
+    store["spec"]["redis"] = {**redis_spec, "keyPrefix": name}
+    apply(cluster, ns, store)
+    wait_store_ready(cluster, ns, f"{name}-locks", condition="ConfigRendered")
+    apply(cluster, ns, bot_deployment(stack.image, f"{name}-endpoints", name=name,
+                                      env=TRACKER_ENV), bot_service(name))  # fmt: skip
+    wait_store_ready(cluster, ns, f"{name}-locks", timeout=180)
+    wait_rolled(cluster, ns, name, wait_pin(stack, name))
+    return service_url(cluster, ns, name)
+
+
+#: After the kill the stream runs this long: the failover (Sentinel: down-after 5 s; Cluster:
+#: node timeout 5 s) and then messages on the promoted master.
+AFTER_KILL = 30.0
+
+
+def _through_a_kill(stack: Stack, url: str, case: str, victim: str) -> None:
+    """A stream over 4 conversations; the pod ``victim`` deleted with grace 0 after 5 s."""
+    cluster, ns = stack.cluster, stack.ns
+
+    async def run() -> tuple[Stream, float]:
+        async with Stream(url, [f"{case}-{i}" for i in range(4)]) as stream:
+            await asyncio.sleep(5)
+            assert stream.answered_since(0) > 0, [m.error for m in stream.sent[:4]]
+            killed = time.monotonic()
+            await asyncio.to_thread(cluster.kubectl, "-n", ns, "delete", "pod", victim,
+                                    "--grace-period=0", "--force")  # fmt: skip
+            await asyncio.sleep(AFTER_KILL)
+        return stream, killed
+
+    stream, killed = asyncio.run(run())
+    accounting = asyncio.run(account(url, stream.sent))
+    during = [m for m in stream.sent if m.sent_at + m.seconds >= killed]
+    worst = max((m.seconds for m in during), default=0.0)
+    _table_row(f"{case}: master pod deleted --grace-period=0", accounting,
+               f"in flight at or sent after the kill {len(during)}, slowest of them "
+               f"{worst:.1f} s, answered {AFTER_KILL - 10:.0f}-{AFTER_KILL:.0f} s after the "
+               f"kill {stream.answered_since(killed + AFTER_KILL - 10)}")  # fmt: skip
+    FIGURES[f"{case}: master pod killed -> slowest message"] = worst
+    _check(accounting)
+    assert stream.answered_since(killed + AFTER_KILL - 10) > 0  # flowing on the new master
+
+
+def test_sentinel_bots_lose_no_message_when_the_master_pod_is_killed(stack: Stack) -> None:
+    """Bots whose lock store is a Sentinel group of pods; the master pod deleted with grace 0
+    under a steady stream: the Sentinels promote the replica and every message is answered
+    once, none handled beside another of its conversation."""
+    cluster, ns = stack.cluster, stack.ns
+    master, sentinels = workloads.start_sentinel_group(cluster, stack.redis, ns)
+    url = _bot_on(stack, "sbot", {"deploymentMode": "sentinel", "sentinelService": "mymaster",
+                                  "endpoints": [f"{ip}:26379" for ip in sentinels]})  # fmt: skip
+    _through_a_kill(stack, url, "sentinel", "sentinel-master")
+
+    def reported() -> bool:  # the operator's next check names the promoted master
+        store = cluster.control_plane.get_json("lockstore", "sbot-locks", "-n", ns)
+        shown = str((store or {}).get("status", {}).get("master", ""))
+        return bool(shown) and master not in shown
+
+    wait_for("the LockStore reporting the promoted master", reported, timeout=90, interval=2)
+
+
+def test_cluster_bots_lose_no_message_when_a_master_pod_is_killed(stack: Stack) -> None:
+    """Bots whose lock store is a 6-pod Redis Cluster; the master holding the first
+    conversation's lock deleted with grace 0 under a steady stream: its replica takes over and
+    every message is answered once, none handled beside another of its conversation."""
+    cluster, ns = stack.cluster, stack.ns
+    ips = workloads.start_redis_cluster(cluster, stack.redis, ns)
+    url = _bot_on(stack, "cbot", {"deploymentMode": "cluster",
+                                  "endpoints": [f"{ip}:6379" for ip in ips[:3]]})  # fmt: skip
+    victim = workloads.cluster_master_pod(cluster, ns, queue_key("cluster-0", "cbot"))
+    _through_a_kill(stack, url, "cluster", victim)

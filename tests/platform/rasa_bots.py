@@ -77,12 +77,14 @@ def model_configmap(model: Path) -> dict[str, Any]:
 
 def bot_deployment(
     image: Image, configmap: str, *, replicas: int = 2, require: bool = True,
-    name: str = "bot", grace: int = 15,
+    name: str = "bot", grace: int = 15, env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Two Rasa pods behind ``Service`` :func:`bot_service`; Ready once ``/status`` answers
     with the model loaded. ``require``: the manifest says the pods must load ``lock_store``
-    (``TURNSTILE_REQUIRE_SECTIONS``), so they fail closed also before the first render."""
-    env = [{"name": "TURNSTILE_REQUIRE_SECTIONS", "value": "lock_store"}] if require else []
+    (``TURNSTILE_REQUIRE_SECTIONS``), so they fail closed also before the first render.
+    ``env``: the user's own variables (for example a password from a Secret)."""
+    required = [{"name": "TURNSTILE_REQUIRE_SECTIONS", "value": "lock_store"}] if require else []
+    env = [*required, *(env or [])]
     container = {
         "name": "rasa",
         "image": image.name,
