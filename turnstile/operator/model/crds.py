@@ -668,13 +668,18 @@ def crd(info: KindInfo) -> dict[str, Any]:
                 "operator unless it exists."
             ),
             "x-kubernetes-validations": [
-                _rule(
-                    "!has(self.key) || !("
-                    "(self.key == 'integrations.yml' && self.format != 'integrations') || "
-                    "(self.key == 'endpoints.yml' && self.format != 'endpoints'))",
-                    "configmap_format",
-                    ".key",
-                )
+                {
+                    **_rule(
+                        "!has(self.key) || !("
+                        "(self.key == 'integrations.yml' && self.format != 'integrations') || "
+                        "(self.key == 'endpoints.yml' && self.format != 'endpoints'))",
+                        "configmap_format",
+                        ".key",
+                    ),
+                    # the same sentence with the values at fault, as the operator words it
+                    "messageExpression": f"'{_cel_string(RULES['configmap_format'])} (got key "
+                    "' + self.key + ' with format ' + self.format + ')'",
+                }
             ],
             "properties": {
                 "name": {
