@@ -2,7 +2,9 @@
 
 ::
 
-    turnstile render FILE...          print the endpoints.yml the stores in FILE(s) produce
+    turnstile render FILE...          print the endpoints.yml (or integrations.yml, by
+                                      spec.configMap.format) the stores in FILE(s) produce
+        [--base FILE]                 ...written into FILE, every other section kept as it is
         [--transition-from PREVIOUS [--transition-until WHEN]]   ...as a change from PREVIOUS
     turnstile check ENDPOINTS_YML     connect to the stores a bot's endpoints.yml declares
         [--acl]                       ... and verify each store user's ACL rule
@@ -28,7 +30,7 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -127,12 +129,30 @@ def _until(value: str | None, now: datetime) -> datetime | None:
         ) from None
 
 
+def _base_text(path: str) -> str:
+    """``--base``: the file the sections are written into; it must load as Rasa loads it."""
+    from turnstile.operator.decide.render import endpoints_problem  # noqa: PLC0415
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _UsageError(f"--base {path}: {exc.strerror or exc}") from None
+    problem = endpoints_problem(text)
+    if problem is not None:
+        raise _UsageError(f"--base {path}: {problem} (Rasa needs a YAML mapping of sections)")
+    return text
+
+
 def _previous(
-    paths: Sequence[str], namespace: str, targets: Iterable[Any]
+    paths: Sequence[str],
+    namespace: str,
+    targets: Iterable[Any],
+    existing: Mapping[Any, str] | None = None,
 ) -> tuple[dict[Any, str], dict[Any, list[tuple[str, str, str]]]]:
-    """The files as they are before the change: from the previous store manifests, or an
-    ``endpoints.yml`` (a bot's file with Rasa's own ``lock_store``: adopting Turnstile), and
-    the previous LockStores' Secret env vars per file."""
+    """The files as they are before the change: from the previous store manifests (written
+    into ``existing``, the ``--base`` file), or an ``endpoints.yml`` (a bot's file with Rasa's
+    own ``lock_store``: adopting Turnstile), and the previous LockStores' Secret env vars per
+    file."""
     from turnstile.operator.decide.render import render_files, secret_env, target  # noqa: PLC0415
     from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
 
@@ -154,7 +174,7 @@ def _previous(
                                             else [d]) if isinstance(i, dict)]  # fmt: skip
         try:
             old = _parse_stores(docs, namespace)
-            previous.update(render_files(old))
+            previous.update(render_files(old, existing))
         except OperatorError as exc:
             raise _UsageError(f"--transition-from {path}: {exc.message}") from None
         for store in old:
@@ -171,9 +191,12 @@ def render_command(
     *,
     transition_from: Sequence[str] = (),
     transition_until: str | None = None,
+    base: str | None = None,
 ) -> int:
     """Print the files; with ``transition_from``, as the operator renders the change from the
-    previous stores (``transition_from``/``transition_until`` for a lock-affecting one)."""
+    previous stores (``transition_from``/``transition_until`` for a lock-affecting one); with
+    ``base``, written into that file (a bot's own ``endpoints.yml`` or ``integrations.yml``)
+    as the operator writes into a ConfigMap key that holds it: every other byte kept."""
     _require_yaml()  # the renderer imports it
     from turnstile.operator.decide.render import render_files, target  # noqa: PLC0415
     from turnstile.operator.model.errors import OperatorError  # noqa: PLC0415
@@ -186,15 +209,16 @@ def render_command(
     if transition_until is not None and not transition_from:
         raise _UsageError("--transition-until needs --transition-from (the previous stores)")
     now = datetime.now(timezone.utc)
+    targets = {w for s in stores if (w := target(s)) is not None}
+    existing = {where: _base_text(base) for where in targets} if base is not None else {}
     try:
         if transition_from:
-            targets = {w for s in stores if (w := target(s)) is not None}
-            previous, env = _previous(transition_from, namespace, targets)
+            previous, env = _previous(transition_from, namespace, targets, existing)
             files = render_files(
                 stores, previous, now=now, until=_until(transition_until, now), previous_env=env
             )
         else:
-            files = render_files(stores)
+            files = render_files(stores, existing)
     except OperatorError as exc:
         raise _UsageError(exc.message) from None
     if len(files) == 1:
@@ -450,8 +474,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    render = sub.add_parser("render", help="print the endpoints.yml that store manifests produce")
+    render = sub.add_parser(
+        "render",
+        help="print the endpoints.yml (or integrations.yml) that store manifests produce",
+    )
     render.add_argument("files", nargs="+", metavar="FILE", help="YAML manifests ('-': stdin)")
+    render.add_argument(
+        "--base", metavar="FILE",
+        help="the bot's own endpoints.yml or integrations.yml: the sections are written into "
+        "it as the operator writes them into a ConfigMap key holding it (every other byte kept)",
+    )
     render.add_argument(
         "--namespace", default="default", help="namespace of stores that name none"
     )
@@ -513,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return render_command(
                 args.files, args.namespace, sys.stdout,
                 transition_from=args.transition_from, transition_until=args.transition_until,
+                base=args.base,
             )  # fmt: skip
         if args.command == "check":
             return check_command(args.endpoints, args.timeout, sys.stdout, _acl_check(args))

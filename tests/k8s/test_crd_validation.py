@@ -109,6 +109,17 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
      {**_redis(), "configMap": {"name": "bot", "key": ".."}}, RULES["configmap_key"]),
     ("configmap-key-slash", "LockStore",
      {**_redis(), "configMap": {"name": "bot", "key": "a/b"}}, "spec.configMap.key"),
+    ("configmap-format-unknown", "LockStore",
+     {**_redis(), "configMap": {"name": "bot", "format": "yaml"}},
+     'spec.configMap.format: Unsupported value: "yaml": supported values: "endpoints", '
+     '"integrations"'),
+    ("configmap-integrations-key-as-endpoints", "TimerStore",
+     {**_redis(), "configMap": {"name": "bot", "key": "integrations.yml"}},
+     "spec.configMap.key: Invalid value: " + RULES["configmap_format"]
+     + " (got key integrations.yml with format endpoints)"),
+    ("configmap-endpoints-key-as-integrations", "LockStore",
+     {**_redis(), "configMap": {"name": "bot", "key": "endpoints.yml",
+                                "format": "integrations"}}, RULES["configmap_format"]),
     ("host-with-port", "LockStore", _redis(host="redis:6379"), RULES["host_port"]),
     ("host-with-space", "LockStore", _redis(host="redis master"), RULES["host_space"]),
     ("host-with-newline", "TimerStore", _redis(host="redis\n"), RULES["host_space"]),
@@ -206,6 +217,13 @@ def test_api_server_refuses_invalid_store(
     [
         ("LockStore", {"redis": {"host": "redis"}, "configMap": {"name": "bot"}}),
         ("LockStore", {"redis": {"host": "::1"}, "configMap": {"name": "bot"}}),
+        ("LockStore", {"redis": {"host": "redis"},
+                       "configMap": {"name": "bot", "format": "integrations"}}),
+        ("TimerStore", {"redis": {"host": "redis"},
+                        "configMap": {"name": "bot", "format": "integrations",
+                                      "key": "integrations.yml"}}),
+        ("LockStore", {"redis": {"host": "redis"}, "configMap": {"name": "rasa-configmap",
+                                                                 "key": "endpoints"}}),
         ("TimerStore", {"redis": {"host": "fd00::10"}, "pollInterval": 0.05}),
         ("LockStore", {"redis": {"deploymentMode": "cluster",
                                  "endpoints": ["n1:7000", "[::1]:7001"], "db": 0}}),
@@ -246,8 +264,9 @@ def test_api_server_accepts_valid_stores_and_applies_defaults(
     applied = json.loads(proc.stdout)["spec"]
     assert applied["implementation"] in ("turnstile", "rasa")
     assert applied["redis"]["deploymentMode"] in ("standard", "cluster", "sentinel")
-    if "configMap" in applied:
-        assert applied["configMap"]["key"] == "endpoints.yml"
+    if "configMap" in applied:  # the key's default depends on the format: the operator's
+        assert applied["configMap"]["format"] in ("endpoints", "integrations")
+        assert applied["configMap"].get("key") == spec["configMap"].get("key")
     for field in ("sentinel", "tls"):  # kept as sent, not pruned (defaults aside)
         for key, value in spec["redis"].get(field, {}).items():
             kept = applied["redis"][field][key]

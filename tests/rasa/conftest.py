@@ -64,7 +64,7 @@ NO_RASA_REASON = (
     "(hack/rasa-venvs.sh builds .venv-rasa-pro and .venv-rasa36)."
 )
 #: Files whose every test needs Rasa Pro's timer stores: not collected under Rasa 3.6.
-PRO_ONLY_FILES = ("test_dropin_pro.py", "test_timer_manager_pro.py")
+PRO_ONLY_FILES = ("test_dropin_pro.py", "test_timer_manager_pro.py", "test_integrations_yml.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:

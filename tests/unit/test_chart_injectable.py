@@ -15,7 +15,7 @@ import pytest
 
 from turnstile.operator.model.kinds import KINDS
 from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV
-from turnstile.stores.fingerprint import EXPECT_ENV
+from turnstile.stores.fingerprint import EXPECT_ENV, STORES_FILE_ENV
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,7 @@ def test_every_injected_name_is_injectable_in_the_chart() -> None:
     found = re.search(r"name: injectable\n\s+expression: \"\[(.*?)\]\"", POLICY.read_text())
     assert found is not None
     allowed = set(re.findall(r"'([A-Z0-9_]+)'", found.group(1)))
-    injected = {RASA_LOCK_LIFETIME_ENV, *EXPECT_ENV.values()}
+    injected = {RASA_LOCK_LIFETIME_ENV, STORES_FILE_ENV, *EXPECT_ENV.values()}
     for info in KINDS.values():
         injected |= {info.password_env, info.sentinel_password_env}
     assert allowed == injected

@@ -1,4 +1,4 @@
-"""Fail closed: ``turnstile-rasa`` starts Rasa only on an ``endpoints.yml`` with its stores.
+"""Fail closed: ``turnstile-rasa`` starts Rasa only on a file that holds its stores.
 
 Rasa falls back to its in-memory lock store when ``endpoints.yml`` has no ``lock_store`` section
 (and to no timer store without ``timer_store``), silently: two pods of one bot then serve one
@@ -6,8 +6,21 @@ conversation at once. A pod can meet such a file when it starts before the opera
 rendered the ConfigMap, or while another writer (a ``helm upgrade`` of the bot's chart) has put
 the file back without Turnstile's sections and the operator has not yet restored them.
 
-Before ``run``, the launcher reads the file Rasa will read (``--endpoints``, default
-``endpoints.yml``) and checks it against what the pod was told to expect:
+Before ``run``, the launcher reads the file Rasa will read the stores from and checks it against
+what the pod was told to expect. Which file that is, ``TURNSTILE_STORES_FILE`` says (set by the
+operator for ``spec.configMap.format: integrations``, or in the bot's manifest):
+
+* ``endpoints`` (the default): the ``--endpoints`` file, default ``endpoints.yml``;
+* ``integrations``: ``integrations.yml`` in Rasa's project root (``$RASA_PROJECT_FOLDER``, else
+  the working directory, as ``rasa run`` resolves it). A Rasa Pro 3.21 engine project reads
+  ``lock_store`` and ``timer_store`` from there and ignores ``endpoints.yml``.
+
+The launcher also refuses a choice that contradicts the project's layout as Rasa Pro tells it
+apart (:func:`layout_problem`): ``endpoints`` in an engine project (two of ``agent.yml``,
+``integrations.yml``, ``skills/<id>/skill.md``), where the checked file is not the one Rasa
+reads, and ``integrations`` in a CALM project (``domain.yml``).
+
+What the file must hold:
 
 * ``TURNSTILE_REQUIRE_SECTIONS`` (set in the bot's own manifest): these sections must be there,
   each a mapping with a ``type``; this covers pods started before the operator touched the bot;
@@ -37,7 +50,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from turnstile.stores.errors import ConfigurationError
-from turnstile.stores.fingerprint import EXPECT_ENV, REQUIRE_ENV, SECTIONS, section_fingerprint
+from turnstile.stores.fingerprint import (
+    EXPECT_ENV,
+    REQUIRE_ENV,
+    SECTIONS,
+    STORES_FILE_ENV,
+    STORES_FILES,
+    section_fingerprint,
+)
 
 WAIT_ENV: Final = "TURNSTILE_STARTUP_WAIT_SECONDS"
 DEFAULT_WAIT: Final = 60.0
@@ -46,10 +66,13 @@ TERMINATION_LOG_ENV: Final = "TURNSTILE_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
 #: ``sysexits.h``: a configuration error.
 EX_CONFIG: Final = 78
+#: Where ``rasa run`` takes its project root from (else the working directory).
+PROJECT_ENV: Final = "RASA_PROJECT_FOLDER"
+INTEGRATIONS_FILE: Final = "integrations.yml"
 
 
 class StartRefused(SystemExit):
-    """Rasa was not started: the endpoints file never held what the pod must find."""
+    """Rasa was not started: the stores' file never held what the pod must find."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(EX_CONFIG)
@@ -105,6 +128,60 @@ def endpoints_path(args: Sequence[str]) -> str:
         if arg.startswith("--endpoints="):
             return arg.split("=", 1)[1]
     return "endpoints.yml"
+
+
+def project_root(env: Mapping[str, str]) -> Path:
+    """Rasa's project root for ``rasa run``: ``$RASA_PROJECT_FOLDER``, else the working
+    directory (Rasa Pro 3.21, ``rasa.cli.project_env.resolve_project_dir``)."""
+    folder = (env.get(PROJECT_ENV) or "").strip()
+    return Path(folder) if folder else Path.cwd()
+
+
+def stores_file(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, str]:
+    """``(path, format)``: the file ``rasa ARGS`` reads the stores from, by
+    :data:`STORES_FILE_ENV`; a bad value names the variable and what it accepts."""
+    raw = (env.get(STORES_FILE_ENV) or "").strip() or "endpoints"
+    if raw not in STORES_FILES:
+        raise ConfigurationError(
+            STORES_FILE_ENV,
+            env.get(STORES_FILE_ENV),
+            "endpoints (the --endpoints file) or integrations (integrations.yml in Rasa's "
+            f"project root: ${PROJECT_ENV}, else the working directory)",
+        )
+    if raw == "integrations":
+        return str(project_root(env) / INTEGRATIONS_FILE), raw
+    return endpoints_path(args), raw
+
+
+def _is_engine_project(root: Path) -> bool:
+    """Rasa Pro 3.21's engine ("Mantle") layout: two of ``agent.yml``, ``integrations.yml``
+    and a ``skills/<id>/skill.md`` (a skill directory named ``_...`` does not count)."""
+    skills = root / "skills"
+    has_skill = skills.is_dir() and any(
+        f.is_file() and not f.parent.name.startswith("_") for f in skills.glob("*/skill.md")
+    )
+    markers = ((root / "agent.yml").is_file(), (root / INTEGRATIONS_FILE).is_file(), has_skill)
+    return sum(markers) >= 2
+
+
+def layout_problem(fmt: str, root: Path) -> str | None:
+    """Why the file of ``fmt`` is not the one Rasa reads in project ``root`` (``None``: it is,
+    or the layout does not tell)."""
+    if fmt == "endpoints" and _is_engine_project(root):
+        return (
+            f"{root} is a Rasa Pro engine project (two of agent.yml, integrations.yml, "
+            f"skills/<id>/skill.md), which reads lock_store and timer_store from "
+            f"{root / INTEGRATIONS_FILE} and ignores the endpoints file: set "
+            f"{STORES_FILE_ENV}=integrations (and render the stores with "
+            "spec.configMap.format: integrations)"
+        )
+    if fmt == "integrations" and not _is_engine_project(root) and (root / "domain.yml").is_file():
+        return (
+            f"{root} is a CALM project (domain.yml), which reads the stores from the "
+            f"--endpoints file, not {INTEGRATIONS_FILE}: unset {STORES_FILE_ENV} (and render "
+            "the stores with spec.configMap.format: endpoints)"
+        )
+    return None
 
 
 #: ``${`` is hidden from the parser behind a private-use character: Rasa registers an implicit
@@ -224,7 +301,7 @@ def wait_until_safe(
     interval: float = 1.0,
     log_every: float = 10.0,
 ) -> None:
-    """Return once the endpoints file of ``rasa ARGS`` holds what the pod expects; raise
+    """Return once the file ``rasa ARGS`` reads the stores from holds what the pod expects; raise
     :class:`StartRefused` (exit 78, reason in the termination message) after the wait."""
     env = os.environ if env is None else env
     if not args or args[0] != "run" or (len(args) > 1 and args[1] == "actions"):
@@ -232,12 +309,14 @@ def wait_until_safe(
     expected = expected_from_env(env)
     if not expected:
         return
-    path = endpoints_path(args[1:])
+    path, fmt = stores_file(args[1:], env)
     wait = _wait_seconds(env)
+    root = project_root(env)
     began = clock()
     logged_at: float | None = None
     for _ in range(int(wait / max(interval, 0.01)) + 2):  # bounded: the deadline ends it sooner
-        found = problems(path, expected)
+        wrong_file = layout_problem(fmt, root)
+        found = [wrong_file] if wrong_file else problems(path, expected)
         if not found:
             _say(f"turnstile-rasa: {path} holds {_held(expected)}; starting Rasa")
             return

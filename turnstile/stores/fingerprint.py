@@ -23,7 +23,14 @@ from typing import Any, Final
 
 from turnstile.stores.config import TRANSITION_KEYS
 
-__all__ = ["EXPECT_ENV", "REQUIRE_ENV", "SECTIONS", "section_fingerprint"]
+__all__ = [
+    "EXPECT_ENV",
+    "REQUIRE_ENV",
+    "SECTIONS",
+    "STORES_FILES",
+    "STORES_FILE_ENV",
+    "section_fingerprint",
+]
 
 #: The sections Turnstile renders, in their order in the file.
 SECTIONS: Final = ("lock_store", "timer_store")
@@ -35,6 +42,12 @@ EXPECT_ENV: Final = {
 #: The env var a bot's own manifest sets (``lock_store``, ``timer_store``, comma separated):
 #: sections that must be there before Rasa starts, also before the operator has rendered any.
 REQUIRE_ENV: Final = "TURNSTILE_REQUIRE_SECTIONS"
+#: The env var that says which file the pod's Rasa reads the sections from: ``endpoints`` (the
+#: ``--endpoints`` file; the default) or ``integrations`` (``integrations.yml`` in the project
+#: root of a Rasa Pro engine project, which Rasa then reads instead of ``endpoints.yml``). The
+#: operator sets ``integrations`` for a store with ``spec.configMap.format: integrations``.
+STORES_FILE_ENV: Final = "TURNSTILE_STORES_FILE"
+STORES_FILES: Final = ("endpoints", "integrations")
 
 
 def _canonical(value: Any) -> Any:

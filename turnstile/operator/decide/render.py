@@ -1,9 +1,11 @@
 """Store specs to ``endpoints.yml``: pure, shared by the operator and ``turnstile render``.
 
 Each store renders one section of a bot's ``endpoints.yml`` (``lock_store`` or ``timer_store``)
-with Rasa's own keys, and :func:`merge_section` puts it into whatever the ConfigMap already
-holds: the file is parsed, only that section is replaced, every other section a user wrote is
-kept as it was (key order included).
+with Rasa's own keys -- or of a Rasa Pro engine project's ``integrations.yml``
+(``spec.configMap.format: integrations``: the same sections, which Rasa Pro's loader validates
+and hands to the same factories) -- and :func:`merge_section` puts it into whatever the
+ConfigMap already holds: the file is parsed, only that section is replaced, every other
+section a user wrote is kept as it was (key order included).
 
 Secrets are never rendered. A password becomes a ``${VAR}`` reference that Rasa expands from
 the bot's environment when it reads the file (Rasa expands *plain*, unquoted scalars matching
@@ -35,7 +37,7 @@ from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.model.kinds import KINDS, KindInfo
 from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
-from turnstile.stores.fingerprint import EXPECT_ENV, section_fingerprint
+from turnstile.stores.fingerprint import EXPECT_ENV, STORES_FILE_ENV, section_fingerprint
 
 CA_FILE = "ca.crt"
 
@@ -165,9 +167,14 @@ def plain_env(kind: str, spec: Mapping[str, Any] | StoreSpec) -> list[tuple[str,
     * Rasa's built-in ``concurrent_redis`` lock store reads its ticket lifetime from
       ``TICKET_LOCK_LIFETIME`` only, so ``lockLifetime`` with ``implementation: rasa`` lands
       here.
+    * ``TURNSTILE_STORES_FILE=integrations`` for ``spec.configMap.format: integrations``: the
+      launcher then checks ``integrations.yml`` in Rasa's project root, the file an engine
+      project loads the sections from, instead of the ``--endpoints`` file.
     """
     store = _store(kind, spec)
     out = [(EXPECT_ENV[store.info.section], section_fingerprint(section(store)))]
+    if store.config_map is not None and store.config_map.format == "integrations":
+        out.append((STORES_FILE_ENV, "integrations"))
     if store.implementation == "rasa" and store.lock_lifetime is not None:
         out.append((RASA_LOCK_LIFETIME_ENV, str(store.lock_lifetime)))
     return out

@@ -42,7 +42,12 @@ from turnstile.operator.model.kinds import (
     STORE_KINDS,
     WORKLOAD_KINDS,
 )
-from turnstile.operator.model.specs import RULES, check_label_key, check_label_value
+from turnstile.operator.model.specs import (
+    RULES,
+    check_label_key,
+    check_label_value,
+    configmap_key,
+)
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
@@ -71,8 +76,6 @@ __all__ = [
     "store_rollout",
     "workload_patch",
 ]
-
-DEFAULT_CONFIG_KEY: Final = "endpoints.yml"
 
 #: Bumped if the checksum's input encoding ever changes (that change would roll everything once).
 _CHECKSUM_VERSION: Final = "turnstile-rollout/v1"
@@ -336,7 +339,7 @@ def store_rollout(
         kind=str(body.get("kind", "")),
         name=str(meta.get("name", "")),
         config_map=cm_name,
-        config_key=str(cm.get("key") or DEFAULT_CONFIG_KEY),
+        config_key=configmap_key(cm),
         workloads=tuple(sorted(set(refs))),
         selector=selector,
         inject_env=inject,
@@ -368,12 +371,11 @@ def invalid_store(body: Mapping[str, Any], problem: str) -> StoreRollout:
         and isinstance(w.get("name"), str) and w.get("name")
     }  # fmt: skip
     name = cm.get("name")
-    key = cm.get("key")
     return StoreRollout(
         kind=str(body.get("kind", "")),
         name=str(meta.get("name", "")),
         config_map=name if isinstance(name, str) and name else None,
-        config_key=key if isinstance(key, str) and key else DEFAULT_CONFIG_KEY,
+        config_key=configmap_key(cm),
         workloads=tuple(sorted(refs)),
         invalid=problem,
     )

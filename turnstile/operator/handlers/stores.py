@@ -84,7 +84,7 @@ from turnstile.operator.handlers import unwatched
 from turnstile.operator.kube.client import Kube
 from turnstile.operator.model.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
 from turnstile.operator.model.kinds import API_VERSION, FINALIZER, GROUP, KINDS, VERSION
-from turnstile.operator.model.specs import StoreSpec, parse_store
+from turnstile.operator.model.specs import StoreSpec, configmap_key, parse_store
 from turnstile.operator.probes import check
 
 CONFIG: Final = OperatorConfig.from_env()
@@ -213,7 +213,7 @@ def _index_key(spec: Mapping[str, Any], namespace: str | None, section_name: str
     name = cm.get("name") if isinstance(cm, Mapping) else None
     if not name:
         return None
-    return (namespace or "", str(name), str(cm.get("key") or "endpoints.yml"), section_name)
+    return (namespace or "", str(name), configmap_key(cm), section_name)
 
 
 def _make_indexer(section_name: str) -> Any:
@@ -309,6 +309,7 @@ async def _render(
     placed = {
         "name": where.name,
         "key": where.key,
+        "format": store.config_map.format if store.config_map else "endpoints",
         "section": store.info.section,
         "owned": is_owned(after),
     }
@@ -328,7 +329,7 @@ async def _leave_old_target(store: StoreSpec, old_status: Mapping[str, Any]) -> 
     where = target(store)
     if where is not None and (where.name, where.key) == (old.get("name"), old.get("key")):
         return
-    await _remove_section(store, str(old["name"]), str(old.get("key") or "endpoints.yml"))
+    await _remove_section(store, str(old["name"]), configmap_key(old))
 
 
 async def _remove_section(store: StoreSpec, name: str, key: str) -> None:
@@ -612,7 +613,7 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
         store = None
     try:
         if store is not None and isinstance(placed, Mapping) and placed.get("name"):
-            await _remove_section(store, str(placed["name"]), str(placed.get("key")))
+            await _remove_section(store, str(placed["name"]), configmap_key(placed))
     except OperatorError as exc:
         raise kopf.TemporaryError(
             f"could not remove the {kind}'s section: {exc.message}", delay=5

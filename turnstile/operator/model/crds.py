@@ -21,13 +21,15 @@ import yaml
 from turnstile.operator.model import schema
 from turnstile.operator.model.kinds import CATEGORY, GROUP, KINDS, LOCK_STORE, VERSION, KindInfo
 from turnstile.operator.model.specs import (
-    DEFAULT_CONFIGMAP_KEY,
+    CONFIG_FORMATS,
     DEFAULT_PORT,
     DEFAULT_SENTINEL_SERVICE,
     DEPLOYMENT_MODES,
+    FORMAT_KEYS,
     IMPLEMENTATIONS,
     RULES,
 )
+from turnstile.stores.fingerprint import STORES_FILE_ENV
 
 _PORT: Final = (
     r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -614,6 +616,7 @@ def status_schema() -> dict[str, Any]:
                 "properties": {
                     "name": {"type": "string"},
                     "key": {"type": "string"},
+                    "format": {"type": "string"},
                     "section": {"type": "string"},
                     "owned": {
                         "type": "boolean",
@@ -660,9 +663,24 @@ def crd(info: KindInfo) -> dict[str, Any]:
             "type": "object",
             "required": ["name"],
             "description": (
-                f"The ConfigMap whose endpoints.yml gets this store's '{info.section}' section "
-                "(other sections are kept). Created and owned by the operator unless it exists."
+                f"The ConfigMap whose endpoints.yml (or integrations.yml) gets this store's "
+                f"'{info.section}' section (other sections are kept). Created and owned by the "
+                "operator unless it exists."
             ),
+            "x-kubernetes-validations": [
+                {
+                    **_rule(
+                        "!has(self.key) || !("
+                        "(self.key == 'integrations.yml' && self.format != 'integrations') || "
+                        "(self.key == 'endpoints.yml' && self.format != 'endpoints'))",
+                        "configmap_format",
+                        ".key",
+                    ),
+                    # the same sentence with the values at fault, as the operator words it
+                    "messageExpression": f"'{_cel_string(RULES['configmap_format'])} (got key "
+                    "' + self.key + ' with format ' + self.format + ')'",
+                }
+            ],
             "properties": {
                 "name": {
                     "type": "string",
@@ -670,12 +688,26 @@ def crd(info: KindInfo) -> dict[str, Any]:
                     "pattern": DNS_SUBDOMAIN,
                     "description": "ConfigMap name in the store's namespace.",
                 },
+                "format": {
+                    "type": "string",
+                    "enum": list(CONFIG_FORMATS),
+                    "default": "endpoints",
+                    "description": (
+                        "The file Rasa reads the section from: endpoints (the --endpoints file, "
+                        "every Rasa) or integrations (integrations.yml of a Rasa Pro engine "
+                        "project, authoritative there). Sets the default key, and with "
+                        "rollout.injectEnv tells turnstile-rasa which file to check "
+                        f"({STORES_FILE_ENV})."
+                    ),
+                },
                 "key": {
                     "type": "string",
                     "maxLength": schema.NAME_MAX,
                     "pattern": schema.CONFIGMAP_KEY,
-                    "default": DEFAULT_CONFIGMAP_KEY,
-                    "description": f"Key of the file (default {DEFAULT_CONFIGMAP_KEY}).",
+                    "description": (
+                        f"Key of the file (default {FORMAT_KEYS['endpoints']}, or "
+                        f"{FORMAT_KEYS['integrations']} with format integrations)."
+                    ),
                     "x-kubernetes-validations": [
                         _rule("self != '.' && self != '..'", "configmap_key")
                     ],

@@ -32,6 +32,16 @@ Implementation = Literal["turnstile", "rasa"]
 DEPLOYMENT_MODES: Final = ("standard", "cluster", "sentinel")
 IMPLEMENTATIONS: Final = ("turnstile", "rasa")
 DEFAULT_CONFIGMAP_KEY: Final = "endpoints.yml"
+#: ``spec.configMap.format``: the file Rasa reads the sections from. ``endpoints``: the
+#: ``--endpoints`` file of every Rasa; ``integrations``: ``integrations.yml`` of a Rasa Pro 3.21
+#: engine project, authoritative there (Rasa ignores ``endpoints.yml`` in such a project).
+ConfigFormat = Literal["endpoints", "integrations"]
+CONFIG_FORMATS: Final = ("endpoints", "integrations")
+#: The key a format defaults to: the name the file has where Rasa reads it.
+FORMAT_KEYS: Final[dict[str, str]] = {
+    "endpoints": DEFAULT_CONFIGMAP_KEY,
+    "integrations": "integrations.yml",
+}
 DEFAULT_SENTINEL_SERVICE: Final = "mymaster"
 DEFAULT_PORT: Final = 6379
 
@@ -59,6 +69,9 @@ RULES: Final = {
     "key_prefix": "keyPrefix must be alphanumeric (letters and digits only)",
     "tls_refs": "caSecretRef and clientCertSecretRef need tls.enabled: true",
     "username_password": "username needs passwordSecretRef (Rasa expects both or neither)",
+    "configmap_format": "configMap.key endpoints.yml or integrations.yml must match "
+    "configMap.format (endpoints.yml with format endpoints, integrations.yml with format "
+    "integrations): Rasa reads the sections only from the file of its format",
     "configmap_key": "configMap.key must be a ConfigMap key: letters, digits, '-', '_' and '.', "
     "but not '.' or '..'",
     "host_port": 'host must not contain a port: set port instead (host: redis, port: 6379); '
@@ -137,6 +150,17 @@ class RedisSpec:
 class ConfigMapRef:
     name: str
     key: str = DEFAULT_CONFIGMAP_KEY
+    format: ConfigFormat = "endpoints"
+
+
+def configmap_key(raw: Mapping[str, Any] | None) -> str:
+    """The key a raw ``spec.configMap`` (or ``status.configMap``) names: ``key``, else the
+    default of its ``format`` (for readers that must not fail on a spec being fixed)."""
+    raw = raw if isinstance(raw, Mapping) else {}
+    key = raw.get("key")
+    if isinstance(key, str) and key:
+        return key
+    return FORMAT_KEYS.get(str(raw.get("format")), DEFAULT_CONFIGMAP_KEY)
 
 
 @dataclass(frozen=True)
@@ -408,14 +432,17 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
             raise SpecError(
                 cm.name("name"), "a ConfigMap name (lowercase DNS subdomain)", cm_name
             )
-        cm_key = cm.string("key", default=DEFAULT_CONFIGMAP_KEY) or DEFAULT_CONFIGMAP_KEY
+        fmt = cast(ConfigFormat, cm.choice("format", CONFIG_FORMATS, "endpoints"))
+        cm_key = cm.string("key", default=FORMAT_KEYS[fmt]) or FORMAT_KEYS[fmt]
         if (
             len(cm_key) > schema.NAME_MAX
             or not _CONFIGMAP_KEY.match(cm_key)
             or cm_key in (".", "..")
         ):
             raise SpecError(cm.name("key"), RULES["configmap_key"], cm_key)
-        config_map = ConfigMapRef(name=cm_name, key=cm_key)
+        if cm_key in FORMAT_KEYS.values() and cm_key != FORMAT_KEYS[fmt]:
+            raise SpecError(cm.name("key"), RULES["configmap_format"], cm_key)
+        config_map = ConfigMapRef(name=cm_name, key=cm_key, format=fmt)
     is_lock = info is LOCK_STORE
     lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
     poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
