@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps valkey node-deps kube demo demo-rasa-venv demo-images test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node lint lint-chart test-redis45 test-rasa test-rasa-server bench e2e clean
+.PHONY: all deps venv system-deps valkey node-deps kube demo demo-rasa-venv demo-images test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node lint lint-chart test-redis45 test-rasa test-rasa-charts test-rasa-server bench e2e clean
 
 all: test
 
@@ -152,6 +152,12 @@ test-rasa: system-deps venv
 	  TURNSTILE_RENDER_CLI=$(CURDIR)/$(VENV)/bin/turnstile \
 	  $$v/bin/python -m pytest -p no:cacheprovider -m rasa tests/rasa || rc=1; \
 	done; exit $$rc
+
+# examples/rasa-charts/ rendered through Rasa's own current chart, fetched from GitHub into the
+# cache (hack/rasa-chart.sh): not part of `make test`, whose CI machine cannot reach GitHub.
+test-rasa-charts: venv kube
+	bash hack/rasa-chart.sh
+	$(PY) -m pytest -p no:cacheprovider -m rasa_charts tests/rasa_charts
 
 # Real `rasa run` servers (Rasa Open Source 3.6.21 installed whole, Python 3.10, uvloop) sharing
 # Redis in each mode; see tests/rasa_server. A missing Rasa fails here, never skips.
