@@ -155,7 +155,7 @@ def test_standard_store_with_a_password_becomes_ready_and_renders(
          "secretKey": "password"}
     ]
     assert status["configMap"] == {"name": "bot-endpoints", "key": "endpoints.yml",
-                                   "section": "lock_store", "owned": True}
+                                   "format": "endpoints", "section": "lock_store", "owned": True}
     assert status["master"] == f"{server.host}:{server.port}"
     cm = k.get("configmap", "bot-endpoints")
     assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "turnstile"  # type: ignore[index]
