@@ -232,47 +232,49 @@ def _check(accounting: Accounting) -> None:
     assert accounting.refused == [], accounting.refused
 
 
-def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
-    stack: Stack, bot: str
+def _replaced(stack: Stack, app: str, before: set[str]) -> Any:
+    def check() -> bool:
+        now = pods(stack.cluster, stack.ns, f"app={app}")
+        fresh = [p for p in now if p["metadata"]["uid"] not in before]
+        return len(now) == 2 and len(fresh) == 2 and all(is_ready(p) for p in fresh)
+
+    return check
+
+
+def _change_under_traffic(
+    stack: Stack, bot: str, case: str, store: dict[str, Any], *, kill_operator: bool
 ) -> None:
-    """keyPrefix first -> second under a steady stream, the operator pod killed a second after
-    the change: the pods are replaced exactly once (one new ReplicaSet), old and new pods kept
-    apart by the transition, no message lost, doubled, refused or handled beside another of
-    its conversation."""
+    """``store`` applied (a lock-affecting change of ``bot-locks``) under a steady stream,
+    optionally the operator pod killed a second later: the pods are replaced exactly once (one
+    new ReplicaSet), old and new pods kept apart by the transition, no message lost, doubled,
+    refused or handled beside another of its conversation."""
     cluster, ns = stack.cluster, stack.ns
     before = {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
     sets_before = {r["metadata"]["name"] for r in replicasets(cluster, ns, "app=bot")}
 
     async def run() -> tuple[Stream, float, float]:
-        async with Stream(bot, [f"roll-{i}" for i in range(4)]) as stream:
+        async with Stream(bot, [f"{case}-{i}" for i in range(4)]) as stream:
             await asyncio.sleep(5)
             assert stream.answered_since(0) > 0, [m.error for m in stream.sent[:4]]
             changed = time.monotonic()
+            await asyncio.to_thread(apply, cluster, ns, store)
+            if kill_operator:  # as the rollout starts: its successor must not roll again
+                await asyncio.sleep(1)
+                await asyncio.to_thread(
+                    cluster.kubectl, "-n", stack.release.namespace, "delete", "pod", "-l",
+                    OPERATOR_PODS, "--grace-period=0", "--force",
+                )  # fmt: skip
             await asyncio.to_thread(
-                apply, cluster, ns,
-                bot_locks(stack, "second"),
-            )  # fmt: skip
-            # The operator pod killed as the rollout starts: its successor must not roll again.
-            await asyncio.sleep(1)
-            await asyncio.to_thread(
-                cluster.kubectl, "-n", stack.release.namespace, "delete", "pod", "-l",
-                OPERATOR_PODS, "--grace-period=0", "--force",
-            )  # fmt: skip
-
-            def replaced() -> bool:
-                now = pods(cluster, ns, "app=bot")
-                fresh = [p for p in now if p["metadata"]["uid"] not in before]
-                return len(now) == 2 and len(fresh) == 2 and all(is_ready(p) for p in fresh)
-
-            await asyncio.to_thread(wait_for, "the bot pods replaced", replaced, 300, 0.5)
+                wait_for, "the bot pods replaced", _replaced(stack, "bot", before), 300, 0.5
+            )
             done = time.monotonic()
             await asyncio.sleep(5)  # traffic on the new pods alone
         return stream, changed, done
 
     stream, changed, done = asyncio.run(run())
     accounting = asyncio.run(account(bot, stream.sent))
-    # The operator's successor is up and has looked at the store: a second rollout would have
-    # been started by now.
+    # The operator (or its successor) has looked at the store again: a second rollout would
+    # have been started by now.
     wait_ready_pods(cluster, stack.release.namespace, OPERATOR_PODS, 1)
     wait_store_ready(cluster, ns, "bot-locks", timeout=120)
     time.sleep(3)  # a window in which a second rollout would show (absence needs one)
@@ -280,11 +282,11 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
     new_sets = sets_after - sets_before
     after = pods(cluster, ns, "app=bot")
     _table_row(
-        "keyPrefix change under traffic, operator pod killed", accounting,
+        case.replace("-", " "), accounting,
         f"new ReplicaSets {len(new_sets)}, pods replaced {len(before)}, change -> last new pod "
         f"Ready {done - changed:.1f} s",
     )  # fmt: skip
-    FIGURES["keyPrefix change -> last new bot pod Ready"] = done - changed
+    FIGURES[f"{case.replace('-', ' ')} -> last new bot pod Ready"] = done - changed
     _check(accounting)
     assert len(new_sets) == 1, sorted(sets_after)
     assert not before & {p["metadata"]["uid"] for p in after}
@@ -294,13 +296,13 @@ def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
     assert stream.answered_since(done) > 0
 
 
-def _replaced(stack: Stack, app: str, before: set[str]) -> Any:
-    def check() -> bool:
-        now = pods(stack.cluster, stack.ns, f"app={app}")
-        fresh = [p for p in now if p["metadata"]["uid"] not in before]
-        return len(now) == 2 and len(fresh) == 2 and all(is_ready(p) for p in fresh)
-
-    return check
+def test_a_lock_affecting_change_rolls_the_pods_once_while_messages_flow(
+    stack: Stack, bot: str
+) -> None:
+    """keyPrefix first -> second under a steady stream, the operator pod killed a second after
+    the change: one rollout, no message lost, doubled or handled beside another."""
+    _change_under_traffic(stack, bot, "keyPrefix-change-operator-pod-killed",
+                          bot_locks(stack, "second"), kill_operator=True)  # fmt: skip
 
 
 def test_a_password_rotation_rolls_the_pods_once_onto_the_new_password(
@@ -358,6 +360,20 @@ def test_a_password_rotation_rolls_the_pods_once_onto_the_new_password(
     assert len(new_sets) == 1, sorted(new_sets)
     assert stream.answered_since(removed) > 0
     assert not before & {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
+
+
+def test_a_move_to_another_redis_rolls_the_pods_once_while_messages_flow(
+    stack: Stack, bot: str
+) -> None:
+    """The LockStore moved to another Redis (a second standalone pod, its own Service address)
+    under a steady stream: during the transition new pods lock in the old Redis too (the
+    operator renders ``transition_from``), so old and new pods never hold one conversation at
+    once; one rollout, no message lost, doubled or handled beside another."""
+    other = workloads.start_redis(stack.cluster, stack.redis, stack.ns,
+                                  password_secret="redis-auth", name="redis-b")  # fmt: skip
+    store = lock_store("bot-locks", other, "second", "bot-endpoints",  # the host alone
+                       password_secret="redis-auth", rollout=ROLLOUT)  # fmt: skip
+    _change_under_traffic(stack, bot, "host-change", store, kill_operator=False)
 
 
 def _operator_deployment(stack: Stack) -> str:

@@ -157,9 +157,11 @@ def password_secret(cluster: Cluster, namespace: str, name: str, password: str) 
 
 
 def start_redis(
-    cluster: Cluster, redis: Image, namespace: str, *, password_secret: str | None = None
-) -> str:
-    """A standalone Redis pod (Debian's redis-server) behind a Service ``redis``; its ClusterIP.
+    cluster: Cluster, redis: Image, namespace: str, *, password_secret: str | None = None,
+    name: str = "redis",
+) -> str:  # fmt: skip
+    """A standalone Redis pod (Debian's redis-server) behind a Service, both ``name``; its
+    ClusterIP (pods labelled ``app=<name>``).
 
     ``password_secret``: a Secret whose ``password`` key Redis requires (``requirepass``, from
     the env into a config file: never in a command line). The tier runs no cluster DNS, so stores
@@ -189,20 +191,20 @@ def start_redis(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "redis", "labels": {"app": "redis"}},
+            "metadata": {"name": name, "labels": {"app": name}},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]},
         },
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "redis"},
-            "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]},
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 6379}]},
         },
     )
-    wait_ready_pods(cluster, namespace, "app=redis", 1)
-    service = cluster.control_plane.get_json("service", "redis", "-n", namespace)
+    wait_ready_pods(cluster, namespace, f"app={name}", 1)
+    service = cluster.control_plane.get_json("service", name, "-n", namespace)
     if service is None:
-        raise WorkloadError(f"Service redis in {namespace} vanished")
+        raise WorkloadError(f"Service {name} in {namespace} vanished")
     return str(service["spec"]["clusterIP"])
 
 
