@@ -22,11 +22,14 @@ NODE_TEST_TIMEOUT = 600
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.node.test_rasa_pods import ROWS  # noqa: PLC0415
+    from tests.node.test_timer_pods import ROWS as TIMER_ROWS  # noqa: PLC0415
 
-    if ROWS:
-        terminalreporter.write_sep("-", "Rasa pods: messages per case")
-        for case, row in ROWS.items():
-            terminalreporter.write_line(f"{case}: {row}")
+    for title, rows in (("Rasa pods: messages per case", ROWS),
+                        ("Rasa Pro timer pods: timers per case", TIMER_ROWS)):  # fmt: skip
+        if rows:
+            terminalreporter.write_sep("-", title)
+            for case, row in rows.items():
+                terminalreporter.write_line(f"{case}: {row}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
