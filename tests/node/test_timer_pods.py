@@ -19,7 +19,6 @@ store library from this host, against the same Redis and key prefix as the pods:
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -36,9 +35,8 @@ import yaml
 from tests.platform import workloads
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import REPO_ROOT, wait_for
-from tests.platform.images import Image, ImageBuildError
+from tests.platform.images import Image
 from tests.platform.node_fixtures import FIGURES, NodeImages
-from tests.platform.rasa_image import rasa_pro_timer_image
 from tests.platform.workloads import apply, is_ready, password_secret, pods, wait_store_ready
 from tests.rasa.timer_pods import Fired, Recorder
 from turnstile.stores import RedisTimerStore
@@ -47,7 +45,6 @@ from turnstile.stores.timers.api import DEFAULT_LEASE
 #: Printed after the run (``Rasa Pro timer pods``) and quoted in the docs: one row per case.
 ROWS: dict[str, str] = {}
 
-PRO_VENV = Path(os.environ.get("RASA_PRO311_VENV") or REPO_ROOT / ".venv-rasa-pro311")
 HARNESS = REPO_ROOT / "tests" / "rasa" / "timer_pods.py"
 APP = "timers"
 STORE = "bot-timers"
@@ -84,37 +81,13 @@ class TimerStack:
         return pods(self.cluster, self.ns, f"app={APP}")
 
 
-@pytest.fixture(scope="module")
-def pro_image(node_cluster: Cluster, node_images: NodeImages) -> Image:
-    """The Rasa Pro 3.21 timer-harness image, loaded into the node."""
-    began = time.monotonic()
-    try:
-        image = rasa_pro_timer_image(node_images.base, PRO_VENV)
-    except (ImageBuildError, OSError) as exc:
-        pytest.fail(f"the Rasa Pro timer image could not be built: {exc}", pytrace=False)
-    FIGURES["Rasa Pro timer image built or found in the cache"] = time.monotonic() - began
-    began = time.monotonic()
-    node_cluster.load_image(image)
-    FIGURES["Rasa Pro timer image imported into the node"] = time.monotonic() - began
-    return image
-
-
 def timer_store(redis_ip: str, poll: float) -> dict[str, Any]:
-    return {
-        "apiVersion": "turnstile.dev/v1alpha1",
-        "kind": "TimerStore",
-        "metadata": {"name": STORE},
-        "spec": {
-            "redis": {
-                "deploymentMode": "standard", "host": redis_ip, "port": 6379,
-                "keyPrefix": "timerpods",
-                "passwordSecretRef": {"name": "redis-auth", "key": "password"},
-            },
-            "pollInterval": poll,
-            "configMap": {"name": CONFIGMAP},
-            "rollout": {"workloads": [{"kind": "Deployment", "name": APP}], "injectEnv": True},
-        },
-    }  # fmt: skip
+    """The TimerStore: the LockStore's sibling, with the same spec and a ``pollInterval``."""
+    store = workloads.lock_store(
+        STORE, redis_ip, "timerpods", CONFIGMAP, password_secret="redis-auth", pollInterval=poll,
+        rollout={"workloads": [{"kind": "Deployment", "name": APP}], "injectEnv": True},
+    )  # fmt: skip
+    return {**store, "kind": "TimerStore"}
 
 
 def harness_configmap() -> dict[str, Any]:
@@ -208,7 +181,7 @@ def wait_pods_on(stack: TimerStack, want: str, *, not_before: Collection[str] = 
 
 
 @pytest.fixture(scope="module")
-def stack(node_cluster: Cluster, node_images: NodeImages, pro_image: Image
+def stack(node_cluster: Cluster, node_images: NodeImages, rasa_pro_timer_image: Image
           ) -> Iterator[TimerStack]:  # fmt: skip
     records = Path(tempfile.mkdtemp(prefix="turnstile-timer-pods-", dir="/var/tmp"))
     records.chmod(0o777)  # the pods run as uid 1001
@@ -225,7 +198,7 @@ def stack(node_cluster: Cluster, node_images: NodeImages, pro_image: Image
             apply(node_cluster, ns, timer_store(redis_ip, POLL), harness_configmap())
             wait_store_ready(node_cluster, ns, STORE, condition="ConfigRendered",
                              kind="timerstore")  # fmt: skip
-            apply(node_cluster, ns, harness_deployment(pro_image, records))
+            apply(node_cluster, ns, harness_deployment(rasa_pro_timer_image, records))
             wait_store_ready(node_cluster, ns, STORE, timeout=180, kind="timerstore")
             want = wait_for("the harness template on the section's fingerprint",
                             lambda: template_pin(node_cluster, ns), timeout=120)  # fmt: skip
