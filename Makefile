@@ -122,10 +122,11 @@ test-k8s: venv kube
 	$(PY) -m pytest -m k8s tests
 
 # A control plane plus one real node running pods (root; restores the host after), Rasa 3.6.21
-# bot pods included (their image is made from .venv-rasa-server). A missing prerequisite fails
-# here, never skips.
+# bot pods and Rasa Pro 3.21 timer pods included (their images are made from .venv-rasa-server
+# and .venv-rasa-pro311). A missing prerequisite fails here, never skips.
 test-node: venv kube node-deps
 	bash hack/rasa-server-venv.sh
+	bash hack/rasa-venvs.sh pro311
 	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m node tests/node
 
 lint: venv

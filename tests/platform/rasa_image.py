@@ -1,18 +1,27 @@
-"""The Rasa bot image of the node tier: Rasa Open Source 3.6.21 whole, and Turnstile's wheel.
+"""The node tier's Rasa images: a Rasa venv made here, its Python, and Turnstile's wheel.
+
+Two images, one recipe (:class:`Recipe`):
+
+* the bot image (:func:`rasa_bot_image`): Rasa Open Source 3.6.21 whole
+  (``.venv-rasa-server``, Python 3.10, ``hack/rasa-server-venv.sh``), entrypoint
+  ``turnstile-rasa``;
+* the timer-harness image (:func:`rasa_pro_timer_image`): Rasa Pro 3.21's minimal pinned install
+  (``.venv-rasa-pro311``, Python 3.11, ``hack/rasa-venvs.sh pro311``). Rasa Pro's ``rasa run``
+  needs a licence, so its pods run the harness of ``tests/rasa/timer_pods.py`` (Rasa Pro's own
+  timer-manager code in process) with the image's Python as the entrypoint.
 
 Made here without a registry or a Docker build (:mod:`tests.platform.images`), from what the
-``rasa_server`` tier already installed, as three layers:
+Rasa tiers already installed, as three layers:
 
 1. the Debian base (:func:`tests.platform.images.python_base_image`): the C libraries;
-2. Python 3.10 (the pyenv build ``hack/rasa-server-venv.sh`` used) at ``/opt/python3.10`` and
-   that venv's packages at ``/opt/rasa``: exactly ``requirements/rasa36-server.txt`` (Rasa
-   3.6.21 with TensorFlow, Sanic, uvloop...), minus the editable Turnstile the tier runs;
+2. the Python the venv was made from (a pyenv build) at ``/opt/python3.X`` and the venv's
+   packages at ``/opt/rasa``: exactly its pins file, minus the editable Turnstile the tiers run;
 3. Turnstile: the wheel built from this checkout (as ``make dist`` builds it) installed into
-   ``/opt/rasa``, and the ``turnstile-rasa`` launcher as the entrypoint.
+   ``/opt/rasa``, and the ``turnstile-rasa`` launcher.
 
-Layer 2 is a few gigabytes and changes only with the pins, so its tar is cached by their hash;
-layer 3 is rebuilt when the package's files change. The image runs as uid 1001 (Rasa's images
-do the same) with ``/app`` as its writable working directory.
+Layer 2 changes only with the pins (up to gigabytes for Rasa OSS), so its tar is cached by
+their hash; layer 3 is rebuilt when the package's files change. The images run as uid 1001
+(Rasa's images do the same) with ``/app`` as their writable working directory.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.platform.images import (
@@ -41,10 +51,17 @@ from tests.platform.images import (
     write_layered_archive,
 )
 
-__all__ = ["RASA_BOT_REPO", "RASA_PREFIX", "rasa_bot_image"]
+__all__ = [
+    "RASA_BOT_REPO",
+    "RASA_PREFIX",
+    "RASA_PRO_TIMER_REPO",
+    "Recipe",
+    "rasa_bot_image",
+    "rasa_pro_timer_image",
+]
 
 RASA_BOT_REPO = "docker.io/turnstile/rasa-bot"
-PYTHON_HOME = "/opt/python3.10"
+RASA_PRO_TIMER_REPO = "docker.io/turnstile/rasa-pro-timers"
 RASA_PREFIX = "/opt/rasa"
 USER = 1001
 #: Bump when the recipe of a layer changes in a way its inputs do not show.
@@ -122,34 +139,46 @@ def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -
     tar.addfile(info, io.BytesIO(data))
 
 
-def _python_home(venv: Path) -> Path:
-    cfg = (venv / "pyvenv.cfg").read_text()
-    found = re.search(r"^home\s*=\s*(.+)$", cfg, re.MULTILINE)
+def _venv_cfg(venv: Path, key: str) -> str:
+    found = re.search(rf"^{key}\s*=\s*(.+)$", (venv / "pyvenv.cfg").read_text(), re.MULTILINE)
     if not found:
-        raise ImageBuildError(f"{venv}/pyvenv.cfg names no home")
-    return Path(found.group(1).strip()).parent
+        raise ImageBuildError(f"{venv}/pyvenv.cfg names no {key}")
+    return found.group(1).strip()
+
+
+def _python_home(venv: Path) -> Path:
+    return Path(_venv_cfg(venv, "home")).parent
+
+
+def _python_minor(venv: Path) -> str:
+    """``python3.X`` of the interpreter the venv was made from."""
+    return "python" + ".".join(_venv_cfg(venv, "version").split(".")[:2])
 
 
 #: Not copied from the venv: the tier's editable Turnstile (layer 3 has the wheel), caches.
 _VENV_SKIP = re.compile(
     r"__editable__|rasa_turnstile[^/]*\.dist-info/|(^|/)__pycache__/.*\.opt-\d\.pyc$"
 )
-#: Not copied from the interpreter: its own site-packages (the venv has its own), its tests.
-_PYTHON_SKIP = re.compile(r"^lib/python3\.10/(site-packages|test|idlelib|tkinter|lib2to3)/")
+
+
+def _python_skip(python: str) -> re.Pattern[str]:
+    """Not copied from the interpreter: its own site-packages (the venv has its own), tests."""
+    return re.compile(rf"^lib/{re.escape(python)}/(site-packages|test|idlelib|tkinter|lib2to3)/")
 
 
 def _rasa_layer(venv: Path, layer: Path) -> None:
-    home = _python_home(venv)
+    home, python = _python_home(venv), _python_minor(venv)
+    python_home = f"/opt/{python}"
     with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
         _dirs(tar, "opt")
-        _add_tree(tar, home, PYTHON_HOME, skip=_PYTHON_SKIP)
-        cfg = (venv / "pyvenv.cfg").read_text().replace(str(home), PYTHON_HOME)
+        _add_tree(tar, home, python_home, skip=_python_skip(python))
+        cfg = (venv / "pyvenv.cfg").read_text().replace(str(home), python_home)
         _add_tree(
             tar,
             venv,
             RASA_PREFIX,
             skip=re.compile(_VENV_SKIP.pattern + r"|^pyvenv\.cfg$"),
-            links=(str(home), PYTHON_HOME),
+            links=(str(home), python_home),
             shebang=f"{RASA_PREFIX}/bin/python".encode(),
         )
         _add_file(tar, f"{RASA_PREFIX}/pyvenv.cfg", cfg.encode())
@@ -169,18 +198,19 @@ def _build_wheel(out: Path) -> Path:
 
 
 def _turnstile_layer(venv: Path, workdir: Path, layer: Path) -> None:
-    """The wheel installed by the image's own pip into ``/opt/rasa``'s site-packages."""
+    """The wheel installed into ``/opt/rasa``'s site-packages (a pure-Python wheel: this
+    Python's pip unpacks it as the image's would; a venv made ``--without-pip`` has none)."""
     wheel = _build_wheel(workdir / "wheel")
     staging = workdir / "site"
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
          "--no-compile", "--target", str(staging), str(wheel)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise ImageBuildError(f"pip install of {wheel.name} failed:\n{done.stderr[-3000:]}")
     shutil.rmtree(staging / "bin", ignore_errors=True)  # scripts with this host's paths
-    site = f"{RASA_PREFIX.strip('/')}/lib/python3.10/site-packages"
+    site = f"{RASA_PREFIX.strip('/')}/lib/{_python_minor(venv)}/site-packages"
     launcher = (
         f"#!{RASA_PREFIX}/bin/python\nimport sys\n"
         "from turnstile.rasa.launcher import main\nsys.exit(main())\n"
@@ -191,20 +221,55 @@ def _turnstile_layer(venv: Path, workdir: Path, layer: Path) -> None:
         _add_file(tar, f"{RASA_PREFIX}/bin/turnstile-rasa", launcher.encode(), 0o755)
 
 
-def rasa_bot_image(base: Image, venv: Path) -> Image:
-    """The bot image (see the module's docstring); ``venv`` is ``.venv-rasa-server``."""
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the Rasa images; the layers are made the same way."""
+
+    repo: str
+    kind: str  # the cache archives' name: ``<kind>-<tag>.tar``, ``<kind>-layer-<tag>.tar``
+    pins: str  # the venv's pins file, under ``requirements/``
+    builder: str  # what makes the venv, for the error a missing venv gives
+    what: str  # layer 2 in the image's history
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    env: tuple[str, ...] = ()
+
+
+BOT = Recipe(
+    repo=RASA_BOT_REPO,
+    kind="rasa",
+    pins="rasa36-server.txt",
+    builder="hack/rasa-server-venv.sh",
+    what="python 3.10 + rasa 3.6.21 (pins)",
+    entrypoint=(f"{RASA_PREFIX}/bin/turnstile-rasa",),
+    cmd=("run", "--help"),
+    env=("TF_CPP_MIN_LOG_LEVEL=3",),
+)
+PRO_TIMERS = Recipe(
+    repo=RASA_PRO_TIMER_REPO,
+    kind="rasa-pro",
+    pins="rasa-pro.txt",
+    builder="hack/rasa-venvs.sh pro311",
+    what="python 3.11 + rasa pro 3.21 (minimal pins)",
+    entrypoint=(f"{RASA_PREFIX}/bin/python",),
+    cmd=("-c", "import rasa.core.timer_managers.timer_manager, turnstile.rasa"),
+)
+
+
+def rasa_image(recipe: Recipe, base: Image, venv: Path) -> Image:
+    """The image ``recipe`` makes from ``venv`` (see the module's docstring)."""
     if not (venv / "pyvenv.cfg").is_file():
-        raise ImageBuildError(f"no Rasa venv at {venv} (hack/rasa-server-venv.sh builds it)")
-    pins = _file_hash(REPO_ROOT / "requirements" / "rasa36-server.txt")
-    python = str(_python_home(venv))
-    rasa_tag = _hash_strings(_RECIPE, pins, python, Path(__file__).read_text())
+        raise ImageBuildError(f"no Rasa venv at {venv} ({recipe.builder} builds it)")
+    pins = _file_hash(REPO_ROOT / "requirements" / recipe.pins)
+    python = _python_minor(venv)
+    rasa_tag = _hash_strings(_RECIPE, pins, str(_python_home(venv)), Path(__file__).read_text())
     code_tag = _tree_hash(REPO_ROOT, WHEEL_INPUTS)
     tag = _hash_strings(base.name, rasa_tag, code_tag)
-    name = f"{RASA_BOT_REPO}:{tag}"
-    archive = cache_dir() / f"rasa-bot-{tag}.tar"
+    name = f"{recipe.repo}:{tag}"
+    archive = cache_dir() / f"{recipe.repo.rsplit('/', 1)[1]}-{tag}.tar"
     if _cached(archive):
         return Image(name, archive)
-    rasa_layer = cache_dir() / f"rasa-layer-{rasa_tag}.tar"
+    rasa_layer = cache_dir() / f"{recipe.kind}-layer-{rasa_tag}.tar"
     workdir = Path(tempfile.mkdtemp(prefix="turnstile-rasa-image-", dir="/var/tmp"))
     try:
         if not _cached(rasa_layer):
@@ -219,21 +284,31 @@ def rasa_bot_image(base: Image, venv: Path) -> Image:
             name,
             layers,
             {
-                "Entrypoint": [f"{RASA_PREFIX}/bin/turnstile-rasa"],
-                "Cmd": ["run", "--help"],
+                "Entrypoint": list(recipe.entrypoint),
+                "Cmd": list(recipe.cmd),
                 "Env": [
                     f"PATH={RASA_PREFIX}/bin:/usr/local/bin:/usr/bin:/bin",
-                    f"LD_LIBRARY_PATH={PYTHON_HOME}/lib",
+                    f"LD_LIBRARY_PATH=/opt/{python}/lib",
                     "HOME=/app",
                     "RASA_TELEMETRY_ENABLED=false",
-                    "TF_CPP_MIN_LOG_LEVEL=3",
+                    *recipe.env,
                     "PYTHONUNBUFFERED=1",
                 ],
                 "User": f"{USER}:0",
                 "WorkingDir": "/app",
             },
-            history=["debian base", "python 3.10 + rasa 3.6.21 (pins)", "turnstile wheel"],
+            history=["debian base", recipe.what, "turnstile wheel"],
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return Image(name, archive)
+
+
+def rasa_bot_image(base: Image, venv: Path) -> Image:
+    """The bot image; ``venv`` is ``.venv-rasa-server``."""
+    return rasa_image(BOT, base, venv)
+
+
+def rasa_pro_timer_image(base: Image, venv: Path) -> Image:
+    """The timer-harness image; ``venv`` is ``.venv-rasa-pro311``."""
+    return rasa_image(PRO_TIMERS, base, venv)

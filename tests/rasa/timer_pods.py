@@ -6,17 +6,26 @@ imports from ``rasa.core.timer_managers.timer_manager``, after ``turnstile.rasa.
 then ``Agent.initialize_timer_manager``'s two calls: ``set_callback(handle_session_timeout)``
 and ``start()``; ``Agent.close`` calls ``stop()``. The callback stands in for
 ``MessageProcessor.handle_session_timeout(sender_id, session_id, scheduled_time)`` and writes
-what it saw to a shared file, one line per step, so pods in other processes report too.
+what it saw to a shared file, one line per step with the wall-clock time of the step, so pods
+in other processes (or pods on one node, through a hostPath directory) report too.
 
 Run as a process: ``python -m tests.rasa.timer_pods ENDPOINTS RECORD POD COUNT TIMEOUT DELAY``
 schedules COUNT timers ``POD-<i>`` due in TIMEOUT seconds, prints ``scheduled``, then serves
-until killed; each callback records ``begin``, sleeps DELAY seconds, records ``done``.
+until killed or sent SIGTERM (then ``stop()``, as ``Agent.close`` on a pod's shutdown); each
+callback records ``begin``, sleeps DELAY seconds, records ``done``.
+
+The node tier runs it as a pod program (``tests/node/test_timer_pods.py``): this file alone,
+with no import from ``tests``, by the Python of the Rasa Pro image. Like ``turnstile-rasa`` it
+first waits until ``ENDPOINTS`` holds the sections the pod was told to expect (the operator's
+``TURNSTILE_EXPECT_TIMER_STORE``), and it creates the file ``$TURNSTILE_HARNESS_READY`` once its
+manager has started (the pod's readiness) and removes it when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -33,6 +42,11 @@ class Fired:
     sender_id: str
     session_id: str
     scheduled_time: float
+    at: float  # wall-clock time of the step
+
+    @property
+    def lateness(self) -> float:
+        return self.at - self.scheduled_time
 
 
 class Recorder:
@@ -43,7 +57,7 @@ class Recorder:
 
     def write(self, step: str, pod: str, sender_id: str, session_id: str | None,
               scheduled_time: float | None) -> None:
-        line = f"{step} {pod} {sender_id} {session_id} {scheduled_time!r}\n"
+        line = f"{step} {pod} {sender_id} {session_id} {scheduled_time!r} {time.time()!r}\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
@@ -57,7 +71,8 @@ class Recorder:
         for line in self.path.read_text().splitlines():
             parts = line.split(" ")
             if parts[0] == step:
-                out.append(Fired(parts[0], parts[1], parts[2], parts[3], float(parts[4])))
+                out.append(Fired(parts[0], parts[1], parts[2], parts[3], float(parts[4]),
+                                 float(parts[5])))
         return out
 
     def counts(self, step: str = "done") -> Counter[str]:
@@ -104,20 +119,37 @@ async def start_pod(endpoints: Path, recorder: Recorder, pod: str, delay: float 
     return manager
 
 
+def _mark_ready(ready: bool) -> None:
+    """The pod's readiness: ``$TURNSTILE_HARNESS_READY`` exists while the manager runs."""
+    path = os.environ.get("TURNSTILE_HARNESS_READY")
+    if path and ready:
+        Path(path).touch()
+    elif path:
+        Path(path).unlink(missing_ok=True)
+
+
 async def _serve(endpoints: Path, recorder: Recorder, pod: str, *, count: int, timeout: float,
                  delay: float) -> None:
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     manager = await start_pod(endpoints, recorder, pod, delay)
+    _mark_ready(True)
     callback = session_timeout_handler(recorder, pod, delay)
     for i in range(count):
         await manager.schedule_timer(f"{pod}-{i}", "s1", timeout, callback)
     print("scheduled", flush=True)
-    await asyncio.Event().wait()
+    await stopping.wait()
+    _mark_ready(False)
+    await manager.stop()  # Agent.close: pending timers stay for the other pods
+    print("stopped", flush=True)
 
 
 def main() -> None:
     import turnstile.rasa  # noqa: PLC0415
+    from turnstile.rasa.startup import wait_until_safe  # noqa: PLC0415
 
     endpoints, record, pod, count, timeout, delay = sys.argv[1:]
+    wait_until_safe(["run", "--endpoints", endpoints])  # what turnstile-rasa does first
     turnstile.rasa.install()
     asyncio.run(_serve(Path(endpoints), Recorder(Path(record)), pod, count=int(count),
                        timeout=float(timeout), delay=float(delay)))
