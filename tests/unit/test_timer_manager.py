@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,51 @@ async def test_a_failing_callback_is_acknowledged_not_retried():
         await asyncio.sleep(5)
     assert ("ack", "bad") in store.events
     assert m.failed == 1
+
+
+async def test_a_slow_callback_delays_no_other_timer():
+    """A callback that takes 30 s does not hold up the next poll: a timer due 2 s later fires
+    within one interval of its time (a poll used to wait for its callbacks: 28 s late)."""
+    store = InMemoryTimerStore(clock=loop_clock)
+    fired: dict[str, float] = {}
+
+    async def on_expired(timer: SessionTimer) -> None:
+        fired[timer.sender_id] = loop_clock()
+        if timer.sender_id == "slow":
+            await asyncio.sleep(30)
+
+    start = loop_clock()
+    await store.store_timer("slow", "s", start + 0.5)
+    await store.store_timer("next", "s", start + 2.5)
+    async with manager(store, on_expired, poll_interval=1.0):
+        await asyncio.sleep(40)
+    assert set(fired) == {"slow", "next"}
+    assert fired["next"] - (start + 2.5) <= 1.0 + 0.01
+
+
+async def test_a_pod_with_every_slot_busy_leaves_due_timers_to_the_others():
+    """Claims never exceed the free callback slots: while one manager's only slot is busy, a
+    second manager on the same store fires the timers that come due."""
+    store = InMemoryTimerStore(clock=loop_clock)
+    where: dict[str, str] = {}
+
+    def on(name: str, hold: float) -> Any:
+        async def on_expired(timer: SessionTimer) -> None:
+            where[timer.sender_id] = name
+            await asyncio.sleep(hold)
+        return on_expired
+
+    start = loop_clock()
+    await store.store_timer("first", "s", start + 0.5)
+    busy = manager(store, on("busy", 60), concurrency=1, poll_interval=0.5)
+    await busy.start()
+    try:
+        await asyncio.sleep(2)  # "first" is running on busy's only slot
+        assert where == {"first": "busy"}
+        for i in range(3):
+            await store.store_timer(f"c{i}", "s", loop_clock() + 1 + i)
+        async with manager(store, on("idle", 0), poll_interval=0.5):
+            await asyncio.sleep(10)
+    finally:
+        await busy.stop()
+    assert where == {"first": "busy", "c0": "idle", "c1": "idle", "c2": "idle"}

@@ -13,8 +13,13 @@ before acknowledging becomes due again when its lease runs out, and another pod 
 timer is fired at least once; it is fired twice only when a pod dies (or loses Redis for longer
 than the lease) after the callback ran and before the acknowledgement reached Redis.
 
+Polls do not wait for callbacks: each claims at most as many timers as the manager has free
+callback slots and runs their callbacks in the background, so a slow callback delays no other
+timer, and a pod whose slots are all busy leaves due timers to the other pods.
+
 Everything is bounded: at most ``max_batch`` timers per poll, at most ``concurrency`` callbacks
-at a time, and :meth:`TimerManager.stop` waits at most ``stop_timeout`` for a poll in progress.
+at a time, and :meth:`TimerManager.stop` waits at most ``stop_timeout`` for the callbacks
+running.
 The manager reads time only through ``clock`` and sleeps only through asyncio, so tests drive
 it on a fake clock (looptime).
 """
@@ -65,7 +70,11 @@ class TimerManager:
         self._current_session = current_session
         self._poll_interval = poll_interval
         self._max_batch = max_batch
+        self._concurrency = concurrency
         self._semaphore = asyncio.Semaphore(concurrency)
+        #: Callbacks the poll loop started and that have not finished.
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
         self._stop_timeout = stop_timeout
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -101,13 +110,16 @@ class TimerManager:
         self._task = loop.create_task(self._loop(backlog), name="turnstile-timer-manager")
 
     async def stop(self) -> None:
-        """Let a poll in progress finish (up to ``stop_timeout``), then end the loop.
+        """End the loop, and let the callbacks running finish (all within ``stop_timeout``).
 
         Never deletes pending timers: they stay in the store for the other pods (and for this
         one when it starts again). Timers whose callbacks were cut short stay leased and become
         due again when their leases run out.
         """
         self._stopping.set()
+        self._slot_freed.set()  # a loop waiting for a free slot looks at _stopping at once
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
         task, self._task = self._task, None
         if task is not None:
             try:
@@ -116,6 +128,7 @@ class TimerManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._finish_callbacks(max(deadline - loop.time(), 0))
         renewal, self._renewal = self._renewal, None
         if renewal is not None:
             renewal.cancel()
@@ -155,6 +168,49 @@ class TimerManager:
                     del self._in_flight[timer.sender_id]
         return more
 
+    async def _finish_callbacks(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the loop's callbacks, cancel the rest, send the acks."""
+        running = set(self._callbacks)
+        if running:
+            _, late = await asyncio.wait(running, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        flush = self._ack_flush
+        if flush is not None and not flush.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flush), max(timeout, 1.0))
+
+    async def _claim_and_start(self) -> bool:
+        """The loop's poll: claim up to the free callback slots' worth of due timers and start
+        their callbacks without waiting for them; whether more may be due."""
+        free = self._concurrency - len(self._callbacks)
+        if free <= 0:
+            return True  # every slot busy: look again when one frees
+        claimed, more = await self._store.claim_due(self._clock(), min(self._max_batch, free))
+        if claimed:
+            self._metrics.claimed(len(claimed))
+            loop = asyncio.get_running_loop()
+            for timer in claimed:
+                self._in_flight[timer.sender_id] = timer
+                task = loop.create_task(self._callback(timer), name="turnstile-timer-callback")
+                self._callbacks.add(task)
+                task.add_done_callback(self._callback_done)
+        return more and bool(claimed)
+
+    async def _callback(self, timer: SessionTimer) -> None:
+        try:
+            await self._fire_and_ack(timer)
+        except asyncio.CancelledError:  # stopped: no ack, its lease runs out, another pod fires
+            if self._in_flight.get(timer.sender_id) is timer:
+                del self._in_flight[timer.sender_id]
+            raise
+
+    def _callback_done(self, task: asyncio.Task[None]) -> None:
+        self._callbacks.discard(task)
+        self._slot_freed.set()
+
     async def _fire_and_ack(self, timer: SessionTimer) -> None:
         await self._fire(timer)
         self._ack_queue.append(timer)
@@ -186,9 +242,9 @@ class TimerManager:
                 logger.warning("Timer manager: renewing %d lease(s) failed (%s)",
                                len(self._in_flight), exc)
 
-    async def _poll_guarded(self) -> bool:
+    async def _poll_guarded(self, *, wait: bool = True) -> bool:
         try:
-            more = await self.poll_once()
+            more = await (self.poll_once() if wait else self._claim_and_start())
         except TurnstileError as exc:
             if not self._failing:
                 logger.warning("Timer manager: polling failed (%s); will keep trying", exc)
@@ -200,10 +256,11 @@ class TimerManager:
         return more
 
     async def _loop(self, backlog: bool) -> None:
-        """Polls start at a fixed rate, one ``poll_interval`` apart whatever a poll took, so a
-        due timer waits at most one interval plus one claim. The first poll after start-up
-        recovery comes at a random point of the first interval: pods that started together do
-        not poll in step, and N pods together poll about N times per interval."""
+        """Polls start at a fixed rate, one ``poll_interval`` apart whatever the callbacks take,
+        so a due timer waits at most one interval plus one claim (plus, when every callback
+        slot of every pod is busy, until a slot frees). The first poll after start-up recovery
+        comes at a random point of the first interval: pods that started together do not poll
+        in step, and N pods together poll about N times per interval."""
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + (0 if backlog else random.random() * self._poll_interval)
         while not self._stopping.is_set():
@@ -214,8 +271,14 @@ class TimerManager:
                 if self._stopping.is_set():
                     return
             started = loop.time()
-            if await self._poll_guarded():
-                await asyncio.sleep(0)  # a backlog: poll again at once, but let others run
+            self._slot_freed.clear()
+            if await self._poll_guarded(wait=False):
+                # A backlog: poll again at once if a slot is free, else when one frees (or at
+                # the next interval), but let others run.
+                if len(self._callbacks) >= self._concurrency:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), self._poll_interval)
+                await asyncio.sleep(0)
                 next_poll = loop.time()
                 continue
             next_poll = started + self._poll_interval
