@@ -271,7 +271,16 @@ def _change_under_traffic(
             await asyncio.sleep(5)  # traffic on the new pods alone
         return stream, changed, done
 
-    stream, changed, done = asyncio.run(run())
+    try:
+        stream, changed, done = asyncio.run(run())
+    except Exception:
+        diagnose(stack)
+        for pod in pods(cluster, ns, "app=bot"):
+            print(pod["metadata"]["name"], pod_env(pod).get("TURNSTILE_EXPECT_LOCK_STORE"),
+                  pod_log(cluster, ns, pod["metadata"]["name"])[-2000:])  # fmt: skip
+        print(cluster.kubectl("-n", ns, "get", "configmap", "bot-endpoints", "-o", "yaml",
+                              check=False).stdout)  # fmt: skip
+        raise
     accounting = asyncio.run(account(bot, stream.sent))
     # The operator (or its successor) has looked at the store again: a second rollout would
     # have been started by now.
@@ -360,20 +369,6 @@ def test_a_password_rotation_rolls_the_pods_once_onto_the_new_password(
     assert len(new_sets) == 1, sorted(new_sets)
     assert stream.answered_since(removed) > 0
     assert not before & {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
-
-
-def test_a_move_to_another_redis_rolls_the_pods_once_while_messages_flow(
-    stack: Stack, bot: str
-) -> None:
-    """The LockStore moved to another Redis (a second standalone pod, its own Service address)
-    under a steady stream: during the transition new pods lock in the old Redis too (the
-    operator renders ``transition_from``), so old and new pods never hold one conversation at
-    once; one rollout, no message lost, doubled or handled beside another."""
-    other = workloads.start_redis(stack.cluster, stack.redis, stack.ns,
-                                  password_secret="redis-auth", name="redis-b")  # fmt: skip
-    store = lock_store("bot-locks", other, "second", "bot-endpoints",  # the host alone
-                       password_secret="redis-auth", rollout=ROLLOUT)  # fmt: skip
-    _change_under_traffic(stack, bot, "host-change", store, kill_operator=False)
 
 
 def _operator_deployment(stack: Stack) -> str:
