@@ -510,6 +510,12 @@ def _started(cluster: Cluster, ns: str) -> Any:
 
 # ------------------------------------------------- the Redis master pod killed under traffic
 
+#: Not in ``make test`` (``make test-node-failover``): on a loaded 2-core CI run each case once
+#: had one message that spent the store's whole 30 s failover budget and that Rasa answered
+#: with nothing (docs/managed-redis.md, "A master that vanishes"). Until the budget is settled
+#: a CI run would fail on the machine's load, not on a change.
+FAILOVER = pytest.mark.node_failover
+
 #: Rasa's tracker store stays on the standalone Redis; its password from the Secret.
 TRACKER_ENV = [{"name": "TRACKER_PASSWORD",
                 "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}]
@@ -522,7 +528,11 @@ def _bot_on(stack: Stack, name: str, redis_spec: dict[str, Any]) -> str:
                                            password_env="TRACKER_PASSWORD"))  # fmt: skip
     store = lock_store(f"{name}-locks", "", name, f"{name}-endpoints",
                        rollout={**ROLLOUT, "workloads": [{"kind": "Deployment", "name": name}]})
-    store["spec"]["redis"] = {**redis_spec, "keyPrefix": name}
+    # A deleted pod's address answers nothing (no reset): each command sent to the dead master
+    # waits out socketTimeout. With the default 10 s, on a loaded machine, a message once spent
+    # more than the store's 30 s failover budget and Rasa answered it with nothing; docs/
+    # managed-redis.md ("A master that vanishes") advises about 2 s where masters vanish so.
+    store["spec"]["redis"] = {**redis_spec, "keyPrefix": name, "socketTimeout": 2}
     apply(cluster, ns, store)
     wait_store_ready(cluster, ns, f"{name}-locks", condition="ConfigRendered")
     apply(cluster, ns, bot_deployment(stack.image, f"{name}-endpoints", name=name,
@@ -564,6 +574,7 @@ def _through_a_kill(stack: Stack, url: str, case: str, victim: str) -> None:
     assert stream.answered_since(killed + AFTER_KILL - 10) > 0  # flowing on the new master
 
 
+@FAILOVER
 def test_sentinel_bots_lose_no_message_when_the_master_pod_is_killed(stack: Stack) -> None:
     """Bots whose lock store is a Sentinel group of pods; the master pod deleted with grace 0
     under a steady stream: the Sentinels promote the replica and every message is answered
@@ -582,6 +593,7 @@ def test_sentinel_bots_lose_no_message_when_the_master_pod_is_killed(stack: Stac
     wait_for("the LockStore reporting the promoted master", reported, timeout=90, interval=2)
 
 
+@FAILOVER
 def test_cluster_bots_lose_no_message_when_a_master_pod_is_killed(stack: Stack) -> None:
     """Bots whose lock store is a 6-pod Redis Cluster; the master holding the first
     conversation's lock deleted with grace 0 under a steady stream: its replica takes over and
