@@ -371,6 +371,22 @@ def test_a_password_rotation_rolls_the_pods_once_onto_the_new_password(
     assert not before & {p["metadata"]["uid"] for p in pods(cluster, ns, "app=bot")}
 
 
+def test_a_move_to_another_redis_rolls_the_pods_once_while_messages_flow(
+    stack: Stack, bot: str
+) -> None:
+    """The LockStore moved to another Redis (a second standalone pod, its own Service address)
+    under a steady stream, soon after the keyPrefix change (whose transition still runs, so the
+    operator holds this change back until it ends): the pods are rolled once, onto the file as
+    it is rendered (never onto a pin of a section the file does not hold yet); during the
+    transition new pods lock in the old Redis too; no message lost, doubled or handled beside
+    another."""
+    other = workloads.start_redis(stack.cluster, stack.redis, stack.ns,
+                                  password_secret="redis-auth", name="redis-b")  # fmt: skip
+    store = lock_store("bot-locks", other, "second", "bot-endpoints",  # the host alone
+                       password_secret="redis-auth", rollout=ROLLOUT)  # fmt: skip
+    _change_under_traffic(stack, bot, "host-change", store, kill_operator=False)
+
+
 def _operator_deployment(stack: Stack) -> str:
     data = stack.cluster.control_plane.get_json(
         "deployments", "-n", stack.release.namespace, "-l", OPERATOR_PODS
