@@ -78,6 +78,14 @@ def _reasons(cp: ControlPlane, ns: str, reason: str) -> int:
     return len(got.get("items", []))
 
 
+def _events(cp: ControlPlane, ns: str, reason: str, count: int) -> int:
+    """How many ``reason`` Events the store has once ``count`` of them are there (kopf posts
+    Events from a queue of its own, so one may land a moment after the status that caused it)."""
+    wait_for(f"{count} {reason} Event(s)", lambda: _reasons(cp, ns, reason) >= count or None,
+             timeout=30)  # fmt: skip
+    return _reasons(cp, ns, reason)
+
+
 def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
     control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer,
     operator: OperatorProcess,
@@ -120,9 +128,9 @@ def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
     assert late <= END_BOUND, f"the keys were removed {late:.1f} s after transition_until"
     assert _lock_section(cp, ns)["key_prefix"] == "botv2"
     assert_replica_sets_stay(cp, ns, rolled)  # the removal rolled nothing
-    assert _reasons(cp, ns, "TransitionStarted") == 1
-    assert _reasons(cp, ns, "TransitionEnded") == 1
-    assert _reasons(cp, ns, "WorkloadRolled") == 2  # the first checksum, then the prefix change
+    assert _events(cp, ns, "TransitionStarted", 1) == 1
+    assert _events(cp, ns, "TransitionEnded", 1) == 1
+    assert _events(cp, ns, "WorkloadRolled", 2) == 2  # the first checksum, then the prefix change
 
 
 def test_a_password_secret_changed_with_the_lock_settings_reaches_pods_as_its_own_variable(
