@@ -127,10 +127,10 @@ test-k8s: venv kube
 test-node: venv kube node-deps
 	bash hack/rasa-server-venv.sh
 	bash hack/rasa-venvs.sh pro311
-	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m "node and not node_failover" tests/node
+	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m node tests/node
 
-# Redis master pods killed under Rasa traffic (Sentinel, Cluster): not in `make test` (see the
-# marker in tests/node/test_rasa_pods.py and docs/managed-redis.md, "A master that vanishes").
+# Redis master pods killed under Rasa traffic (Sentinel, Cluster) alone; `make test-node` runs
+# them too (docs/managed-redis.md, "A master that vanishes").
 test-node-failover: venv kube node-deps
 	bash hack/rasa-server-venv.sh
 	TURNSTILE_REQUIRE_ALL_TIERS=1 $(PY) -m pytest -p no:cacheprovider -m node_failover tests/node

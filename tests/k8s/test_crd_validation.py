@@ -86,6 +86,10 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
     ("socket-timeout-below-the-floor", "TimerStore", _redis(socketTimeout=0.0001),
      "spec.redis.socketTimeout: Invalid value: 0.0001: spec.redis.socketTimeout in body should "
      "be greater than or equal to 0.1"),
+    ("failover-timeout-with-rasa", "TimerStore",
+     {**_redis(failoverTimeout=90), "implementation": "rasa"}, RULES["failover_rasa"]),
+    ("failover-timeout-too-long", "LockStore", _redis(failoverTimeout=601),
+     "should be less than or equal to 600"),
     ("username-without-password", "LockStore", _redis(username="bot"),
      RULES["username_password"]),
     ("password-ref-without-name", "LockStore", _redis(passwordSecretRef={"key": "pw"}),

@@ -318,8 +318,13 @@ def test_key_prefix_change_rolls_each_targeted_deployment_exactly_once(
     ]
     assert all(e["checksum"] == template_checksum(cp, ns, e["name"]) for e in entries)
     assert all(e.get("appliedAt") for e in entries)
-    events = cp.get_json("-n", ns, "events", "--field-selector", "reason=ConfigRollout") or {}
-    assert {e["involvedObject"]["name"] for e in events.get("items", [])} >= {"bot", "actions"}
+    def rolled_events() -> set[str]:
+        events = cp.get_json("-n", ns, "events", "--field-selector", "reason=ConfigRollout") or {}
+        return {e["involvedObject"]["name"] for e in events.get("items", [])}
+
+    # Events are posted after the rollout they tell of: wait for them, bounded.
+    wait_for("ConfigRollout Events", lambda: rolled_events() >= {"bot", "actions"} or None,
+             timeout=30)  # fmt: skip
 
 
 def test_secret_rotation_rolls_once_and_a_noop_secret_update_does_not(

@@ -78,6 +78,14 @@ def _reasons(cp: ControlPlane, ns: str, reason: str) -> int:
     return len(got.get("items", []))
 
 
+def _events(cp: ControlPlane, ns: str, reason: str, count: int) -> int:
+    """How many ``reason`` Events the store has once ``count`` of them are there (kopf posts
+    Events from a queue of its own, so one may land a moment after the status that caused it)."""
+    wait_for(f"{count} {reason} Event(s)", lambda: _reasons(cp, ns, reason) >= count or None,
+             timeout=30)  # fmt: skip
+    return _reasons(cp, ns, reason)
+
+
 def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
     control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer,
     operator: OperatorProcess,
@@ -120,9 +128,9 @@ def test_key_prefix_change_transitions_rolls_once_and_ends_without_a_rollout(
     assert late <= END_BOUND, f"the keys were removed {late:.1f} s after transition_until"
     assert _lock_section(cp, ns)["key_prefix"] == "botv2"
     assert_replica_sets_stay(cp, ns, rolled)  # the removal rolled nothing
-    assert _reasons(cp, ns, "TransitionStarted") == 1
-    assert _reasons(cp, ns, "TransitionEnded") == 1
-    assert _reasons(cp, ns, "WorkloadRolled") == 2  # the first checksum, then the prefix change
+    assert _events(cp, ns, "TransitionStarted", 1) == 1
+    assert _events(cp, ns, "TransitionEnded", 1) == 1
+    assert _events(cp, ns, "WorkloadRolled", 2) == 2  # the first checksum, then the prefix change
 
 
 def test_a_password_secret_changed_with_the_lock_settings_reaches_pods_as_its_own_variable(
@@ -162,3 +170,61 @@ def test_a_password_secret_changed_with_the_lock_settings_reaches_pods_as_its_ow
     wait_for("the transition to end", lambda: "transition_from" not in _lock_section(cp, ns),
              timeout=5 + END_BOUND + 10)  # fmt: skip
     assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})  # one rollout in all
+
+
+#: Long enough to see the held change stay held for QUIET s after the first rollout.
+HELD_DURATION = 40
+
+
+def _pin(cp: ControlPlane, ns: str) -> str | None:
+    got = cp.get_json("-n", ns, "deployment", "bot") or {}
+    containers = got["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in containers[0].get("env") or []}
+    return env.get("TURNSTILE_EXPECT_LOCK_STORE")
+
+
+def test_a_change_made_during_a_transition_is_held_then_rolled_once_onto_its_file(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer,
+    operator: OperatorProcess,
+) -> None:
+    """bot -> botv2 starts a transition; botv3 asked for inside it is held: the file, the pods'
+    pin (``TURNSTILE_EXPECT_LOCK_STORE``) and the ReplicaSets stay as they are, the status says
+    ``pending``. When the transition ends, the held change starts its own, from botv2, within
+    END_BOUND, and rolls the bot once, pinned to the section the file then holds."""
+    cp, ns = control_plane, rollout_ns
+    inject = {**BY_NAME, "injectEnv": True}
+
+    def locks(prefix: str) -> dict[str, Any]:
+        body = store("LockStore", "locks", ns, redis_server, prefix=prefix, rollout=inject)
+        body["spec"]["transition"] = {"durationSeconds": HELD_DURATION}
+        return body
+
+    apply(cp, deployment(ns, "bot"), locks("bot"))
+    counts = settled(cp, ns, "bot")
+    apply(cp, locks("botv2"))
+    first = wait_for("the first transition", lambda: _lock_section(cp, ns).get(
+        "transition_until"))  # fmt: skip
+    wait_for("the bot to roll", lambda: len(replica_sets(cp, ns, "bot")) == counts["bot"] + 1)
+    pinned = wait_for("the pin of botv2", lambda: _pin(cp, ns))
+    rolled = {"bot": counts["bot"] + 1}
+
+    apply(cp, locks("botv3"))
+    held = wait_for("the change held", lambda: _status(cp, ns).get("transition", {}).get(
+        "pending"))  # fmt: skip
+    assert held is True
+    assert _lock_section(cp, ns)["key_prefix"] == "botv2"
+    assert_replica_sets_stay(cp, ns, rolled)  # nothing rolled onto a section not in the file
+    assert _pin(cp, ns) == pinned
+    end = datetime.fromisoformat(first.replace("Z", "+00:00"))
+
+    lock = wait_for("the held change rendered", lambda: (
+        _lock_section(cp, ns).get("key_prefix") == "botv3" and _lock_section(cp, ns)),
+        timeout=HELD_DURATION + END_BOUND + 10)  # fmt: skip
+    late = (datetime.now(timezone.utc) - end).total_seconds()
+    assert late <= END_BOUND, f"the held change came {late:.1f} s after transition_until"
+    assert lock["transition_from"]["key_prefix"] == "botv2"
+    wait_for("the status without pending", lambda: not _status(cp, ns).get(
+        "transition", {}).get("pending"), timeout=END_BOUND)  # fmt: skip
+    wait_for("the bot to roll", lambda: _pin(cp, ns) != pinned or None)
+    assert_replica_sets_stay(cp, ns, {"bot": rolled["bot"] + 1})  # once
+    assert _events(cp, ns, "TransitionPending", 1) == 1

@@ -172,3 +172,48 @@ def test_an_invalid_selector_makes_the_store_not_ready_with_its_own_reason() -> 
     assert by_type["Ready"]["reason"] == "InvalidSelector"
     assert "matchExpressions[0].key" in by_type["Rollout"]["message"]
     assert c.rollout(None).is_true
+
+
+def test_the_status_patch_removes_what_the_new_status_no_longer_says() -> None:
+    """A merge patch keeps keys it does not name: ``transition.pending`` of a held change must
+    be sent as null once the change is rendered, or it outlives it."""
+    old = {
+        "mode": "standard",
+        "transition": {"from": {"key_prefix": "a"}, "until": "T1", "pending": True},
+        "configMap": {"name": "bot", "key": "endpoints.yml", "format": "endpoints"},
+        "kopf": {"progress": {}},  # another writer's key: left alone
+    }
+    new = {
+        "mode": "standard",
+        "transition": {"from": {"key_prefix": "b"}, "until": "T2"},
+        "configMap": {"name": "bot", "key": "endpoints.yml"},
+        "tlsWarning": None,
+    }
+    patch = cond.status_patch(old, new)
+    assert patch == {
+        "mode": "standard",
+        "transition": {"from": {"key_prefix": "b"}, "until": "T2", "pending": None},
+        "configMap": {"name": "bot", "key": "endpoints.yml", "format": None},
+        "tlsWarning": None,
+    }
+    assert cond.status_patch(None, new) == new
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def test_the_status_patch_applied_as_a_merge_gives_the_new_status() -> None:
+    old = {"transition": {"from": {"db": 1, "key_prefix": "a"}, "pending": True, "until": "T"},
+           "mode": "cluster", "kopf": {"x": 1}}  # fmt: skip
+    new = {"transition": {"from": {"db": 1}, "until": "T"}, "mode": "cluster"}
+    assert _merge(old, cond.status_patch(old, new)) == {**new, "kopf": {"x": 1}}

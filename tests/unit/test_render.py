@@ -109,6 +109,20 @@ def test_standard_section_has_rasas_keys() -> None:
     }
 
 
+def test_the_failover_budget_renders_the_key_the_store_reads() -> None:
+    """``failoverTimeout`` (Turnstile's stores only) lands as ``failover_timeout``, which the
+    library reads with the section's other Redis keys; unset, the section leaves the library's
+    default (60 s) in force."""
+    out = section(_store(redis={"failoverTimeout": 90, "socketTimeout": 2}))
+    assert (out["failover_timeout"], out["socket_timeout"]) == (90, 2)
+    assert "failover_timeout" not in section(_store(redis={}))
+    def read(rendered: dict[str, Any]) -> RedisSettings:
+        return RedisSettings.read(SettingsReader(rendered, section="lock_store"))
+
+    assert read(out).failover_timeout == 90.0
+    assert read(section(_store(redis={}))).failover_timeout == 60.0
+
+
 def test_durable_replicas_render_the_durable_mode_key_the_store_reads() -> None:
     store = _store(durableReplicas=1)
     out = section(store)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from turnstile.operator.decide.render import plain_env
 from turnstile.operator.decide.rollout import (
     EnvFromSecret,
     LabelSelector,
@@ -30,6 +31,8 @@ from turnstile.operator.model.kinds import (
     CHECKSUM_ANNOTATION,
     INJECTED_ENV_ANNOTATION,
 )
+from turnstile.operator.model.specs import parse_spec
+from turnstile.stores.fingerprint import EXPECT_ENV, file_fingerprint
 
 NOW = "2026-11-23T07:00:00Z"
 LATER = "2026-11-23T08:00:00Z"
@@ -567,3 +570,33 @@ def test_an_invalid_store_holds_only_the_workloads_it_could_touch() -> None:
     assert plans["bot"].rolls and plans["bot"].held is None  # the rest keeps rolling
     assert not plans["shared"].rolls and "TimerStore/timers" in (plans["shared"].held or "")
     assert "mine" not in plans  # only the invalid store selects it: nothing happens
+
+
+def test_the_injected_fingerprint_is_the_one_of_the_section_in_the_file() -> None:
+    """The pin a pod gets (``TURNSTILE_EXPECT_LOCK_STORE``) is taken from the file it will
+    mount, not from the store's spec: while a change is held back (a lock-affecting change
+    during an earlier transition keeps the file as it is), pinning the spec's new section
+    rolled the bots onto pods that refused their file until the transition ended."""
+    body = store_body(rollout={**by_name("bot"), "injectEnv": True})
+    body["spec"]["redis"]["keyPrefix"] = "second"  # the spec moved on ...
+    spec_pins = plain_env("LockStore", parse_spec("LockStore", body["spec"]))
+    store = store_rollout(body, values=spec_pins)
+    held = ("lock_store:\n  type: turnstile.rasa.TicketLockStore\n  deployment_mode: standard\n"
+            "  host: redis\n  port: 6379\n  key_prefix: first\n")  # ... the file did not yet
+    (plan,) = plan_namespace(snapshot([store], [deployment()],
+                                      {"bot-endpoints": {"endpoints.yml": held}}), NOW)
+    assert plan.patch is not None
+    env = {e["name"]: e.get("value")
+           for c in plan.patch["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+    pin = env[EXPECT_ENV["lock_store"]]
+    assert pin == file_fingerprint(held, "lock_store")
+    assert pin != dict(spec_pins)[EXPECT_ENV["lock_store"]]
+
+    # Once the file holds the spec's section, the pin is the spec's too (no rollout of its own).
+    rendered = held.replace("key_prefix: first", "key_prefix: second")
+    (after,) = plan_namespace(snapshot([store], [deployment()],
+                                       {"bot-endpoints": {"endpoints.yml": rendered}}), NOW)
+    assert after.patch is not None
+    env = {e["name"]: e.get("value")
+           for c in after.patch["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+    assert env[EXPECT_ENV["lock_store"]] == dict(spec_pins)[EXPECT_ENV["lock_store"]]

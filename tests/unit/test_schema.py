@@ -17,6 +17,7 @@ FIELDS = [
     (LOCK_STORE, ("redis", "port"), schema.PORT),
     (LOCK_STORE, ("redis", "db"), schema.DB),
     (LOCK_STORE, ("redis", "socketTimeout"), schema.SOCKET_TIMEOUT),
+    (TIMER_STORE, ("redis", "failoverTimeout"), schema.FAILOVER_TIMEOUT),
     (LOCK_STORE, ("lockLifetime",), schema.LOCK_LIFETIME),
     (TIMER_STORE, ("pollInterval",), schema.POLL_INTERVAL),
 ]

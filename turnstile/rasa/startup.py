@@ -56,6 +56,7 @@ from turnstile.stores.fingerprint import (
     SECTIONS,
     STORES_FILE_ENV,
     STORES_FILES,
+    load_file,
     section_fingerprint,
 )
 
@@ -184,35 +185,8 @@ def layout_problem(fmt: str, root: Path) -> str | None:
     return None
 
 
-#: ``${`` is hidden from the parser behind a private-use character: Rasa registers an implicit
-#: ``${...}`` resolver on ruamel.yaml's classes when it is imported (``rasa.shared.utils.io``),
-#: which would expand the references from the env (or fail without them), and the operator's
-#: fingerprint is over the references as written.
-_MASK: Final = "\ue000{"
-
-
-def _unmask(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace(_MASK, "${")
-    if isinstance(value, Mapping):
-        return {_unmask(k): _unmask(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unmask(v) for v in value]
-    return value
-
-
-def _load_yaml(text: str) -> Any:
-    """YAML 1.2 as Rasa reads its files (ruamel.yaml, a dependency of every Rasa), with the
-    ``${VAR}`` references left as they are written."""
-    from ruamel.yaml import YAML  # noqa: PLC0415 - Rasa's own parser, only where Rasa is
-
-    if "\ue000" in text:
-        return YAML(typ="safe", pure=True).load(text)
-    return _unmask(YAML(typ="safe", pure=True).load(text.replace("${", _MASK)))
-
-
 def problems(
-    path: str, expected: Expected, *, load: Callable[[str], Any] = _load_yaml
+    path: str, expected: Expected, *, load: Callable[[str], Any] = load_file
 ) -> list[str]:
     """Why the file at ``path`` must not be handed to Rasa (empty: it may)."""
     if not expected:

@@ -32,6 +32,8 @@ DEPLOYMENT_MODES: Final[tuple[DeploymentMode, ...]] = ("standard", "cluster", "s
 #: verifies the server's certificate; ``optional`` and ``none`` do not insist on it.
 CertReqs = Literal["required", "optional", "none"]
 CERT_REQS: Final[tuple[CertReqs, ...]] = ("required", "optional", "none")
+#: ``failover_timeout``'s default, seconds (see :attr:`RedisSettings.failover_timeout`).
+FAILOVER_TIMEOUT: Final = 60.0
 
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0", ""})
@@ -255,8 +257,12 @@ class RedisSettings:
     sentinel_password: str | None = field(default=None, repr=False)
     #: TLS to the sentinels, with the same ``ssl_*`` files and verification as the data nodes.
     sentinel_use_ssl: bool = False
-    #: How long an operation keeps retrying through a failover before it gives up.
-    failover_timeout: float = 30.0
+    #: How long an operation keeps retrying through a failover before it gives up. 60 s covers
+    #: a failover under the servers' own defaults: Sentinel's ``down-after-milliseconds`` (30 s)
+    #: plus its election, a Cluster's ``cluster-node-timeout`` (15 s) plus the replica's
+    #: promotion, with room for attempts sent to a master that vanished to wait out
+    #: ``socket_timeout`` first. In Rasa a lock call that gives up drops the user's message.
+    failover_timeout: float = FAILOVER_TIMEOUT
 
     @classmethod
     def read(
@@ -310,7 +316,7 @@ class RedisSettings:
             sentinel_username=reader.string("sentinel_username"),
             sentinel_password=reader.secret("sentinel_password"),
             sentinel_use_ssl=reader.boolean("sentinel_use_ssl", False),
-            failover_timeout=reader.number("failover_timeout", 30.0, minimum=0),
+            failover_timeout=reader.number("failover_timeout", FAILOVER_TIMEOUT, minimum=0),
         )
         if settings.deployment_mode == "cluster" and not settings.endpoints:
             settings = replace(settings, endpoints=((settings.host, settings.port),))

@@ -63,3 +63,45 @@ def section_fingerprint(section: Mapping[str, Any]) -> str:
     plain = {k: v for k, v in _canonical(section).items() if k not in TRANSITION_KEYS}
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+#: ``${`` is hidden from the parser behind a private-use character: Rasa registers an implicit
+#: ``${...}`` resolver on ruamel.yaml's classes when it is imported (``rasa.shared.utils.io``),
+#: which would expand the references from the env (or fail without them), and the fingerprint
+#: is over the references as written.
+_MASK: Final = "\ue000{"
+
+
+def _unmask(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_MASK, "${")
+    if isinstance(value, Mapping):
+        return {_unmask(k): _unmask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmask(v) for v in value]
+    return value
+
+
+def load_file(text: str) -> Any:
+    """A bot's endpoints file as Rasa reads it (YAML 1.2, ruamel.yaml: a dependency of every
+    Rasa and of the operator, imported here only when called), ``${VAR}`` left as written.
+    The launcher checks a pod's file with it, and the operator pins a rollout with it, so both
+    fingerprint the same values."""
+    from ruamel.yaml import YAML  # noqa: PLC0415 - only where a file is read
+
+    if "\ue000" in text:
+        return YAML(typ="safe", pure=True).load(text)
+    return _unmask(YAML(typ="safe", pure=True).load(text.replace("${", _MASK)))
+
+
+def file_fingerprint(text: str | None, section: str) -> str | None:
+    """The fingerprint of ``section`` in the file ``text`` (``None``: no such section, or not
+    a file Rasa could load)."""
+    if text is None:
+        return None
+    try:
+        data = load_file(text)
+    except Exception:  # any parser error: no section to pin
+        return None
+    content = data.get(section) if isinstance(data, Mapping) else None
+    return section_fingerprint(content) if isinstance(content, Mapping) else None

@@ -252,6 +252,31 @@ def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
     return essence
 
 
+def status_patch(
+    old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old_status`` into ``new_status`` for the keys
+    this operator writes (those of ``new_status``): a key the new status no longer has inside
+    one of them is sent as ``null``, because a merge patch keeps what it does not name. Without
+    that, ``status.transition.pending`` outlived the held change it described for as long as the
+    transition that change started. Top-level keys other writers own (kopf's) are left alone.
+    """
+    return _patch(old_status or {}, new_status)
+
+
+def _patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            inner = _patch(before, value)
+            inner.update({k: None for k in before if k not in value})
+            out[key] = inner
+        else:
+            out[key] = value
+    return out
+
+
 def needs_update(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> bool:
     """Whether writing ``new_status`` tells anyone anything new.
 

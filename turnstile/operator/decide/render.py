@@ -36,7 +36,12 @@ from turnstile.operator.decide import transition
 from turnstile.operator.decide.credentials import TLS_CERT_KEY, TLS_KEY_KEY
 from turnstile.operator.model.errors import ConflictError, EndpointsYamlError
 from turnstile.operator.model.kinds import KINDS, KindInfo
-from turnstile.operator.model.specs import RASA_LOCK_LIFETIME_ENV, StoreSpec, parse_spec
+from turnstile.operator.model.specs import (
+    RASA_LOCK_LIFETIME_ENV,
+    RedisSpec,
+    StoreSpec,
+    parse_spec,
+)
 from turnstile.stores.fingerprint import EXPECT_ENV, STORES_FILE_ENV, section_fingerprint
 
 CA_FILE = "ca.crt"
@@ -76,10 +81,7 @@ def section(store: StoreSpec) -> dict[str, Any]:
         out["sentinel_service"] = redis.sentinel_service
     if redis.db is not None and redis.deployment_mode != "cluster":
         out["db"] = redis.db
-    if redis.key_prefix is not None:
-        out["key_prefix"] = redis.key_prefix
-    if redis.socket_timeout is not None:
-        out["socket_timeout"] = _number(redis.socket_timeout)
+    out.update(_optional_keys(redis))
     if redis.username is not None:
         out["username"] = redis.username
     if redis.password is not None:
@@ -92,6 +94,18 @@ def section(store: StoreSpec) -> dict[str, Any]:
         out["lock_durable_replicas"] = store.durable_replicas
     if store.poll_interval is not None:
         out["poll_interval"] = _number(store.poll_interval)
+    return out
+
+
+def _optional_keys(redis: RedisSpec) -> dict[str, Any]:
+    """The keys a spec sets only when it says so (the store's defaults apply otherwise)."""
+    out: dict[str, Any] = {}
+    if redis.key_prefix is not None:
+        out["key_prefix"] = redis.key_prefix
+    if redis.socket_timeout is not None:
+        out["socket_timeout"] = _number(redis.socket_timeout)
+    if redis.failover_timeout is not None:  # never with rasa (parse_spec refuses it)
+        out["failover_timeout"] = _number(redis.failover_timeout)
     return out
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypedDict, cast
 
 from turnstile.operator.decide.render import endpoints_problem, without_transition
@@ -39,6 +39,7 @@ from turnstile.operator.model.kinds import (
     APPLIED_AT_ANNOTATION,
     CHECKSUM_ANNOTATION,
     INJECTED_ENV_ANNOTATION,
+    KINDS,
     STORE_KINDS,
     WORKLOAD_KINDS,
 )
@@ -48,6 +49,7 @@ from turnstile.operator.model.specs import (
     check_label_value,
     configmap_key,
 )
+from turnstile.stores.fingerprint import EXPECT_ENV, file_fingerprint
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
@@ -611,6 +613,7 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         secret_refs = {ref for store in stores for ref in store.secrets}
         if any(ref.name in snapshot.unmarked for ref in secret_refs):
             continue
+        stores = _pinned_to_files(stores, {(cm, key): c for cm, key, c in config})
         digest = checksum(
             hashed,
             ((r.name, r.key, _secret_digest(r, snapshot.secrets)) for r in secret_refs),
@@ -626,6 +629,33 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
             WorkloadPlan(workload, stores, digest, workload_patch(workload, digest, env, now))
         )
     return plans
+
+
+def _pinned_to_files(
+    stores: tuple[StoreRollout, ...], files: Mapping[tuple[str, str], str | None]
+) -> tuple[StoreRollout, ...]:
+    """The stores with their section fingerprints (``TURNSTILE_EXPECT_*``) taken from the files
+    as they are, not from their specs: what a new pod will find is what it must expect. The
+    two differ while a store's change is held back (a lock-affecting change during an earlier
+    transition keeps the file as it is until ``transition_until``): pinning the spec's section
+    then rolled the bots onto pods that refused the file they got until the transition ended.
+    """
+    out = []
+    for store in stores:
+        section = KINDS[store.kind].section if store.kind in KINDS else None
+        pin_env = EXPECT_ENV.get(section or "")
+        content = files.get((store.config_map, store.config_key)) if store.config_map else None
+        found = None if pin_env is None else file_fingerprint(content, section or "")
+        if found is None:
+            out.append(store)
+            continue
+        env = tuple(
+            EnvValue(e.env_name, found)
+            if isinstance(e, EnvValue) and e.env_name == pin_env else e
+            for e in store.env
+        )  # fmt: skip
+        out.append(replace(store, env=env))
+    return tuple(out)
 
 
 def _invalid(

@@ -444,7 +444,8 @@ async def _reconcile(
     if cond.needs_update(old_status, new_status):
         try:
             await kube().patch_store_status(
-                str(meta.get("namespace")), kind, str(meta.get("name")), {"status": new_status}
+                str(meta.get("namespace")), kind, str(meta.get("name")),
+                {"status": cond.status_patch(old_status, new_status)},
             )
         except ApiUnreachableError:
             raise

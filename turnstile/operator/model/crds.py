@@ -223,6 +223,13 @@ def redis_schema() -> dict[str, Any]:
                 **_floored(schema.SOCKET_TIMEOUT, "socket_timeout"),
                 "description": "Seconds after which a Redis call fails (Rasa's default: 10).",
             },
+            "failoverTimeout": {
+                **schema.FAILOVER_TIMEOUT.schema(),
+                "description": (
+                    "Seconds a call keeps retrying through a failover before it fails (renders "
+                    "failover_timeout; default 60). Needs implementation: turnstile."
+                ),
+            },
             "username": {
                 "type": "string",
                 "minLength": 1,
@@ -514,19 +521,26 @@ def _kind_field(info: KindInfo) -> dict[str, Any]:
 
 
 def _spec_rules(info: KindInfo) -> dict[str, Any]:
-    """The rules across spec fields: durable mode is Turnstile's (LockStore)."""
-    if info is not LOCK_STORE:
-        return {}
-    return {
-        "x-kubernetes-validations": [
+    """The rules across spec fields: durable mode (LockStore) and the failover budget are
+    Turnstile's."""
+    rules = [
+        _rule(
+            "!has(self.redis.failoverTimeout) || "
+            "!has(self.implementation) || self.implementation != 'rasa'",
+            "failover_rasa",
+            ".redis.failoverTimeout",
+        )
+    ]
+    if info is LOCK_STORE:
+        rules.append(
             _rule(
                 "!has(self.durableReplicas) || self.durableReplicas == 0 || "
                 "!has(self.implementation) || self.implementation != 'rasa'",
                 "durable_rasa",
                 ".durableReplicas",
             )
-        ]
-    }
+        )
+    return {"x-kubernetes-validations": rules}
 
 
 def _transition_column(info: KindInfo) -> list[dict[str, Any]]:

@@ -47,6 +47,10 @@ DB: Final = Bounds(0, 1023, integer=True)
 #: each take tens of milliseconds, and the store then reports a host that "drops packets".
 #: Rasa's default is 10; 0.1 is already a hundred times a LAN round trip.
 SOCKET_TIMEOUT: Final = Bounds(0.1, 300, integer=False)
+#: ``failoverTimeout`` seconds: how long a call retries through a failover (Turnstile's stores;
+#: the library's default is 60, which covers Sentinel's and Cluster's default detection). 0 is
+#: no retry at all; at most 10 minutes.
+FAILOVER_TIMEOUT: Final = Bounds(0, 600, integer=False)
 #: ``lockLifetime`` seconds (LockStore).
 LOCK_LIFETIME: Final = Bounds(1, 86400, integer=True)
 #: ``durableReplicas`` (LockStore): replicas that acknowledge a turn (``WAIT``); 0 is off.

@@ -87,6 +87,8 @@ RULES: Final = {
     "sentinel_tls": "sentinel.tls needs tls.enabled: true (the sentinels use the same "
     "certificates and verification as the data nodes)",
     "selector_key": "each matchExpressions entry needs a non-empty label key",
+    "failover_rasa": "redis.failoverTimeout needs implementation: turnstile (Rasa's stores "
+    "have no such setting)",
     "durable_rasa": "durableReplicas needs implementation: turnstile (Rasa's lock stores have "
     "no durable mode)",
     "socket_timeout": "socketTimeout must be at least 0.1 seconds: below that a healthy Redis "
@@ -140,6 +142,7 @@ class RedisSpec:
     db: int | None = None
     key_prefix: str | None = None
     socket_timeout: float | None = None
+    failover_timeout: float | None = None
     username: str | None = None
     password: SecretKeyRef | None = None
     tls: TlsSpec = TlsSpec()
@@ -328,6 +331,7 @@ def parse_redis(fields: _Fields) -> RedisSpec:
         db=db,
         key_prefix=prefix,
         socket_timeout=fields.bounded("socketTimeout", schema.SOCKET_TIMEOUT),
+        failover_timeout=fields.bounded("failoverTimeout", schema.FAILOVER_TIMEOUT),
         username=username,
         password=password,
         tls=tls,
@@ -424,6 +428,9 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
     implementation = cast(
         Implementation, fields.choice("implementation", IMPLEMENTATIONS, "turnstile")
     )
+    if redis.failover_timeout is not None and implementation == "rasa":
+        raise SpecError("spec.redis.failoverTimeout", RULES["failover_rasa"],
+                        redis.failover_timeout)  # fmt: skip
     config_map: ConfigMapRef | None = None
     if fields.has("configMap"):
         cm = fields.sub("configMap")
