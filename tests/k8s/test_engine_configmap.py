@@ -101,3 +101,42 @@ def test_the_section_goes_into_integrations_yml_and_the_bots_check_that_file(
     )  # fmt: skip
     print(f"lock_store back in integrations.yml {time.monotonic() - started:.1f} s after")
     assert_replica_sets_stay(cp, ns, counts)  # no rollout for the rewrite or its repair
+
+
+def test_stores_written_for_different_files_hold_the_bot_and_say_why(
+    control_plane: ControlPlane, rollout_ns: str, redis_server: RedisServer, operator: Operator
+) -> None:
+    """A TimerStore for ``integrations.yml`` joins a LockStore for ``endpoints.yml`` on one bot:
+    Rasa reads its stores from one file, so new pods would start without one section (and the
+    launcher would refuse them). The operator rolls nothing, says why in a MixedStoreFiles
+    Warning and in ``status.rollout`` of both stores; one format then rolls the bot once."""
+    cp, ns = control_plane, rollout_ns
+    locks = store("LockStore", "locks", ns, redis_server, prefix="mixed",
+                  rollout={**BY_NAME, "injectEnv": True})  # fmt: skip
+    apply(cp, deployment(ns, "bot"), locks)
+    counts = settled(cp, ns, "bot")
+    timers = store("TimerStore", "timers", ns, redis_server, prefix="mixed",
+                   rollout={**BY_NAME, "injectEnv": True})  # fmt: skip
+    timers["spec"]["configMap"] = {"name": "bot-integrations", "format": "integrations"}
+    apply(cp, _user_configmap(ns), timers)
+
+    def held(kind: str, name: str) -> str | None:
+        status = (cp.get_json("-n", ns, kind, name) or {}).get("status") or {}
+        for entry in (status.get("rollout") or {}).get("workloads") or []:
+            if entry.get("name") == "bot" and entry.get("held"):
+                return str(entry["held"])
+        return None
+
+    said = wait_for("the TimerStore's status saying the bot is held", lambda: held(
+        "timerstore", "timers"))  # fmt: skip
+    assert "LockStore/locks: endpoints" in said and "TimerStore/timers: integrations" in said
+    assert wait_for("the LockStore's status saying so", lambda: held("lockstore", "locks"))
+    events = wait_for("MixedStoreFiles Events", lambda: (cp.get_json(
+        "-n", ns, "events", "--field-selector", "reason=MixedStoreFiles") or {}).get("items"))
+    assert {e["involvedObject"]["kind"] for e in events} >= {"Deployment", "TimerStore"}
+    assert_replica_sets_stay(cp, ns, counts)  # nothing rolled onto pods that would refuse
+
+    timers["spec"]["configMap"] = {"name": "bot-endpoints"}  # both for endpoints.yml now
+    apply(cp, timers)
+    wait_for("the hold lifted", lambda: held("timerstore", "timers") is None or None)
+    assert_replica_sets_stay(cp, ns, {"bot": counts["bot"] + 1})  # one rollout

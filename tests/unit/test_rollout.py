@@ -10,6 +10,7 @@ import pytest
 
 from turnstile.operator.decide.render import plain_env
 from turnstile.operator.decide.rollout import (
+    MIXED_FILES,
     EnvFromSecret,
     LabelSelector,
     Requirement,
@@ -600,3 +601,36 @@ def test_the_injected_fingerprint_is_the_one_of_the_section_in_the_file() -> Non
     env = {e["name"]: e.get("value")
            for c in after.patch["spec"]["template"]["spec"]["containers"] for e in c["env"]}
     assert env[EXPECT_ENV["lock_store"]] == dict(spec_pins)[EXPECT_ENV["lock_store"]]
+
+
+def test_stores_written_for_different_files_hold_the_workload_and_say_why() -> None:
+    """A LockStore for ``endpoints.yml`` and a TimerStore for an engine project's
+    ``integrations.yml`` on one bot: Rasa reads its stores from one of the two, so new pods
+    would start without the other's section (the launcher refuses them). The workload is held
+    on what it runs, with a reason naming both stores and the fix; one format rolls it."""
+    locks = store_body(rollout=by_name("bot"))
+    timers = store_body("TimerStore", "timers", by_name("bot"), config_map="bot-integrations")
+    timers["spec"]["configMap"]["format"] = "integrations"
+
+    def rollout_of(body: dict[str, Any]) -> Any:
+        return store_rollout(body, values=plain_env(body["kind"], parse_spec(body["kind"],
+                                                                             body["spec"])))
+
+    config_maps = {"bot-endpoints": ENDPOINTS,
+                   "bot-integrations": {"integrations.yml": "timer_store:\n  type: x\n"}}
+    running = deployment("bot", checksum_value="sha256:running")
+    [plan] = plan_namespace(snapshot([rollout_of(locks), rollout_of(timers)], [running],
+                                     config_maps=config_maps), NOW)  # fmt: skip
+    assert plan.patch is None and not plan.rolls and plan.checksum == "sha256:running"
+    assert plan.held_reason == MIXED_FILES
+    assert plan.held is not None
+    assert "LockStore/locks: endpoints" in plan.held
+    assert "TimerStore/timers: integrations" in plan.held
+    assert "spec.configMap.format" in plan.held
+    [entry] = status_entries(rollout_of(locks), [plan], NOW)
+    assert entry["held"] == plan.held
+
+    timers["spec"]["configMap"] = {"name": "bot-endpoints"}  # both for endpoints.yml
+    [fixed] = plan_namespace(snapshot([rollout_of(locks), rollout_of(timers)], [running],
+                                      config_maps=config_maps), NOW)  # fmt: skip
+    assert fixed.held is None and fixed.rolls

@@ -49,12 +49,13 @@ from turnstile.operator.model.specs import (
     check_label_value,
     configmap_key,
 )
-from turnstile.stores.fingerprint import EXPECT_ENV, file_fingerprint
+from turnstile.stores.fingerprint import EXPECT_ENV, STORES_FILE_ENV, file_fingerprint
 
 __all__ = [
     "APPLIED_AT_ANNOTATION",
     "CHECKSUM_ANNOTATION",
     "INJECTED_ENV_ANNOTATION",
+    "MIXED_FILES",
     "STORE_KINDS",
     "WORKLOAD_KINDS",
     "EnvFromSecret",
@@ -468,6 +469,8 @@ class WorkloadPlan:
     patch: dict[str, Any] | None
     #: Why the workload is kept on what it runs (a file it loads does not parse), else ``None``.
     held: str | None = None
+    #: The Event reason that says so (``None``: the file's, ``EndpointsUnparseable``).
+    held_reason: str | None = None
 
     @property
     def new_checksum(self) -> bool:
@@ -606,9 +609,11 @@ def plan_namespace(snapshot: Snapshot, now: str) -> list[WorkloadPlan]:
         if any(content is None for _, _, content in config):
             continue
         held = _invalid(workload, files, snapshot.stores) or _unparseable(config)
-        if held is not None:
+        mixed = _mixed_files(stores)
+        if held is not None or mixed is not None:
             current = workload.checksum or ""
-            plans.append(WorkloadPlan(workload, stores, current, None, held=held))
+            plans.append(WorkloadPlan(workload, stores, current, None, held=held or mixed,
+                                      held_reason=None if held else MIXED_FILES))  # fmt: skip
             continue
         secret_refs = {ref for store in stores for ref in store.secrets}
         if any(ref.name in snapshot.unmarked for ref in secret_refs):
@@ -671,6 +676,38 @@ def _invalid(
         return None
     why = "; ".join(f"{s.ref}: {s.invalid}" for s in broken)
     return f"not rolling until this store's spec is fixed: {why}"
+
+
+#: The Event reason of a workload held because its stores render into different files.
+MIXED_FILES: Final = "MixedStoreFiles"
+
+
+def _stores_file(store: StoreRollout) -> str:
+    """The file a store's sections are for: ``integrations`` (an engine project's
+    ``integrations.yml``, ``spec.configMap.format: integrations``) or ``endpoints``."""
+    for e in store.env:
+        if isinstance(e, EnvValue) and e.env_name == STORES_FILE_ENV:
+            return e.value
+    return "endpoints"
+
+
+def _mixed_files(stores: Iterable[StoreRollout]) -> str | None:
+    """Why a workload must not roll onto stores written for different files: Rasa reads its
+    stores from one (``integrations.yml`` in an engine project, which then decides alone,
+    else ``endpoints.yml``), so a pod would start without the others' sections. The pods the
+    workload runs keep running; rolling them would only give pods the launcher refuses."""
+    by_file: dict[str, list[str]] = {}
+    for store in stores:
+        if store.config_map is not None:
+            by_file.setdefault(_stores_file(store), []).append(store.ref)
+    if len(by_file) < 2:
+        return None
+    said = "; ".join(f"{', '.join(refs)}: {fmt}" for fmt, refs in sorted(by_file.items()))
+    return (
+        f"not rolling: its stores are written for different files ({said}); Rasa reads its "
+        "stores from one file, so give every store this workload loads the same "
+        "spec.configMap.format"
+    )
 
 
 def _unparseable(config: Iterable[tuple[str, str, str | None]]) -> str | None:

@@ -351,8 +351,9 @@ async def _warn_held(
     listed: list[tuple[str, dict[str, Any]]],
     stores: _Stores,
 ) -> None:
-    """A Warning Event (``EndpointsUnparseable``) on each workload kept on its current config
-    because a file it loads does not parse, and on its stores; once per change."""
+    """A Warning Event on each workload kept on its current config, and on its stores, once
+    per change: ``EndpointsUnparseable`` when a file it loads does not parse (or a store's
+    spec cannot be read), ``MixedStoreFiles`` when its stores are written for different files."""
     bodies = {(kind, str((b.get("metadata") or {}).get("name"))): b for kind, b in listed}
     held_now = set()
     for plan in plans:
@@ -367,13 +368,14 @@ async def _warn_held(
         body = bodies.get((plan.workload.kind, plan.workload.name)) or {}
         await kube.post_event(
             namespace, {**body, "kind": plan.workload.kind, "apiVersion": WORKLOAD_API_VERSION},
-            EVENT_UNPARSEABLE, plan.held, type_="Warning",
+            plan.held_reason or EVENT_UNPARSEABLE, plan.held, type_="Warning",
         )  # fmt: skip
         selected = {s.ref for s in plan.stores}
         for store_body, store in stores:
             if store.ref in selected:
                 await kube.post_event(
-                    namespace, {**store_body, "apiVersion": API_VERSION}, EVENT_UNPARSEABLE,
+                    namespace, {**store_body, "apiVersion": API_VERSION},
+                    plan.held_reason or EVENT_UNPARSEABLE,
                     f"{plan.workload.ref}: {plan.held}", type_="Warning",
                 )  # fmt: skip
     for key in [k for k in _HELD_WARNED if k[0] == namespace and k not in held_now]:
