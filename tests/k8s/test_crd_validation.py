@@ -104,6 +104,8 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], str]] = [
      "should be greater than or equal to 1"),
     ("poll-interval", "TimerStore", {**_redis(), "pollInterval": -1},
      "should be greater than or equal to 0"),
+    ("zero-poll-interval", "TimerStore", {**_redis(), "pollInterval": 0},
+     RULES["poll_interval"]),
     ("poll-interval-busy-loop", "TimerStore", {**_redis(), "pollInterval": 1e-05},
      "spec.pollInterval: Invalid value: 1e-05: spec.pollInterval in body should be greater "
      "than or equal to 0.05"),

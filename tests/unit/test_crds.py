@@ -76,7 +76,8 @@ def test_schema_is_structural_and_spec_fields_are_described() -> None:
 def test_cel_messages_are_the_operators_rule_texts() -> None:
     messages = {
         rule["message"]
-        for _, node in _walk(_schema(LOCK_STORE))
+        for info in KINDS.values()
+        for _, node in _walk(_schema(info))
         for rule in node.get("x-kubernetes-validations", [])
     }
     assert messages == set(RULES.values())

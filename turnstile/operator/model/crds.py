@@ -514,7 +514,7 @@ def _kind_field(info: KindInfo) -> dict[str, Any]:
         }
         return {"lockLifetime": lifetime, "transition": transition, "durableReplicas": durable}
     interval = {
-        **schema.POLL_INTERVAL.schema(),
+        **_floored(schema.POLL_INTERVAL, "poll_interval"),
         "description": "Seconds between polls for expired timers (renders poll_interval).",
     }
     return {"pollInterval": interval}

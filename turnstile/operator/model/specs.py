@@ -91,6 +91,8 @@ RULES: Final = {
     "have no such setting)",
     "durable_rasa": "durableReplicas needs implementation: turnstile (Rasa's lock stores have "
     "no durable mode)",
+    "poll_interval": "pollInterval must be at least 0.05 seconds: each poll is a Redis round "
+    "trip per bot replica, and a shorter interval is a busy loop against Redis",
     "socket_timeout": "socketTimeout must be at least 0.1 seconds: below that a healthy Redis "
     "fails ordinary calls (a TLS handshake, a round trip under load)",
     "label_key": "a label key Kubernetes accepts: an optional prefix (a lowercase DNS "
