@@ -189,14 +189,14 @@ def test_the_status_patch_removes_what_the_new_status_no_longer_says() -> None:
         "configMap": {"name": "bot", "key": "endpoints.yml"},
         "tlsWarning": None,
     }
-    patch = cond.status_patch(old, new)
+    patch = cond.merge_patch(old, new)
     assert patch == {
         "mode": "standard",
         "transition": {"from": {"key_prefix": "b"}, "until": "T2", "pending": None},
         "configMap": {"name": "bot", "key": "endpoints.yml", "format": None},
         "tlsWarning": None,
     }
-    assert cond.status_patch(None, new) == new
+    assert cond.merge_patch(None, new) == new
 
 
 def _merge(target: Any, patch: Any) -> Any:
@@ -216,4 +216,4 @@ def test_the_status_patch_applied_as_a_merge_gives_the_new_status() -> None:
     old = {"transition": {"from": {"db": 1, "key_prefix": "a"}, "pending": True, "until": "T"},
            "mode": "cluster", "kopf": {"x": 1}}  # fmt: skip
     new = {"transition": {"from": {"db": 1}, "until": "T"}, "mode": "cluster"}
-    assert _merge(old, cond.status_patch(old, new)) == {**new, "kopf": {"x": 1}}
+    assert _merge(old, cond.merge_patch(old, new)) == {**new, "kopf": {"x": 1}}

@@ -16,6 +16,7 @@ digest says nothing of it anyway.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -94,9 +95,11 @@ def load_file(text: str) -> Any:
     return _unmask(YAML(typ="safe", pure=True).load(text.replace("${", _MASK)))
 
 
+@functools.lru_cache(maxsize=256)
 def file_fingerprint(text: str | None, section: str) -> str | None:
     """The fingerprint of ``section`` in the file ``text`` (``None``: no such section, or not
-    a file Rasa could load)."""
+    a file Rasa could load). Cached: the operator's rollout sync asks for each file once per
+    store and workload on every pass, and the answer depends on the text alone."""
     if text is None:
         return None
     try:

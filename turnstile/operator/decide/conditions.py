@@ -252,7 +252,7 @@ def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
     return essence
 
 
-def status_patch(
+def merge_patch(
     old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The JSON merge patch (RFC 7386) that turns ``old_status`` into ``new_status`` for the keys

@@ -647,10 +647,12 @@ def _pinned_to_files(
     """
     out = []
     for store in stores:
-        section = KINDS[store.kind].section if store.kind in KINDS else None
-        pin_env = EXPECT_ENV.get(section or "")
-        content = files.get((store.config_map, store.config_key)) if store.config_map else None
-        found = None if pin_env is None else file_fingerprint(content, section or "")
+        info = KINDS.get(store.kind)
+        pin_env = EXPECT_ENV.get(info.section) if info is not None else None
+        found = None
+        if info is not None and pin_env is not None and store.config_map is not None:
+            content = files.get((store.config_map, store.config_key))
+            found = file_fingerprint(content, info.section)
         if found is None:
             out.append(store)
             continue

@@ -445,7 +445,7 @@ async def _reconcile(
         try:
             await kube().patch_store_status(
                 str(meta.get("namespace")), kind, str(meta.get("name")),
-                {"status": cond.status_patch(old_status, new_status)},
+                {"status": cond.merge_patch(old_status, new_status)},
             )
         except ApiUnreachableError:
             raise
