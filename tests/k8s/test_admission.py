@@ -97,10 +97,12 @@ class Authors:
                    "--resource=deployments.apps", "--resource-name=bot")  # fmt: skip
         cp.kubectl("-n", ns, "create", "role", "bot-config", "--verb=update",
                    "--resource=configmaps", "--resource-name=bot-endpoints")  # fmt: skip
+        cp.kubectl("-n", ns, "create", "role", "bot-base", "--verb=get",
+                   "--resource=configmaps", "--resource-name=bot-base")  # fmt: skip
         self.kubeconfigs = {}
         for who, roles in (
             ("author", ["store-author"]),
-            ("trusted", ["store-author", "bot-owner", "bot-roller", "bot-config"]),
+            ("trusted", ["store-author", "bot-owner", "bot-roller", "bot-config", "bot-base"]),
         ):
             self.kubeconfigs[who] = cp.service_account_kubeconfig(ns, who)
             for role in roles:
@@ -210,6 +212,18 @@ def test_a_configmap_its_author_cannot_write_is_refused(authors: Authors) -> Non
     )
 
 
+def test_a_base_its_author_cannot_read_is_refused(authors: Authors) -> None:
+    """Composing from a ConfigMap would copy it into one the author may read: they must be
+    able to read it themselves."""
+    store = _store("compose", configMap={"name": "bot-endpoints",
+                                         "base": {"name": "payments-config"}})  # fmt: skip
+    error = _refused(authors.apply("trusted", store))
+    assert (
+        f"spec.configMap.base.name: {authors.user('trusted')} cannot get "
+        "configmaps/payments-config"
+    ) in error
+
+
 def test_a_reference_cannot_be_swapped_in_by_an_update(authors: Authors) -> None:
     assert authors.apply("author", _store("plain")).returncode == 0
     error = _refused(
@@ -236,7 +250,7 @@ def test_an_author_with_the_rights_succeeds(authors: Authors) -> None:
     store = _store(
         "bot-locks",
         redis={"passwordSecretRef": {"name": "redis-auth"}},
-        configMap={"name": "bot-endpoints"},
+        configMap={"name": "bot-endpoints", "base": {"name": "bot-base"}},
         rollout={"workloads": [{"kind": "Deployment", "name": "bot"}], "injectEnv": True},
     )
     proc = authors.apply("trusted", store)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
 from tests.node.test_operator import (
     OPERATOR_PODS,
@@ -28,6 +29,7 @@ from tests.node.test_operator import (
     lock_store,
     wait_store_ready,
 )
+from tests.platform import rasa_chart_bot as chart_bot
 from tests.platform import workloads
 from tests.platform.cluster import Cluster
 from tests.platform.control_plane import wait_for
@@ -35,6 +37,7 @@ from tests.platform.images import Image
 from tests.platform.node_fixtures import FIGURES, NodeImages
 from tests.platform.rasa_bots import (
     Accounting,
+    Message,
     Stream,
     account,
     action_server,
@@ -54,6 +57,7 @@ from tests.platform.rasa_bots import (
     wait_rolled,
 )
 from tests.platform.workloads import apply, is_ready, password_secret, pods, wait_ready_pods
+from turnstile.stores.fingerprint import section_fingerprint
 from turnstile.stores.locks.redis import queue_key
 
 #: Printed after the run (``node tier figures``) and quoted in the docs: one row per case.
@@ -626,6 +630,146 @@ def _through_a_kill(stack: Stack, url: str, case: str, victim: str) -> None:
     FIGURES[f"{case}: master pod killed -> slowest message"] = worst
     _check(accounting)
     assert stream.answered_since(killed + AFTER_KILL - 10) > 0  # flowing on the new master
+
+
+# ------------------------------------------------ a bot mounted as Rasa's chart mounts it
+
+CHART_ROLLOUT = {"workloads": [{"kind": "Deployment", "name": chart_bot.NAME}], "injectEnv": True}
+#: After a rollout has ended, how long no further ReplicaSet may appear.
+CHART_QUIET = 8.0
+
+
+def _chart_base(text: str) -> dict[str, Any]:
+    """The bot team's own sections, in a ConfigMap of theirs that no chart hashes."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "chart-base"},
+            "data": {"endpoints.yml": text}}  # fmt: skip
+
+
+def _chart_locks(stack: Stack, lifetime: int) -> dict[str, Any]:
+    body = lock_store("chart-locks", stack.redis_ip, "chart", "chart-endpoints",
+                      password_secret="redis-auth", rollout=CHART_ROLLOUT,
+                      lockLifetime=lifetime)  # fmt: skip
+    body["spec"]["configMap"]["base"] = {"name": "chart-base"}
+    return body
+
+
+def _chart_sets(stack: Stack) -> set[str]:
+    return {r["metadata"]["name"] for r in replicasets(stack.cluster, stack.ns, chart_bot.LABELS)}
+
+
+def _composed_text(stack: Stack) -> str:
+    found = stack.cluster.control_plane.get_json("configmap", "chart-endpoints", "-n", stack.ns)
+    return str(((found or {}).get("data") or {}).get("endpoints.yml", ""))
+
+
+def _chart_rolled(stack: Stack, sets: int, timeout: float = 240) -> dict[str, Any]:
+    """Wait for ``sets`` ReplicaSets and the rollout's end: one pod, Ready, of the newest
+    template (``kubectl rollout status``); return that pod."""
+    cluster, ns = stack.cluster, stack.ns
+    wait_for(f"{sets} ReplicaSets of the chart's bot", lambda: len(_chart_sets(stack)) >= sets,
+             timeout=60, interval=0.5)  # fmt: skip
+    done = cluster.kubectl("-n", ns, "rollout", "status", f"deployment/{chart_bot.NAME}",
+                           f"--timeout={int(timeout)}s", check=False)  # fmt: skip
+    if done.returncode != 0:
+        print(cluster.kubectl("-n", ns, "get", "pods,rs,events", "-o", "wide", check=False).stdout)
+        raise AssertionError(f"the chart's bot did not finish rolling: {done.stderr}")
+
+    def one_pod() -> dict[str, Any] | None:
+        found = [p for p in pods(cluster, ns, chart_bot.LABELS)
+                 if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+        return found[0] if len(found) == 1 and is_ready(found[0]) else None
+
+    pod: dict[str, Any] = wait_for("one Ready pod of the chart's bot", one_pod, timeout=60)
+    return pod
+
+
+def _started_on_the_composed_file(stack: Stack, pod: dict[str, Any]) -> str:
+    """The pod's view: its /app/endpoints.yml is the composed file byte for byte, the
+    launcher found the pinned lock_store there before starting Rasa (its log says so, it never
+    waited), and its container never restarted. Returns the file."""
+    cluster, ns, name = stack.cluster, stack.ns, pod["metadata"]["name"]
+    seen = cluster.kubectl("-n", ns, "exec", name, "--", "cat", "/app/endpoints.yml").stdout
+    assert seen == _composed_text(stack), f"{name} mounts another file than the composed one"
+    section = yaml.safe_load(seen)["lock_store"]
+    pin = pod_env(pod).get("TURNSTILE_EXPECT_LOCK_STORE")
+    assert pin == section_fingerprint(section), (pin, section)
+    log = pod_log(cluster, ns, name)
+    assert f"endpoints.yml holds lock_store ({pin}); starting Rasa" in log, log[-2000:]
+    assert "waiting" not in log.split("starting Rasa")[0], log[-2000:]
+    restarts = [s.get("restartCount", 0) for s in pod["status"].get("containerStatuses") or []]
+    assert restarts == [0], restarts
+    return seen
+
+
+def _chart_answers(stack: Stack, tag: str) -> None:
+    async def one() -> Message:
+        async with new_session() as session:
+            url = service_url(stack.cluster, stack.ns, chart_bot.NAME)
+            return await post(session, url, f"chart-{uuid.uuid4().hex[:8]}", tag)
+
+    sent = asyncio.run(one())
+    assert sent.answered, (sent.error, sent.replies)
+
+
+def test_a_bot_mounted_as_rasas_chart_mounts_it_rolls_once_per_change_of_base_or_store(
+    stack: Stack,
+) -> None:
+    """The bot Deployment as Rasa's chart 2.4.0 renders it (``tests/platform/rasa_chart_bot``):
+    the file the operator composes from the team's base ConfigMap and the LockStore, mounted by
+    ``subPath`` at ``/app/endpoints.yml``. The base changed first, the LockStore changed first,
+    and both in one apply: each gives exactly one new ReplicaSet, whose pod mounts the composed
+    file of that moment, started on its pinned lock_store without waiting or restarting, and
+    answers through the chart's Service."""
+    cluster, ns = stack.cluster, stack.ns
+    base = tracker_store(stack.redis_ip, stack.actions, PASSWORD_ENV)
+    require = [{"name": "TURNSTILE_REQUIRE_SECTIONS", "value": "lock_store"}]
+    apply(cluster, ns, chart_bot.chart_secret(), chart_bot.chart_configmap(), _chart_base(base),
+          _chart_locks(stack, 60))  # fmt: skip
+    try:
+        wait_store_ready(cluster, ns, "chart-locks", condition="ConfigRendered")
+        assert _composed_text(stack).startswith(base)
+        apply(cluster, ns, chart_bot.chart_deployment(stack.image, "chart-endpoints",
+                                                      extra_env=require),
+              chart_bot.chart_service())  # fmt: skip
+        wait_pin(stack, chart_bot.NAME)
+        # The Deployment's first template, and the one the operator annotated: 1 or 2
+        # ReplicaSets, as the Deployment controller raced the operator's patch.
+        pod = _chart_rolled(stack, 1)
+        time.sleep(CHART_QUIET)
+        pod = _chart_rolled(stack, len(_chart_sets(stack)))
+        _started_on_the_composed_file(stack, pod)
+        _chart_answers(stack, "m900")
+
+        second = base.replace("record_exp: 3600", "record_exp: 7200")
+        third = second.replace("key_prefix: tracker", "key_prefix: tracker2")
+        changes = [
+            ("base changed first", [_chart_base(second)], second, 60),
+            ("LockStore changed first", [_chart_locks(stack, 61)], second, 61),
+            ("both in one apply", [_chart_base(third), _chart_locks(stack, 62)], third, 62),
+        ]
+        for i, (what, objects, text, lifetime) in enumerate(changes, start=1):
+            before = _chart_sets(stack)
+            began = time.monotonic()
+            apply(cluster, ns, *objects)
+            pod = _chart_rolled(stack, len(before) + 1)
+            took = time.monotonic() - began
+            seen = _started_on_the_composed_file(stack, pod)
+            assert seen.startswith(text), f"{what}: the pod's file is not on the new base"
+            assert yaml.safe_load(seen)["lock_store"]["lock_lifetime"] == lifetime, what
+            _chart_answers(stack, f"m90{i}")
+            time.sleep(CHART_QUIET)  # a second rollout would show here
+            new = _chart_sets(stack) - before
+            assert len(new) == 1, f"{what}: {len(new)} rollouts ({sorted(new)})"
+            ROWS[f"chart-mounted bot, {what}"] = (
+                f"new ReplicaSets {len(new)}; change -> new pod Ready {took:.1f} s; its file is "
+                "the composed one, launcher started on the pinned lock_store, 0 restarts"
+            )
+            FIGURES[f"chart-mounted bot, {what} -> new pod Ready"] = took
+    finally:
+        cluster.kubectl("-n", ns, "delete", "deployment,service", chart_bot.NAME,
+                        "--wait=false", check=False)  # fmt: skip
+        cluster.kubectl("-n", ns, "delete", "lockstore", "chart-locks", "--wait=false",
+                        check=False)  # fmt: skip
 
 
 @FAILOVER

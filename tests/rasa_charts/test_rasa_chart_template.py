@@ -104,3 +104,47 @@ def test_the_current_chart_serves_an_engine_project_from_integrations_yml(templa
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TURNSTILE_STORES_FILE"] == "integrations"
     assert env["RASA_PROJECT_FOLDER"] == "/app"
+
+
+def test_the_composed_file_is_mounted_where_the_chart_mounts_its_own(template: Any) -> None:
+    """``rasa-pro-chart-composed.yaml``: the operator's composed file at ``/app/endpoints.yml``
+    by ``subPath``, and the node tier's chart-shaped bot (``tests/platform/rasa_chart_bot``,
+    which proves the wiring with real pods) is the chart's Deployment in every part that
+    matters to the wiring: mounts, volumes, env, args, the ``checksum/config`` annotation."""
+    from tests.platform.images import Image  # noqa: PLC0415  (the node tier's, pure data here)
+    from tests.platform.rasa_chart_bot import chart_deployment  # noqa: PLC0415
+
+    docs = template("rasa-pro-chart-composed.yaml")
+    pod, container = _bot(docs)
+    assert container["command"] == ["turnstile-rasa"]
+    assert "--endpoints" not in container["args"]  # Rasa's default, /app/endpoints.yml
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/app/endpoints.yml"]["subPath"] == "endpoints.yml"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/app/endpoints.yml"]["name"]]["configMap"] == {"name": "bot-endpoints"}
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert set(configmap["data"]) == {"credentials"}
+
+    tier = chart_deployment(Image("docker.io/library/bot:t", Path("/dev/null")), "bot-endpoints")
+    tier_pod = tier["spec"]["template"]["spec"]
+    (tier_container,) = tier_pod["containers"]
+    model = {"/app/bot-model"}  # the tier's model volume (the chart downloads one instead)
+
+    def mounted(c: dict[str, Any]) -> set[tuple[str, str | None, str]]:
+        return {(m["mountPath"], m.get("subPath"), m["name"]) for m in c["volumeMounts"]
+                if m["mountPath"] not in model}  # fmt: skip
+
+    assert mounted(tier_container) == mounted(container)
+    chart_volumes = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in pod["volumes"]}
+    tier_volumes = {v["name"]: {k: x for k, x in v.items() if k != "name"}
+                    for v in tier_pod["volumes"] if v["name"] != "bot-model"}  # fmt: skip
+    assert tier_volumes == chart_volumes
+    chart_env = [e["name"] for e in container["env"]]
+    tier_env = [e["name"] for e in tier_container["env"]]
+    assert tier_env == chart_env[: len(tier_env)]  # then the values' additionalEnv
+    assert tier_container["args"][:6] == container["args"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"
+                     and d["metadata"]["name"] == "rasa"]  # fmt: skip
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert set(tier["spec"]["template"]["metadata"]["annotations"]) == set(annotations)
+    assert tier["spec"]["selector"] == deployment["spec"]["selector"]

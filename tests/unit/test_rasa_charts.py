@@ -40,6 +40,7 @@ LEGACY_CHART_VALUES = {
 }  # fmt: skip
 CHARTS = {
     "rasa-pro-chart.yaml": CURRENT_CHART_VALUES,
+    "rasa-pro-chart-composed.yaml": CURRENT_CHART_VALUES,
     "rasa-pro-chart-engine.yaml": CURRENT_CHART_VALUES,
     "rasa-oss-legacy-chart.yaml": LEGACY_CHART_VALUES,
 }

@@ -49,7 +49,7 @@ REASONS: Final = {
     ),
     CONFIG_RENDERED: (
         "Rendered", "NoConfigMap", "InvalidSpec", "ConfigMapConflict", "InvalidEndpointsYaml",
-        "KubernetesError", "Pending",
+        "BaseNotFound", "BaseInvalid", "BaseConflict", "KubernetesError", "Pending",
     ),
     ROLLOUT: ("Valid", "InvalidSelector", "InvalidRollout", "WorkloadNotFound"),
     READY: ("Ready", "<the reason of the first condition that is not True>"),

@@ -16,6 +16,11 @@ Rules (each one a user can observe):
   annotation ``turnstile.dev/sections``: a JSON map from ``<key>/<section>`` to the store that
   wrote it (``LockStore/name``), so deleting a store removes only a section it wrote.
 
+With a **base** (``spec.configMap.base``) the key is composed: the base's text (the user's own
+sections) with every store's section merged in, each store's as the key holds it now. Anything
+else written into that key (a hand edit, a section nobody owns) is gone at the next write: the
+composed key is the operator's alone, and the user edits the base.
+
 The functions return the new object (with the ``resourceVersion`` that was read, so a
 concurrent writer makes the API answer 409 and the caller re-reads) or ``None`` when there is
 nothing to write.
@@ -34,11 +39,13 @@ from turnstile.operator.decide.render import (
     conflicts,
     current_section,
     decided_section,
+    endpoints_problem,
     merge_section,
     target,
 )
 from turnstile.operator.decide.render import section as rendered_section
 from turnstile.operator.decide.transition import Decision
+from turnstile.operator.model.errors import BaseError, EndpointsYamlError
 from turnstile.operator.model.kinds import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -47,7 +54,7 @@ from turnstile.operator.model.kinds import (
     RENDERED,
     SECTIONS,
 )
-from turnstile.operator.model.specs import StoreSpec
+from turnstile.operator.model.specs import BaseRef, StoreSpec
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,56 @@ def writer_of(configmap: Mapping[str, Any] | None, key: str, section: str) -> st
     return _sections(configmap.get("metadata") or {}).get(f"{key}/{section}")
 
 
+def _owned_in(sections: Mapping[str, str], key: str, but: str | None = None) -> list[str]:
+    """The sections of ``key`` a store wrote (per :data:`SECTIONS`), ``but`` left out."""
+    found = (claim.split("/", 1) for claim in sections)
+    return [s for k, s in found if k == key and s != but]
+
+
+def base_text(
+    base: BaseRef, data: Mapping[str, str] | None, *, namespace: str, composes: str
+) -> str:
+    """The text of ``base`` in ``data`` (the base ConfigMap's, ``None``: it does not exist),
+    or :class:`BaseError` naming the field, the value and what it needs; ``composes``: the
+    ConfigMap composed from it, for the message."""
+    keeps = f"{composes} is composed from it and stays as it is until"
+    if data is None:
+        raise BaseError(
+            f"spec.configMap.base.name: ConfigMap {namespace}/{base.name} does not exist; "
+            f"{keeps} it does"
+        )
+    if base.key not in data:
+        has = ", ".join(sorted(data)) or "no keys"
+        raise BaseError(
+            f"spec.configMap.base.key: ConfigMap {namespace}/{base.name} has no key "
+            f"{base.key!r} (it has {has}); {keeps} it does"
+        )
+    text = data[base.key]
+    problem = endpoints_problem(text)
+    if problem is not None:
+        raise BaseError(
+            f"spec.configMap.base: ConfigMap {namespace}/{base.name} key {base.key} is "
+            f"{problem}, not a file Rasa can load; {keeps} it is fixed",
+            reason="BaseInvalid",
+        )
+    return text
+
+
+def composed(base: str, current: str | None, sections: Iterable[str]) -> str:
+    """The key composed from ``base``: its text, with each of ``sections`` as ``current``
+    holds it (a section ``current`` lacks, or a ``current`` that does not parse, adds
+    nothing: its store writes it again)."""
+    text = base
+    for name in sections:
+        try:
+            content = current_section(current, name)
+        except EndpointsYamlError:
+            content = None
+        if content is not None:
+            text = merge_section(text, name, content)
+    return text
+
+
 def with_section(
     existing: Mapping[str, Any] | None,
     *,
@@ -170,12 +227,14 @@ def with_section(
     content: Mapping[str, Any],
     owner: Owner,
     secrets: Iterable[tuple[str, str, str]] = (),
+    base: str | None = None,
 ) -> dict[str, Any] | None:
     """The ConfigMap with the store's section written (see the module doc); ``secrets``:
-    the previous Secrets' env vars its transition names (recorded with it)."""
+    the previous Secrets' env vars its transition names (recorded with it); ``base``: the
+    text the key is composed from, if the stores name one."""
     secrets = tuple(secrets)
     if existing is None:
-        text = merge_section("", section, content)
+        text = merge_section(base or "", section, content)
         fresh = {SECTIONS: json.dumps({f"{key}/{section}": owner.writer})}
         _record(fresh, key, section, dict(content), secrets)
         return {
@@ -208,15 +267,24 @@ def with_section(
             refs.append(owner.reference())
         meta["ownerReferences"] = refs
     data = dict(body.get("data") or {})
-    data[key] = merge_section(data.get(key), section, content)
+    start = data.get(key)
+    if base is not None:
+        start = composed(base, start, _owned_in(sections, key, but=section))
+    data[key] = merge_section(start, section, content)
     body["data"] = data
     return None if body == existing else body
 
 
 def without_section(
-    existing: Mapping[str, Any] | None, *, key: str, section: str, owner: Owner
+    existing: Mapping[str, Any] | None,
+    *,
+    key: str,
+    section: str,
+    owner: Owner,
+    base: str | None = None,
 ) -> dict[str, Any] | None:
-    """The ConfigMap with the store's section removed, if this store wrote it."""
+    """The ConfigMap with the store's section removed, if this store wrote it; composed from
+    ``base`` (whose own section of that name, if any, then stays), if given."""
     if existing is None:
         return None
     meta = existing.get("metadata") or {}
@@ -231,7 +299,9 @@ def without_section(
     body["metadata"]["annotations"][SECTIONS] = json.dumps(dict(sorted(sections.items())))
     _record(body["metadata"]["annotations"], key, section, None)
     data = dict(body.get("data") or {})
-    if key in data:
+    if base is not None:
+        data[key] = composed(base, data.get(key), _owned_in(sections, key))
+    elif key in data:
         data[key] = merge_section(data[key], section, None)
     body["data"] = data
     return None if body == existing else body
@@ -250,13 +320,22 @@ class Writer:
     #: Password env vars whose Secret changed (``transition.moved_secrets``).
     moved: tuple[tuple[str, str, str], ...] = field(default=(), hash=False, compare=False)
 
+    @property
+    def base(self) -> BaseRef | None:
+        """The ``spec.configMap.base`` the store names, if any."""
+        config_map = self.store.config_map if self.store is not None else None
+        return config_map.base if config_map is not None else None
+
     def decided(
-        self, configmap: Mapping[str, Any] | None, now: datetime | None
+        self, configmap: Mapping[str, Any] | None, now: datetime | None, base: str | None = None
     ) -> tuple[Mapping[str, Any], tuple[tuple[str, str, str], ...]]:
-        """What the section must hold in ``configmap`` now, and the Secrets it records."""
+        """What the section must hold in ``configmap`` now (composed from ``base``, if given),
+        and the Secrets it records."""
         if self.store is None or now is None:
             return self.content, ()
-        content, decision = section_for(self.store, configmap, self.key, now, self.moved)
+        content, decision = section_for(
+            self.store, configmap, self.key, now, self.moved, base=base
+        )
         return content, (decision.secret_env if decision else ())
 
 
@@ -266,8 +345,13 @@ def section_for(
     key: str,
     now: datetime,
     moved: Iterable[tuple[str, str, str]] = (),
+    *,
+    base: str | None = None,
 ) -> tuple[dict[str, Any], Decision | None]:
-    """The store's section for ``configmap`` now, decided from what is recorded there."""
+    """The store's section for ``configmap`` now, decided from what is recorded there (a
+    ConfigMap not made yet, with a ``base``: from the base, which the bots may load today)."""
+    if configmap is None and base is not None:
+        configmap = {"data": {key: base}}
     return decided_section(
         store, last_rendered(configmap, key, store.info.section), now,
         moved=moved, recorded=recorded_secrets(configmap, key),
@@ -299,6 +383,17 @@ def writers(
     return out
 
 
+def base_of(sections: Iterable[Writer], key: str) -> BaseRef | None:
+    """The base the writers of ``key`` compose it from: the one they name (a writer naming
+    none follows the others); :class:`BaseError` (``BaseConflict``) when they name
+    different ones, and then the key is not composed (each store's reconcile says why)."""
+    named = {w.base for w in sections if w.key == key and w.base is not None}
+    if len(named) > 1:
+        listed = " and ".join(str(b) for b in sorted(named))
+        raise BaseError(f"spec.configMap.base: {listed} for one key", reason="BaseConflict")
+    return next(iter(named), None)
+
+
 def corrected(
     existing: Mapping[str, Any] | None,
     *,
@@ -306,19 +401,23 @@ def corrected(
     name: str,
     sections: Iterable[Writer],
     now: datetime | None = None,
+    bases: Mapping[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """The ConfigMap with every store's section as the store renders it, or ``None`` if it
-    already is: a hand edit of a section a store owns is undone, every other byte stays.
+    already is: a hand edit of a section a store owns is undone, every other byte stays
+    (``bases``: per key, the text it is composed from; then every other byte of that key is
+    the base's).
 
     With ``now``, a LockStore's section is decided against the file's current one, as its
     reconcile decides it (a transition starts, stays, or ends the same way in both)."""
     body: Mapping[str, Any] | None = existing
     changed: dict[str, Any] | None = None
     for w in sections:
-        content, secrets = w.decided(body, now)
+        base = (bases or {}).get(w.key)
+        content, secrets = w.decided(body, now, base)
         new = with_section(
             body, namespace=namespace, name=name, key=w.key, section=w.section,
-            content=content, owner=w.owner, secrets=secrets,
+            content=content, owner=w.owner, secrets=secrets, base=base,
         )  # fmt: skip
         if new is not None:
             body = changed = new

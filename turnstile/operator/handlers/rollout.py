@@ -37,6 +37,8 @@ from turnstile.operator.decide import render, transition
 from turnstile.operator.decide.configmaps import (
     Owner,
     Writer,
+    base_of,
+    base_text,
     corrected,
     recorded_secrets,
     writers,
@@ -56,7 +58,12 @@ from turnstile.operator.decide.rollout import (
 )
 from turnstile.operator.handlers.debounce import DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Debouncer
 from turnstile.operator.kube.client import Kube
-from turnstile.operator.model.errors import ApiUnreachableError, EndpointsYamlError, SpecError
+from turnstile.operator.model.errors import (
+    ApiUnreachableError,
+    BaseError,
+    EndpointsYamlError,
+    SpecError,
+)
 from turnstile.operator.model.kinds import (
     API_VERSION,
     GROUP,
@@ -69,7 +76,7 @@ from turnstile.operator.model.kinds import (
     VERSION,
     WORKLOAD_API_VERSION,
 )
-from turnstile.operator.model.specs import parse_spec, parse_store
+from turnstile.operator.model.specs import configmap_base_name, parse_spec, parse_store
 
 __all__ = ["Debouncer", "sync_rollouts"]
 
@@ -120,10 +127,14 @@ class _Referenced:
         self.secrets: dict[str, set[str]] = {}
         self.config_maps: dict[str, set[str]] = {}
 
-    def remember(self, namespace: str, stores: Iterable[StoreRollout]) -> None:
+    def remember(
+        self, namespace: str, stores: Iterable[tuple[Mapping[str, Any], StoreRollout]]
+    ) -> None:
         stores = list(stores)
-        self.secrets[namespace] = {r.name for s in stores for r in s.secrets}
-        self.config_maps[namespace] = {s.config_map for s in stores if s.config_map}
+        self.secrets[namespace] = {r.name for _, s in stores for r in s.secrets}
+        self.config_maps[namespace] = {s.config_map for _, s in stores if s.config_map} | {
+            name for body, _ in stores if (name := _base_name(body.get("spec") or {}))
+        }
 
     def namespaces(self) -> set[str]:
         """Every namespace a store has been seen in (a sync there is cheap when it has none)."""
@@ -134,8 +145,13 @@ class _Referenced:
         names = {r.name for r in referenced_secrets(spec)}
         cm = (spec.get("configMap") or {}).get("name")
         self.secrets.setdefault(namespace, set()).update(names)
-        if isinstance(cm, str):
-            self.config_maps.setdefault(namespace, set()).add(cm)
+        for name in (cm, _base_name(spec)):
+            if isinstance(name, str):
+                self.config_maps.setdefault(namespace, set()).add(name)
+
+
+def _base_name(spec: Mapping[str, Any]) -> str | None:
+    return configmap_base_name(spec.get("configMap"))
 
 
 REFERENCED = _Referenced()
@@ -153,7 +169,7 @@ async def sync_rollouts(
     stores = await _read_stores(kube, namespace)
     if stores is None:
         return []
-    REFERENCED.remember(namespace, (s for _, s in stores))
+    REFERENCED.remember(namespace, stores)
     if not any(s.workloads or s.selector is not None for _, s in stores):
         await _write_status(kube, namespace, stores, [], now, None)  # clears stale entries only
         return []
@@ -279,21 +295,25 @@ async def _revert_drift(
     previous Secrets' env vars their LockStore transitions name (from the same read).
     """
     after: dict[str, dict[str, str]] = {}
-    for name, sections in sorted(_section_writers(stores).items()):
+    for name, all_sections in sorted(_section_writers(stores).items()):
         wrote: list[bool] = []
+        sections, bases = await _composable(kube, namespace, name, all_sections)
+        if not sections:
+            continue
 
         def decide(
             current: Mapping[str, Any] | None,
             name: str = name,
             sections: list[Writer] = sections,
             wrote: list[bool] = wrote,
+            bases: dict[str, str] = bases,
         ) -> dict[str, Any] | None:
-            if current is None:
+            if current is None and not bases:
                 return None  # not created yet: the store's reconcile creates it
             try:
                 new = corrected(
                     current, namespace=namespace, name=name, sections=sections,
-                    now=datetime.now(timezone.utc),
+                    now=datetime.now(timezone.utc), bases=bases,
                 )  # fmt: skip
             except EndpointsYamlError:
                 return None  # a file that does not parse is held below, not rewritten here
@@ -316,6 +336,29 @@ async def _revert_drift(
                 namespace, name, which,
             )  # fmt: skip
     return after
+
+
+async def _composable(
+    kube: Kube, namespace: str, name: str, sections: list[Writer]
+) -> tuple[list[Writer], dict[str, str]]:
+    """The writers of ConfigMap ``name`` whose key can be written now, and per composed key
+    the base's text. A key whose base is missing, does not load, or is disputed keeps what it
+    holds (its stores' reconciles say why in ``ConfigRendered``): nothing of it is rolled."""
+    keep: list[Writer] = []
+    bases: dict[str, str] = {}
+    for key in sorted({w.key for w in sections}):
+        of_key = [w for w in sections if w.key == key]
+        try:
+            ref = base_of(of_key, key)
+            if ref is not None:
+                data = await kube.config_map_data(namespace, ref.name)
+                bases[key] = base_text(
+                    ref, data, namespace=namespace, composes=f"ConfigMap {name}"
+                )
+        except BaseError:
+            continue
+        keep.extend(of_key)
+    return keep, bases
 
 
 async def _read_secrets(

@@ -58,6 +58,7 @@ from turnstile.operator.decide import conditions as cond
 from turnstile.operator.decide import transition
 from turnstile.operator.decide.configmaps import (
     Owner,
+    base_text,
     is_owned,
     section_for,
     with_section,
@@ -82,13 +83,22 @@ from turnstile.operator.decide.render import (
 from turnstile.operator.decide.rollout import store_rollout
 from turnstile.operator.handlers import unwatched
 from turnstile.operator.kube.client import Kube
-from turnstile.operator.model.errors import ApiUnreachableError, KubeError, OperatorError, SpecError
+from turnstile.operator.model.errors import (
+    ApiUnreachableError,
+    BaseError,
+    KubeError,
+    OperatorError,
+    SpecError,
+)
 from turnstile.operator.model.kinds import API_VERSION, FINALIZER, GROUP, KINDS, VERSION
-from turnstile.operator.model.specs import StoreSpec, configmap_key, parse_store
+from turnstile.operator.model.specs import BaseRef, StoreSpec, configmap_key, parse_store
 from turnstile.operator.probes import check
 
 CONFIG: Final = OperatorConfig.from_env()
 _INDEX_IDS: Final = {"LockStore": "lockstore_targets", "TimerStore": "timerstore_targets"}
+#: Per kind, the index of ``(namespace, ConfigMap, key)`` -> ``(store, base name, base key)``:
+#: the bases the stores writing one key name (they must agree).
+_BASE_INDEX_IDS: Final = {"LockStore": "lockstore_bases", "TimerStore": "timerstore_bases"}
 
 #: kopf's retries of its own API calls: every second for an hour. Its default (about 50 s in
 #: all) ends a watch's worker, and with it the operator, in an outage; a longer pause between
@@ -110,7 +120,7 @@ _slots = asyncio.Semaphore(CONFIG.workers)
 #: ``lastTransitionTime``.
 _written: dict[str, dict[str, Any]] = {}
 #: Store uid -> (where, section text) it last wrote: a later difference there is a hand edit.
-_rendered: dict[str, tuple[Any, Any]] = {}
+_rendered: dict[str, tuple[Any, Any, str | None]] = {}
 _kube: Kube | None = None
 
 
@@ -226,6 +236,61 @@ def _make_indexer(section_name: str) -> Any:
     return indexer
 
 
+def _base_indexer(kind: str) -> Any:
+    def indexer(
+        spec: Mapping[str, Any], namespace: str | None, name: str | None, **_: Any
+    ) -> dict[Any, tuple[str, str, str]] | None:
+        cm = spec.get("configMap") or {}
+        base = cm.get("base") if isinstance(cm, Mapping) else None
+        if not isinstance(base, Mapping) or not cm.get("name") or not base.get("name"):
+            return None
+        key = configmap_key(cm)
+        value = (f"{kind}/{name}", str(base["name"]), str(base.get("key") or key))
+        return {(namespace or "", str(cm["name"]), key): value}
+
+    return indexer
+
+
+def _target_bases(store: StoreSpec, indexes: Mapping[str, Any]) -> dict[BaseRef, list[str]]:
+    """The bases named by the stores writing the store's key (its own as its spec says now),
+    each with the stores naming it."""
+    where = target(store)
+    if where is None or store.config_map is None:
+        return {}
+    me = f"{store.kind}/{store.name}"
+    found: dict[BaseRef, list[str]] = {}
+    if store.config_map.base is not None:
+        found[store.config_map.base] = [me]
+    for index_id in _BASE_INDEX_IDS.values():
+        index = indexes.get(index_id)
+        for writer, name, key in (index.get((where.namespace, where.name, where.key), [])
+                                  if index is not None else []):  # fmt: skip
+            if writer != me:
+                found.setdefault(BaseRef(name, key), []).append(writer)
+    return found
+
+
+async def _base(store: StoreSpec, indexes: Mapping[str, Any]) -> tuple[BaseRef, str] | None:
+    """The base the store's key is composed from and its text; ``None``: not composed.
+    Raises :class:`BaseError` when it is missing or does not load, or the stores disagree."""
+    bases = _target_bases(store, indexes)
+    where = target(store)
+    for ref in bases:
+        _base_readers.setdefault((store.namespace, ref.name), set()).add(store.uid)
+    if not bases or where is None:
+        return None
+    if len(bases) > 1:
+        named = "; ".join(f"{', '.join(sorted(w))}: {b}" for b, w in sorted(bases.items()))
+        raise BaseError(
+            f"spec.configMap.base: the stores writing {where} name different bases ({named}); "
+            "give them one base (or name it in one store only)",
+            reason="BaseConflict",
+        )
+    ref = next(iter(bases))
+    data = await kube().config_map_data(store.namespace, ref.name)
+    return ref, base_text(ref, data, namespace=store.namespace, composes=str(where))
+
+
 def _claimants(store: StoreSpec, indexes: Mapping[str, Any]) -> list[str]:
     where = target(store)
     index = indexes.get(_INDEX_IDS[store.kind])
@@ -263,6 +328,13 @@ async def _render(
     if len(names) > 1:
         message = conflict_message(store.kind, where, names)
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, "ConfigMapConflict", message), None
+    try:
+        composing = await _base(store, indexes)
+    except ApiUnreachableError:
+        raise
+    except OperatorError as exc:
+        return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message), None
+    base = composing[1] if composing else None
     owner = _owner(store)
     drifted: list[bool] = []
     content: Mapping[str, Any] = {}
@@ -272,7 +344,7 @@ async def _render(
     def place(current: Mapping[str, Any] | None) -> dict[str, Any] | None:
         nonlocal content
         content, decision = section_for(
-            store, current, where.key, datetime.now(timezone.utc), moved
+            store, current, where.key, datetime.now(timezone.utc), moved, base=base
         )
         decided[:] = [decision]
         new = with_section(
@@ -284,6 +356,7 @@ async def _render(
             content=content,
             owner=owner,
             secrets=decision.secret_env if decision else (),
+            base=base,
         )
         # The store renders what it rendered last time, yet the ConfigMap must change (``None``
         # means nothing to write): the section was edited by hand (the rollout sync may have
@@ -291,7 +364,7 @@ async def _render(
         before = ((current or {}).get("data") or {}).get(where.key)
         now = ((new or {}).get("data") or {}).get(where.key)
         drifted[:] = [new is not None and before is not None and now != before
-                      and _rendered.get(store.uid) == (where, content)]  # fmt: skip
+                      and _rendered.get(store.uid) == (where, content, base)]  # fmt: skip
         return new
 
     try:
@@ -300,7 +373,7 @@ async def _render(
         raise
     except OperatorError as exc:
         return cond.Condition(cond.CONFIG_RENDERED, cond.FALSE, exc.reason, exc.message), None
-    _rendered[store.uid] = (where, content)
+    _rendered[store.uid] = (where, content, base)
     if drifted and drifted[0]:
         logger.warning(
             "%s/%s: ConfigMap %s differed from what the store renders (%s/%s); put back",
@@ -313,6 +386,8 @@ async def _render(
         "section": store.info.section,
         "owned": is_owned(after),
     }
+    if composing is not None:
+        placed["base"] = {"name": composing[0].name, "key": composing[0].key}
     return cond.Condition(
         cond.CONFIG_RENDERED,
         cond.TRUE,
@@ -333,12 +408,20 @@ async def _leave_old_target(store: StoreSpec, old_status: Mapping[str, Any]) -> 
 
 
 async def _remove_section(store: StoreSpec, name: str, key: str) -> None:
+    """Take the store's section out of ``name``/``key``; a key composed from the store's base
+    is composed again (the base's own section of that name, if any, comes back)."""
     owner = _owner(store)
+    base: str | None = None
+    ref = store.config_map.base if store.config_map else None
+    if ref is not None and store.config_map is not None and store.config_map.name == name:
+        data = await kube().config_map_data(store.namespace, ref.name)
+        with contextlib.suppress(BaseError):
+            base = base_text(ref, data, namespace=store.namespace, composes=name)
     await kube().update_configmap(
         store.namespace,
         name,
         lambda current: without_section(
-            current, key=key, section=store.info.section, owner=owner
+            current, key=key, section=store.info.section, owner=owner, base=base
         ),
     )
 
@@ -515,6 +598,32 @@ async def on_named_workload(
             )
 
 
+#: ``(namespace, ConfigMap)`` of each base a store's key is composed from -> the stores that
+#: read it. A change of that ConfigMap (or its appearing) re-checks them at once, so
+#: ``BaseNotFound`` clears and the composed file follows the base without waiting for a
+#: re-check (the rollout sync rewrites the file and rolls the bots in the same moment).
+_base_readers: dict[tuple[str, str], set[str]] = {}
+
+
+def _is_a_base(namespace: str | None, name: str | None, **_: Any) -> bool:
+    return bool(_base_readers.get((namespace or "", name or "")))
+
+
+async def on_base_changed(
+    namespace: str | None, name: str | None, logger: Any, **kwargs: Any
+) -> None:
+    """A ConfigMap some store's key is composed from changed: re-check those stores."""
+    readers = _base_readers.get((namespace or "", name or ""), set())
+    if not namespace or not readers:
+        return
+    for body in await kube().list_stores(namespace):
+        if str((body.get("metadata") or {}).get("uid")) in readers:
+            await reconcile(
+                kopf.Body(cast(kopf.RawBody, body)), body.get("status") or {}, logger,
+                _indexes(kwargs),
+            )
+
+
 def _account(kind: str, uid: str, observation: cond.Observation, started: float) -> None:
     parts = [observation.connected, observation.rendered]
     if observation.rollout is not None:
@@ -535,7 +644,8 @@ def _account(kind: str, uid: str, observation: cond.Observation, started: float)
 
 
 def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: kwargs[key] for key in _INDEX_IDS.values() if key in kwargs}
+    ids = (*_INDEX_IDS.values(), *_BASE_INDEX_IDS.values())
+    return {key: kwargs[key] for key in ids if key in kwargs}
 
 
 async def on_change(body: kopf.Body, status: kopf.Status, logger: Any, **kwargs: Any) -> None:
@@ -620,6 +730,8 @@ async def finalize(body: kopf.Body, status: kopf.Status, logger: Any, **_: Any) 
             f"could not remove the {kind}'s section: {exc.message}", delay=5
         ) from exc
     metrics.record_ready(kind, uid, None)
+    for readers in _base_readers.values():
+        readers.discard(uid)
     _locks.pop(uid, None)
     _written.pop(uid, None)
     _rendered.pop(uid, None)
@@ -666,6 +778,7 @@ def _first_recheck(**_: Any) -> float:
 
 def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
     """Register the handlers for each kind with kopf's default registry."""
+    kopf.on.event("v1", "configmaps", id="bases", when=_is_a_base)(on_base_changed)
     for workload_kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets")):
         kopf.on.event(
             "apps", "v1", plural, id=f"named-{plural}",
@@ -675,6 +788,7 @@ def register(kinds: Iterable[str] = tuple(KINDS)) -> None:
         info = KINDS[kind]
         resource = (GROUP, VERSION, info.plural)
         kopf.index(*resource, id=_INDEX_IDS[kind])(_make_indexer(info.section))
+        kopf.index(*resource, id=_BASE_INDEX_IDS[kind])(_base_indexer(kind))
         kopf.on.resume(*resource, id="reconcile")(on_change)
         kopf.on.create(*resource, id="reconcile")(on_change)
         kopf.on.update(*resource, id="reconcile", field="spec")(on_change)

@@ -636,6 +636,14 @@ def status_schema() -> dict[str, Any]:
                         "type": "boolean",
                         "description": "Created by Turnstile (garbage-collected with its stores).",
                     },
+                    "base": {
+                        "type": "object",
+                        "description": "The ConfigMap key the file is composed from, if any.",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "key": {"type": "string"},
+                        },
+                    },
                 },
             },
             "secretEnv": {
@@ -655,6 +663,37 @@ def status_schema() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"name": {"type": "string"}, "value": {"type": "string"}},
                 },
+            },
+        },
+    }
+
+
+def _base_schema() -> dict[str, Any]:
+    """``spec.configMap.base``: where the user's own sections come from (docs/rasa-charts.md)."""
+    return {
+        "type": "object",
+        "required": ["name"],
+        "description": (
+            "Compose the file from a base: the text of this ConfigMap key (the user's own "
+            "sections: tracker store, event broker, models, ...) with every store's section "
+            "merged in. The ConfigMap named in configMap is then the operator's alone; a change "
+            "of the base rewrites it and rolls the bots once."
+        ),
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": schema.NAME_MAX,
+                "pattern": DNS_SUBDOMAIN,
+                "description": "ConfigMap name in the store's namespace (not configMap.name).",
+            },
+            "key": {
+                "type": "string",
+                "maxLength": schema.NAME_MAX,
+                "pattern": schema.CONFIGMAP_KEY,
+                "description": "Key of the base text (default: configMap.key).",
+                "x-kubernetes-validations": [
+                    _rule("self != '.' && self != '..'", "configmap_base_key")
+                ],
             },
         },
     }
@@ -693,7 +732,13 @@ def crd(info: KindInfo) -> dict[str, Any]:
                     # the same sentence with the values at fault, as the operator words it
                     "messageExpression": f"'{_cel_string(RULES['configmap_format'])} (got key "
                     "' + self.key + ' with format ' + self.format + ')'",
-                }
+                },
+                {
+                    **_rule("!has(self.base) || self.base.name != self.name",
+                            "configmap_base", ".base.name"),
+                    "messageExpression": f"'{_cel_string(RULES['configmap_base'])} (got "
+                    "' + self.name + ' for both)'",
+                },
             ],
             "properties": {
                 "name": {
@@ -726,6 +771,7 @@ def crd(info: KindInfo) -> dict[str, Any]:
                         _rule("self != '.' && self != '..'", "configmap_key")
                     ],
                 },
+                "base": _base_schema(),
             },
         },
         **_kind_field(info),

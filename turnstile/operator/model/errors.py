@@ -17,6 +17,9 @@ The tree::
      ├── ConflictError                  ConfigMapConflict: two stores of one kind, one ConfigMap
      ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
      │                                  YAML mapping, so it cannot be merged without losing data
+ ├── BaseError                      BaseNotFound / BaseInvalid / BaseConflict:
+     │                                  spec.configMap.base is missing, does not load, or
+     │                                  the stores of one key disagree: nothing is composed
      └── KubeError                      KubernetesError: the API server refused or failed a call
           └── ApiUnreachableError       KubernetesError: no answer at all (refused, reset,
                                         timed out): an outage, not a fact about the store, so
@@ -115,6 +118,19 @@ class EndpointsYamlError(OperatorError):
         """The file parses to ``found`` (a type name) instead of a mapping of sections."""
         what = f"a {found}, not a mapping of sections"
         return cls(f"the existing endpoints.yml is {what}", detail=what)
+
+
+class BaseError(OperatorError):
+    """``spec.configMap.base`` names a ConfigMap key that is missing (``BaseNotFound``), whose
+    text Rasa could not load (``BaseInvalid``), or the stores writing one key name different
+    bases (``BaseConflict``); the composed ConfigMap stays as it is."""
+
+    reason = "BaseNotFound"
+    REASONS = ("BaseNotFound", "BaseInvalid", "BaseConflict")
+
+    def __init__(self, message: str, *, reason: str = "BaseNotFound") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class KubeError(OperatorError):

@@ -72,6 +72,11 @@ RULES: Final = {
     "configmap_format": "configMap.key endpoints.yml or integrations.yml must match "
     "configMap.format (endpoints.yml with format endpoints, integrations.yml with format "
     "integrations): Rasa reads the sections only from the file of its format",
+    "configmap_base": "configMap.base.name must name another ConfigMap than configMap.name: "
+    "the ConfigMap the operator composes is its own, and a base inside it would be rewritten "
+    "by whoever applies either",
+    "configmap_base_key": "configMap.base.key must be a ConfigMap key: letters, digits, '-', "
+    "'_' and '.', but not '.' or '..'",
     "configmap_key": "configMap.key must be a ConfigMap key: letters, digits, '-', '_' and '.', "
     "but not '.' or '..'",
     "host_port": 'host must not contain a port: set port instead (host: redis, port: 6379); '
@@ -151,11 +156,24 @@ class RedisSpec:
     sentinel: SentinelSpec = SentinelSpec()
 
 
+@dataclass(frozen=True, order=True)
+class BaseRef:
+    """``spec.configMap.base``: the ConfigMap key that holds the user's own sections. With it
+    the operator composes the whole file (that text, every store's section merged in)."""
+
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"ConfigMap {self.name} key {self.key}"
+
+
 @dataclass(frozen=True)
 class ConfigMapRef:
     name: str
     key: str = DEFAULT_CONFIGMAP_KEY
     format: ConfigFormat = "endpoints"
+    base: BaseRef | None = None
 
 
 def configmap_key(raw: Mapping[str, Any] | None) -> str:
@@ -166,6 +184,15 @@ def configmap_key(raw: Mapping[str, Any] | None) -> str:
     if isinstance(key, str) and key:
         return key
     return FORMAT_KEYS.get(str(raw.get("format")), DEFAULT_CONFIGMAP_KEY)
+
+
+def configmap_base_name(raw: Mapping[str, Any] | None) -> str | None:
+    """The ConfigMap a raw ``spec.configMap`` names as its ``base``, if any (for event
+    filters, which must not fail on a spec being fixed)."""
+    raw = raw if isinstance(raw, Mapping) else {}
+    base = raw.get("base")
+    name = base.get("name") if isinstance(base, Mapping) else None
+    return name if isinstance(name, str) and name else None
 
 
 @dataclass(frozen=True)
@@ -451,7 +478,9 @@ def parse_spec(kind: str, spec: Any, *, namespace: str = "", name: str = "") -> 
             raise SpecError(cm.name("key"), RULES["configmap_key"], cm_key)
         if cm_key in FORMAT_KEYS.values() and cm_key != FORMAT_KEYS[fmt]:
             raise SpecError(cm.name("key"), RULES["configmap_format"], cm_key)
-        config_map = ConfigMapRef(name=cm_name, key=cm_key, format=fmt)
+        config_map = ConfigMapRef(
+            name=cm_name, key=cm_key, format=fmt, base=_base(cm, cm_name, cm_key)
+        )
     is_lock = info is LOCK_STORE
     lock_lifetime = _int(fields.bounded("lockLifetime", schema.LOCK_LIFETIME)) if is_lock else None
     poll_interval = None if is_lock else fields.bounded("pollInterval", schema.POLL_INTERVAL)
@@ -504,6 +533,23 @@ def check_label_value(path: str, value: object) -> str:
     ):
         raise SpecError(path, RULES["label_value"], value)
     return value
+
+
+def _base(cm: _Fields, target_name: str, target_key: str) -> BaseRef | None:
+    """``configMap.base``: a ConfigMap name (not the target's) and a key (default: the
+    target's key)."""
+    if not cm.has("base"):
+        return None
+    base = cm.sub("base")
+    name = base.string("name")
+    if not name or len(name) > schema.NAME_MAX or not _DNS_SUBDOMAIN.match(name):
+        raise SpecError(base.name("name"), "a ConfigMap name (lowercase DNS subdomain)", name)
+    if name == target_name:
+        raise SpecError(base.name("name"), RULES["configmap_base"], name)
+    key = base.string("key", default=target_key) or target_key
+    if len(key) > schema.NAME_MAX or not _CONFIGMAP_KEY.match(key) or key in (".", ".."):
+        raise SpecError(base.name("key"), RULES["configmap_base_key"], key)
+    return BaseRef(name=name, key=key)
 
 
 def _int(value: float | None) -> int | None:
