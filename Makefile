@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps venv system-deps valkey node-deps kube demo demo-rasa-venv demo-images test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node test-node-failover lint lint-chart test-redis45 test-rasa test-rasa-charts test-rasa-server bench e2e clean
+.PHONY: all deps venv system-deps valkey node-deps kube demo demo-rasa-venv demo-images test dist test-unit test-redis test-valkey test-valkey9 test-valkey8 test-k8s test-node test-node-failover lint lint-chart test-redis45 test-rasa test-rasa-charts test-rasa-server bench e2e e2e-node clean
 
 all: test
 
@@ -190,6 +190,10 @@ bench: deps
 
 e2e: venv kube
 	bash hack/e2e-kind.sh
+
+# tests/e2e on the node tier (CoreDNS built once by hack/build-coredns.sh); no Docker needed.
+e2e-node: venv kube node-deps
+	$(PY) -m tests.platform.e2e_node
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

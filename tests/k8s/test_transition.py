@@ -82,7 +82,7 @@ def _events(cp: ControlPlane, ns: str, reason: str, count: int) -> int:
     """How many ``reason`` Events the store has once ``count`` of them are there (kopf posts
     Events from a queue of its own, so one may land a moment after the status that caused it)."""
     wait_for(f"{count} {reason} Event(s)", lambda: _reasons(cp, ns, reason) >= count or None,
-             timeout=30)  # fmt: skip
+             timeout=60)  # fmt: skip
     return _reasons(cp, ns, reason)
 
 

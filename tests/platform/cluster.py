@@ -6,7 +6,7 @@ the same whichever made the cluster.
 
 For people and scripts::
 
-    python -m tests.platform.cluster up [--redis]   # prints the kubeconfig path, returns
+    python -m tests.platform.cluster up [--redis] [--dns]   # prints the kubeconfig path
     python -m tests.platform.cluster down           # stops it all, restores the host
 
 ``up`` leaves the processes running (each in its own process group) and records them in
@@ -42,9 +42,9 @@ CLUSTER_STATE = node_mod.STATE_DIR / "cluster.json"
 class Cluster:
     """A started control plane and node; stop() stops both and restores the host."""
 
-    def __init__(self, *, start_timeout: float = 240.0) -> None:
+    def __init__(self, *, start_timeout: float = 240.0, dns: bool = False) -> None:
         self.control_plane = ControlPlane(start_timeout=min(start_timeout, 120.0))
-        self.node = Node(self.control_plane, start_timeout=start_timeout)
+        self.node = Node(self.control_plane, start_timeout=start_timeout, dns=dns)
         self.start_seconds: float | None = None
 
     @property
@@ -92,11 +92,11 @@ class Cluster:
 # ------------------------------------------------------------------------------ up / down
 
 
-def up(with_redis: bool) -> int:
+def up(with_redis: bool, dns: bool = False) -> int:
     if CLUSTER_STATE.exists():
         print(f"a cluster is already up ({CLUSTER_STATE}); run `down` first", file=sys.stderr)
         return 1
-    cluster = Cluster().start()
+    cluster = Cluster(dns=dns).start()
     cp = cluster.control_plane
     state: dict[str, Any] = {
         "process_groups": [[pgid, str(cp.workdir)] for pgid in cp.process_groups],
@@ -161,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start control plane + node, print the kubeconfig path")
     up_parser.add_argument("--redis", action="store_true", help="also a redis-server on loopback")
+    up_parser.add_argument("--dns", action="store_true",
+                           help="also CoreDNS for the pods (Service names resolve)")  # fmt: skip
     sub.add_parser("down", help="stop everything `up` started and restore the host")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the node tier runs as root (kubelet, containerd)", file=sys.stderr)
         return 1
-    return up(args.redis) if args.command == "up" else down()
+    return up(args.redis, args.dns) if args.command == "up" else down()
 
 
 if __name__ == "__main__":

@@ -114,6 +114,17 @@ class NodePrerequisiteError(NodeError):
     """Something the node needs is not installed (run ``make node-deps`` / ``make kube``)."""
 
 
+def coredns_binary() -> Path:
+    """CoreDNS, built once by ``hack/build-coredns.sh`` (``go install``, about 3.5 min cold)."""
+    script = Path(__file__).resolve().parents[2] / "hack" / "build-coredns.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200,
+                          check=False)  # fmt: skip
+    binary = Path(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else None
+    if proc.returncode != 0 or binary is None or not os.access(binary, os.X_OK):
+        raise NodePrerequisiteError(f"CoreDNS could not be built: {proc.stderr[-2000:]}")
+    return binary
+
+
 def check_prerequisites(bin_dir: Path) -> None:
     """Raise :class:`NodePrerequisiteError` naming everything missing, and how to get it."""
     missing: list[str] = []
@@ -312,8 +323,12 @@ class Node:
         start_timeout: float = 180.0,
         stop_timeout: float = 20.0,
         keep_workdir: bool | None = None,
+        dns: bool = False,
     ) -> None:
         self.cp = control_plane
+        #: CoreDNS (``hack/build-coredns.sh``) on the bridge address, and the kubelet's
+        #: ``clusterDNS`` pointing at it: Service and StatefulSet pod names resolve in pods.
+        self.dns = dns
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.keep_workdir = (
@@ -468,6 +483,8 @@ class Node:
         self.load_image(self.pause)
         self._write_cni_config()
         self._start_api_relay()
+        if self.dns:
+            self._start_dns()
         self._start_kubelet(bin_dir)
         self._start_scheduler(bin_dir)
         self._start_kube_proxy(bin_dir)
@@ -625,6 +642,25 @@ class Node:
         }
         self.cp.kubectl("apply", "-f", "-", stdin=json.dumps(slice_))
 
+    def _start_dns(self) -> None:
+        """CoreDNS on ``BRIDGE_IP:53`` with its ``kubernetes`` plugin (the admin kubeconfig):
+        ``<service>.<namespace>.svc.cluster.local`` and a StatefulSet's pod names answer, as in
+        any cluster. Nothing else does: no ``forward``, so no query leaves this machine."""
+        coredns = coredns_binary()
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(
+            ".:53 {\n"
+            f"    bind {BRIDGE_IP}\n"
+            "    errors\n"
+            "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n"
+            f"        kubeconfig {self.cp.kubeconfig}\n"
+            "        pods insecure\n"
+            "    }\n"
+            "    cache 5\n"
+            "}\n"
+        )
+        self._spawn("coredns", [str(coredns), "-conf", str(corefile)])
+
     def _start_kubelet(self, bin_dir: Path) -> None:
         kubeconfig = self.cp.client_kubeconfig(
             "kubelet", f"system:node:{self.name}", ["system:nodes"]
@@ -668,6 +704,7 @@ class Node:
             "podLogsDir": str(root / "pod-logs"),
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
             "clusterDomain": "cluster.local",
+            **({"clusterDNS": [BRIDGE_IP]} if self.dns else {}),
             "resolvConf": "/etc/resolv.conf",
             "maxPods": 40,
             "serializeImagePulls": False,
