@@ -67,10 +67,7 @@ def main() -> int:
         return 1
     began = time.monotonic()
     say("building or finding the images (the operator from the Dockerfile, Debian's Redis)")
-    base = images.python_base_image()
-    with images.DockerBuilder() as builder:
-        operator = images.operator_image(base, builder)
-        redis = images.redis_image(base, builder)
+    _base, operator, redis = images.tier_images()
     say("starting the control plane, the node and CoreDNS")
     returncode = 1
     with Cluster(dns=True) as cluster:

@@ -600,13 +600,19 @@ def _kill_marked(marker: str) -> None:
                     os.kill(int(proc.name), signal.SIGKILL)
 
 
+def tier_images() -> tuple[Image, Image, Image]:
+    """The Debian base, the operator (from the ``Dockerfile``) and Redis, built or found in
+    the cache; one ``dockerd`` for the two that are built."""
+    base = python_base_image()
+    with DockerBuilder() as builder:
+        return base, operator_image(base, builder), redis_image(base, builder)
+
+
 def main() -> int:
     """``python -m tests.platform.images``: build (or find cached) the tier's images and say
     where they are; ``make demo`` runs it beside the Go build so the demo finds them ready."""
     began = time.monotonic()
-    base = python_base_image()
-    with DockerBuilder() as builder:
-        built = [base, operator_image(base, builder), redis_image(base, builder)]
+    built = tier_images()
     for image in built:
         print(f"{image.name}  {image.archive}")
     print(f"images ready in {time.monotonic() - began:.0f}s")

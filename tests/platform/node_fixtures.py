@@ -71,10 +71,7 @@ def _built_images() -> NodeImages:
     began = time.monotonic()
     try:
         busybox = images.busybox_image()
-        base = images.python_base_image()
-        with images.DockerBuilder() as builder:
-            operator = images.operator_image(base, builder)
-            redis = images.redis_image(base, builder)
+        base, operator, redis = images.tier_images()
     except (images.ImageBuildError, OSError) as exc:
         _unavailable(f"images could not be built: {exc}")
     built = NodeImages(busybox, base, operator, redis, time.monotonic() - began)

@@ -383,15 +383,27 @@ def writers(
     return out
 
 
-def base_of(sections: Iterable[Writer], key: str) -> BaseRef | None:
-    """The base the writers of ``key`` compose it from: the one they name (a writer naming
-    none follows the others); :class:`BaseError` (``BaseConflict``) when they name
-    different ones, and then the key is not composed (each store's reconcile says why)."""
-    named = {w.base for w in sections if w.key == key and w.base is not None}
+def agreed_base(named: Mapping[BaseRef, Iterable[str]], where: object) -> BaseRef | None:
+    """The one base the stores writing ``where`` name (``named``: each base with the stores
+    naming it; a store naming none follows the others), or :class:`BaseError`
+    (``BaseConflict``) when they name different ones: then the key is not composed."""
     if len(named) > 1:
-        listed = " and ".join(str(b) for b in sorted(named))
-        raise BaseError(f"spec.configMap.base: {listed} for one key", reason="BaseConflict")
+        listed = "; ".join(f"{', '.join(sorted(w))}: {b}" for b, w in sorted(named.items()))
+        raise BaseError(
+            f"spec.configMap.base: the stores writing {where} name different bases ({listed}); "
+            "give them one base (or name it in one store only)",
+            reason="BaseConflict",
+        )
     return next(iter(named), None)
+
+
+def base_of(sections: Iterable[Writer], key: str) -> BaseRef | None:
+    """The base the writers of ``key`` compose it from (:func:`agreed_base`)."""
+    named: dict[BaseRef, list[str]] = {}
+    for w in sections:
+        if w.key == key and w.base is not None:
+            named.setdefault(w.base, []).append(w.owner.writer)
+    return agreed_base(named, f"key {key}")
 
 
 def corrected(

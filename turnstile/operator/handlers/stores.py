@@ -58,6 +58,7 @@ from turnstile.operator.decide import conditions as cond
 from turnstile.operator.decide import transition
 from turnstile.operator.decide.configmaps import (
     Owner,
+    agreed_base,
     base_text,
     is_owned,
     section_for,
@@ -91,7 +92,13 @@ from turnstile.operator.model.errors import (
     SpecError,
 )
 from turnstile.operator.model.kinds import API_VERSION, FINALIZER, GROUP, KINDS, VERSION
-from turnstile.operator.model.specs import BaseRef, StoreSpec, configmap_key, parse_store
+from turnstile.operator.model.specs import (
+    BaseRef,
+    StoreSpec,
+    configmap_base_name,
+    configmap_key,
+    parse_store,
+)
 from turnstile.operator.probes import check
 
 CONFIG: Final = OperatorConfig.from_env()
@@ -240,12 +247,12 @@ def _base_indexer(kind: str) -> Any:
     def indexer(
         spec: Mapping[str, Any], namespace: str | None, name: str | None, **_: Any
     ) -> dict[Any, tuple[str, str, str]] | None:
-        cm = spec.get("configMap") or {}
-        base = cm.get("base") if isinstance(cm, Mapping) else None
-        if not isinstance(base, Mapping) or not cm.get("name") or not base.get("name"):
+        cm = spec.get("configMap")
+        base_name = configmap_base_name(cm)
+        if base_name is None or not isinstance(cm, Mapping) or not cm.get("name"):
             return None
         key = configmap_key(cm)
-        value = (f"{kind}/{name}", str(base["name"]), str(base.get("key") or key))
+        value = (f"{kind}/{name}", base_name, str(cm["base"].get("key") or key))
         return {(namespace or "", str(cm["name"]), key): value}
 
     return indexer
@@ -274,21 +281,19 @@ async def _base(store: StoreSpec, indexes: Mapping[str, Any]) -> tuple[BaseRef, 
     """The base the store's key is composed from and its text; ``None``: not composed.
     Raises :class:`BaseError` when it is missing or does not load, or the stores disagree."""
     bases = _target_bases(store, indexes)
-    where = target(store)
     for ref in bases:
         _base_readers.setdefault((store.namespace, ref.name), set()).add(store.uid)
-    if not bases or where is None:
+    where = target(store)
+    agreed = agreed_base(bases, where)
+    if agreed is None or where is None:
         return None
-    if len(bases) > 1:
-        named = "; ".join(f"{', '.join(sorted(w))}: {b}" for b, w in sorted(bases.items()))
-        raise BaseError(
-            f"spec.configMap.base: the stores writing {where} name different bases ({named}); "
-            "give them one base (or name it in one store only)",
-            reason="BaseConflict",
-        )
-    ref = next(iter(bases))
-    data = await kube().config_map_data(store.namespace, ref.name)
-    return ref, base_text(ref, data, namespace=store.namespace, composes=str(where))
+    return agreed, await _read_base(store.namespace, agreed, str(where))
+
+
+async def _read_base(namespace: str, ref: BaseRef, composes: str) -> str:
+    """The base's text (:func:`base_text`: :class:`BaseError` if missing or unloadable)."""
+    data = await kube().config_map_data(namespace, ref.name)
+    return base_text(ref, data, namespace=namespace, composes=composes)
 
 
 def _claimants(store: StoreSpec, indexes: Mapping[str, Any]) -> list[str]:
@@ -412,11 +417,10 @@ async def _remove_section(store: StoreSpec, name: str, key: str) -> None:
     is composed again (the base's own section of that name, if any, comes back)."""
     owner = _owner(store)
     base: str | None = None
-    ref = store.config_map.base if store.config_map else None
-    if ref is not None and store.config_map is not None and store.config_map.name == name:
-        data = await kube().config_map_data(store.namespace, ref.name)
+    cm = store.config_map
+    if cm is not None and cm.base is not None and cm.name == name:
         with contextlib.suppress(BaseError):
-            base = base_text(ref, data, namespace=store.namespace, composes=name)
+            base = await _read_base(store.namespace, cm.base, name)
     await kube().update_configmap(
         store.namespace,
         name,

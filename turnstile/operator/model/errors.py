@@ -17,7 +17,7 @@ The tree::
      ├── ConflictError                  ConfigMapConflict: two stores of one kind, one ConfigMap
      ├── EndpointsYamlError             InvalidEndpointsYaml: the ConfigMap's key is not a
      │                                  YAML mapping, so it cannot be merged without losing data
- ├── BaseError                      BaseNotFound / BaseInvalid / BaseConflict:
+     ├── BaseError                      BaseNotFound / BaseInvalid / BaseConflict:
      │                                  spec.configMap.base is missing, does not load, or
      │                                  the stores of one key disagree: nothing is composed
      └── KubeError                      KubernetesError: the API server refused or failed a call
@@ -126,7 +126,6 @@ class BaseError(OperatorError):
     bases (``BaseConflict``); the composed ConfigMap stays as it is."""
 
     reason = "BaseNotFound"
-    REASONS = ("BaseNotFound", "BaseInvalid", "BaseConflict")
 
     def __init__(self, message: str, *, reason: str = "BaseNotFound") -> None:
         super().__init__(message)
